@@ -1,0 +1,51 @@
+"""The ``segaudit`` command line: parses options and calls the library, nothing more.
+
+Each command lives in its own module and is registered here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from segaudit import __version__
+
+app = typer.Typer(
+    name="segaudit",
+    help="Find annotation errors in semantic-segmentation datasets.",
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Find annotation errors in semantic-segmentation datasets."""
+
+
+def _register() -> None:
+    from segaudit.cli import scan
+
+    app.command("scan")(scan.scan)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

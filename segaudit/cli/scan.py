@@ -1,0 +1,5 @@
+"""`segaudit scan` (being written)."""
+
+
+def scan() -> None:
+    """Placeholder until the engine lands."""
