@@ -43,3 +43,60 @@ def user_errors(func: F) -> F:
 def show_progress(quiet: bool) -> bool:
     """Progress bars only on an interactive terminal and never with --quiet."""
     return not quiet and sys.stderr.isatty()
+
+
+class RichProgress:
+    """A Rich progress bar on stderr implementing :class:`segaudit.progress.Progress`."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self._task: Any = None
+
+    def start(self, description: str, total: int) -> None:
+        if self._task is None:
+            self._bar.start()
+        else:
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, amount)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+            self._task = None
+            self._bar.stop()
+
+
+def make_progress(quiet: bool) -> Any:
+    """A Rich bar on a terminal; nothing in CI, cron or with --quiet."""
+    from segaudit.progress import NullProgress
+
+    return RichProgress() if show_progress(quiet) else NullProgress()
+
+
+def parse_size(text: str) -> int:
+    """'512M', '2G', '300MiB' or a plain number of bytes -> bytes."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = cleaned, ""
+    if cleaned and cleaned[-1] in units:
+        number, unit = cleaned[:-1], cleaned[-1]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size like 512M or 2G.") from None
+    if value < 2**20:
+        raise typer.BadParameter(f"{text!r} is too small; give at least 1M.")
+    return int(value)

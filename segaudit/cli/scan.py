@@ -1,5 +1,166 @@
-"""`segaudit scan` (being written)."""
+"""`segaudit scan`: the main job."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from segaudit.cli._common import console, err_console, make_progress, parse_size, user_errors
 
 
-def scan() -> None:
-    """Placeholder until the engine lands."""
+class Pooling(str, Enum):
+    mode = "mode"
+    mean = "mean"
+
+
+DatasetArg = Annotated[
+    Path | None,
+    typer.Argument(help="Dataset folder holding labels.{npy,zarr}, pred_probs.{npy,zarr}, "
+                   "optional images.{npy,zarr} and classes.txt (or a Zarr group with those arrays).",
+                   show_default=False),
+]
+LabelsOpt = Annotated[Path | None, typer.Option("--labels", help="Labels store (N,H,W); overrides DATASET.")]
+ProbsOpt = Annotated[
+    Path | None, typer.Option("--pred-probs", help="pred_probs store (N,K,H,W); overrides DATASET.")
+]
+ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Photos (N,H,W,3) uint8; overrides DATASET.")]
+NamesOpt = Annotated[Path | None, typer.Option("--class-names", help="Text file, one class name per line.")]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Images per batch (default: from --memory-budget).")
+]
+BudgetOpt = Annotated[str, typer.Option("--memory-budget", help="Memory for in-flight batches, e.g. 512M, 2G.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Batches processed at once on local cores (default: all).")
+]
+IgnoreOpt = Annotated[
+    int | None, typer.Option("--ignore-index", help="Label value of unlabelled pixels (e.g. 255): never issues.")
+]
+ChannelsOpt = Annotated[bool, typer.Option("--channels-last", help="pred_probs is (N,H,W,K).")]
+LogitsOpt = Annotated[bool, typer.Option("--logits", help="pred_probs holds logits: apply a softmax first.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+
+
+@user_errors
+def scan(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")],
+    dataset: DatasetArg = None,
+    labels: LabelsOpt = None,
+    pred_probs: ProbsOpt = None,
+    images: ImagesOpt = None,
+    class_names: NamesOpt = None,
+    downsample: Annotated[
+        int, typer.Option("--downsample", min=1, help="Run Confident Learning on d×d blocks (faster, coarser).")
+    ] = 1,
+    label_pooling: Annotated[
+        Pooling, typer.Option("--label-pooling", help="How labels are pooled when downsampling: "
+                              "majority vote (mode) or the reference's rounded mean (mean).")
+    ] = Pooling.mode,
+    ignore_index: IgnoreOpt = None,
+    channels_last: ChannelsOpt = False,
+    logits: LogitsOpt = False,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Softmin temperature of the image scores.")
+    ] = 0.1,
+    batch_size: BatchOpt = None,
+    memory_budget: BudgetOpt = "512M",
+    workers: WorkersOpt = None,
+    max_issue_fraction: Annotated[
+        float | None, typer.Option("--max-issue-fraction", help="Gate: exit 1 when the fraction of "
+                                   "scored pixels flagged exceeds this.")
+    ] = None,
+    max_images_with_issues: Annotated[
+        int | None, typer.Option("--max-images-with-issues", help="Gate: exit 1 when more images than "
+                                 "this have at least one issue pixel.")
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Flag mislabeled pixels with Confident Learning and rank images for review.
+
+    Reads pred_probs once, streaming, and writes RUN/: issues.zarr, pred_labels.zarr,
+    pixel_scores.zarr, labels.zarr, image_scores.csv and summary.json (last).
+
+    Examples:
+
+        segaudit scan sample_data -o runs/sample
+
+        segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
+    """
+    from segaudit.engine import Params, default_workers
+    from segaudit.errors import InvalidInputError
+    from segaudit.io import resolve_dataset
+    from segaudit.scan import Engine, scan as run_scan
+
+    _check_temperature(temperature)
+    paths = resolve_dataset(dataset, labels=labels, pred_probs=pred_probs, images=images,
+                            class_names=class_names)
+    params = Params(ignore_index=ignore_index, downsample=downsample, label_pooling=label_pooling.value,
+                    channels_last=channels_last, logits=logits, temperature=temperature)
+    engine = Engine(workers=workers or default_workers(), batch_size=batch_size,
+                    memory_budget=parse_size(memory_budget))
+    if max_issue_fraction is not None and not 0 <= max_issue_fraction <= 1:
+        raise InvalidInputError(f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}.")
+    summary = run_scan(paths, out, params, engine=engine, progress=make_progress(quiet or json_output))
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        print_summary(summary, out)
+    gate_failures = check_gates(summary, max_issue_fraction, max_images_with_issues)
+    for failure in gate_failures:
+        err_console.print(f"[bold red]gate failed:[/] {failure}", highlight=False)
+    if gate_failures:
+        raise typer.Exit(code=1)
+
+
+def _check_temperature(temperature: float) -> None:
+    from segaudit.errors import InvalidInputError
+
+    if not temperature > 0 or temperature == float("inf"):
+        raise InvalidInputError(f"--temperature must be a positive number, got {temperature}.")
+
+
+def check_gates(summary: dict[str, Any], max_fraction: float | None, max_images: int | None) -> list[str]:
+    """The gate conditions that failed, as sentences."""
+    totals = summary["totals"]
+    failures = []
+    if max_fraction is not None and totals["issue_fraction"] > max_fraction:
+        failures.append(f"issue fraction {totals['issue_fraction']:.6f} exceeds --max-issue-fraction {max_fraction}")
+    if max_images is not None and totals["images_with_issues"] > max_images:
+        failures.append(
+            f"{totals['images_with_issues']} images have issues, more than --max-images-with-issues {max_images}"
+        )
+    return failures
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    """A readable account of a scan: totals, the classes involved, the worst images."""
+    from rich.table import Table
+
+    totals, classes = summary["totals"], summary["classes"]
+    data = summary["dataset"]
+    console.print(
+        f"[bold]segaudit scan[/] {data['num_images']} images × {data['height']}×{data['width']}, "
+        f"{data['num_classes']} classes → [bold]{out}[/]"
+    )
+    console.print(
+        f"  issue pixels: [bold]{totals['issue_pixels']:,}[/] of {totals['scored_pixels']:,} scored "
+        f"({100 * totals['issue_fraction']:.3f}%), in {totals['images_with_issues']} of "
+        f"{data['num_images']} images; {summary['timing']['seconds']:.2f} s"
+    )
+    table = Table(title="classes with issues", title_justify="left")
+    for column in ("class", "threshold", "labelled pixels", "issues (given)", "issues (predicted)"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    rows = sorted(range(data["num_classes"]), key=lambda k: -classes["issue_pixels_given"][k])
+    for k in rows[:10]:
+        if classes["issue_pixels_given"][k] or classes["issue_pixels_predicted"][k]:
+            table.add_row(f"{k} {classes['names'][k]}", f"{classes['thresholds'][k]:.4f}",
+                          f"{classes['labelled_pixels'][k]:,}", f"{classes['issue_pixels_given'][k]:,}",
+                          f"{classes['issue_pixels_predicted'][k]:,}")
+    if table.row_count:
+        console.print(table)
+    console.print(f"  worst images first: {out / 'image_scores.csv'}")

@@ -1,0 +1,36 @@
+# segaudit: `make demo` and `make test` are all a fresh clone needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+DEMO_RUN ?= demo-run
+
+.PHONY: demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUNTIME)
+
+demo: $(RUNTIME)
+	$(VENV)/bin/segaudit scan sample_data -o $(DEMO_RUN)
+
+test: $(DEV)
+	$(PY) -m pytest -q
+
+lint: $(DEV)
+	$(VENV)/bin/ruff check segaudit tests bench
+
+bench: $(DEV)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(DEMO_RUN) .pytest_cache

@@ -1,0 +1,241 @@
+"""The main job: scan a dataset into a run directory.
+
+One streaming read of pred_probs (:mod:`segaudit.engine`), then thresholds, the
+issue count, exact top-m selection and the full-resolution cross-check over the
+compact arrays (:mod:`segaudit.select`), then the tables and ``summary.json``
+(written last; the directory is swapped into place only when complete).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit import __version__, rundir
+from segaudit.engine import DEFAULT_MEMORY_BUDGET, Params, PassStats, Sink, check_inputs, stream
+from segaudit.errors import InvalidInputError
+from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
+from segaudit.progress import NullProgress, Progress
+from segaudit.select import count_issues, find_cut, thresholds, write_issues
+
+IMAGE_SCORE_COLUMNS = ("image", "id", "softmin_score", "issue_pixels", "issue_fraction", "rank")
+
+
+class RunSink:
+    """Per-pixel arrays as Zarr in a run directory; scratch as raw files beside them."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.scratch_dir = run / "_scratch"
+        self.scratch_dir.mkdir()
+        self.arrays: dict[str, Any] = {}
+
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False) -> Any:
+        if scratch:
+            path = self.scratch_dir / f"{name}.npy"
+            self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        else:
+            self.arrays[name] = rundir.create_array(rundir.array_path(self.run, name), shape, dtype)
+        return self.arrays[name]
+
+    def get(self, name: str) -> Any:
+        return self.arrays[name]
+
+    def add_records(self, start: int, pred: np.ndarray, pmax: np.ndarray) -> None:
+        np.save(self.scratch_dir / f"records-{start:012d}-pred.npy", pred)
+        np.save(self.scratch_dir / f"records-{start:012d}-pmax.npy", pmax)
+
+    def records(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for pred_path in sorted(self.scratch_dir.glob("records-*-pred.npy")):
+            pmax_path = pred_path.with_name(pred_path.name.replace("-pred", "-pmax"))
+            yield np.load(pred_path), np.load(pmax_path)
+
+    def discard_scratch(self) -> None:
+        self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, np.memmap)}
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How to run (never changes results)."""
+
+    workers: int = 1
+    batch_size: int | None = None
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+
+@dataclass
+class CLResult:
+    """Everything Confident Learning produced, before it is written to tables."""
+
+    stats: PassStats
+    class_thresholds: np.ndarray
+    num_candidates: int
+    issues_per_image: np.ndarray
+    issues_given: np.ndarray
+    issues_predicted: np.ndarray
+
+
+def confident_learning(
+    labels: ArraySource,
+    probs: ArraySource,
+    params: Params,
+    sink: Sink,
+    engine: Engine,
+    progress: Progress,
+    on_batch: Any = None,
+) -> CLResult:
+    """Steps 1–5 of DESIGN §2 into ``sink`` (which gains an ``issues`` array)."""
+    stats = stream(labels, probs, params, sink, workers=engine.workers, batch_size=engine.batch_size,
+                   memory_budget=engine.memory_budget, progress=progress, on_batch=on_batch)
+    class_thresholds = thresholds(stats.class_sum, stats.class_count)
+    m = count_issues(sink, class_thresholds)
+    scores_name = "pixel_scores" if params.downsample == 1 else "cl_scores"
+    cut = find_cut(stats, m, lambda lo, hi: np.asarray(sink.get(scores_name)[lo:hi]))
+    layout = stats.layout
+    sink.create("issues", (layout.num_images, layout.height, layout.width), bool)
+    progress.start("flagging issues", layout.num_images)
+    counts = write_issues(stats, cut, sink, params.downsample, params.ignore_index, progress)
+    progress.finish()
+    return CLResult(stats, class_thresholds, m, counts.per_image, counts.given, counts.predicted)
+
+
+def rank_images(scores: np.ndarray) -> np.ndarray:
+    """Image order worst first: ascending score, ties by index, NaN (nothing scored) last."""
+    keys = np.where(np.isnan(scores), np.inf, scores)
+    return np.lexsort((np.arange(len(scores)), keys))
+
+
+def write_image_scores(path: Path, softmin: np.ndarray, issues: np.ndarray, scored: np.ndarray,
+                       ids: list[str] | None = None) -> None:
+    """``image_scores.csv``: one row per image, worst first."""
+    order = rank_images(softmin)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(IMAGE_SCORE_COLUMNS)
+        for rank, image in enumerate(order, start=1):
+            fraction = issues[image] / scored[image] if scored[image] else float("nan")
+            writer.writerow([
+                int(image),
+                ids[image] if ids else str(int(image)),
+                _fmt(softmin[image]),
+                int(issues[image]),
+                _fmt(fraction),
+                rank,
+            ])
+
+
+def _fmt(value: float) -> str:
+    return "nan" if np.isnan(value) else repr(float(value))
+
+
+def describe_input(source: ArraySource, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    return {"path": str(source.path), "format": source.kind, "shape": list(source.shape),
+            "dtype": str(source.dtype), **fingerprint}
+
+
+def build_summary(
+    result: CLResult,
+    sources: dict[str, tuple[ArraySource, dict[str, Any]]],
+    params: Params,
+    class_names: list[str],
+    timing: dict[str, float],
+    engine: Engine,
+) -> dict[str, Any]:
+    """Everything a later command or a reader needs to know about the run."""
+    layout = result.stats.layout
+    total_pixels = layout.num_images * layout.pixels
+    scored = int(result.stats.scored.sum())
+    issue_pixels = int(result.issues_per_image.sum())
+    return {
+        "segaudit_version": __version__,
+        "command": "scan",
+        "dataset": {"num_images": layout.num_images, "height": layout.height, "width": layout.width,
+                    "num_classes": layout.num_classes, "pred_probs_dtype": str(layout.dtype)},
+        "inputs": {name: describe_input(src, fp) for name, (src, fp) in sources.items()},
+        "parameters": {**asdict(params), "method": "confident_learning_self_confidence"},
+        "classes": {
+            "names": class_names,
+            "thresholds": [float(t) for t in result.class_thresholds],
+            "labelled_pixels": [int(c) for c in result.stats.class_count],
+            "issue_pixels_given": [int(c) for c in result.issues_given],
+            "issue_pixels_predicted": [int(c) for c in result.issues_predicted],
+        },
+        "totals": {
+            "pixels": total_pixels,
+            "scored_pixels": scored,
+            "ignored_pixels": total_pixels - scored,
+            "candidates": result.num_candidates,
+            "issue_pixels": issue_pixels,
+            "issue_fraction": issue_pixels / scored if scored else 0.0,
+            "images_with_issues": int(np.count_nonzero(result.issues_per_image)),
+        },
+        "engine": {"workers": engine.workers, "batch_size": engine.batch_size,
+                   "batches": len(result.stats.batches)},
+        "timing": {**timing, "python": platform.python_version()},
+    }
+
+
+def scan(
+    paths: DatasetPaths,
+    out: str | os.PathLike[str],
+    params: Params = Params(),
+    *,
+    engine: Engine = Engine(),
+    class_names: list[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Scan a dataset into the run directory ``out``; return its summary."""
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    labels = open_store(paths.labels, "labels")
+    probs = open_store(paths.pred_probs, "pred_probs")
+    sources = {"labels": (labels, labels.fingerprint()), "pred_probs": (probs, probs.fingerprint())}
+    if paths.images is not None:
+        images = open_store(paths.images, "images")
+        _check_images(images, labels)
+        sources["images"] = (images, images.fingerprint())
+    layout = check_inputs(labels.array, probs.array, params, (str(labels.path), str(probs.path)))
+    names = class_names or read_class_names(paths.class_names, layout.num_classes)
+    with rundir.building_run(out) as tmp:
+        sink = RunSink(tmp)
+        result = confident_learning(labels, probs, params, sink, engine, progress,
+                                    on_batch=_test_hook_after_batch)
+        sink.discard_scratch()
+        for source, before in sources.values():
+            check_unchanged(source, before)
+        write_image_scores(tmp / "image_scores.csv", result.stats.softmin, result.issues_per_image,
+                           result.stats.scored)
+        timing = {"seconds": round(time.perf_counter() - started, 3)}
+        summary = build_summary(result, sources, params, names, timing, engine)
+        rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
+    return summary
+
+
+def _check_images(images: ArraySource, labels: ArraySource) -> None:
+    shape = images.shape
+    if len(shape) != 4 or shape[3] != 3 or tuple(shape[:3]) != labels.shape:
+        raise InvalidInputError(
+            f"{images.path} has shape {shape}; images must be (N, H, W, 3) matching labels "
+            f"{labels.shape}."
+        )
+    if images.dtype != np.uint8:
+        raise InvalidInputError(f"{images.path} holds {images.dtype} values; images must be uint8 RGB.")
+
+
+def _test_hook_after_batch(stop: int) -> None:
+    """Fault injection for tests: SEGAUDIT_TEST_KILL_AFTER_IMAGES=i SIGKILLs once i images are done."""
+    limit = os.environ.get("SEGAUDIT_TEST_KILL_AFTER_IMAGES")
+    if limit is not None and stop >= int(limit):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

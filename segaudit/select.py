@@ -1,0 +1,140 @@
+"""Steps 2–5 of Confident Learning, run over the compact per-pixel arrays.
+
+Thresholds and the issue count come from the streaming pass's reductions. The m
+lowest self-confidences are found without sorting the dataset: the histogram of
+the scores' top 16 bits names the boundary bin, and each further look at the
+stored scores narrows it by 16 more bits until the cut value is exact; ties at the
+cut go to the lowest flat index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segaudit.engine import HIST_BINS, PassStats, Sink, score_bits, score_key_shift
+
+THRESHOLD_FLOOR = 2e-6
+COMPARISON_MARGIN = 1e-6
+
+
+def thresholds(class_sum: np.ndarray, class_count: np.ndarray) -> np.ndarray:
+    """t_k = mean self-confidence of pixels labelled k (0 when absent), floored at 2e-6."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(class_count > 0, class_sum / np.maximum(class_count, 1), 0.0)
+    return np.maximum(mean, THRESHOLD_FLOOR)
+
+
+def count_issues(sink: Sink, class_thresholds: np.ndarray) -> int:
+    """m: mispredicted pixels whose predicted-class probability reaches that class's threshold."""
+    limits = class_thresholds - COMPARISON_MARGIN
+    total = 0
+    for pred, pmax in sink.records():
+        total += int(np.count_nonzero(pmax.astype(np.float64) >= limits[pred]))
+    return total
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The candidate rule: keys (bits >> shift) below ``key`` are in; at ``key``, the
+    first ``ties`` in flat order are in (``None``: all of them)."""
+
+    key: int
+    shift: int
+    ties: int | None
+    count: int
+
+    def candidates(self, scores: np.ndarray, tie_offset: int) -> tuple[np.ndarray, int]:
+        """Mask of candidates in ``scores`` (flat order), and how many ties it used."""
+        if self.count == 0:
+            return np.zeros(scores.shape, bool), 0
+        keys = score_bits(scores) >> self.shift
+        valid = ~np.isnan(scores)
+        inside = (keys < self.key) & valid
+        at_cut = (keys == self.key) & valid
+        if self.ties is None:
+            return inside | at_cut, 0
+        flat = at_cut.ravel()
+        rank = np.cumsum(flat) + tie_offset
+        take = flat & (rank <= self.ties)
+        return inside | take.reshape(scores.shape), int(flat.sum())
+
+
+def find_cut(stats: PassStats, m: int, read_scores: Callable[[int, int], np.ndarray]) -> Cut:
+    """The exact rule selecting the m lowest scores, looking at stored scores only as needed."""
+    if m == 0:
+        return Cut(0, 0, None, 0)
+    hist, need = stats.s_hist, m
+    shift = score_key_shift(np.dtype(stats.layout.score_dtype))
+    prefix = 0
+    while True:
+        cumulative = np.cumsum(hist)
+        bin_index = int(np.searchsorted(cumulative, need))
+        below = int(cumulative[bin_index - 1]) if bin_index else 0
+        need -= below
+        prefix = (prefix << 16) | bin_index
+        if int(hist[bin_index]) == need:
+            return Cut(prefix, shift, None, m)
+        if shift == 0:
+            return Cut(prefix, 0, need, m)
+        hist = _refine(stats, prefix, shift, read_scores)
+        shift -= 16
+
+
+def _refine(stats: PassStats, prefix: int, shift: int, read_scores: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """Histogram of the next 16 bits among stored scores whose top bits equal ``prefix``."""
+    hist = np.zeros(HIST_BINS, np.int64)
+    next_shift = shift - 16
+    for lo, hi in stats.batches:
+        bits = score_bits(np.ascontiguousarray(read_scores(lo, hi)))
+        inside = bits[(bits >> shift) == prefix]
+        hist += np.bincount(((inside >> next_shift) & 0xFFFF).astype(np.intp), minlength=HIST_BINS)
+    return hist
+
+
+@dataclass
+class IssueCounts:
+    """Per-image and per-class tallies of the issue mask."""
+
+    per_image: np.ndarray
+    given: np.ndarray
+    predicted: np.ndarray
+
+
+def write_issues(
+    stats: PassStats,
+    cut: Cut,
+    sink: Sink,
+    downsample: int,
+    ignore: int | None,
+    progress: Any = None,
+) -> IssueCounts:
+    """Cross-check candidates at full resolution and write the ``issues`` array, in image order."""
+    layout = stats.layout
+    k = layout.num_classes
+    counts = IssueCounts(np.zeros(layout.num_images, np.int64), np.zeros(k, np.int64),
+                         np.zeros(k, np.int64))
+    scores_name = "pixel_scores" if downsample == 1 else "cl_scores"
+    issues_out = sink.get("issues")
+    tie_offset = 0
+    for lo, hi in stats.batches:
+        scores = np.asarray(sink.get(scores_name)[lo:hi])
+        candidate, used = cut.candidates(scores, tie_offset)
+        tie_offset += used
+        if downsample != 1:
+            candidate = candidate.repeat(downsample, axis=1).repeat(downsample, axis=2)
+        labels = np.asarray(sink.get("labels")[lo:hi])
+        pred = np.asarray(sink.get("pred_labels")[lo:hi])
+        issues = candidate & (pred != labels)
+        if ignore is not None:
+            issues &= labels != ignore
+        issues_out[lo:hi] = issues
+        counts.per_image[lo:hi] = issues.reshape(hi - lo, -1).sum(axis=1)
+        counts.given += np.bincount(labels[issues].astype(np.intp), minlength=k)[:k]
+        counts.predicted += np.bincount(pred[issues].astype(np.intp), minlength=k)[:k]
+        if progress is not None:
+            progress.advance(hi - lo)
+    return counts
