@@ -252,7 +252,8 @@ def describe_problems(problems: np.ndarray, start: int, layout: Layout, names: t
         if count:
             image = start + int(first) // layout.pixels
             row, col = divmod(int(first) % layout.pixels, layout.width)
-            where = f"image {image}, pixel ({row}, {col}) and {int(count) - 1} more pixel(s)"
+            more = f" (and {int(count) - 1} more pixels)" if count > 1 else ""
+            where = f"image {image}, pixel ({row}, {col}){more}"
             if kind == kernels.BAD_SUM and logits:
                 return None
             return f"{name} " + template.format(

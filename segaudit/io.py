@@ -63,7 +63,7 @@ class ArraySource:
         """Images ``start:stop`` as a C-contiguous numpy array (a view for ``.npy``)."""
         try:
             batch = np.ascontiguousarray(self.array[start:stop])
-        except (OSError, ValueError, RuntimeError, KeyError) as error:
+        except Exception as error:  # any failure to decode is a store problem
             raise UnreadableStoreError(
                 f"{self.path}: reading images {start}..{stop - 1} failed ({_reason(error)}); "
                 "the store is corrupt or truncated, regenerate it."

@@ -36,7 +36,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from segaudit.errors import OutputWriteError, RunDirectoryError
+from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 
 SUMMARY = "summary.json"
 ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues")
@@ -224,10 +224,11 @@ def building_run(run: str | os.PathLike[str]) -> Iterator[Path]:
             if not (tmp / SUMMARY).is_file():
                 raise RunDirectoryError(f"internal: the run for {run} was not completed.")
             _install(tmp, run)
+        except SegauditError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except OSError as error:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(error, OutputWriteError):
-                raise
             where = error.filename or run
             raise OutputWriteError(
                 f"writing {where} failed ({error.strerror or error}); "
