@@ -42,6 +42,11 @@ def _register() -> None:
 
     app.command("scan")(scan.scan)
 
+    from segaudit.cli import review
+
+    app.command("swaps")(review.swaps)
+    app.command("render")(review.render)
+
 
 _register()
 

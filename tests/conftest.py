@@ -1,0 +1,73 @@
+"""Shared fixtures: small fake run directories built from arrays a test controls."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segaudit.rundir import SUMMARY, array_path, create_array
+
+
+def write_run(
+    run: Path,
+    labels: np.ndarray,
+    pred_labels: np.ndarray,
+    issues: np.ndarray,
+    *,
+    num_classes: int,
+    names: list[str] | None = None,
+    ignore_index: int | None = None,
+    images: np.ndarray | None = None,
+    ids: list[str] | None = None,
+) -> Path:
+    """A complete run directory as `segaudit scan` lays it out (summary.json last)."""
+    run.mkdir(parents=True)
+    n, h, w = labels.shape
+    valid = (labels >= 0) & (labels < num_classes)
+    pixel_scores = np.where(valid, 0.5, np.nan).astype(np.float32)
+    arrays = {"labels": labels, "pred_labels": pred_labels, "pixel_scores": pixel_scores}
+    arrays["issues"] = issues.astype(bool)
+    for name, values in arrays.items():
+        array = create_array(array_path(run, name), values.shape, values.dtype)
+        array[...] = values
+    images_input = None
+    if images is not None:
+        images_path = run.parent / f"{run.name}_images.npy"
+        np.save(images_path, images)
+        images_input = {"path": str(images_path)}
+    counts = issues.sum(axis=(1, 2))
+    order = np.lexsort((np.arange(n), -counts))
+    with open(run / "image_scores.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "id", "softmin_score", "issue_pixels", "issue_fraction", "rank"])
+        for rank, image in enumerate(order.tolist(), start=1):
+            image_id = ids[image] if ids else str(image)
+            fraction = counts[image] / (h * w)
+            writer.writerow([image, image_id, f"{1 - fraction:.6f}", counts[image], fraction, rank])
+    summary = {
+        "segaudit_version": "0.1.0",
+        "command": "scan",
+        "dataset": {"num_images": n, "height": h, "width": w, "num_classes": num_classes},
+        "inputs": {"labels": {"path": "labels.npy"}, "pred_probs": {}, "images": images_input},
+        "parameters": {"ignore_index": ignore_index, "downsample": 1},
+        "classes": {"names": names or [f"class_{k}" for k in range(num_classes)]},
+        "totals": {"issue_pixels": int(issues.sum())},
+    }
+    (run / SUMMARY).write_text(json.dumps(summary))
+    return run
+
+
+@pytest.fixture
+def make_run(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_run(labels, pred_labels, issues, num_classes=K, ...)`` -> run path."""
+    count = iter(range(1000))
+
+    def make(*args: np.ndarray, name: str | None = None, **kwargs: object) -> Path:
+        return write_run(tmp_path / (name or f"run{next(count)}"), *args, **kwargs)  # type: ignore[arg-type]
+
+    return make
