@@ -42,6 +42,10 @@ def _register() -> None:
 
     app.command("scan")(scan.scan)
 
+    from segaudit.cli import synth
+
+    app.command("synth")(synth.synth)
+
     from segaudit.cli import review
 
     app.command("swaps")(review.swaps)

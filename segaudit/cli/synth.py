@@ -1,0 +1,96 @@
+"""`segaudit synth`: write a synthetic dataset with known annotation errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segaudit.cli._common import console, make_progress, user_errors
+
+
+@user_errors
+def synth(
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write the dataset into (created; must be empty).", show_default=False
+        ),
+    ],
+    images: Annotated[
+        int, typer.Option("--images", help="Number of images N.", show_default=False)
+    ],
+    height: Annotated[
+        int, typer.Option("--height", help="Image height H in pixels.", show_default=False)
+    ],
+    width: Annotated[
+        int, typer.Option("--width", help="Image width W in pixels.", show_default=False)
+    ],
+    classes: Annotated[
+        int, typer.Option("--classes", help="Number of classes K (2 to 65535).", show_default=False)
+    ],
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Random seed: same seed and options, byte-identical files.",
+            show_default=False,
+        ),
+    ],
+    dtype: Annotated[
+        str, typer.Option("--dtype", metavar="float16|float32", help="dtype of pred_probs.")
+    ] = "float32",
+    fmt: Annotated[str, typer.Option("--format", metavar="npy|zarr", help="Store format.")] = "npy",
+    corrupt_fraction: Annotated[
+        float,
+        typer.Option("--corrupt-fraction", help="Fraction of images given annotation errors."),
+    ] = 0.3,
+    class_names: Annotated[
+        str | None,
+        typer.Option(
+            "--class-names",
+            help="Comma-separated class names, one per class "
+            "(default: street-scene names, then class_19, class_20, ...).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write into a non-empty OUT, replacing an earlier dataset there."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar, no summary.")
+    ] = False,
+) -> None:
+    """Generate a synthetic dataset with injected annotation errors (for demos, tests, benchmarks).
+
+    OUT gets labels (noisy), pred_probs, images, true_labels, is_corrupted, synth.json.
+    """
+    from segaudit.synth import generate
+
+    names = None if class_names is None else class_names.split(",")
+    report = generate(
+        out,
+        images=images,
+        height=height,
+        width=width,
+        classes=classes,
+        seed=seed,
+        dtype=dtype,
+        fmt=fmt,
+        corrupt_fraction=corrupt_fraction,
+        class_names=names,
+        force=force,
+        progress=make_progress(quiet),
+    )
+    if not quiet:
+        corrupted = len(report["corrupted_images"])
+        console.print(
+            f"Wrote {images} images ({height}×{width}, {classes} classes, {corrupted} with "
+            f"annotation errors) to {out}.",
+            highlight=False,
+            markup=False,
+        )
