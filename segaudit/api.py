@@ -59,8 +59,14 @@ def run_confident_learning(
         memory_budget=memory_budget,
     )
     sink = MemorySink()
-    result = confident_learning(as_source(labels, "labels"), as_source(pred_probs, "pred_probs"),
-                                params, sink, engine, NullProgress())
+    result = confident_learning(
+        as_source(labels, "labels"),
+        as_source(pred_probs, "pred_probs"),
+        params,
+        sink,
+        engine,
+        NullProgress(),
+    )
     return result, sink
 
 
@@ -86,8 +92,14 @@ def find_label_issues(
     """
     del verbose  # the library never prints
     _, sink = run_confident_learning(
-        labels, pred_probs, batch_size=batch_size, n_jobs=n_jobs, downsample=downsample,
-        ignore_index=ignore_index, label_pooling=label_pooling, channels_last=channels_last,
+        labels,
+        pred_probs,
+        batch_size=batch_size,
+        n_jobs=n_jobs,
+        downsample=downsample,
+        ignore_index=ignore_index,
+        label_pooling=label_pooling,
+        channels_last=channels_last,
         logits=logits,
     )
     return sink.get("issues")

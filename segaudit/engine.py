@@ -12,6 +12,7 @@ the batch size or the number of workers.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,7 +79,9 @@ def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]
         raise InvalidInputError(f"{label_name} has shape {lshape}; labels must be (N, H, W).")
     layout_hint = "(N, H, W, K) with --channels-last" if params.channels_last else "(N, K, H, W)"
     if len(pshape) != 4:
-        raise InvalidInputError(f"{probs_name} has shape {pshape}; pred_probs must be {layout_hint}.")
+        raise InvalidInputError(
+            f"{probs_name} has shape {pshape}; pred_probs must be {layout_hint}."
+        )
     n, k, h, w = (pshape[0], pshape[3], pshape[1], pshape[2]) if params.channels_last else pshape
     if (n, h, w) != lshape:
         raise InvalidInputError(
@@ -86,7 +89,9 @@ def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]
             f"(pred_probs is read as {layout_hint})."
         )
     if min(n, h, w) == 0:
-        raise InvalidInputError(f"{label_name} is empty (shape {lshape}); there is nothing to scan.")
+        raise InvalidInputError(
+            f"{label_name} is empty (shape {lshape}); there is nothing to scan."
+        )
     if k < 2:
         raise InvalidInputError(f"{probs_name} has {k} class(es); at least 2 are needed.")
     ldtype, pdtype = np.dtype(labels.dtype), np.dtype(probs.dtype)
@@ -104,7 +109,9 @@ def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]
 class Sink(Protocol):
     """Where the pass puts per-pixel arrays: Zarr in a run directory, or memory."""
 
-    def create(self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False) -> Any: ...
+    def create(
+        self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False
+    ) -> Any: ...
 
     def get(self, name: str) -> Any: ...
 
@@ -170,12 +177,6 @@ def score_bits(scores: np.ndarray) -> np.ndarray:
     return scores.view(np.uint32 if scores.dtype == np.float32 else np.uint64)
 
 
-def histogram_keys(scores: np.ndarray) -> np.ndarray:
-    """Count scores by their top 16 bits (NaN lands above every valid score)."""
-    keys = score_bits(scores) >> score_key_shift(scores.dtype)
-    return np.bincount(keys.ravel().astype(np.intp), minlength=HIST_BINS)
-
-
 def sum_tolerance(num_classes: int, dtype: np.dtype) -> float:
     """How far a pixel's probabilities may sum from 1 (rounding of K stored values)."""
     return 1e-3 + num_classes * float(np.finfo(dtype).eps)
@@ -201,8 +202,33 @@ class PixelPass:
     problems: np.ndarray
 
 
-def pixel_pass(probs: np.ndarray, labels: np.ndarray, ignore: int | None, check_sums: bool) -> PixelPass:
-    """Run the compiled kernel on one batch: probs (b,K,H,W), labels (b,H,W)."""
+class Workspace(threading.local):
+    """Per-thread buffers reused from batch to batch: first touches of fresh memory
+    are slow, and reuse keeps resident memory flat."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, int], np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape))
+        key = (name, dtype.num)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self.buffers[key] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
+
+WORKSPACE = Workspace()
+
+
+def pixel_pass(
+    probs: np.ndarray, labels: np.ndarray, ignore: int | None, check_sums: bool, tag: str = "full"
+) -> PixelPass:
+    """Run the compiled kernel on one batch: probs (b,K,H,W), labels (b,H,W).
+
+    The per-pixel outputs live in this thread's workspace until its next batch.
+    """
     b, k, h, w = probs.shape
     flat = probs.reshape(b, k, h * w)
     flat_labels = labels.reshape(b, h * w)
@@ -210,9 +236,9 @@ def pixel_pass(probs: np.ndarray, labels: np.ndarray, ignore: int | None, check_
         flat_labels = flat_labels.astype(np.int64)
     score_dtype = np.float64 if probs.dtype == np.float64 else np.float32
     out = PixelPass(
-        pred=np.empty((b, h * w), np.uint8 if k <= 256 else np.uint16),
-        pmax=np.empty((b, h * w), score_dtype),
-        s=np.empty((b, h * w), score_dtype),
+        pred=WORKSPACE.get(f"{tag}-pred", (b, h * w), np.uint8 if k <= 256 else np.uint16),
+        pmax=WORKSPACE.get(f"{tag}-pmax", (b, h * w), score_dtype),
+        s=WORKSPACE.get(f"{tag}-s", (b, h * w), score_dtype),
         class_sum=np.zeros((b, k), np.float64),
         class_count=np.zeros((b, k), np.int64),
         problems=np.zeros((kernels.PROBLEM_KINDS, 2), np.int64),
@@ -223,29 +249,55 @@ def pixel_pass(probs: np.ndarray, labels: np.ndarray, ignore: int | None, check_
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
     common = (out.pred, out.pmax, out.s, out.class_sum, out.class_count, out.problems)
     if probs.dtype == np.float16:
-        kernels.scan_half(flat.view(np.uint16), _TABLE, flat_labels, ignore_value, has_ignore,
-                          tol, tile, check_sums, *common)
+        kernels.scan_half(
+            flat.view(np.uint16),
+            _TABLE,
+            flat_labels,
+            ignore_value,
+            has_ignore,
+            tol,
+            tile,
+            check_sums,
+            *common,
+        )
     else:
-        kernels.scan_float(flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common)
+        kernels.scan_float(
+            flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common
+        )
     return out
 
 
 _TABLE = kernels.float16_table()
 
 
-def describe_problems(problems: np.ndarray, start: int, layout: Layout, names: tuple[str, str],
-                      logits: bool) -> str | None:
+def describe_problems(
+    problems: np.ndarray, start: int, layout: Layout, names: tuple[str, str], logits: bool
+) -> str | None:
     """One sentence for the first kind of malformed value found in a batch, or None."""
     label_name, probs_name = names
     order = [
-        (kernels.BAD_LABEL, label_name, "has label {value} outside 0..{kmax} at {where}; "
-         "fix the labels or pass --ignore-index for the value that marks unlabelled pixels."),
-        (kernels.NONFINITE, probs_name, "has NaN or infinite probabilities at {where}; "
-         "fix the model outputs."),
-        (kernels.NEGATIVE, probs_name, "has negative probabilities at {where}; "
-         "these look like logits: pass --logits."),
-        (kernels.BAD_SUM, probs_name, "has probabilities that do not sum to 1 at {where}; "
-         "these look like logits: pass --logits."),
+        (
+            kernels.BAD_LABEL,
+            label_name,
+            "has label {value} outside 0..{kmax} at {where}; "
+            "fix the labels or pass --ignore-index for the value that marks unlabelled pixels.",
+        ),
+        (
+            kernels.NONFINITE,
+            probs_name,
+            "has NaN or infinite probabilities at {where}; fix the model outputs.",
+        ),
+        (
+            kernels.NEGATIVE,
+            probs_name,
+            "has negative probabilities at {where}; these look like logits: pass --logits.",
+        ),
+        (
+            kernels.BAD_SUM,
+            probs_name,
+            "has probabilities that do not sum to 1 at {where}; "
+            "these look like logits: pass --logits.",
+        ),
     ]
     for kind, name, template in order:
         count, first = problems[kind]
@@ -282,7 +334,9 @@ def process_batch(
     if message is not None:
         if "{value}" in message:
             image, pixel = divmod(int(full.problems[kernels.BAD_LABEL, 1]), layout.pixels)
-            message = message.replace("{value}", str(labels.reshape(labels.shape[0], -1)[image, pixel]))
+            message = message.replace(
+                "{value}", str(labels.reshape(labels.shape[0], -1)[image, pixel])
+            )
         raise InvalidInputError(message)
     shape = (labels.shape[0], layout.height, layout.width)
     sink.get("labels")[start:stop] = labels
@@ -293,20 +347,47 @@ def process_batch(
     kernels.softmin_images(full.s, params.temperature, softmin, scored)
     cl, cl_labels = full, labels.reshape(labels.shape[0], -1)
     if params.downsample != 1:
-        small_labels = pool_labels(labels, params.downsample, params.label_pooling, params.ignore_index)
-        cl = pixel_pass(pool_probs(probs, params.downsample), small_labels, params.ignore_index,
-                        check_sums=False)
+        small_labels = pool_labels(
+            labels, params.downsample, params.label_pooling, params.ignore_index
+        )
+        cl = pixel_pass(
+            pool_probs(probs, params.downsample),
+            small_labels,
+            params.ignore_index,
+            check_sums=False,
+            tag="low",
+        )
         cl_labels = small_labels.reshape(labels.shape[0], -1)
         small_shape = (labels.shape[0], *small_labels.shape[1:])
         sink.get("cl_scores")[start:stop] = cl.s.reshape(small_shape)
-    mispredicted = (cl.pred != cl_labels) & ~np.isnan(cl.s)
-    sink.add_records(start, cl.pred[mispredicted], cl.pmax[mispredicted])
-    return BatchResult(start, cl.class_sum, cl.class_count, histogram_keys(cl.s), softmin, scored,
-                       full.problems)
+    hist, mis_pred, mis_pmax = summarize(cl, cl_labels)
+    sink.add_records(start, mis_pred, mis_pmax)
+    return BatchResult(start, cl.class_sum, cl.class_count, hist, softmin, scored, full.problems)
 
 
-def plan_batches(num_images: int, image_bytes: int, workers: int, batch_size: int | None,
-                 memory_budget: int) -> list[tuple[int, int]]:
+def summarize(cl: PixelPass, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histogram of self-confidence keys, and the mispredicted pixels' (class, probability)."""
+    s = cl.s.ravel()
+    hist = np.zeros(HIST_BINS, np.int64)
+    mis_pred = WORKSPACE.get("mis-pred", s.shape, cl.pred.dtype)
+    mis_pmax = WORKSPACE.get("mis-pmax", s.shape, cl.pmax.dtype)
+    found = kernels.summarize(
+        cl.pred.ravel(),
+        cl.pmax.ravel(),
+        s,
+        score_bits(s),
+        labels.ravel(),
+        score_key_shift(s.dtype),
+        hist,
+        mis_pred,
+        mis_pmax,
+    )
+    return hist, mis_pred[:found].copy(), mis_pmax[:found].copy()
+
+
+def plan_batches(
+    num_images: int, image_bytes: int, workers: int, batch_size: int | None, memory_budget: int
+) -> list[tuple[int, int]]:
     """Split images into batches: ``batch_size`` images, or as many as the budget allows."""
     if batch_size is None:
         per_batch = memory_budget // (2 * max(1, workers))
@@ -317,7 +398,9 @@ def plan_batches(num_images: int, image_bytes: int, workers: int, batch_size: in
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def create_outputs(sink: Sink, layout: Layout, labels_dtype: np.dtype, params: Params) -> None:
@@ -328,15 +411,23 @@ def create_outputs(sink: Sink, layout: Layout, labels_dtype: np.dtype, params: P
     sink.create("pixel_scores", shape, layout.score_dtype)
     if params.downsample != 1:
         d = params.downsample
-        sink.create("cl_scores", (layout.num_images, layout.height // d, layout.width // d),
-                    layout.score_dtype, scratch=True)
+        sink.create(
+            "cl_scores",
+            (layout.num_images, layout.height // d, layout.width // d),
+            layout.score_dtype,
+            scratch=True,
+        )
 
 
 def stored_label_dtype(labels_dtype: np.dtype, num_classes: int, ignore: int | None) -> np.dtype:
     """The smallest integer type holding every class id and the ignore value."""
     values = [0, num_classes - 1] + ([ignore] if ignore is not None else [])
     small = np.result_type(*(np.min_scalar_type(v) for v in values))
-    return np.dtype(small) if small.itemsize <= np.dtype(labels_dtype).itemsize else np.dtype(labels_dtype)
+    return (
+        np.dtype(small)
+        if small.itemsize <= np.dtype(labels_dtype).itemsize
+        else np.dtype(labels_dtype)
+    )
 
 
 def stream(
@@ -359,9 +450,15 @@ def stream(
         np.min_scalar_type(params.ignore_index), np.int64
     ):
         raise InvalidInputError(f"--ignore-index {params.ignore_index} is not a valid label value.")
-    create_outputs(sink, layout, stored_label_dtype(labels.dtype, layout.num_classes,
-                                                   params.ignore_index), params)
-    batches = plan_batches(layout.num_images, layout.image_bytes, workers, batch_size, memory_budget)
+    create_outputs(
+        sink,
+        layout,
+        stored_label_dtype(labels.dtype, layout.num_classes, params.ignore_index),
+        params,
+    )
+    batches = plan_batches(
+        layout.num_images, layout.image_bytes, workers, batch_size, memory_budget
+    )
     stats = _empty_stats(layout, params, batches)
     progress.start("scanning pred_probs", layout.num_images)
 
@@ -394,19 +491,26 @@ def stream(
 
 def _empty_stats(layout: Layout, params: Params, batches: list[tuple[int, int]]) -> PassStats:
     k = layout.num_classes
-    return PassStats(layout, np.zeros(k), np.zeros(k, np.int64), np.zeros(HIST_BINS, np.int64),
-                     np.empty(layout.num_images), np.empty(layout.num_images, np.int64), batches)
+    return PassStats(
+        layout,
+        np.zeros(k),
+        np.zeros(k, np.int64),
+        np.zeros(HIST_BINS, np.int64),
+        np.empty(layout.num_images),
+        np.empty(layout.num_images, np.int64),
+        batches,
+    )
 
 
 def _reduce(stats: PassStats, result: BatchResult, progress: Progress, on_batch: Any) -> None:
     """Fold one batch into the totals, image by image in order (deterministic sums)."""
-    for row_sum, row_count in zip(result.class_sum, result.class_count):
+    for row_sum, row_count in zip(result.class_sum, result.class_count, strict=True):
         stats.class_sum += row_sum
         stats.class_count += row_count
     stats.s_hist += result.s_hist
     stop = result.start + len(result.softmin)
-    stats.softmin[result.start:stop] = result.softmin
-    stats.scored[result.start:stop] = result.scored
+    stats.softmin[result.start : stop] = result.softmin
+    stats.scored[result.start : stop] = result.scored
     progress.advance(len(result.softmin))
     if on_batch is not None:
         on_batch(stop)

@@ -199,7 +199,9 @@ def scan_half(
 
 
 @njit(nogil=True, cache=True)
-def softmin_images(s: np.ndarray, temperature: float, scores: np.ndarray, scored: np.ndarray) -> None:
+def softmin_images(
+    s: np.ndarray, temperature: float, scores: np.ndarray, scored: np.ndarray
+) -> None:
     """Per-image softmin of ``s`` (b,P), NaN entries skipped, in float64 with a max shift.
 
     score = sum_i s_i w_i, w = softmax((1 - s) / T); images with no scored pixel get NaN.
@@ -228,3 +230,34 @@ def softmin_images(s: np.ndarray, temperature: float, scores: np.ndarray, scored
                 num += v * w
                 den += w
         scores[i] = num / den
+
+
+@njit(nogil=True, cache=True)
+def summarize(
+    pred: np.ndarray,
+    pmax: np.ndarray,
+    s: np.ndarray,
+    s_bits: np.ndarray,
+    labels: np.ndarray,
+    shift: int,
+    hist: np.ndarray,
+    mis_pred: np.ndarray,
+    mis_pmax: np.ndarray,
+) -> int:
+    """One pass over a batch's compact arrays (flattened): the histogram of the
+    self-confidences' top 16 bits and the mispredicted pixels' class and probability.
+
+    Ignored pixels (s is NaN) are skipped; returns how many mispredicted pixels were
+    written to ``mis_pred``/``mis_pmax``.
+    """
+    found = 0
+    for p in range(s.shape[0]):
+        v = s[p]
+        if v != v:
+            continue
+        hist[s_bits[p] >> shift] += 1
+        if pred[p] != labels[p]:
+            mis_pred[found] = pred[p]
+            mis_pmax[found] = pmax[p]
+            found += 1
+    return found

@@ -102,7 +102,9 @@ def open_run(path: str | os.PathLike[str]) -> Run:
     """Open a complete run, or say plainly why ``path`` is not one."""
     run = Path(path)
     if not run.is_dir():
-        raise RunDirectoryError(f"{run} does not exist; create it with `segaudit scan DATASET -o {run}`.")
+        raise RunDirectoryError(
+            f"{run} does not exist; create it with `segaudit scan DATASET -o {run}`."
+        )
     summary_path = run / SUMMARY
     if not summary_path.is_file():
         raise RunDirectoryError(
@@ -112,7 +114,9 @@ def open_run(path: str | os.PathLike[str]) -> Run:
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, ValueError) as error:
-        raise RunDirectoryError(f"{summary_path} is unreadable ({error}); rerun the scan.") from None
+        raise RunDirectoryError(
+            f"{summary_path} is unreadable ({error}); rerun the scan."
+        ) from None
     return Run(run, summary)
 
 

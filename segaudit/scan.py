@@ -83,6 +83,7 @@ class CLResult:
     issues_per_image: np.ndarray
     issues_given: np.ndarray
     issues_predicted: np.ndarray
+    stages: dict[str, float]
 
 
 def confident_learning(
@@ -95,18 +96,43 @@ def confident_learning(
     on_batch: Any = None,
 ) -> CLResult:
     """Steps 1–5 of DESIGN §2 into ``sink`` (which gains an ``issues`` array)."""
-    stats = stream(labels, probs, params, sink, workers=engine.workers, batch_size=engine.batch_size,
-                   memory_budget=engine.memory_budget, progress=progress, on_batch=on_batch)
+    clock = time.perf_counter()
+    stats = stream(
+        labels,
+        probs,
+        params,
+        sink,
+        workers=engine.workers,
+        batch_size=engine.batch_size,
+        memory_budget=engine.memory_budget,
+        progress=progress,
+        on_batch=on_batch,
+    )
+    stages = {"read_pred_probs": time.perf_counter() - clock}
+    clock = time.perf_counter()
     class_thresholds = thresholds(stats.class_sum, stats.class_count)
     m = count_issues(sink, class_thresholds)
     scores_name = "pixel_scores" if params.downsample == 1 else "cl_scores"
     cut = find_cut(stats, m, lambda lo, hi: np.asarray(sink.get(scores_name)[lo:hi]))
+    stages["select"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     layout = stats.layout
     sink.create("issues", (layout.num_images, layout.height, layout.width), bool)
     progress.start("flagging issues", layout.num_images)
-    counts = write_issues(stats, cut, sink, params.downsample, params.ignore_index, progress)
+    counts = write_issues(
+        stats, cut, sink, params.downsample, params.ignore_index, progress, engine.workers
+    )
     progress.finish()
-    return CLResult(stats, class_thresholds, m, counts.per_image, counts.given, counts.predicted)
+    stages["write_issues"] = time.perf_counter() - clock
+    return CLResult(
+        stats,
+        class_thresholds,
+        m,
+        counts.per_image,
+        counts.given,
+        counts.predicted,
+        {k: round(v, 3) for k, v in stages.items()},
+    )
 
 
 def rank_images(scores: np.ndarray) -> np.ndarray:
@@ -115,8 +141,13 @@ def rank_images(scores: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(scores)), keys))
 
 
-def write_image_scores(path: Path, softmin: np.ndarray, issues: np.ndarray, scored: np.ndarray,
-                       ids: list[str] | None = None) -> None:
+def write_image_scores(
+    path: Path,
+    softmin: np.ndarray,
+    issues: np.ndarray,
+    scored: np.ndarray,
+    ids: list[str] | None = None,
+) -> None:
     """``image_scores.csv``: one row per image, worst first."""
     order = rank_images(softmin)
     with open(path, "w", newline="") as handle:
@@ -124,14 +155,16 @@ def write_image_scores(path: Path, softmin: np.ndarray, issues: np.ndarray, scor
         writer.writerow(IMAGE_SCORE_COLUMNS)
         for rank, image in enumerate(order, start=1):
             fraction = issues[image] / scored[image] if scored[image] else float("nan")
-            writer.writerow([
-                int(image),
-                ids[image] if ids else str(int(image)),
-                _fmt(softmin[image]),
-                int(issues[image]),
-                _fmt(fraction),
-                rank,
-            ])
+            writer.writerow(
+                [
+                    int(image),
+                    ids[image] if ids else str(int(image)),
+                    _fmt(softmin[image]),
+                    int(issues[image]),
+                    _fmt(fraction),
+                    rank,
+                ]
+            )
 
 
 def _fmt(value: float) -> str:
@@ -139,8 +172,13 @@ def _fmt(value: float) -> str:
 
 
 def describe_input(source: ArraySource, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    return {"path": str(source.path), "format": source.kind, "shape": list(source.shape),
-            "dtype": str(source.dtype), **fingerprint}
+    return {
+        "path": str(source.path),
+        "format": source.kind,
+        "shape": list(source.shape),
+        "dtype": str(source.dtype),
+        **fingerprint,
+    }
 
 
 def build_summary(
@@ -159,8 +197,13 @@ def build_summary(
     return {
         "segaudit_version": __version__,
         "command": "scan",
-        "dataset": {"num_images": layout.num_images, "height": layout.height, "width": layout.width,
-                    "num_classes": layout.num_classes, "pred_probs_dtype": str(layout.dtype)},
+        "dataset": {
+            "num_images": layout.num_images,
+            "height": layout.height,
+            "width": layout.width,
+            "num_classes": layout.num_classes,
+            "pred_probs_dtype": str(layout.dtype),
+        },
         "inputs": {name: describe_input(src, fp) for name, (src, fp) in sources.items()},
         "parameters": {**asdict(params), "method": "confident_learning_self_confidence"},
         "classes": {
@@ -179,8 +222,11 @@ def build_summary(
             "issue_fraction": issue_pixels / scored if scored else 0.0,
             "images_with_issues": int(np.count_nonzero(result.issues_per_image)),
         },
-        "engine": {"workers": engine.workers, "batch_size": engine.batch_size,
-                   "batches": len(result.stats.batches)},
+        "engine": {
+            "workers": engine.workers,
+            "batch_size": engine.batch_size,
+            "batches": len(result.stats.batches),
+        },
         "timing": {**timing, "python": platform.python_version()},
     }
 
@@ -188,13 +234,15 @@ def build_summary(
 def scan(
     paths: DatasetPaths,
     out: str | os.PathLike[str],
-    params: Params = Params(),
+    params: Params | None = None,
     *,
-    engine: Engine = Engine(),
+    engine: Engine | None = None,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Scan a dataset into the run directory ``out``; return its summary."""
+    params = params or Params()
+    engine = engine or Engine()
     progress = progress or NullProgress()
     started = time.perf_counter()
     labels = open_store(paths.labels, "labels")
@@ -208,14 +256,19 @@ def scan(
     names = class_names or read_class_names(paths.class_names, layout.num_classes)
     with rundir.building_run(out) as tmp:
         sink = RunSink(tmp)
-        result = confident_learning(labels, probs, params, sink, engine, progress,
-                                    on_batch=_test_hook_after_batch)
+        result = confident_learning(
+            labels, probs, params, sink, engine, progress, on_batch=_test_hook_after_batch
+        )
         sink.discard_scratch()
         for source, before in sources.values():
             check_unchanged(source, before)
-        write_image_scores(tmp / "image_scores.csv", result.stats.softmin, result.issues_per_image,
-                           result.stats.scored)
-        timing = {"seconds": round(time.perf_counter() - started, 3)}
+        write_image_scores(
+            tmp / "image_scores.csv",
+            result.stats.softmin,
+            result.issues_per_image,
+            result.stats.scored,
+        )
+        timing = {"seconds": round(time.perf_counter() - started, 3), **result.stages}
         summary = build_summary(result, sources, params, names, timing, engine)
         rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
     return summary
@@ -229,11 +282,13 @@ def _check_images(images: ArraySource, labels: ArraySource) -> None:
             f"{labels.shape}."
         )
     if images.dtype != np.uint8:
-        raise InvalidInputError(f"{images.path} holds {images.dtype} values; images must be uint8 RGB.")
+        raise InvalidInputError(
+            f"{images.path} holds {images.dtype} values; images must be uint8 RGB."
+        )
 
 
 def _test_hook_after_batch(stop: int) -> None:
-    """Fault injection for tests: SEGAUDIT_TEST_KILL_AFTER_IMAGES=i SIGKILLs once i images are done."""
+    """Fault injection for tests: SEGAUDIT_TEST_KILL_AFTER_IMAGES=i SIGKILLs after i images."""
     limit = os.environ.get("SEGAUDIT_TEST_KILL_AFTER_IMAGES")
     if limit is not None and stop >= int(limit):
         import signal

@@ -10,6 +10,7 @@ cut go to the lowest flat index.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,9 @@ def find_cut(stats: PassStats, m: int, read_scores: Callable[[int, int], np.ndar
         shift -= 16
 
 
-def _refine(stats: PassStats, prefix: int, shift: int, read_scores: Callable[[int, int], np.ndarray]) -> np.ndarray:
+def _refine(
+    stats: PassStats, prefix: int, shift: int, read_scores: Callable[[int, int], np.ndarray]
+) -> np.ndarray:
     """Histogram of the next 16 bits among stored scores whose top bits equal ``prefix``."""
     hist = np.zeros(HIST_BINS, np.int64)
     next_shift = shift - 16
@@ -111,30 +114,62 @@ def write_issues(
     downsample: int,
     ignore: int | None,
     progress: Any = None,
+    workers: int = 1,
 ) -> IssueCounts:
-    """Cross-check candidates at full resolution and write the ``issues`` array, in image order."""
+    """Cross-check candidates at full resolution and write the ``issues`` array.
+
+    Batches run on ``workers`` threads, except when ties at the cut must be shared out
+    in flat order; then they run in image order.
+    """
     layout = stats.layout
     k = layout.num_classes
-    counts = IssueCounts(np.zeros(layout.num_images, np.int64), np.zeros(k, np.int64),
-                         np.zeros(k, np.int64))
-    scores_name = "pixel_scores" if downsample == 1 else "cl_scores"
-    issues_out = sink.get("issues")
-    tie_offset = 0
-    for lo, hi in stats.batches:
-        scores = np.asarray(sink.get(scores_name)[lo:hi])
-        candidate, used = cut.candidates(scores, tie_offset)
-        tie_offset += used
-        if downsample != 1:
-            candidate = candidate.repeat(downsample, axis=1).repeat(downsample, axis=2)
-        labels = np.asarray(sink.get("labels")[lo:hi])
-        pred = np.asarray(sink.get("pred_labels")[lo:hi])
-        issues = candidate & (pred != labels)
-        if ignore is not None:
-            issues &= labels != ignore
-        issues_out[lo:hi] = issues
+    counts = IssueCounts(
+        np.zeros(layout.num_images, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
+    )
+
+    def one_batch(bounds: tuple[int, int], tie_offset: int) -> tuple[int, int, np.ndarray, int]:
+        lo, hi = bounds
+        issues, labels, pred, used = _batch_issues(
+            sink, lo, hi, cut, tie_offset, downsample, ignore
+        )
+        sink.get("issues")[lo:hi] = issues
         counts.per_image[lo:hi] = issues.reshape(hi - lo, -1).sum(axis=1)
-        counts.given += np.bincount(labels[issues].astype(np.intp), minlength=k)[:k]
-        counts.predicted += np.bincount(pred[issues].astype(np.intp), minlength=k)[:k]
+        given = np.bincount(labels[issues].astype(np.intp), minlength=k)[:k]
+        predicted = np.bincount(pred[issues].astype(np.intp), minlength=k)[:k]
+        return lo, hi, np.stack([given, predicted]), used
+
+    def fold(result: tuple[int, int, np.ndarray, int]) -> int:
+        lo, hi, by_class, used = result
+        counts.given += by_class[0]
+        counts.predicted += by_class[1]
         if progress is not None:
             progress.advance(hi - lo)
+        return used
+
+    if cut.ties is not None:
+        offset = 0
+        for bounds in stats.batches:
+            offset += fold(one_batch(bounds, offset))
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for result in pool.map(lambda bounds: one_batch(bounds, 0), stats.batches):
+                fold(result)
     return counts
+
+
+def _batch_issues(
+    sink: Sink, lo: int, hi: int, cut: Cut, tie_offset: int, downsample: int, ignore: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Issue mask of images lo:hi: candidates (expanded to full resolution) whose
+    full-resolution prediction differs from the given label; also the labels and
+    predictions read, and the ties used."""
+    scores_name = "pixel_scores" if downsample == 1 else "cl_scores"
+    candidate, used = cut.candidates(np.asarray(sink.get(scores_name)[lo:hi]), tie_offset)
+    if downsample != 1:
+        candidate = candidate.repeat(downsample, axis=1).repeat(downsample, axis=2)
+    labels = np.asarray(sink.get("labels")[lo:hi])
+    pred = np.asarray(sink.get("pred_labels")[lo:hi])
+    issues = candidate & (pred != labels)
+    if ignore is not None:
+        issues &= labels != ignore
+    return issues, labels, pred, used

@@ -18,8 +18,17 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def make_probs(rng: np.random.Generator, n: int, k: int, h: int, w: int, dtype: str = "float32",
-               noise: float = 0.15, sharpness: float = 2.5, absent: tuple[int, ...] = ()):
+def make_probs(
+    rng: np.random.Generator,
+    n: int,
+    k: int,
+    h: int,
+    w: int,
+    dtype: str = "float32",
+    noise: float = 0.15,
+    sharpness: float = 2.5,
+    absent: tuple[int, ...] = (),
+):
     """Random (labels, pred_probs): smooth-ish logits, labels = argmax with a fraction flipped.
 
     Classes in ``absent`` never appear as a given label (but keep probability mass).
@@ -52,7 +61,7 @@ def pool_mode_naive(labels, d, ignore=None):
     for i in range(n):
         for y in range(h // d):
             for x in range(w // d):
-                block = labels[i, y * d:(y + 1) * d, x * d:(x + 1) * d].ravel().tolist()
+                block = labels[i, y * d : (y + 1) * d, x * d : (x + 1) * d].ravel().tolist()
                 votes = [v for v in block if v != ignore]
                 if not votes:
                     out[i, y, x] = ignore
@@ -88,8 +97,9 @@ def naive_issues(labels, probs, *, downsample=1, pooling="mean", ignore=None) ->
     flat_labels = cl_labels.ravel()
     valid = flat_labels != ignore if ignore is not None else np.ones(flat_labels.shape, bool)
     vp, vl = flat_probs[valid], flat_labels[valid]
-    t = np.array([vp[vl == c, c].astype(np.float64).mean() if (vl == c).any() else 0.0
-                  for c in range(k)])
+    t = np.array(
+        [vp[vl == c, c].astype(np.float64).mean() if (vl == c).any() else 0.0 for c in range(k)]
+    )
     t = np.maximum(t, 2e-6)
     pred = vp.argmax(axis=1)
     pmax = vp[np.arange(len(vp)), pred].astype(np.float64)
@@ -116,4 +126,6 @@ def assert_well_posed(result: NaiveResult, dtype: str) -> None:
     """Data for exact-parity tests must not hinge on ties or on last-ulp threshold sums."""
     assert not result.tie_at_cut, "generated data has a tie at the cut; pick other data"
     margin = 1e-3 if dtype == "float16" else 1e-9
-    assert result.closest_to_threshold > margin, "a probability sits on a threshold; pick other data"
+    assert result.closest_to_threshold > margin, (
+        "a probability sits on a threshold; pick other data"
+    )

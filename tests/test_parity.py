@@ -79,17 +79,24 @@ def test_accepts_memmap_and_zarr(tmp_path):
     np.save(tmp_path / "p.npy", probs)
     mm = np.load(tmp_path / "p.npy", mmap_mode="r")
     assert np.array_equal(find_label_issues(labels, mm), expected)
-    z = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=probs.shape, dtype=probs.dtype,
-                          chunks=(1, *probs.shape[1:]))
+    z = zarr.create_array(
+        store=str(tmp_path / "p.zarr"),
+        shape=probs.shape,
+        dtype=probs.dtype,
+        chunks=(1, *probs.shape[1:]),
+    )
     z[:] = probs
-    assert np.array_equal(find_label_issues(labels, zarr.open_array(str(tmp_path / "p.zarr"))), expected)
+    assert np.array_equal(
+        find_label_issues(labels, zarr.open_array(str(tmp_path / "p.zarr"))), expected
+    )
 
 
 def test_channels_last_and_logits_give_the_same_mask():
     labels, probs, _ = well_posed_case(2, 5, 16, 16, "float64")
     expected = find_label_issues(labels, probs)
-    assert np.array_equal(find_label_issues(labels, np.moveaxis(probs, 1, -1).copy(),
-                                            channels_last=True), expected)
+    assert np.array_equal(
+        find_label_issues(labels, np.moveaxis(probs, 1, -1).copy(), channels_last=True), expected
+    )
     logits = np.log(probs) + 3.0
     assert np.array_equal(find_label_issues(labels, logits, logits=True), expected)
 
@@ -162,7 +169,9 @@ def test_mode_pooling_matches_a_loop_implementation(downsample):
     labels[0, :4, :4] = 255
     naive = naive_issues(labels, probs, downsample=downsample, pooling="mode", ignore=255)
     assert not naive.tie_at_cut
-    got = find_label_issues(labels, probs, downsample=downsample, label_pooling="mode", ignore_index=255)
+    got = find_label_issues(
+        labels, probs, downsample=downsample, label_pooling="mode", ignore_index=255
+    )
     assert np.array_equal(got, naive.issues)
 
 

@@ -30,8 +30,13 @@ def write_dataset(folder: Path, labels, probs, names=None, fmt="npy") -> Path:
         np.save(folder / "pred_probs.npy", probs)
     else:
         for name, array in (("labels", labels), ("pred_probs", probs)):
-            z = zarr.create_array(store=str(folder / f"{name}.zarr"), shape=array.shape,
-                                  dtype=array.dtype, chunks=(1, *array.shape[1:]), zarr_format=fmt)
+            z = zarr.create_array(
+                store=str(folder / f"{name}.zarr"),
+                shape=array.shape,
+                dtype=array.dtype,
+                chunks=(1, *array.shape[1:]),
+                zarr_format=fmt,
+            )
             z[:] = array
     if names:
         (folder / "classes.txt").write_text("\n".join(names) + "\n")
@@ -133,15 +138,30 @@ def test_scan_reads_pred_probs_exactly_once(dataset, tmp_path, monkeypatch):
 def test_gates_exit_one_when_exceeded(dataset, tmp_path):
     folder, labels, probs = dataset
     fraction = find_label_issues(labels, probs).mean()
-    result = invoke("scan", folder, "-o", tmp_path / "run", "-q", "--max-issue-fraction",
-                    f"{fraction / 2}")
+    result = invoke(
+        "scan", folder, "-o", tmp_path / "run", "-q", "--max-issue-fraction", f"{fraction / 2}"
+    )
     assert result.exit_code == 1
     assert "gate failed" in result.output
     assert (tmp_path / "run" / "summary.json").exists()
-    ok = invoke("scan", folder, "-o", tmp_path / "run", "-q", "--max-issue-fraction", "0.99",
-                "--max-images-with-issues", "4")
+    ok = invoke(
+        "scan",
+        folder,
+        "-o",
+        tmp_path / "run",
+        "-q",
+        "--max-issue-fraction",
+        "0.99",
+        "--max-images-with-issues",
+        "4",
+    )
     assert ok.exit_code == 0
-    assert invoke("scan", folder, "-o", tmp_path / "run", "-q", "--max-images-with-issues", "0").exit_code == 1
+    assert (
+        invoke(
+            "scan", folder, "-o", tmp_path / "run", "-q", "--max-images-with-issues", "0"
+        ).exit_code
+        == 1
+    )
 
 
 def test_scan_replaces_a_previous_run(dataset, tmp_path):
@@ -188,8 +208,12 @@ def corrupt(kind: str, folder: Path, labels, probs) -> tuple[list[str], str]:
         return [], "truncated"
     if kind == "corrupt_zarr":
         (folder / "pred_probs.npy").unlink()
-        z = zarr.create_array(store=str(folder / "pred_probs.zarr"), shape=probs.shape, dtype=probs.dtype,
-                              chunks=(1, *probs.shape[1:]))
+        z = zarr.create_array(
+            store=str(folder / "pred_probs.zarr"),
+            shape=probs.shape,
+            dtype=probs.dtype,
+            chunks=(1, *probs.shape[1:]),
+        )
         z[:] = probs
         chunk = sorted((folder / "pred_probs.zarr" / "c").rglob("*"))[-1]
         chunk.write_bytes(b"\x00garbage" * 7)
@@ -205,8 +229,18 @@ def corrupt(kind: str, folder: Path, labels, probs) -> tuple[list[str], str]:
     raise AssertionError(kind)
 
 
-BAD = ["shape", "label_range", "nan", "negative", "logits", "truncated", "corrupt_zarr", "missing",
-       "downsample", "object_dtype"]
+BAD = [
+    "shape",
+    "label_range",
+    "nan",
+    "negative",
+    "logits",
+    "truncated",
+    "corrupt_zarr",
+    "missing",
+    "downsample",
+    "object_dtype",
+]
 
 
 @pytest.mark.parametrize("kind", BAD)

@@ -19,46 +19,74 @@ class Pooling(str, Enum):
 
 DatasetArg = Annotated[
     Path | None,
-    typer.Argument(help="Dataset folder holding labels.{npy,zarr}, pred_probs.{npy,zarr}, "
-                   "optional images.{npy,zarr} and classes.txt (or a Zarr group with those arrays).",
-                   show_default=False),
+    typer.Argument(
+        help="Dataset folder holding labels.{npy,zarr}, pred_probs.{npy,zarr}, "
+        "optional images.{npy,zarr} and classes.txt (or a Zarr group with those arrays).",
+        show_default=False,
+    ),
 ]
-LabelsOpt = Annotated[Path | None, typer.Option("--labels", help="Labels store (N,H,W); overrides DATASET.")]
+LabelsOpt = Annotated[
+    Path | None, typer.Option("--labels", help="Labels store (N,H,W); overrides DATASET.")
+]
 ProbsOpt = Annotated[
     Path | None, typer.Option("--pred-probs", help="pred_probs store (N,K,H,W); overrides DATASET.")
 ]
-ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Photos (N,H,W,3) uint8; overrides DATASET.")]
-NamesOpt = Annotated[Path | None, typer.Option("--class-names", help="Text file, one class name per line.")]
-BatchOpt = Annotated[
-    int | None, typer.Option("--batch-size", min=1, help="Images per batch (default: from --memory-budget).")
+ImagesOpt = Annotated[
+    Path | None, typer.Option("--images", help="Photos (N,H,W,3) uint8; overrides DATASET.")
 ]
-BudgetOpt = Annotated[str, typer.Option("--memory-budget", help="Memory for in-flight batches, e.g. 512M, 2G.")]
+NamesOpt = Annotated[
+    Path | None, typer.Option("--class-names", help="Text file, one class name per line.")
+]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Images per batch (default: from --memory-budget)."),
+]
+BudgetOpt = Annotated[
+    str, typer.Option("--memory-budget", help="Memory for in-flight batches, e.g. 512M, 2G.")
+]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=1, help="Batches processed at once on local cores (default: all).")
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Batches processed at once on local cores (default: all)."
+    ),
 ]
 IgnoreOpt = Annotated[
-    int | None, typer.Option("--ignore-index", help="Label value of unlabelled pixels (e.g. 255): never issues.")
+    int | None,
+    typer.Option(
+        "--ignore-index", help="Label value of unlabelled pixels (e.g. 255): never issues."
+    ),
 ]
 ChannelsOpt = Annotated[bool, typer.Option("--channels-last", help="pred_probs is (N,H,W,K).")]
-LogitsOpt = Annotated[bool, typer.Option("--logits", help="pred_probs holds logits: apply a softmax first.")]
+LogitsOpt = Annotated[
+    bool, typer.Option("--logits", help="pred_probs holds logits: apply a softmax first.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
 
 @user_errors
 def scan(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
+    ],
     dataset: DatasetArg = None,
     labels: LabelsOpt = None,
     pred_probs: ProbsOpt = None,
     images: ImagesOpt = None,
     class_names: NamesOpt = None,
     downsample: Annotated[
-        int, typer.Option("--downsample", min=1, help="Run Confident Learning on d×d blocks (faster, coarser).")
+        int,
+        typer.Option(
+            "--downsample", min=1, help="Run Confident Learning on d×d blocks (faster, coarser)."
+        ),
     ] = 1,
     label_pooling: Annotated[
-        Pooling, typer.Option("--label-pooling", help="How labels are pooled when downsampling: "
-                              "majority vote (mode) or the reference's rounded mean (mean).")
+        Pooling,
+        typer.Option(
+            "--label-pooling",
+            help="How labels are pooled when downsampling: "
+            "majority vote (mode) or the reference's rounded mean (mean).",
+        ),
     ] = Pooling.mode,
     ignore_index: IgnoreOpt = None,
     channels_last: ChannelsOpt = False,
@@ -70,12 +98,18 @@ def scan(
     memory_budget: BudgetOpt = "512M",
     workers: WorkersOpt = None,
     max_issue_fraction: Annotated[
-        float | None, typer.Option("--max-issue-fraction", help="Gate: exit 1 when the fraction of "
-                                   "scored pixels flagged exceeds this.")
+        float | None,
+        typer.Option(
+            "--max-issue-fraction",
+            help="Gate: exit 1 when the fraction of scored pixels flagged exceeds this.",
+        ),
     ] = None,
     max_images_with_issues: Annotated[
-        int | None, typer.Option("--max-images-with-issues", help="Gate: exit 1 when more images than "
-                                 "this have at least one issue pixel.")
+        int | None,
+        typer.Option(
+            "--max-images-with-issues",
+            help="Gate: exit 1 when more images than this have at least one issue pixel.",
+        ),
     ] = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -94,18 +128,33 @@ def scan(
     from segaudit.engine import Params, default_workers
     from segaudit.errors import InvalidInputError
     from segaudit.io import resolve_dataset
-    from segaudit.scan import Engine, scan as run_scan
+    from segaudit.scan import Engine
+    from segaudit.scan import scan as run_scan
 
     _check_temperature(temperature)
-    paths = resolve_dataset(dataset, labels=labels, pred_probs=pred_probs, images=images,
-                            class_names=class_names)
-    params = Params(ignore_index=ignore_index, downsample=downsample, label_pooling=label_pooling.value,
-                    channels_last=channels_last, logits=logits, temperature=temperature)
-    engine = Engine(workers=workers or default_workers(), batch_size=batch_size,
-                    memory_budget=parse_size(memory_budget))
+    paths = resolve_dataset(
+        dataset, labels=labels, pred_probs=pred_probs, images=images, class_names=class_names
+    )
+    params = Params(
+        ignore_index=ignore_index,
+        downsample=downsample,
+        label_pooling=label_pooling.value,
+        channels_last=channels_last,
+        logits=logits,
+        temperature=temperature,
+    )
+    engine = Engine(
+        workers=workers or default_workers(),
+        batch_size=batch_size,
+        memory_budget=parse_size(memory_budget),
+    )
     if max_issue_fraction is not None and not 0 <= max_issue_fraction <= 1:
-        raise InvalidInputError(f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}.")
-    summary = run_scan(paths, out, params, engine=engine, progress=make_progress(quiet or json_output))
+        raise InvalidInputError(
+            f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}."
+        )
+    summary = run_scan(
+        paths, out, params, engine=engine, progress=make_progress(quiet or json_output)
+    )
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -124,15 +173,21 @@ def _check_temperature(temperature: float) -> None:
         raise InvalidInputError(f"--temperature must be a positive number, got {temperature}.")
 
 
-def check_gates(summary: dict[str, Any], max_fraction: float | None, max_images: int | None) -> list[str]:
+def check_gates(
+    summary: dict[str, Any], max_fraction: float | None, max_images: int | None
+) -> list[str]:
     """The gate conditions that failed, as sentences."""
     totals = summary["totals"]
     failures = []
     if max_fraction is not None and totals["issue_fraction"] > max_fraction:
-        failures.append(f"issue fraction {totals['issue_fraction']:.6f} exceeds --max-issue-fraction {max_fraction}")
+        failures.append(
+            f"issue fraction {totals['issue_fraction']:.6f} exceeds "
+            f"--max-issue-fraction {max_fraction}"
+        )
     if max_images is not None and totals["images_with_issues"] > max_images:
         failures.append(
-            f"{totals['images_with_issues']} images have issues, more than --max-images-with-issues {max_images}"
+            f"{totals['images_with_issues']} images have issues, more than "
+            f"--max-images-with-issues {max_images}"
         )
     return failures
 
@@ -148,7 +203,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"{data['num_classes']} classes → [bold]{out}[/]"
     )
     console.print(
-        f"  issue pixels: [bold]{totals['issue_pixels']:,}[/] of {totals['scored_pixels']:,} scored "
+        f"  issue pixels: [bold]{totals['issue_pixels']:,}[/] of "
+        f"{totals['scored_pixels']:,} scored "
         f"({100 * totals['issue_fraction']:.3f}%), in {totals['images_with_issues']} of "
         f"{data['num_images']} images; {summary['timing']['seconds']:.2f} s"
     )
@@ -158,9 +214,13 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     rows = sorted(range(data["num_classes"]), key=lambda k: -classes["issue_pixels_given"][k])
     for k in rows[:10]:
         if classes["issue_pixels_given"][k] or classes["issue_pixels_predicted"][k]:
-            table.add_row(f"{k} {classes['names'][k]}", f"{classes['thresholds'][k]:.4f}",
-                          f"{classes['labelled_pixels'][k]:,}", f"{classes['issue_pixels_given'][k]:,}",
-                          f"{classes['issue_pixels_predicted'][k]:,}")
+            table.add_row(
+                f"{k} {classes['names'][k]}",
+                f"{classes['thresholds'][k]:.4f}",
+                f"{classes['labelled_pixels'][k]:,}",
+                f"{classes['issue_pixels_given'][k]:,}",
+                f"{classes['issue_pixels_predicted'][k]:,}",
+            )
     if table.row_count:
         console.print(table)
     console.print(f"  worst images first: {out / 'image_scores.csv'}")
