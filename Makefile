@@ -22,6 +22,8 @@ $(DEV): pyproject.toml | $(PY)
 
 demo: $(RUNTIME)
 	$(VENV)/bin/segaudit scan sample_data -o $(DEMO_RUN)
+	$(VENV)/bin/segaudit swaps $(DEMO_RUN) --top 8
+	$(VENV)/bin/segaudit render $(DEMO_RUN) --top 4
 
 test: $(DEV)
 	$(PY) -m pytest -q
