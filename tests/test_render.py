@@ -17,6 +17,7 @@ from segaudit.render import (
     OVERLAY_ALPHA,
     PHOTO_SATURATION,
     display_issues,
+    heatmap_classes,
     page_filename,
     pooled_mask,
     render_legend,
@@ -182,8 +183,10 @@ def test_heatmap_shows_the_most_involved_classes(tmp_path: Path) -> None:
     pixels = np.zeros((150, 150), np.int64)
     for i in range(60):
         pixels[i, i + 60] = 1000 - i  # classes 0..59 and 60..119 involved, earlier ones more
-    labels = swap_heatmap(pixels, [f"c{i}" for i in range(150)], tmp_path / "h.png")
-    assert labels == [f"c{i}" for i in list(range(15)) + list(range(60, 75))]
+    shown = heatmap_classes(pixels)  # default: at most 30
+    assert shown.tolist() == list(range(15)) + list(range(60, 75))
+    labels = swap_heatmap(pixels, [f"c{i}" for i in range(150)], tmp_path / "h.png", max_classes=4)
+    assert labels == ["c0", "c1", "c60", "c61"]
     assert (tmp_path / "h.png").stat().st_size < 200_000
     labels = swap_heatmap(np.zeros((3, 3), int), ["a", "b", "c"], tmp_path / "empty.png")
     assert labels == [] and (tmp_path / "empty.png").is_file()
@@ -268,3 +271,23 @@ def test_render_bad_input_exits_2_with_one_line(run: Path, args, message) -> Non
 def test_render_refuses_a_run_without_summary(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["render", str(tmp_path)])
     assert result.exit_code == 2 and "not a complete segaudit run" in result.stderr
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.mark.skipif(not (SAMPLE / "synth.json").is_file(), reason="sample_data not generated")
+def test_sample_data_worst_pages_are_the_corrupted_images(tmp_path: Path) -> None:
+    """On sample_data, the pages ranked first are exactly the images with injected errors."""
+    import json
+
+    corrupted = json.loads((SAMPLE / "synth.json").read_text())["corrupted_images"]
+    run = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(app, ["scan", str(SAMPLE), "-o", str(run), "--quiet"]).exit_code == 0
+    result = runner.invoke(app, ["render", str(run), "--top", str(len(corrupted)), "--quiet"])
+    assert result.exit_code == 0, result.output
+    pages = sorted((run / "render").glob("rank*.png"))
+    assert sorted(int(p.name.split("_image")[1][:5]) for p in pages) == sorted(corrupted)
+    swaps = runner.invoke(app, ["swaps", str(run), "--json", "--top", "3"])
+    assert swaps.exit_code == 0 and len(json.loads(swaps.stdout)) == 3

@@ -231,11 +231,9 @@ def test_swaps_filters_json_and_quiet(swap_run: Path) -> None:
         ("building", "sky", 4),
         ("sky", "road", 1),
     ]
-    result = runner.invoke(app, ["swaps", str(swap_run), "--exclude", "3", "--json", "--top", "5"])
-    assert [r["given_name"] for r in json.loads(result.stdout)] == ["road"]
-    assert len(read_csv(swap_run / "swaps.csv")) == 1
-    result = runner.invoke(app, ["swaps", str(swap_run), "--quiet"])
+    result = runner.invoke(app, ["swaps", str(swap_run), "--exclude", "3", "--quiet"])
     assert result.exit_code == 0 and result.stdout == ""
+    assert [r["given_name"] for r in read_csv(swap_run / "swaps.csv")] == ["road"]
 
 
 @pytest.mark.parametrize(
@@ -261,8 +259,8 @@ def test_swaps_refuses_an_incomplete_run(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_end_to_end_scan_swaps_render_agree_with_cleanlab(tmp_path: Path) -> None:
-    """`segaudit scan` -> `swaps` -> `render` on a small dataset; swaps.csv == cleanlab's table."""
+def test_end_to_end_scan_then_swaps_agrees_with_cleanlab(tmp_path: Path) -> None:
+    """`segaudit scan` then `swaps` on a small dataset: swaps.csv == cleanlab's table."""
     rng = np.random.default_rng(5)
     k, n, h, w = 5, 6, 16, 20
     truth = np.repeat(np.repeat(rng.integers(0, k, size=(n, 4, 5)), 4, axis=1), 4, axis=2)
@@ -274,7 +272,6 @@ def test_end_to_end_scan_swaps_render_agree_with_cleanlab(tmp_path: Path) -> Non
     dataset.mkdir()
     np.save(dataset / "labels.npy", labels.astype(np.uint8))
     np.save(dataset / "pred_probs.npy", pred_probs.astype(np.float32))
-    np.save(dataset / "images.npy", rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8))
     run = tmp_path / "run"
     runner = CliRunner()
     scanned = runner.invoke(app, ["scan", str(dataset), "-o", str(run), "--quiet"])
@@ -288,9 +285,3 @@ def test_end_to_end_scan_swaps_render_agree_with_cleanlab(tmp_path: Path) -> Non
     rows = read_csv(run / "swaps.csv")
     got = [(f"class_{r['given_id']}", f"class_{r['predicted_id']}", int(r["pixels"])) for r in rows]
     assert got == [(f"class_{g}", f"class_{p}", c) for g, p, c in reference_rows(expected)]
-    rendered = runner.invoke(app, ["render", str(run), "--quiet", "--top", "3"])
-    assert rendered.exit_code == 0, rendered.output
-    pages = sorted((run / "render").glob("rank*.png"))
-    counts = issues.sum(axis=(1, 2))
-    best = sorted(range(n), key=lambda i: (-counts[i], i))[: len(pages)]
-    assert [int(p.name.split("_image")[1][:5]) for p in pages] == best
