@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from segaudit import __version__, rundir
+from segaudit.chunkstore import ImageChunkedArray
 from segaudit.engine import DEFAULT_MEMORY_BUDGET, Params, PassStats, Sink, check_inputs, stream
 from segaudit.errors import InvalidInputError
 from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
@@ -44,7 +45,7 @@ class RunSink:
             path = self.scratch_dir / f"{name}.npy"
             self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
         else:
-            self.arrays[name] = rundir.create_array(rundir.array_path(self.run, name), shape, dtype)
+            self.arrays[name] = ImageChunkedArray(rundir.array_path(self.run, name), shape, dtype)
         return self.arrays[name]
 
     def get(self, name: str) -> Any:

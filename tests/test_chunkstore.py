@@ -1,0 +1,47 @@
+"""The run's fast array writer must produce ordinary Zarr v3 arrays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec
+
+from segaudit.chunkstore import ImageChunkedArray
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16", "int32", "float32", "float64"])
+def test_metadata_equals_zarrs_own_and_zarr_reads_the_chunks(tmp_path, dtype):
+    shape = (5, 7, 9)
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * 100).astype(dtype)
+    ours = ImageChunkedArray(tmp_path / "ours.zarr", shape, dtype)
+    ours[0:3] = data[0:3]
+    ours[3:5] = data[3:5]
+    shuffle = "bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"
+    fill = np.nan if np.dtype(dtype).kind == "f" else 0
+    zarr.create_array(
+        store=str(tmp_path / "theirs.zarr"),
+        shape=shape,
+        chunks=(1, 7, 9),
+        dtype=dtype,
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+        fill_value=fill,
+        zarr_format=3,
+    )
+    theirs = json.loads((tmp_path / "theirs.zarr" / "zarr.json").read_text())
+    assert json.loads((tmp_path / "ours.zarr" / "zarr.json").read_text()) == theirs
+    read = zarr.open_array(str(tmp_path / "ours.zarr"), mode="r")
+    assert read.dtype == np.dtype(dtype)
+    assert np.array_equal(read[:], data)
+    assert np.array_equal(ours[1:4], data[1:4])
+
+
+def test_unwritten_images_read_as_the_fill_value(tmp_path):
+    array = ImageChunkedArray(tmp_path / "a.zarr", (3, 2, 2), "float32")
+    array[1:2] = np.ones((1, 2, 2), np.float32)
+    got = array[0:3]
+    assert np.isnan(got[0]).all() and (got[1] == 1).all() and np.isnan(got[2]).all()
+    assert np.isnan(zarr.open_array(str(tmp_path / "a.zarr"))[2]).all()
