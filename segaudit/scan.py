@@ -96,7 +96,7 @@ def confident_learning(
     progress: Progress,
     on_batch: Any = None,
 ) -> CLResult:
-    """Steps 1–5 of DESIGN §2 into ``sink`` (which gains an ``issues`` array)."""
+    """Confident Learning steps 1–5 into ``sink`` (which gains an ``issues`` array)."""
     clock = time.perf_counter()
     stats = stream(
         labels,
