@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,7 @@ DTYPES = ("float16", "float32")
 FORMATS = ("npy", "zarr")
 ERROR_KINDS = ("object_dropped", "class_swapped", "boundary_shifted", "spurious_object")
 ARRAY_NAMES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted")
-_WORKERS = 2  # threads making images ahead of the writer; numpy releases the GIL
+_WORKERS = min(4, os.cpu_count() or 1)  # threads making images ahead of the writer
 _PROBS_BAND_BYTES = 256 * 2**20  # pred_probs rows computed (and zarr-chunked) per step
 
 # Random-stream tags: every (seed, tag, image) triple gets an independent generator.
@@ -103,8 +104,9 @@ def generate(
     ``out`` gets ``labels`` (noisy, what annotators drew), ``pred_probs`` (N, K, H, W) of
     ``dtype``, ``images`` (N, H, W, 3) uint8, ``true_labels``, ``is_corrupted`` (N,) as
     ``.npy`` files or ``.zarr`` stores, plus ``classes.txt`` and ``synth.json`` (written
-    last). Exactly ``round(corrupt_fraction * images)`` images get annotation errors.
-    Returns what ``synth.json`` holds.
+    last). Exactly ``round(corrupt_fraction * images)`` images get annotation errors; for
+    each, ``synth.json`` lists the events: kind, class, changed pixels and the affected box
+    ``[y0, x0, y1, x1]`` (end-exclusive). Returns what ``synth.json`` holds.
     """
     progress = progress or NullProgress()
     names = _validate(
@@ -130,7 +132,7 @@ def generate(
         "true_labels": ((images, height, width), label_dtype, (1, height, width)),
         "is_corrupted": ((images,), np.bool_, (images,)),
     }
-    created = _prepare_out(out, force, fmt, _npy_bytes(specs) if fmt == "npy" else 0)
+    created = _prepare_out(out, force, _npy_bytes(specs) if fmt == "npy" else 0)
     report: dict[str, Any] = {
         "generator": f"segaudit {__version__} synth",
         "parameters": {
@@ -218,23 +220,22 @@ def _output_names(fmt: str) -> list[str]:
     return [f"{name}.{fmt}" for name in ARRAY_NAMES] + ["classes.txt", "synth.json"]
 
 
-def _prepare_out(out: Path, force: bool, fmt: str, needed_bytes: int) -> list[Path]:
+def _prepare_out(out: Path, force: bool, needed_bytes: int) -> list[Path]:
     """Create ``out`` (or clear our files from it under ``force``); return what to undo."""
     if out.exists() and not out.is_dir():
         raise OutputNotEmptyError(f"{out} is a file; choose a folder for the dataset.")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise OutputNotEmptyError(
-                f"{out} is not empty; choose a new folder or pass --force to overwrite."
-            )
-        for other in FORMATS:  # a stale store of the other format would be ambiguous
-            for name in _output_names(other):
-                _remove(out / name)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputNotEmptyError(
+            f"{out} is not empty; choose a new folder or pass --force to overwrite."
+        )
     created = [] if out.exists() else [out]
     try:
+        if force:  # a stale store of the other format would make the folder ambiguous
+            for name in [*_output_names("npy"), *_output_names("zarr")]:
+                _remove(out / name)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputWriteError(f"could not create {out}: {error}") from None
+        raise OutputWriteError(f"could not prepare {out}: {error}") from None
     free = shutil.disk_usage(out).free
     if needed_bytes > free:
         _cleanup(out, created)
@@ -520,11 +521,10 @@ class _World:
 
 @dataclass
 class _Object:
-    """One painted object: its class, bounding box, full mask and the labels under it."""
+    """One painted object: its class, bounding box and the labels it was painted over."""
 
     cls: int
     box: tuple[int, int, int, int]  # y0, y1, x0, x1
-    mask: np.ndarray
     under: np.ndarray
 
 
@@ -581,7 +581,7 @@ def _scene(rng: np.random.Generator, h: int, w: int, world: _World) -> _Scene:
         cls = int(choices[rng.integers(len(choices))])
         box, mask = _shape_mask(rng, h, w, cy, cx, float(radius), world.names[cls].lower())
         region = (slice(box[0], box[1]), slice(box[2], box[3]))
-        scene.objects.append(_Object(cls, box, mask, truth[region].copy()))
+        scene.objects.append(_Object(cls, box, truth[region].copy()))
         truth[region][mask] = cls
         scene.inst[region][mask] = j + 1
     return scene
@@ -717,7 +717,7 @@ def _swap_class(
 
 def _shift_boundary(
     rng: np.random.Generator, noisy: np.ndarray, scene: _Scene, world: _World, j: int
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     """The annotator traced the object a few pixels too wide or too tight."""
     h, w = noisy.shape
     obj = scene.objects[j]
@@ -737,8 +737,6 @@ def _shift_boundary(
         ring = vis & ~eroded
         noisy[ys, xs][ring] = under[ring]
     changed = np.count_nonzero(noisy[ys, xs] != before)
-    if changed == 0:
-        return None
     return _event("boundary_shifted", world, obj.cls, (ys, xs), changed, mode=mode, radius=radius)
 
 
@@ -811,8 +809,9 @@ class _Model:
 
     belief: np.ndarray  # (H, W) int64
     other: np.ndarray  # (H, W) int64
-    conf: np.ndarray  # (H, W) float32 in (0, 1)
-    spread: np.ndarray  # (H, W) float32 mass left for all classes
+    p_belief: np.ndarray  # (H, W) float32 probability added to the believed class
+    p_other: np.ndarray  # (H, W) float32 probability added to the other class
+    scale: np.ndarray  # (H, W) float32: spread mass / sum over K of the smooth noise
     noise: np.ndarray  # (K, gh, gw) coarse per-class noise
     cols: np.ndarray  # (gw, W) column interpolation
     rows: np.ndarray  # (H, gh) row interpolation
@@ -836,35 +835,36 @@ class _Model:
         cap = (0.45 + 0.5 * np.clip(grow, 0, 1)).astype(np.float32)  # small objects: unsure
         cap[0] = 1.0
         conf = np.where(wrong, np.maximum(conf, 0.85), np.minimum(conf, cap[inst]))
-        spread = 0.005 + 0.03 * fields[2] + 0.04 * near
-        scale = 5 / short
-        gh, gw = max(2, round(h * scale) + 1), max(2, round(w * scale) + 1)
+        conf = np.clip(conf, 0.05, 0.995)
+        spread = 0.005 + 0.03 * fields[2] + 0.04 * near  # mass spread over all classes
+        cells = 5 / short
+        gh, gw = max(2, round(h * cells) + 1), max(2, round(w * cells) + 1)
         noise = rng.random((len(world.names), gh, gw), dtype=np.float32) ** 3 + 0.02
+        rows, cols = _interp_matrix(h, gh), _interp_matrix(w, gw).T.copy()
+        # interpolation is linear, so the noise sums over K without making all K planes
+        total = rows @ noise.sum(axis=0, dtype=np.float64).astype(np.float32) @ cols
         return cls(
-            belief.astype(np.int64),
-            other.astype(np.int64),
-            np.clip(conf, 0.05, 0.995).astype(np.float32),
-            spread.astype(np.float32),
-            noise,
-            _interp_matrix(w, gw).T.copy(),
-            _interp_matrix(h, gh),
+            belief=belief.astype(np.int64),
+            other=other.astype(np.int64),
+            p_belief=((1 - spread) * conf).astype(np.float32),
+            p_other=((1 - spread) * (1 - conf)).astype(np.float32),
+            scale=(spread / total).astype(np.float32),
+            noise=noise,
+            cols=cols,
+            rows=rows,
         )
 
     def probs(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        """pred_probs rows r0:r1 as (K, r1 - r0, W) float32 summing to 1 over K."""
+        """pred_probs rows r0:r1 into ``out`` (K, r1 - r0, W) float32; sums to 1 over K."""
         k, gh, gw = self.noise.shape
         rows, w = r1 - r0, self.cols.shape[1]
         coarse = self.rows[r0:r1] @ self.noise  # (K, rows, gw)
         np.matmul(coarse.reshape(k * rows, gw), self.cols, out=out.reshape(k * rows, w))
-        spread = self.spread[r0:r1]
-        out *= spread / out.sum(axis=0)
-        top = 1 - spread
-        conf = self.conf[r0:r1]
+        out *= self.scale[r0:r1]
         flat = out.reshape(k, -1)
         pixels = np.arange(rows * w)
-        flat[self.belief[r0:r1].ravel(), pixels] += (top * conf).ravel()
-        flat[self.other[r0:r1].ravel(), pixels] += (top * (1 - conf)).ravel()
-        out /= out.sum(axis=0)
+        flat[self.belief[r0:r1].ravel(), pixels] += self.p_belief[r0:r1].ravel()
+        flat[self.other[r0:r1].ravel(), pixels] += self.p_other[r0:r1].ravel()
         return out
 
 

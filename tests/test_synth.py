@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -278,6 +279,20 @@ def test_an_empty_existing_folder_is_used_and_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     result = synth(tmp_path / "file", *SMALL, "--seed", 0)
     assert result.exit_code == 2 and "is a file" in result.stderr
+
+
+def test_not_enough_disk_space_is_refused_up_front(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth_module.shutil, "disk_usage", lambda path: _Usage(0, 0, 1000))
+    result = synth(tmp_path / "ds", *SMALL, "--seed", 0)
+    assert result.exit_code == 2
+    assert "the dataset needs" in result.stderr and "GB free" in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+class _Usage(NamedTuple):
+    total: int
+    used: int
+    free: int
 
 
 def test_cli_summary_line(tmp_path):
