@@ -1,0 +1,904 @@
+"""segaudit benchmark: one run, every row measured side by side on the same files.
+
+    python bench/run.py                 # 60×19×512×1024 float32 (2.5 GB) and a 30-image half set
+    python bench/run.py --quick         # 8 and 4 images: a smoke run
+    python bench/run.py --images 100 --skip-cleanlab --repeat 2
+
+Generates the datasets under bench/data/ once (a JSON stamp records their parameters;
+they are reused while it matches), warms the page cache, then runs every measurement
+as its own subprocess under ``/usr/bin/time -v`` (wall clock and peak RSS), while
+sampling the child's anonymous memory (its own memory, without mapped file pages).
+Writes bench/results/latest.md and latest.json (plus timestamped copies). See
+bench/README.md for how to read them. stdlib + numpy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = BENCH / "data"
+RESULTS = BENCH / "results"
+RUNS = RESULTS / "runs"
+PY = sys.executable
+MIB = 1024 * 1024
+SCAN_KEYS = ("scan_w1_big", "scan_w2_big", "scan_w1_half", "scan_w2_half")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def segaudit_exe() -> list[str]:
+    """The segaudit console script beside this interpreter (the venv), else on PATH."""
+    here = Path(sys.executable).parent / "segaudit"
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("segaudit")
+    if found:
+        return [found]
+    return [PY, "-c", "from segaudit.cli import main; main()"]
+
+
+SEGAUDIT = segaudit_exe()
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class Dataset:
+    role: str  # "big" or "half"
+    n: int
+    k: int
+    h: int
+    w: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"synth-n{self.n}-k{self.k}-{self.h}x{self.w}-s{self.seed}"
+
+    @property
+    def path(self) -> Path:
+        return DATA / self.name
+
+    @property
+    def pred_bytes(self) -> int:
+        return self.n * self.k * self.h * self.w * 4
+
+    @property
+    def shape(self) -> str:
+        return f"{self.n}×{self.k}×{self.h}×{self.w}"
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "images": self.n,
+            "classes": self.k,
+            "height": self.h,
+            "width": self.w,
+            "seed": self.seed,
+            "dtype": "float32",
+            "format": "npy",
+        }
+
+    def files(self) -> list[Path]:
+        return [self.path / "labels.npy", self.path / "pred_probs.npy"]
+
+
+def stamp_ok(ds: Dataset) -> bool:
+    stamp_path = ds.path / "bench_stamp.json"
+    try:
+        stamp = json.loads(stamp_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if stamp.get("parameters") != ds.parameters():
+        return False
+    for name, size in stamp.get("sizes", {}).items():
+        f = ds.path / name
+        if not f.exists() or f.stat().st_size != size:
+            return False
+    return (ds.path / "pred_probs.npy").exists() and (ds.path / "labels.npy").exists()
+
+
+def ensure_dataset(ds: Dataset) -> dict[str, Any]:
+    """Reuse bench/data/NAME when its stamp matches; otherwise generate it with segaudit synth."""
+    if stamp_ok(ds):
+        stamp = json.loads((ds.path / "bench_stamp.json").read_text())
+        log(f"data  {ds.role:4} {ds.path.relative_to(ROOT)} reused ({ds.pred_bytes / 1e9:.2f} GB)")
+        return {**stamp, "reused": True}
+    DATA.mkdir(parents=True, exist_ok=True)
+    need = ds.pred_bytes * 1.1 + ds.n * ds.h * ds.w * 6
+    free = shutil.disk_usage(DATA).free
+    if free < need:
+        raise RuntimeError(
+            f"not enough disk for {ds.name}: need {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free"
+        )
+    shutil.rmtree(ds.path, ignore_errors=True)
+    tmp = ds.path.with_name(ds.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        *SEGAUDIT,
+        "synth",
+        str(tmp),
+        "--images",
+        str(ds.n),
+        "--height",
+        str(ds.h),
+        "--width",
+        str(ds.w),
+        "--classes",
+        str(ds.k),
+        "--seed",
+        str(ds.seed),
+        "--quiet",
+    ]
+    log(
+        f"data  {ds.role:4} generating {ds.path.relative_to(ROOT)} "
+        f"({ds.pred_bytes / 1e9:.2f} GB): {shlex.join(cmd)}"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(
+            f"segaudit synth failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    tmp.rename(ds.path)
+    sizes = {f.name: f.stat().st_size for f in sorted(ds.path.iterdir()) if f.suffix == ".npy"}
+    stamp = {
+        "parameters": ds.parameters(),
+        "command": shlex.join(cmd),
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "generate_seconds": round(seconds, 2),
+        "sizes": sizes,
+    }
+    (ds.path / "bench_stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
+    log(
+        f"      generated in {seconds:.1f} s "
+        f"({ds.pred_bytes / 1e9 / seconds:.2f} GB/s of pred_probs)"
+    )
+    return {**stamp, "reused": False}
+
+
+def warm(paths: list[Path]) -> float:
+    """Read files (or every file under directories) once so they sit in the page cache."""
+    buf = bytearray(32 * MIB)
+    view = memoryview(buf)
+    t0 = time.perf_counter()
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += [f for f in p.rglob("*") if f.is_file()]
+        elif p.exists():
+            files.append(p)
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(view):
+                pass
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _rss_anon_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _tree_anon_kib(root: int) -> int:
+    total, stack = 0, _children(root)  # the children of /usr/bin/time, not time itself
+    while stack:
+        pid = stack.pop()
+        total += _rss_anon_kib(pid)
+        stack += _children(pid)
+    return total
+
+
+def _parse_elapsed(text: str) -> float:
+    parts = [float(x) for x in text.strip().split(":")]
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
+
+
+def parse_time_v(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    patterns = {
+        "wall_s": (r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", _parse_elapsed),
+        "max_rss_kib": (r"Maximum resident set size \(kbytes\): (\d+)", int),
+        "user_s": (r"User time \(seconds\): ([\d.]+)", float),
+        "sys_s": (r"System time \(seconds\): ([\d.]+)", float),
+        "cpu_percent": (r"Percent of CPU this job got: (\d+)%", int),
+        "exit_status": (r"Exit status: (\d+)", int),
+        "major_faults": (r"Major \(requiring I/O\) page faults: (\d+)", int),
+    }
+    for key, (pattern, conv) in patterns.items():
+        m = re.search(pattern, text)
+        if m:
+            out[key] = conv(m.group(1))
+    m = re.search(r"Command terminated by signal (\d+)", text)
+    if m:
+        out["signal"] = int(m.group(1))
+    return out
+
+
+def run_timed(cmd: list[str], timeout: float) -> dict[str, Any]:
+    """Run cmd under /usr/bin/time -v; sample the child's RssAnon every 20 ms."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    time_file, out_file, err_file = (RESULTS / f".run.{x}" for x in ("time", "out", "err"))
+    full = ["/usr/bin/time", "-v", "-o", str(time_file), *cmd]
+    peak_anon = 0
+    timed_out = False
+    with open(out_file, "w") as out, open(err_file, "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            full, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        while True:
+            try:
+                proc.wait(timeout=0.02)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            peak_anon = max(peak_anon, _tree_anon_kib(proc.pid))
+            if time.perf_counter() - t0 > timeout:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)  # our own session: /usr/bin/time and its child
+                proc.wait()
+                break
+    result: dict[str, Any] = parse_time_v(time_file.read_text() if time_file.exists() else "")
+    result["returncode"] = proc.returncode
+    result["peak_anon_kib"] = peak_anon
+    result["stdout"] = out_file.read_text(errors="replace")
+    result["stderr"] = err_file.read_text(errors="replace")
+    result["timed_out"] = timed_out
+    result["ok"] = proc.returncode == 0 and not timed_out and "wall_s" in result
+    for f in (time_file, out_file, err_file):
+        f.unlink(missing_ok=True)
+    return result
+
+
+def last_json_line(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class Row:
+    key: str
+    what: str
+    shape: str
+    gb: float | None
+    command: str
+    status: str = "n/a"  # ok, failed, n/a, skipped
+    wall_s: float | None = None
+    work_s: float | None = None
+    cpu_percent: int | None = None
+    max_rss_mib: float | None = None
+    peak_anon_mib: float | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rows: dict[str, Row] = {}
+        self.order: list[str] = []
+        self.count = 0
+        self.total = 0
+
+    def add(self, row: Row) -> Row:
+        self.rows[row.key] = row
+        self.order.append(row.key)
+        return row
+
+    def skip(
+        self, key: str, what: str, ds: Dataset | None, status: str, note: str, gb: bool = True
+    ) -> None:
+        self.add(
+            Row(
+                key,
+                what,
+                ds.shape if ds else "",
+                ds.pred_bytes / 1e9 if ds and gb else None,
+                "",
+                status=status,
+                note=note,
+            )
+        )
+
+    def measure(
+        self,
+        key: str,
+        what: str,
+        ds: Dataset,
+        cmd: list[str],
+        *,
+        warm_paths: list[Path],
+        run_dir: Path | None = None,
+        work_from: str = "none",  # "summary" (run_dir/summary.json), "stdout" (JSON line), "none"
+        reads_probs: bool = True,
+    ) -> Row:
+        row = self.add(
+            Row(key, what, ds.shape, ds.pred_bytes / 1e9 if reads_probs else None, shlex.join(cmd))
+        )
+        self.count += 1
+        log(f"[{self.count:2}/{self.total}] {what} ({ds.role}) ...")
+        best: dict[str, Any] | None = None
+        for _attempt in range(self.args.repeat):
+            if run_dir is not None and work_from == "summary":
+                shutil.rmtree(run_dir, ignore_errors=True)
+            warm_s = warm(warm_paths)
+            res = run_timed(cmd, self.args.timeout)
+            res["warm_s"] = round(warm_s, 3)
+            if res["ok"]:
+                if work_from == "summary" and run_dir is not None:
+                    try:
+                        summary = json.loads((run_dir / "summary.json").read_text())
+                        res["timing"] = summary.get("timing", {})
+                        res["engine"] = summary.get("engine", {})
+                        res["totals"] = summary.get("totals", {})
+                        res["work_s"] = res["timing"].get("seconds")
+                    except (OSError, ValueError) as e:
+                        res["ok"] = False
+                        res["stderr"] += f"\n(bench) no readable summary.json in {run_dir}: {e}"
+                elif work_from == "stdout":
+                    parsed = last_json_line(res["stdout"])
+                    if parsed is None:
+                        res["ok"] = False
+                        res["stderr"] += "\n(bench) no JSON line on stdout"
+                    else:
+                        res["helper"] = parsed
+                        res["work_s"] = parsed.get("seconds")
+            stdout, stderr = res.pop("stdout"), res.pop("stderr")
+            if not res["ok"]:
+                why = "timed out" if res["timed_out"] else f"exit {res['returncode']}"
+                log(f"      FAILED ({why}): {shlex.join(cmd)}")
+                for line in (stderr.strip() or stdout.strip() or "(no output)").splitlines()[-25:]:
+                    log(f"      | {line}")
+                res["stderr_tail"] = stderr[-4000:]
+            row.attempts.append(res)
+            if res["ok"] and (best is None or res["wall_s"] < best["wall_s"]):
+                best = res
+            if not res["ok"]:
+                break
+        if best is None or not all(a["ok"] for a in row.attempts):
+            row.status = "failed"
+            return row
+        row.status = "ok"
+        row.wall_s = best["wall_s"]
+        row.work_s = best.get("work_s")
+        row.cpu_percent = best.get("cpu_percent")
+        row.max_rss_mib = best.get("max_rss_kib", 0) / 1024
+        row.peak_anon_mib = best["peak_anon_kib"] / 1024
+        for extra in ("timing", "engine", "totals", "helper"):
+            if extra in best:
+                row.details[extra] = best[extra]
+        work = f", work {row.work_s:.2f} s" if row.work_s is not None else ""
+        log(
+            f"      {row.wall_s:.2f} s wall{work}, CPU {row.cpu_percent}%, "
+            f"peak RSS {row.max_rss_mib:.0f} MiB, "
+            f"peak anon {row.peak_anon_mib:.0f} MiB"
+        )
+        return row
+
+
+def helper(name: str, *args: str | Path) -> list[str]:
+    return [PY, str(BENCH / name), *map(str, args)]
+
+
+def run_check(cmd: list[str]) -> dict[str, Any]:
+    """An untimed parity check (a helper printing one JSON line)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    parsed = last_json_line(proc.stdout) if proc.returncode == 0 else None
+    if parsed is None:
+        log(f"      check FAILED: {shlex.join(cmd)}")
+        for line in (proc.stderr.strip() or "(no output)").splitlines()[-15:]:
+            log(f"      | {line}")
+        return {"error": proc.stderr[-2000:] or "no output"}
+    return parsed
+
+
+def score_support() -> tuple[bool, str]:
+    """Whether `segaudit score` exists, and its --help text (to see which options it takes)."""
+    proc = subprocess.run([*SEGAUDIT, "score", "--help"], capture_output=True, text=True)
+    return proc.returncode == 0, proc.stdout
+
+
+def score_cmd(ds: Dataset, run: Path, workers: int, score_help: str, *extra: str) -> list[str]:
+    cmd = [*SEGAUDIT, "score", str(ds.path), "-o", str(run), "--method", "softmin", "--quiet"]
+    cmd += list(extra)
+    if "--workers" in score_help:
+        cmd += ["--workers", str(workers)]
+    return cmd
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt(x: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}{suffix}"
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["mem_total_gib"] = round(int(line.split()[1]) / MIB, 1)
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    version = subprocess.run([*SEGAUDIT, "--version"], capture_output=True, text=True)
+    info["segaudit"] = version.stdout.strip() or "unknown"
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    info["git"] = git.stdout.strip() or "unknown"
+    return info
+
+
+def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
+    """The ratios the README explains: value (from wall or peak RSS) and a second view of it."""
+
+    def g(key: str, attr: str) -> float | None:
+        row = rows.get(key)
+        return getattr(row, attr) if row is not None and row.status == "ok" else None
+
+    out: list[dict[str, Any]] = []
+
+    def speed(name: str, num: str, den: str, how: str) -> None:
+        out.append(
+            {
+                "name": name,
+                "value": ratio(g(num, "wall_s"), g(den, "wall_s")),
+                "second": ratio(g(num, "work_s"), g(den, "work_s")),
+                "second_kind": "work",
+                "how": how,
+            }
+        )
+
+    def memory(name: str, key: str, how: str) -> dict[str, Any]:
+        entry = {
+            "name": name,
+            "value": ratio(g(f"{key}_big", "max_rss_mib"), g(f"{key}_half", "max_rss_mib")),
+            "second": ratio(g(f"{key}_big", "peak_anon_mib"), g(f"{key}_half", "peak_anon_mib")),
+            "second_kind": "anon",
+            "how": how,
+        }
+        out.append(entry)
+        return entry
+
+    speed(
+        "scan w=1 speed-up vs cleanlab", "cl_filter_big", "scan_w1_big", "cleanlab / scan, big set"
+    )
+    speed(
+        "scan w=2 speed-up vs cleanlab", "cl_filter_big", "scan_w2_big", "cleanlab / scan, big set"
+    )
+    speed("scan w=1 / read pass", "scan_w1_big", "read_big", "1.0 = as fast as one plain read")
+    speed("scan w=2 / read pass", "scan_w2_big", "read_big", "1.0 = as fast as one plain read")
+    speed("scan w=1 → w=2 speed-up", "scan_w1_big", "scan_w2_big", "two cores vs one")
+    memory("scan w=1 peak RSS big/half", "scan_w1", "N doubles; 1.0 = flat memory")
+    memory("scan w=2 peak RSS big/half", "scan_w2", "N doubles; 1.0 = flat memory")
+    memory("cleanlab peak RSS big/half", "cl_filter", "for contrast")
+    speed(
+        "score w=1 speed-up vs cleanlab softmin", "cl_score_big", "score_w1_big", "cleanlab / score"
+    )
+    speed(
+        "score w=2 speed-up vs cleanlab softmin", "cl_score_big", "score_w2_big", "cleanlab / score"
+    )
+    speed(
+        "score w=1 --no-pixel-scores speed-up vs cleanlab softmin",
+        "cl_score_big",
+        "score_nopx_big",
+        "cleanlab / score without writing pixel_scores.zarr",
+    )
+    speed("score w=1 / read pass", "score_w1_big", "read_big", "1.0 = as fast as one plain read")
+    speed("score w=2 / read pass", "score_w2_big", "read_big", "1.0 = as fast as one plain read")
+    swaps = memory("swaps peak RSS big/half", "swaps", "")
+    value = swaps["value"]
+    swaps["how"] = "target ≤ 1.2×: " + (
+        "n/a" if value is None else "met" if value <= 1.2 else "NOT met"
+    )
+    return out
+
+
+def ratio_text(entry: dict[str, Any]) -> str:
+    def x(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}×"
+
+    return f"{x(entry['value'])} ({entry['second_kind']}: {x(entry['second'])})"
+
+
+def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[str]) -> str:
+    m = report["machine"]
+    lines = [
+        "# segaudit benchmark",
+        "",
+        f"- when: {report['started']} (took {report['total_seconds']:.0f} s)",
+        f"- command: `{report['command']}`",
+        f"- machine: nproc {m['nproc']} ({m.get('cpu', '?')}), "
+        f"{m.get('mem_total_gib', '?')} GiB RAM, "
+        f"Python {m['python']}, numpy {m['numpy']}, {m['segaudit']} (git {m['git']}), "
+        f"cleanlab {report.get('cleanlab_version', 'n/a')}",
+        f"- load average at start / end: {report['loadavg_start']} / {report['loadavg_end']}",
+        f"- repeats per row: {report['repeat']} (best wall kept)",
+        "",
+        "| what | N×K×H×W | GB | wall s | work s | CPU % | peak RSS MiB | peak anon MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in order:
+        r = rows[key]
+        gb = fmt(r.gb) if r.gb is not None else "—"
+        if r.status == "ok":
+            cells = [
+                fmt(r.wall_s),
+                fmt(r.work_s),
+                str(r.cpu_percent) if r.cpu_percent is not None else "n/a",
+                fmt(r.max_rss_mib, 0),
+                fmt(r.peak_anon_mib, 0),
+            ]
+        else:
+            cells = [r.status] + ["—"] * 4
+        what = r.what + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {what} | {r.shape} | {gb} | " + " | ".join(cells) + " |")
+    lines += ["", "## Ratios (from this run)", "", "| ratio | value | meaning |", "|---|---:|---|"]
+    lines += [f"| {e['name']} | {ratio_text(e)} | {e['how']} |" for e in report["ratios"]]
+    lines += ["", "## Parity with cleanlab", ""]
+    checks = report.get("checks", {})
+    if not checks:
+        lines.append("- not checked (cleanlab skipped or failed)")
+    for name, result in checks.items():
+        lines.append(f"- {name}: `{json.dumps(result)}`")
+    stages = report.get("scan_stages", {})
+    if stages:
+        lines += ["", "## Where segaudit scan's time goes (summary.json timing)", ""]
+        first = ["process wall", "seconds", "startup + exit"]
+        keys = first + sorted({k for t in stages.values() for k in t} - set(first))
+        lines.append("| run | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---:|" * len(keys))
+        for run, timing in stages.items():
+            lines.append(f"| {run} | " + " | ".join(fmt(timing.get(k)) for k in keys) + " |")
+    lines += [
+        "",
+        "`wall s`: the process, from `/usr/bin/time -v` (interpreter start and imports included). "
+        "`work s`: the work alone (segaudit: summary.json timing.seconds; "
+        "helpers: the timed call). "
+        "`peak RSS`: `/usr/bin/time -v` maximum resident set size, which counts mapped file pages "
+        "(page cache) the process touched. `peak anon`: the process's own memory (RssAnon sampled "
+        "every 20 ms).",
+        "",
+        "## Commands",
+        "",
+    ]
+    lines += [
+        f"- {rows[k].what} ({rows[k].shape}): `{rows[k].command}`" for k in order if rows[k].command
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", type=int, default=None, help="N of the big set (default 60; 8 with --quick)"
+    )
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--classes", type=int, default=19)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (8 and 4 images)")
+    parser.add_argument(
+        "--skip-cleanlab", action="store_true", help="no cleanlab rows, no parity checks"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per row; the best wall is kept")
+    parser.add_argument(
+        "--timeout", type=float, default=3600, help="seconds before a row is killed"
+    )
+    parser.add_argument(
+        "--keep-runs", action="store_true", help="keep bench/results/runs/ afterwards"
+    )
+    args = parser.parse_args(argv)
+    n = args.images or (8 if args.quick else 60)
+    if n < 2:
+        parser.error("--images must be at least 2 (the half set needs one image)")
+    args.repeat = max(1, args.repeat)
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    t_start = time.perf_counter()
+    load_start = loadavg()
+    command = shlex.join([sys.executable, *sys.argv])
+    big = Dataset("big", n, args.classes, args.height, args.width, args.seed)
+    half = Dataset("half", n // 2, args.classes, args.height, args.width, args.seed)
+
+    data_info: dict[str, Any] = {}
+    try:
+        for ds in (big, half):
+            data_info[ds.role] = ensure_dataset(ds)
+    except (RuntimeError, OSError) as e:
+        log(f"error: could not prepare the benchmark data: {e}")
+        return 2
+
+    shutil.rmtree(RUNS, ignore_errors=True)
+    RUNS.mkdir(parents=True)
+    has_score, score_help = score_support()
+    cl = not args.skip_cleanlab
+    bench = Bench(args)
+    bench.total = 8 + (3 if cl else 0) + (2 if has_score else 0)
+    bench.total += 1 if "--no-pixel-scores" in score_help else 0
+
+    for ds in (big, half):
+        role = ds.role
+        runs = {w: RUNS / f"scan-{role}-w{w}" for w in (1, 2)}
+        bench.measure(
+            f"read_{role}",
+            "read pass (mmap, max over K)",
+            ds,
+            helper("read_pass.py", ds.path / "pred_probs.npy"),
+            warm_paths=ds.files(),
+            work_from="stdout",
+        )
+        for w in (1, 2):
+            bench.measure(
+                f"scan_w{w}_{role}",
+                f"segaudit scan --workers {w}",
+                ds,
+                [
+                    *SEGAUDIT,
+                    "scan",
+                    str(ds.path),
+                    "-o",
+                    str(runs[w]),
+                    "--quiet",
+                    "--workers",
+                    str(w),
+                ],
+                warm_paths=ds.files(),
+                run_dir=runs[w],
+                work_from="summary",
+            )
+        shutil.rmtree(runs[2], ignore_errors=True)
+        if cl:
+            bench.measure(
+                f"cl_filter_{role}",
+                "cleanlab find_label_issues n_jobs=1",
+                ds,
+                helper("cleanlab_scan.py", "filter", ds.path, RUNS / f"cleanlab-{role}"),
+                warm_paths=ds.files(),
+                work_from="stdout",
+            )
+        else:
+            bench.skip(
+                f"cl_filter_{role}", "cleanlab find_label_issues n_jobs=1", ds, "skipped", ""
+            )
+        if role == "big":
+            score_runs = {w: RUNS / f"score-{role}-w{w}" for w in (1, 2)}
+            if has_score:
+                for w in (1, 2):
+                    bench.measure(
+                        f"score_w{w}_{role}",
+                        f"segaudit score softmin --workers {w}",
+                        ds,
+                        score_cmd(ds, score_runs[w], w, score_help),
+                        warm_paths=ds.files(),
+                        run_dir=score_runs[w],
+                        work_from="summary",
+                    )
+                if "--no-pixel-scores" in score_help:
+                    nopx = RUNS / f"score-{role}-nopx"
+                    bench.measure(
+                        f"score_nopx_{role}",
+                        "segaudit score softmin --workers 1 --no-pixel-scores",
+                        ds,
+                        score_cmd(ds, nopx, 1, score_help, "--no-pixel-scores"),
+                        warm_paths=ds.files(),
+                        run_dir=nopx,
+                        work_from="summary",
+                    )
+                    shutil.rmtree(nopx, ignore_errors=True)
+                shutil.rmtree(score_runs[2], ignore_errors=True)
+            else:
+                for w in (1, 2):
+                    bench.skip(
+                        f"score_w{w}_{role}",
+                        f"segaudit score softmin --workers {w}",
+                        ds,
+                        "n/a",
+                        "no `segaudit score` command yet",
+                    )
+            if cl:
+                bench.measure(
+                    f"cl_score_{role}",
+                    "cleanlab get_label_quality_scores softmin",
+                    ds,
+                    helper("cleanlab_scan.py", "score", ds.path, RUNS / f"cleanlab-{role}"),
+                    warm_paths=ds.files(),
+                    work_from="stdout",
+                )
+            else:
+                bench.skip(
+                    f"cl_score_{role}",
+                    "cleanlab get_label_quality_scores softmin",
+                    ds,
+                    "skipped",
+                    "",
+                )
+        if bench.rows[f"scan_w1_{role}"].status == "ok":
+            bench.measure(
+                f"swaps_{role}",
+                "segaudit swaps (scan w=1 run)",
+                ds,
+                [*SEGAUDIT, "swaps", str(runs[1]), "--quiet"],
+                warm_paths=[runs[1]],
+                reads_probs=False,
+            )
+        else:
+            bench.skip(
+                f"swaps_{role}", "segaudit swaps (scan w=1 run)", ds, "n/a", "scan failed", gb=False
+            )
+
+    # Parity checks (untimed).
+    checks: dict[str, Any] = {}
+    if cl:
+        log("checks: segaudit vs cleanlab ...")
+        for ds in (big, half):
+            role = ds.role
+            scan_run = RUNS / f"scan-{role}-w1"
+            prefix = RUNS / f"cleanlab-{role}"
+            if (
+                bench.rows[f"scan_w1_{role}"].status == "ok"
+                and bench.rows[f"cl_filter_{role}"].status == "ok"
+            ):
+                checks[f"issues mask, {role} ({ds.shape})"] = run_check(
+                    helper("compare.py", "mask", scan_run, f"{prefix}-mask.npy", ds.path)
+                )
+            if role == "big" and bench.rows["cl_score_big"].status == "ok":
+                if bench.rows["scan_w1_big"].status == "ok":
+                    checks["scan image softmin scores vs cleanlab, big"] = run_check(
+                        helper("compare.py", "scores", scan_run, f"{prefix}-image.npy")
+                    )
+                score_row = bench.rows.get("score_w1_big")
+                if score_row is not None and score_row.status == "ok":
+                    checks["score image + pixel scores vs cleanlab, big"] = run_check(
+                        helper(
+                            "compare.py",
+                            "scores",
+                            RUNS / "score-big-w1",
+                            f"{prefix}-image.npy",
+                            f"{prefix}-pixel.npy",
+                        )
+                    )
+        for name, result in checks.items():
+            log(f"      {name}: {json.dumps(result)}")
+
+    if not args.keep_runs:
+        shutil.rmtree(RUNS, ignore_errors=True)
+
+    rows = bench.rows
+    cleanlab_version = None
+    for key in ("cl_filter_big", "cl_score_big", "cl_filter_half"):
+        helper_out = rows[key].details.get("helper") if key in rows else None
+        if helper_out:
+            cleanlab_version = helper_out.get("cleanlab_version")
+            break
+    scan_stages = {
+        f"{rows[k].what} ({k.rsplit('_', 1)[1]})": {
+            **{
+                s: v
+                for s, v in rows[k].details.get("timing", {}).items()
+                if isinstance(v, (int, float))
+            },
+            "process wall": rows[k].wall_s,
+            "startup + exit": (
+                rows[k].wall_s - rows[k].work_s if rows[k].work_s is not None else None
+            ),
+        }
+        for k in SCAN_KEYS
+        if rows[k].status == "ok"
+    }
+    report: dict[str, Any] = {
+        "started": started,
+        "command": command,
+        "machine": machine_info(),
+        "cleanlab_version": cleanlab_version,
+        "repeat": args.repeat,
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+        "data": {
+            ds.role: {"path": str(ds.path), "shape": ds.shape, **data_info[ds.role]}
+            for ds in (big, half)
+        },
+        "rows": [asdict(rows[k]) for k in bench.order],
+        "checks": checks,
+        "scan_stages": scan_stages,
+    }
+    report["ratios"] = derived(rows)
+    report["total_seconds"] = time.perf_counter() - t_start
+    md = render_markdown(report, rows, bench.order)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in ("latest", stamp):
+        (RESULTS / f"{name}.md").write_text(md)
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    log("")
+    log(md)
+    log(f"written: {RESULTS.relative_to(ROOT)}/latest.md, latest.json (and {stamp}.*)")
+    failed_scans = [k for k in SCAN_KEYS if rows[k].status != "ok"]
+    if failed_scans:
+        log(f"error: segaudit scan failed: {', '.join(failed_scans)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
