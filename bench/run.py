@@ -445,7 +445,8 @@ def run_check(cmd: list[str]) -> dict[str, Any]:
 
 def score_support() -> tuple[bool, str]:
     """Whether `segaudit score` exists, and its --help text (to see which options it takes)."""
-    proc = subprocess.run([*SEGAUDIT, "score", "--help"], capture_output=True, text=True)
+    env = {**os.environ, "COLUMNS": "400"}  # Rich wraps and truncates option names otherwise
+    proc = subprocess.run([*SEGAUDIT, "score", "--help"], capture_output=True, text=True, env=env)
     return proc.returncode == 0, proc.stdout
 
 
