@@ -200,9 +200,6 @@ class PixelPass:
     class_sum: np.ndarray
     class_count: np.ndarray
     problems: np.ndarray
-    hist: np.ndarray | None = None  # with tally: (65536,) counts of self-confidence keys
-    mis_pred: np.ndarray | None = None  # with tally: mispredicted pixels' class ...
-    mis_pmax: np.ndarray | None = None  # ... and that class's probability
 
 
 class Workspace(threading.local):
@@ -226,18 +223,11 @@ WORKSPACE = Workspace()
 
 
 def pixel_pass(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    ignore: int | None,
-    check_sums: bool,
-    tally: bool,
-    tag: str = "full",
+    probs: np.ndarray, labels: np.ndarray, ignore: int | None, check_sums: bool, tag: str = "full"
 ) -> PixelPass:
     """Run the compiled kernel on one batch: probs (b,K,H,W), labels (b,H,W).
 
-    With ``tally`` it also histograms the self-confidences and collects the
-    mispredicted pixels (what Confident Learning needs). The per-pixel outputs live
-    in this thread's workspace until its next batch.
+    The per-pixel outputs live in this thread's workspace until its next batch.
     """
     b, k, h, w = probs.shape
     flat = probs.reshape(b, k, h * w)
@@ -257,26 +247,9 @@ def pixel_pass(
     ignore_value = int(ignore) if has_ignore else 0
     tol = sum_tolerance(k, probs.dtype)
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
-    hist = np.zeros(HIST_BINS if tally else 1, np.int64)
-    size = b * h * w if tally else 1
-    mis_pred = WORKSPACE.get(f"{tag}-mis-pred", (size,), out.pred.dtype)
-    mis_pmax = WORKSPACE.get(f"{tag}-mis-pmax", (size,), score_dtype)
-    common = (
-        out.pred,
-        out.pmax,
-        out.s,
-        out.class_sum,
-        out.class_count,
-        out.problems,
-        tally,
-        score_bits(out.s),
-        score_key_shift(out.s.dtype),
-        hist,
-        mis_pred,
-        mis_pmax,
-    )
+    common = (out.pred, out.pmax, out.s, out.class_sum, out.class_count, out.problems)
     if probs.dtype == np.float16:
-        found = kernels.scan_half(
+        kernels.scan_half(
             flat.view(np.uint16),
             _TABLE,
             flat_labels,
@@ -288,14 +261,8 @@ def pixel_pass(
             *common,
         )
     else:
-        found = kernels.scan_float(
+        kernels.scan_float(
             flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common
-        )
-    if tally:
-        out.hist, out.mis_pred, out.mis_pmax = (
-            hist,
-            mis_pred[:found].copy(),
-            mis_pmax[:found].copy(),
         )
     return out
 
@@ -362,13 +329,7 @@ def process_batch(
         probs = np.ascontiguousarray(probs.transpose(0, 3, 1, 2))
     if params.logits:
         probs = _softmax(probs)
-    full = pixel_pass(
-        probs,
-        labels,
-        params.ignore_index,
-        check_sums=not params.logits,
-        tally=params.downsample == 1,
-    )
+    full = pixel_pass(probs, labels, params.ignore_index, check_sums=not params.logits)
     message = describe_problems(full.problems, start, layout, names, params.logits)
     if message is not None:
         if "{value}" in message:
@@ -384,7 +345,7 @@ def process_batch(
     softmin = np.empty(labels.shape[0], np.float64)
     scored = np.empty(labels.shape[0], np.int64)
     kernels.softmin_images(full.s, params.temperature, softmin, scored)
-    cl = full
+    cl, cl_labels = full, labels.reshape(labels.shape[0], -1)
     if params.downsample != 1:
         small_labels = pool_labels(
             labels, params.downsample, params.label_pooling, params.ignore_index
@@ -394,13 +355,34 @@ def process_batch(
             small_labels,
             params.ignore_index,
             check_sums=False,
-            tally=True,
             tag="low",
         )
+        cl_labels = small_labels.reshape(labels.shape[0], -1)
         small_shape = (labels.shape[0], *small_labels.shape[1:])
         sink.get("cl_scores")[start:stop] = cl.s.reshape(small_shape)
-    sink.add_records(start, cl.mis_pred, cl.mis_pmax)
-    return BatchResult(start, cl.class_sum, cl.class_count, cl.hist, softmin, scored, full.problems)
+    hist, mis_pred, mis_pmax = summarize(cl, cl_labels)
+    sink.add_records(start, mis_pred, mis_pmax)
+    return BatchResult(start, cl.class_sum, cl.class_count, hist, softmin, scored, full.problems)
+
+
+def summarize(cl: PixelPass, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histogram of self-confidence keys, and the mispredicted pixels' (class, probability)."""
+    s = cl.s.ravel()
+    hist = np.zeros(HIST_BINS, np.int64)
+    mis_pred = WORKSPACE.get("mis-pred", s.shape, cl.pred.dtype)
+    mis_pmax = WORKSPACE.get("mis-pmax", s.shape, cl.pmax.dtype)
+    found = kernels.summarize(
+        cl.pred.ravel(),
+        cl.pmax.ravel(),
+        s,
+        score_bits(s),
+        labels.ravel(),
+        score_key_shift(s.dtype),
+        hist,
+        mis_pred,
+        mis_pmax,
+    )
+    return hist, mis_pred[:found].copy(), mis_pmax[:found].copy()
 
 
 def plan_batches(

@@ -60,24 +60,14 @@ def scan_float(
     class_sum: np.ndarray,
     class_cnt: np.ndarray,
     problems: np.ndarray,
-    tally: bool,
-    s_bits: np.ndarray,
-    shift: int,
-    hist: np.ndarray,
-    mis_pred: np.ndarray,
-    mis_pmax: np.ndarray,
-) -> int:
+) -> None:
     """Per-pixel argmax/max/self-confidence for float32/float64 ``probs`` (b,K,P).
 
     ``labels`` (b,P); outputs ``pred``/``pmax``/``s`` (b,P), ``class_sum``/``class_cnt``
     (b,K) per image; ``problems`` (4,2) counts malformed values with the first
-    offending flat pixel index (image * P + pixel) within the batch. With ``tally``,
-    also counts scored pixels in ``hist`` by the top 16 bits of their self-confidence
-    (``s_bits`` is ``s`` viewed as unsigned ints) and appends the mispredicted ones'
-    class and probability to ``mis_pred``/``mis_pmax``; returns how many it appended.
+    offending flat pixel index (image * P + pixel) within the batch.
     """
     b, k_classes, p_pixels = probs.shape
-    found = 0
     best = np.empty(tile, probs.dtype)
     low = np.empty(tile, probs.dtype)
     arg = np.empty(tile, np.int32)
@@ -124,13 +114,6 @@ def scan_float(
                     s[i, p] = v
                     class_sum[i, label] += v
                     class_cnt[i, label] += 1
-                    if tally:
-                        hist[s_bits[i, p] >> shift] += 1
-                        if arg[q] != label:
-                            mis_pred[found] = arg[q]
-                            mis_pmax[found] = best[q]
-                            found += 1
-    return found
 
 
 @njit(nogil=True, cache=True)
@@ -149,20 +132,13 @@ def scan_half(
     class_sum: np.ndarray,
     class_cnt: np.ndarray,
     problems: np.ndarray,
-    tally: bool,
-    s_bits: np.ndarray,
-    shift: int,
-    hist: np.ndarray,
-    mis_pred: np.ndarray,
-    mis_pmax: np.ndarray,
-) -> int:
+) -> None:
     """The float16 twin of :func:`scan_float`, on the uint16 view ``bits`` (b,K,P).
 
     Outputs are float32 (every float16 value is exact in float32). -0.0 counts as 0;
     any other pattern with the sign bit or an all-ones exponent is malformed.
     """
     b, k_classes, p_pixels = bits.shape
-    found = 0
     best = np.empty(tile, np.uint16)
     worst = np.empty(tile, np.uint16)
     arg = np.empty(tile, np.int32)
@@ -220,13 +196,6 @@ def scan_half(
                     s[i, p] = value
                     class_sum[i, label] += value
                     class_cnt[i, label] += 1
-                    if tally:
-                        hist[s_bits[i, p] >> shift] += 1
-                        if arg[q] != label:
-                            mis_pred[found] = arg[q]
-                            mis_pmax[found] = pmax[i, p]
-                            found += 1
-    return found
 
 
 @njit(nogil=True, cache=True)
@@ -261,3 +230,34 @@ def softmin_images(
                 num += v * w
                 den += w
         scores[i] = num / den
+
+
+@njit(nogil=True, cache=True)
+def summarize(
+    pred: np.ndarray,
+    pmax: np.ndarray,
+    s: np.ndarray,
+    s_bits: np.ndarray,
+    labels: np.ndarray,
+    shift: int,
+    hist: np.ndarray,
+    mis_pred: np.ndarray,
+    mis_pmax: np.ndarray,
+) -> int:
+    """One pass over a batch's compact arrays (flattened): the histogram of the
+    self-confidences' top 16 bits and the mispredicted pixels' class and probability.
+
+    Ignored pixels (s is NaN) are skipped; returns how many mispredicted pixels were
+    written to ``mis_pred``/``mis_pmax``.
+    """
+    found = 0
+    for p in range(s.shape[0]):
+        v = s[p]
+        if v != v:
+            continue
+        hist[s_bits[p] >> shift] += 1
+        if pred[p] != labels[p]:
+            mis_pred[found] = pred[p]
+            mis_pmax[found] = pmax[p]
+            found += 1
+    return found
