@@ -103,3 +103,128 @@ def find_label_issues(
         logits=logits,
     )
     return sink.get("issues")
+
+
+def get_label_quality_scores(
+    labels: Any,
+    pred_probs: Any,
+    *,
+    method: str = "softmin",
+    temperature: float = 0.1,
+    batch_size: int | None = None,
+    downsample: int = 1,
+    ignore_index: int | None = None,
+    n_jobs: int | None = None,
+    verbose: bool = False,
+    label_pooling: str = "mode",
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label-quality scores per image (N,) and per pixel (N,H,W); lower means worse.
+
+    Same arguments and results as ``cleanlab.segmentation.rank.get_label_quality_scores``
+    (whose ``**kwargs`` ``temperature`` and ``downsample`` are plain keywords here).
+    The pixel score is s = p[given label].
+
+    - ``method="softmin"``: sum_i s_i·w_i with w = softmax((1 - s) / temperature) over
+      each image's pixels; one streaming read of pred_probs, no Confident Learning.
+      ``downsample`` does not apply (a warning, as in the reference).
+    - ``method="num_pixel_issues"``: 1 - issue pixels / scored pixels, with the issues
+      of :func:`find_label_issues` (``downsample``, ``label_pooling``).
+
+    Extension: pixels labelled ``ignore_index`` are left out of the softmin and of the
+    num_pixel_issues denominator, and their pixel score is NaN. An image without any
+    scored pixel gets the score NaN, with a
+    :class:`~segaudit.scoring.UnscoredImagesWarning`.
+
+    ``pixel_scores`` is an in-memory numpy array holding the reference's values exactly,
+    as float32 (float64 for float64 input): N·H·W·4 bytes. For datasets larger than
+    memory use ``segaudit score``, which streams them to ``pixel_scores.zarr``.
+    ``batch_size`` counts probability values, as in the reference; ``n_jobs`` is the
+    number of worker threads (default: all cores). Bad input raises ``ValueError``.
+    """
+    import warnings
+
+    from segaudit.engine import check_inputs
+    from segaudit.scoring import (
+        UnscoredImagesWarning,
+        check_method,
+        check_temperature,
+        issue_scores,
+        softmin_pass,
+        unscored_message,
+    )
+
+    del verbose  # the library never prints
+    check_method(method)
+    check_temperature(temperature)
+    if method == "num_pixel_issues":
+        result, sink = run_confident_learning(
+            labels,
+            pred_probs,
+            batch_size=batch_size,
+            downsample=downsample,
+            ignore_index=ignore_index,
+            label_pooling=label_pooling,
+            channels_last=channels_last,
+            temperature=temperature,
+            n_jobs=n_jobs,
+        )
+        scored = result.stats.scored
+        image_scores = issue_scores(result.issues_per_image, scored)
+        pixel_scores = sink.get("pixel_scores")
+    else:
+        if downsample != 1:
+            warnings.warn(
+                f"downsample={downsample} applies to method='num_pixel_issues' only; "
+                "softmin scores every pixel at full resolution.",
+                stacklevel=2,
+            )
+        label_source = as_source(labels, "labels")
+        probs_source = as_source(pred_probs, "pred_probs")
+        params = Params(
+            ignore_index=ignore_index, channels_last=channels_last, temperature=temperature
+        )
+        layout = check_inputs(
+            label_source.array,
+            probs_source.array,
+            params,
+            (str(label_source.path), str(probs_source.path)),
+        )
+        pixel_scores = np.empty(
+            (layout.num_images, layout.height, layout.width), layout.score_dtype
+        )
+        softmin = softmin_pass(
+            label_source,
+            probs_source,
+            params,
+            pixel_out=pixel_scores,
+            workers=n_jobs or default_workers(),
+            batch_size=_images_per_batch(batch_size, pred_probs, channels_last),
+        )
+        image_scores, scored = softmin.scores, softmin.scored
+    unscored = np.flatnonzero(scored == 0)
+    if len(unscored):
+        warnings.warn(unscored_message(unscored), UnscoredImagesWarning, stacklevel=2)
+    return image_scores, pixel_scores
+
+
+def issues_from_scores(
+    image_scores: Any, pixel_scores: Any = None, threshold: float = 0.1
+) -> np.ndarray:
+    """Pixels (or images) whose score is below ``threshold``, exactly as the reference.
+
+    With ``pixel_scores``: the boolean mask ``pixel_scores < threshold`` (NaN scores of
+    ignored pixels are never issues). Without: image indices sorted by score, up to and
+    including the first image whose score is not below ``threshold`` (the reference's
+    ``ranking[:cutoff + 1]``, kept for parity). ``threshold`` must be in [0, 1].
+    """
+    if image_scores is None:
+        raise ValueError("image_scores must be provided")
+    if threshold is None or threshold < 0 or threshold > 1:
+        raise ValueError("threshold must be between 0 and 1")
+    if pixel_scores is not None:
+        return np.asarray(pixel_scores) < threshold
+    image_scores = np.asarray(image_scores)
+    ranking = np.argsort(image_scores)
+    cutoff = np.searchsorted(image_scores[ranking], threshold)
+    return ranking[: cutoff + 1]

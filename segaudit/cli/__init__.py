@@ -51,6 +51,11 @@ def _register() -> None:
     app.command("swaps")(review.swaps)
     app.command("render")(review.render)
 
+    from segaudit.cli import score
+
+    app.command("score")(score.score)
+    app.command("eval")(score.evaluate)
+
 
 _register()
 

@@ -1,0 +1,279 @@
+"""`segaudit score` (image and pixel label-quality scores) and `segaudit eval`."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from segaudit.cli._common import console, err_console, make_progress, parse_size, user_errors
+from segaudit.cli.scan import (
+    BatchOpt,
+    BudgetOpt,
+    ChannelsOpt,
+    DatasetArg,
+    LabelsOpt,
+    NamesOpt,
+    Pooling,
+    ProbsOpt,
+    QuietOpt,
+    WorkersOpt,
+)
+
+IgnoreOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ignore-index",
+        help="Label value of unlabelled pixels (e.g. 255): left out of every score.",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the summary and the worst images as JSON on stdout.")
+]
+
+
+class Method(str, Enum):
+    softmin = "softmin"
+    num_pixel_issues = "num_pixel_issues"
+
+
+@user_errors
+def score(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
+    ],
+    dataset: DatasetArg = None,
+    labels: LabelsOpt = None,
+    pred_probs: ProbsOpt = None,
+    class_names: NamesOpt = None,
+    method: Annotated[
+        Method,
+        typer.Option(
+            "--method",
+            help="softmin: soft minimum of the pixel scores, no Confident Learning (fast); "
+            "num_pixel_issues: 1 - issue pixels / scored pixels, from a scan.",
+        ),
+    ] = Method.softmin,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            "--temperature",
+            help="Softmin temperature: lower values approach the worst pixel's score.",
+        ),
+    ] = 0.1,
+    pixel_scores: Annotated[
+        bool,
+        typer.Option(
+            "--pixel-scores/--no-pixel-scores",
+            help="Also write pixel_scores.zarr: the probability of each pixel's given label "
+            "(4 bytes a pixel that barely compress, so off unless asked).",
+        ),
+    ] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Worst images shown.")] = 10,
+    ignore_index: IgnoreOpt = None,
+    channels_last: ChannelsOpt = False,
+    downsample: Annotated[
+        int,
+        typer.Option("--downsample", min=1, help="num_pixel_issues: scan on d×d blocks."),
+    ] = 1,
+    label_pooling: Annotated[
+        Pooling,
+        typer.Option("--label-pooling", help="num_pixel_issues with --downsample: mode or mean."),
+    ] = Pooling.mode,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Discard a scan of other inputs or parameters that RUN holds (kept otherwise).",
+        ),
+    ] = False,
+    batch_size: BatchOpt = None,
+    memory_budget: BudgetOpt = "512M",
+    workers: WorkersOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score every image for review (lower = more likely mislabeled), worst first.
+
+    Writes RUN/image_scores.csv (image, id, score, rank), with --pixel-scores
+    RUN/pixel_scores.zarr, and RUN/summary.json (last). softmin reads pred_probs once,
+    without Confident Learning. num_pixel_issues runs a scan into RUN, or reuses the
+    scan RUN already holds for the same inputs and parameters; a scan RUN holds is kept
+    when it matches and never discarded without --replace.
+
+    Examples:
+
+        segaudit score data/ -o runs/scores --top 20
+
+        segaudit score data/ -o runs/nightly --method num_pixel_issues --ignore-index 255
+    """
+    from segaudit.engine import Params, default_workers
+    from segaudit.io import resolve_dataset
+    from segaudit.scan import Engine
+    from segaudit.scoring import check_temperature, unscored_message
+    from segaudit.scoring import score as run_score
+
+    check_temperature(temperature)
+    paths = resolve_dataset(dataset, labels=labels, pred_probs=pred_probs, class_names=class_names)
+    params = Params(
+        ignore_index=ignore_index,
+        downsample=downsample,
+        label_pooling=label_pooling.value,
+        channels_last=channels_last,
+        temperature=temperature,
+    )
+    engine = Engine(
+        workers=workers or default_workers(),
+        batch_size=batch_size,
+        memory_budget=parse_size(memory_budget),
+    )
+    summary, result = run_score(
+        paths,
+        out,
+        params,
+        method=method.value,
+        engine=engine,
+        pixel_scores=pixel_scores,
+        replace=replace,
+        progress=make_progress(quiet or json_output),
+    )
+    if len(result.unscored):
+        err_console.print(
+            f"[bold yellow]warning:[/] {unscored_message(result.unscored)}", highlight=False
+        )
+    rows = _worst(result, top)
+    if json_output:
+        typer.echo(json.dumps({**summary, "worst_images": rows}, indent=2))
+    elif not quiet:
+        _print_scores(summary, rows, out)
+
+
+def _worst(result: Any, top: int) -> list[dict[str, Any]]:
+    from segaudit.scoring import worst_rows
+
+    rows = worst_rows(result, top)
+    for row in rows:  # JSON has no NaN: an image without scored pixels shows null
+        row["score"] = None if row["score"] != row["score"] else row["score"]
+    return rows
+
+
+_SCAN_NOTES = {
+    ("kept", "softmin"): "; kept the scan RUN held",
+    ("kept", "num_pixel_issues"): "; reused the scan RUN held",
+    ("computed", "num_pixel_issues"): "; ran a scan",
+}
+
+
+def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+    """Header line, the worst images as a table, and where the full list is."""
+    from rich.table import Table
+
+    data, block = summary["dataset"], summary["scores"]
+    how = block["method"]
+    if how == "softmin":
+        how += f" (temperature {block['temperature']:g})"
+    scan = _SCAN_NOTES.get((block["scan"], block["method"]), "")
+    console.print(
+        f"[bold]segaudit score[/] {data['num_images']} images × {data['height']}×"
+        f"{data['width']}, {data['num_classes']} classes, {how} → [bold]{out}[/]; "
+        f"{summary['timing']['seconds']:.2f} s{scan}"
+    )
+    table = Table(
+        title=f"worst {len(rows)} images (lower score = review first)", title_justify="left"
+    )
+    columns = ["rank", "image", "id", "score"]
+    if rows and "issue_pixels" in rows[0]:
+        columns += ["issue_pixels", "scored_pixels"]
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="left" if column == "id" else "right")
+    for row in rows:
+        table.add_row(*(_cell(row[column]) for column in columns))
+    console.print(table)
+    console.print(f"  all images, worst first: {Path(out) / 'image_scores.csv'}", highlight=False)
+
+
+def _cell(value: Any) -> str:
+    from rich.markup import escape
+
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return escape(str(value))
+
+
+@user_errors
+def evaluate(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="A run written by `segaudit score` or `segaudit scan`.",
+            metavar="RUN",
+            show_default=False,
+        ),
+    ],
+    truth: Annotated[
+        Path,
+        typer.Option(
+            "--truth",
+            help="Dataset folder with is_corrupted.{npy,zarr} and true_labels.{npy,zarr} "
+            "(as `segaudit synth` writes).",
+        ),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """How well a run's scores find known annotation errors.
+
+    Image level: average precision and AUROC of the image scores (lower score = more
+    likely corrupted) against is_corrupted. Pixel level, when RUN has issues.zarr:
+    precision, recall and F1 of the issue mask against labels != true_labels.
+    """
+    from segaudit.evaluate import evaluate_run
+
+    metrics = evaluate_run(run, truth, progress=make_progress(quiet or json_output))
+    for note in metrics.get("notes", []):
+        err_console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+    if json_output:
+        typer.echo(json.dumps(metrics, indent=2))
+    elif not quiet:
+        _print_metrics(metrics, run)
+
+
+def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
+    from rich.table import Table
+
+    image = metrics["image"]
+    table = Table(title=f"segaudit eval {run}", title_justify="left")
+    table.add_column("level")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "image",
+        "scores",
+        f"{image['score_column']} ({image['images']} images, {image['positives']} corrupted)",
+    )
+    table.add_row("image", "average precision", _metric(image["average_precision"]))
+    table.add_row("image", "AUROC", _metric(image["auroc"]))
+    pixel = metrics.get("pixel")
+    if pixel is not None:
+        table.add_row("pixel", "precision", _metric(pixel["precision"]))
+        table.add_row("pixel", "recall", _metric(pixel["recall"]))
+        table.add_row("pixel", "F1", _metric(pixel["f1"]))
+        table.add_row(
+            "pixel", "true errors / flagged", f"{pixel['true_errors']:,} / {pixel['flagged']:,}"
+        )
+    console.print(table)
+    if pixel is None:
+        console.print(
+            "  no issues.zarr in the run: pixel-level metrics need a scan.", highlight=False
+        )
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,228 @@
+"""How well a run finds known annotation errors (datasets from ``segaudit synth``).
+
+Image level: average precision and AUROC of the run's image scores against the
+dataset's ``is_corrupted`` (N,) flags, where a *lower* score means *more likely
+corrupted*. Images without a score (NaN: nothing scored) count as least suspicious.
+AP and AUROC follow scikit-learn's definitions (AP as the step-wise sum
+Σ (R_n - R_{n-1}) P_n over distinct score thresholds; AUROC by the trapezoid rule,
+so tied scores count one half), in plain numpy.
+
+Pixel level, when the run has ``issues.zarr`` (a scan): precision, recall and F1 of
+the issue mask against the true error mask ``labels != true_labels``, streaming
+image batches; pixels with the run's ignore label take no part.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit.errors import InputNotFoundError, InvalidInputError, RunDirectoryError
+from segaudit.io import ArraySource, open_store, store_fingerprint
+from segaudit.progress import NullProgress, Progress
+from segaudit.rundir import Run, array_path, open_run
+
+SCORE_COLUMNS = ("score", "softmin_score")  # score runs, then scan runs
+BATCH_BYTES = 64 * 2**20
+
+
+def _threshold_counts(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives at each distinct score, thresholds from high to low."""
+    order = np.argsort(-y_score, kind="mergesort")
+    hits = np.asarray(y_true, bool)[order].astype(np.int64)
+    ranked = y_score[order]
+    ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]
+    tps = np.cumsum(hits)[ends]
+    return tps, ends + 1 - tps
+
+
+def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float | None:
+    """AP of ``y_score`` (higher = more likely positive); None without positives."""
+    y_true, y_score = _check_pair(y_true, y_score)
+    tps, fps = _threshold_counts(y_true, y_score)
+    if tps[-1] == 0:
+        return None
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``y_score``; None without both classes."""
+    y_true, y_score = _check_pair(y_true, y_score)
+    tps, fps = _threshold_counts(y_true, y_score)
+    if tps[-1] == 0 or fps[-1] == 0:
+        return None
+    tpr = np.r_[0, tps] / tps[-1]
+    fpr = np.r_[0, fps] / fps[-1]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def _check_pair(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_score = np.asarray(y_true).ravel(), np.asarray(y_score, np.float64).ravel()
+    if y_true.shape != y_score.shape or y_true.size == 0:
+        raise InvalidInputError(
+            f"need one truth value per score; got {y_true.size} and {y_score.size}."
+        )
+    if np.isnan(y_score).any():
+        raise InvalidInputError("scores contain NaN; map them to -inf (least suspicious) first.")
+    return y_true, y_score
+
+
+def read_image_scores(run: Run) -> tuple[np.ndarray, str]:
+    """The run's image scores in image order, and the CSV column they came from."""
+    path = run.path / "image_scores.csv"
+    n = int(run.summary["dataset"]["num_images"])
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            column = next((c for c in SCORE_COLUMNS if c in (reader.fieldnames or [])), None)
+            if column is None:
+                raise RunDirectoryError(
+                    f"{path} has no score column ({' or '.join(SCORE_COLUMNS)}); rerun the scan."
+                )
+            scores = np.full(n, np.nan)
+            seen = np.zeros(n, bool)
+            for row in reader:
+                image = int(row["image"])
+                scores[image] = float(row[column])
+                seen[image] = True
+    except FileNotFoundError:
+        raise RunDirectoryError(f"{path} is missing; rerun `segaudit score`.") from None
+    except (ValueError, IndexError, KeyError) as error:
+        raise RunDirectoryError(f"{path} is malformed ({error}); rerun `segaudit score`.") from None
+    if not seen.all():
+        raise RunDirectoryError(f"{path} lists {int(seen.sum())} of {n} images; rerun the run.")
+    return scores, column
+
+
+def truth_store(folder: Path, name: str) -> ArraySource:
+    """``folder/name.npy`` or ``folder/name.zarr``."""
+    for suffix in (".npy", ".zarr"):
+        if (folder / f"{name}{suffix}").exists():
+            return open_store(folder / f"{name}{suffix}", name)
+    raise InputNotFoundError(
+        f"{folder} has no {name}.npy or {name}.zarr; --truth needs a dataset written by "
+        "`segaudit synth`."
+    )
+
+
+def image_metrics(scores: np.ndarray, corrupted: np.ndarray, column: str) -> dict[str, Any]:
+    """AP and AUROC with lower scores as more suspicious; NaN scores least suspicious."""
+    suspicion = np.where(np.isnan(scores), -np.inf, -scores)
+    positives = int(np.count_nonzero(corrupted))
+    return {
+        "score_column": column,
+        "images": int(len(scores)),
+        "positives": positives,
+        "negatives": int(len(scores)) - positives,
+        "average_precision": average_precision(corrupted, suspicion),
+        "auroc": roc_auc(corrupted, suspicion),
+    }
+
+
+def pixel_metrics(run: Run, true_labels: ArraySource, progress: Progress) -> dict[str, Any]:
+    """Precision, recall and F1 of the run's issue mask against labels != true_labels."""
+    issues, labels = run.array("issues"), run.array("labels")
+    if tuple(true_labels.shape) != tuple(labels.shape):
+        raise InvalidInputError(
+            f"{true_labels.path} has shape {true_labels.shape} but the run's labels have "
+            f"{tuple(labels.shape)}; --truth must be the dataset the run scanned."
+        )
+    ignore = run.ignore_index
+    n = int(labels.shape[0])
+    per_image = max(1, int(np.prod(labels.shape[1:])))
+    step = max(1, BATCH_BYTES // (per_image * 8))
+    counts = np.zeros(4, np.int64)  # true positives, flagged, true errors, scored pixels
+    progress.start("comparing with true labels", n)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        given = np.asarray(labels[lo:hi])
+        batch = true_labels.read(lo, hi)
+        flagged = np.asarray(issues[lo:hi], bool)
+        wrong = given != batch
+        if ignore is not None:
+            valid = given != ignore
+            flagged, wrong = flagged & valid, wrong & valid
+            counts[3] += int(np.count_nonzero(valid))
+        else:
+            counts[3] += given.size
+        counts[0] += int(np.count_nonzero(flagged & wrong))
+        counts[1] += int(np.count_nonzero(flagged))
+        counts[2] += int(np.count_nonzero(wrong))
+        true_labels.release(batch)
+        progress.advance(hi - lo)
+    progress.finish()
+    tp, flagged_total, errors, scored = (int(c) for c in counts)
+    precision = tp / flagged_total if flagged_total else None
+    recall = tp / errors if errors else None
+    f1 = (2 * tp / (flagged_total + errors)) if flagged_total + errors else None
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "true_positives": tp,
+        "flagged": flagged_total,
+        "true_errors": errors,
+        "scored_pixels": scored,
+    }
+
+
+def _provenance_notes(run: Run, truth: Path) -> list[str]:
+    """Say when the run was not computed from the truth dataset's labels."""
+    stored = (run.summary.get("inputs") or {}).get("labels") or {}
+    for suffix in (".npy", ".zarr"):
+        candidate = truth / f"labels{suffix}"
+        if candidate.exists():
+            current = store_fingerprint(candidate)
+            if any(stored.get(key) != value for key, value in current.items()):
+                return [
+                    f"{run.path} was computed from {stored.get('path', 'other labels')}, "
+                    f"not {candidate} as it is now; the metrics assume both hold the same "
+                    "images."
+                ]
+            return []
+    return []
+
+
+def evaluate_run(
+    run: str | os.PathLike[str],
+    truth: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Image-level (and, for scans, pixel-level) metrics of ``run`` against ``truth``."""
+    progress = progress or NullProgress()
+    opened = open_run(run)
+    folder = Path(truth)
+    if not folder.is_dir():
+        raise InputNotFoundError(f"--truth {folder} is not a dataset folder; check the path.")
+    scores, column = read_image_scores(opened)
+    flags = truth_store(folder, "is_corrupted")
+    if flags.shape != (len(scores),):
+        raise InvalidInputError(
+            f"{flags.path} has shape {flags.shape} but the run scored {len(scores)} images; "
+            "--truth must be the dataset the run scored."
+        )
+    corrupted = np.asarray(flags.read(0, len(scores))).astype(bool)
+    metrics: dict[str, Any] = {
+        "run": str(opened.path),
+        "truth": str(folder),
+        "image": image_metrics(scores, corrupted, column),
+        "pixel": None,
+    }
+    notes = _provenance_notes(opened, folder)
+    for key in ("average_precision", "auroc"):
+        if metrics["image"][key] is None:
+            notes.append(
+                f"image-level {key} is undefined: the truth has "
+                f"{metrics['image']['positives']} corrupted of {len(scores)} images."
+            )
+    if array_path(opened.path, "issues").exists():
+        metrics["pixel"] = pixel_metrics(opened, truth_store(folder, "true_labels"), progress)
+    metrics["notes"] = notes
+    return metrics

@@ -1,0 +1,670 @@
+"""Image and pixel label-quality scores that rank images for review (DESIGN §2, "Scores").
+
+- pixel score: p[given label], the probability of each pixel's given label;
+- ``softmin`` image score: sum_i s_i·w_i, w = softmax((1 - s)/T) over the image's
+  scored pixels. No Confident Learning: :func:`softmin_pass` reads pred_probs once,
+  streaming, and only p[given label] of most pixels (see :mod:`segaudit.score_kernels`),
+  with flat memory;
+- ``num_pixel_issues`` image score: 1 - issue pixels / scored pixels, from a scan
+  (:func:`segaudit.scan.confident_learning`).
+
+Deliberate extension of the reference: pixels with the ignore label are left out of
+the softmin and of the ``num_pixel_issues`` denominator (their pixel score is NaN). An
+image without any scored pixel gets the score NaN and ranks last.
+
+What softmin validates: every label (0..K-1 or the ignore value), every probability it
+reads (p[given label]: finite, 0..1), and whole rows (finite, non-negative, summing
+to 1) on the first pixel row of every image, which catches logits and unnormalised
+outputs. Unlike ``segaudit scan`` it does not look at the other classes of the other
+rows, which do not enter the scores.
+
+:func:`score` writes a run directory: ``image_scores.csv``, optionally
+``pixel_scores.zarr``, and ``summary.json`` last. When the run directory already
+holds a scan (``issues.zarr``) of the same inputs and parameters, that scan is kept
+and ``num_pixel_issues`` reuses it instead of recomputing; a scan of other inputs or
+parameters is never discarded silently (:class:`ScanMismatchError` unless ``replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from segaudit import __version__, kernels, rundir, score_kernels
+from segaudit.chunkstore import ImageChunkedArray
+from segaudit.engine import (
+    DEFAULT_MEMORY_BUDGET,
+    WORKSPACE,
+    Layout,
+    Params,
+    check_inputs,
+    plan_batches,
+    sum_tolerance,
+)
+from segaudit.errors import InvalidInputError, RunDirectoryError
+from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
+from segaudit.progress import NullProgress, Progress
+from segaudit.scan import (
+    Engine,
+    RunSink,
+    build_summary,
+    confident_learning,
+    describe_input,
+    rank_images,
+)
+
+METHODS = ("softmin", "num_pixel_issues")
+SCORE_COLUMNS = ("image", "id", "score", "rank")
+ISSUE_COLUMNS = ("issue_pixels", "scored_pixels")
+# Parameters that change a scan's issue mask; a kept scan must agree on all of them.
+SCAN_PARAMETERS = ("ignore_index", "downsample", "label_pooling", "channels_last", "logits")
+
+T = TypeVar("T")
+
+
+class ScanMismatchError(RunDirectoryError):
+    """The run directory holds a scan of other inputs or parameters."""
+
+
+class UnscoredImagesWarning(UserWarning):
+    """Some images have no scored pixel (every label ignored); their score is NaN."""
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InvalidInputError(
+            f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}."
+        )
+
+
+def check_temperature(temperature: float) -> None:
+    """The softmin temperature must be a positive finite number."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise InvalidInputError(
+            f"temperature must be a positive finite number, got {temperature}; "
+            "try 0.1 (lower values approach the worst pixel's score)."
+        )
+
+
+@dataclass
+class ImageScores:
+    """Per-image results, in image order."""
+
+    layout: Layout
+    method: str
+    temperature: float
+    scores: np.ndarray  # (N,) float64; NaN where no pixel was scored
+    scored: np.ndarray  # (N,) int64 non-ignored pixels
+    issues: np.ndarray | None = None  # (N,) int64 issue pixels (num_pixel_issues)
+
+    @property
+    def unscored(self) -> np.ndarray:
+        """Indices of images without any scored pixel."""
+        return np.flatnonzero(self.scored == 0)
+
+    def order(self) -> np.ndarray:
+        """Images worst first: ascending score, ties by index, NaN last."""
+        return rank_images(self.scores)
+
+
+def issue_scores(issues: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """num_pixel_issues image scores: 1 - issues / scored (NaN where nothing is scored)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = issues / scored.astype(np.float64)
+    return np.where(scored > 0, 1.0 - fraction, np.nan)
+
+
+def unscored_message(unscored: np.ndarray) -> str:
+    shown = ", ".join(str(int(i)) for i in unscored[:5]) + (", ..." if len(unscored) > 5 else "")
+    return (
+        f"{len(unscored)} image(s) have no scored pixel (every label is the ignore value): "
+        f"{shown}; their score is NaN and they rank last."
+    )
+
+
+# -- softmin: one streaming read of p[given label] --------------------------------------
+
+
+def softmin_pass(
+    labels: ArraySource,
+    probs: ArraySource,
+    params: Params,
+    *,
+    pixel_out: Any = None,
+    workers: int = 1,
+    batch_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: Progress | None = None,
+) -> ImageScores:
+    """Softmin image scores; pixel scores go to ``pixel_out`` (N,H,W) when given.
+
+    ``pixel_out`` is any array supporting slice assignment (numpy, Zarr); a numpy
+    array is filled in place without a copy. Malformed input raises
+    :class:`~segaudit.errors.InvalidInputError` naming the file and the first pixel.
+    """
+    if params.logits:
+        raise InvalidInputError(
+            "softmin scores read probabilities, not logits; convert them with a softmax "
+            "or use `segaudit scan --logits`."
+        )
+    check_temperature(params.temperature)
+    progress = progress or NullProgress()
+    names = (str(labels.path), str(probs.path))
+    layout = check_inputs(labels.array, probs.array, params, names)
+    _check_ignore(params.ignore_index)
+    result = ImageScores(
+        layout,
+        "softmin",
+        float(params.temperature),
+        np.empty(layout.num_images),
+        np.empty(layout.num_images, np.int64),
+    )
+    batches = plan_batches(
+        layout.num_images, layout.image_bytes, workers, batch_size, memory_budget
+    )
+
+    def work(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+        lo, hi = bounds
+        label_batch, prob_batch = labels.read(lo, hi), probs.read(lo, hi)
+        try:
+            check_rows(lo, label_batch, prob_batch, params, layout, names)
+            view = _rows_view(pixel_out, lo, hi, layout)
+            scores, scored, rows = score_batch(
+                lo, label_batch, prob_batch, params, layout, names, view
+            )
+            if pixel_out is not None and view is None:
+                pixel_out[lo:hi] = rows.reshape(hi - lo, layout.height, layout.width)
+            return lo, scores, scored
+        finally:
+            labels.release(label_batch)
+            probs.release(prob_batch)
+
+    def fold(done: tuple[int, np.ndarray, np.ndarray]) -> None:
+        lo, scores, scored = done
+        result.scores[lo : lo + len(scores)] = scores
+        result.scored[lo : lo + len(scores)] = scored
+        progress.advance(len(scores))
+
+    progress.start("scoring images", layout.num_images)
+    run_in_order(batches, work, fold, workers)
+    progress.finish()
+    return result
+
+
+def _rows_view(pixel_out: Any, lo: int, hi: int, layout: Layout) -> np.ndarray | None:
+    """A (b, P) view into a numpy ``pixel_out`` of the right dtype, else None."""
+    if (
+        isinstance(pixel_out, np.ndarray)
+        and pixel_out.flags.c_contiguous
+        and pixel_out.dtype == layout.score_dtype
+    ):
+        return pixel_out[lo:hi].reshape(hi - lo, layout.pixels)
+    return None
+
+
+def score_batch(
+    start: int,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    params: Params,
+    layout: Layout,
+    names: tuple[str, str],
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Softmin scores, scored-pixel counts and pixel scores (b, P) of images ``start:start+b``.
+
+    Pixel scores are written into ``rows`` when given (a view into the caller's output),
+    else into a per-thread buffer that the thread's next batch reuses.
+    """
+    b = labels.shape[0]
+    k, p = layout.num_classes, layout.pixels
+    flat_labels = labels.reshape(b, p)
+    if flat_labels.dtype.kind == "u" and flat_labels.dtype.itemsize >= 8:
+        flat_labels = flat_labels.astype(np.int64)
+    if rows is None:  # this thread's buffer, reused from batch to batch
+        rows = WORKSPACE.get("score-s", (b, p), layout.score_dtype)
+    strides = (1, k) if params.channels_last else (p, 1)
+    ignore = params.ignore_index
+    scores, scored = np.empty(b), np.empty(b, np.int64)
+    problems = np.zeros((score_kernels.PROBLEM_KINDS, 2), np.int64)
+    common = (
+        flat_labels,
+        k,
+        *strides,
+        int(ignore or 0),
+        ignore is not None,
+        float(params.temperature),
+        sum_tolerance(k, probs.dtype),
+        rows,
+        scores,
+        scored,
+        problems,
+    )
+    if probs.dtype == np.float16:
+        score_kernels.softmin_half(probs.reshape(b, -1).view(np.uint16), _TABLE, *common)
+    else:
+        score_kernels.softmin_float(probs.reshape(b, -1), *common)
+    message = describe_problems(problems, start, layout.pixels, layout, names, flat_labels)
+    if message is not None:
+        raise InvalidInputError(message)
+    return scores, scored, rows
+
+
+_TABLE = kernels.float16_table()
+
+
+def check_rows(
+    start: int,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    params: Params,
+    layout: Layout,
+    names: tuple[str, str],
+) -> None:
+    """Whole-row checks (finite, non-negative, sum to 1) on each image's first pixel row."""
+    first = probs[:, 0].transpose(0, 2, 1) if params.channels_last else probs[:, :, 0]
+    first = first.astype(np.float32 if probs.dtype == np.float16 else probs.dtype)  # (b,K,W)
+    totals, low = first.sum(axis=1), first.min(axis=1)
+    with np.errstate(invalid="ignore"):
+        bad = {
+            kernels.NONFINITE: ~np.isfinite(totals),
+            kernels.NEGATIVE: low < 0,
+            kernels.BAD_SUM: np.abs(totals - 1) > sum_tolerance(layout.num_classes, probs.dtype),
+        }
+    problems = np.zeros((kernels.PROBLEM_KINDS, 2), np.int64)
+    for kind, mask in bad.items():
+        where = np.flatnonzero(mask)
+        if where.size:
+            problems[kind] = (where.size, where[0])
+    message = describe_problems(
+        problems, start, layout.width, layout, names, labels[:, 0], rows=True
+    )
+    if message is not None:
+        raise InvalidInputError(message)
+
+
+def describe_problems(
+    problems: np.ndarray,
+    start: int,
+    pixels_per_image: int,
+    layout: Layout,
+    names: tuple[str, str],
+    flat_labels: np.ndarray,
+    rows: bool = False,
+) -> str | None:
+    """One sentence for the first kind of malformed value found, or None."""
+    label_name, probs_name = names
+    logits_fix = "these look like logits: apply a softmax first, or use `segaudit scan --logits`."
+    third = "has probabilities that do not sum to 1" if rows else "has probabilities above 1"
+    order = [
+        (
+            kernels.BAD_LABEL,
+            label_name,
+            "has label {value} outside 0..{kmax}",
+            "fix the labels or pass --ignore-index for the value that marks unlabelled pixels.",
+        ),
+        (
+            kernels.NONFINITE,
+            probs_name,
+            "has NaN or infinite probabilities",
+            "fix the model outputs.",
+        ),
+        (kernels.NEGATIVE, probs_name, "has negative probabilities", logits_fix),
+        (kernels.BAD_SUM, probs_name, third, logits_fix),
+    ]
+    for kind, name, problem, fix in order:
+        count, first = (int(v) for v in problems[kind])
+        if not count:
+            continue
+        image, pixel = divmod(first, pixels_per_image)
+        row, col = divmod(pixel, layout.width)
+        value = flat_labels[image, pixel] if kind == kernels.BAD_LABEL else None
+        where = f"image {start + image}, pixel ({row}, {col}) and {count - 1} more pixel(s)"
+        problem = problem.format(value=value, kmax=layout.num_classes - 1)
+        return f"{name} {problem} at {where}; {fix}"
+    return None
+
+
+def _check_ignore(ignore: int | None) -> None:
+    if ignore is not None and not -(2**63) <= int(ignore) < 2**63:
+        raise InvalidInputError(f"--ignore-index {ignore} is not a valid label value.")
+
+
+def run_in_order(
+    batches: Iterable[tuple[int, int]],
+    work: Callable[[tuple[int, int]], T],
+    fold: Callable[[T], None],
+    workers: int,
+) -> None:
+    """``work`` on local threads (at most ``workers`` in flight); ``fold`` in batch order."""
+    workers = max(1, workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[T]] = deque()
+        try:
+            for bounds in batches:
+                pending.append(pool.submit(work, bounds))
+                if len(pending) >= workers:
+                    fold(pending.popleft().result())
+            while pending:
+                fold(pending.popleft().result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+# -- num_pixel_issues: from a scan ------------------------------------------------------
+
+
+def counts_from_run(
+    run: rundir.Run, ignore: int | None, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Issue pixels and scored pixels per image, read from a run's arrays."""
+    progress = progress or NullProgress()
+    issues_array, labels_array = run.array("issues"), run.array("labels")
+    n = int(issues_array.shape[0])
+    per_image = max(1, int(np.prod(issues_array.shape[1:])))
+    step = max(1, (64 * 2**20) // per_image)
+    issues, scored = np.empty(n, np.int64), np.empty(n, np.int64)
+    progress.start("reading the scan", n)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        issues[lo:hi] = np.asarray(issues_array[lo:hi]).reshape(hi - lo, -1).sum(axis=1)
+        labels = np.asarray(labels_array[lo:hi]).reshape(hi - lo, -1)
+        scored[lo:hi] = per_image if ignore is None else (labels != ignore).sum(axis=1)
+        progress.advance(hi - lo)
+    progress.finish()
+    return issues, scored
+
+
+def kept_scan(
+    run: Path, inputs: dict[str, dict[str, Any]], params: Params, replace: bool
+) -> rundir.Run | None:
+    """The complete scan in ``run`` if it matches ``inputs`` and ``params``.
+
+    None when ``run`` holds no scan (or only scores), or when it holds another scan
+    and ``replace`` is set; :class:`ScanMismatchError` when it holds another scan.
+    """
+    if not (rundir.is_complete_run(run) and rundir.array_path(run, "issues").exists()):
+        return None
+    opened = rundir.open_run(run)
+    difference = scan_difference(opened.summary, inputs, params)
+    if difference is None:
+        return opened
+    if replace:
+        return None
+    raise ScanMismatchError(
+        f"{run} holds a scan of {difference}; scoring into it would discard that scan. "
+        "Choose another -o path, or pass --replace to discard it."
+    )
+
+
+def scan_difference(
+    summary: dict[str, Any], inputs: dict[str, dict[str, Any]], params: Params
+) -> str | None:
+    """How a run's scan differs from these inputs and parameters (None: it matches)."""
+    stored_inputs = summary.get("inputs") or {}
+    for name in ("labels", "pred_probs"):
+        stored = {k: v for k, v in (stored_inputs.get(name) or {}).items() if k != "path"}
+        current = {k: v for k, v in inputs[name].items() if k != "path"}
+        if stored != current:
+            was, now = (stored_inputs.get(name) or {}).get("path", "?"), inputs[name]["path"]
+            change = f"{was} changed since" if was == now else f"was {was}, now {now}"
+            return f"other inputs ({name} {change})"
+    stored_params = summary.get("parameters") or {}
+    wanted = asdict(params)
+    for key in SCAN_PARAMETERS:
+        if stored_params.get(key) != wanted[key]:
+            return f"other parameters ({key} was {stored_params.get(key)!r}, now {wanted[key]!r})"
+    return None
+
+
+def link_tree(source: Path, target: Path, skip: Iterable[str]) -> None:
+    """Hard-link (or copy) every file of run ``source`` into ``target``, except ``skip``."""
+    skipped = set(skip)
+    for root, dirs, files in os.walk(source):
+        here = Path(root)
+        rel = here.relative_to(source)
+        if rel == Path("."):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        (target / rel).mkdir(exist_ok=True)
+        for name in files:
+            if rel == Path(".") and (name in skipped or name.startswith(".")):
+                continue
+            try:
+                os.link(here / name, target / rel / name)
+            except OSError:
+                shutil.copy2(here / name, target / rel / name)
+
+
+# -- the run directory -----------------------------------------------------------------
+
+
+def write_scores_csv(path: Path, result: ImageScores, ids: list[str] | None = None) -> None:
+    """``image_scores.csv``: image, id, score, rank (+ issue and scored pixels), worst first."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        extra = ISSUE_COLUMNS if result.issues is not None else ()
+        writer.writerow((*SCORE_COLUMNS, *extra))
+        for row in worst_rows(result, None, ids):
+            writer.writerow([_csv_value(row[column]) for column in (*SCORE_COLUMNS, *extra)])
+
+
+def worst_rows(
+    result: ImageScores, top: int | None, ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The ``top`` worst images (all when None) as rows of the scores table."""
+    rows = []
+    for rank, image in enumerate(result.order()[:top].tolist(), start=1):
+        row: dict[str, Any] = {
+            "image": image,
+            "id": ids[image] if ids else str(image),
+            "score": float(result.scores[image]),
+            "rank": rank,
+        }
+        if result.issues is not None:
+            row["issue_pixels"] = int(result.issues[image])
+            row["scored_pixels"] = int(result.scored[image])
+        rows.append(row)
+    return rows
+
+
+def _csv_value(value: Any) -> Any:
+    return "nan" if isinstance(value, float) and math.isnan(value) else value
+
+
+def score_summary(
+    result: ImageScores, base: dict[str, Any] | None, info: dict[str, Any]
+) -> dict[str, Any]:
+    """``summary.json`` of a score run; ``base`` is the summary of a scan kept in it."""
+    layout = result.layout
+    scores = result.scores[~np.isnan(result.scores)]
+    block = {
+        "method": result.method,
+        "temperature": result.temperature,
+        "images": layout.num_images,
+        "images_without_scored_pixels": int(len(result.unscored)),
+        "min": float(scores.min()) if scores.size else None,
+        "median": float(np.median(scores)) if scores.size else None,
+        "max": float(scores.max()) if scores.size else None,
+        "pixel_scores": info["pixel_scores"],
+        "scan": info["scan"],
+    }
+    parameters = {
+        **asdict(info["params"]),
+        "method": result.method,
+        "temperature": result.temperature,
+    }
+    if base is None:
+        pixels = layout.num_images * layout.pixels
+        scored = int(result.scored.sum())
+        base = {
+            "dataset": {
+                "num_images": layout.num_images,
+                "height": layout.height,
+                "width": layout.width,
+                "num_classes": layout.num_classes,
+                "pred_probs_dtype": str(layout.dtype),
+            },
+            "inputs": info["inputs"],
+            "classes": {"names": info["class_names"]},
+            "totals": {
+                "pixels": pixels,
+                "scored_pixels": scored,
+                "ignored_pixels": pixels - scored,
+            },
+        }
+    summary: dict[str, Any] = {"segaudit_version": __version__, "command": "score"}
+    summary.update((key, value) for key, value in base.items() if key not in summary)
+    summary.update(
+        {
+            "parameters": parameters,
+            "scores": block,
+            "engine": info["engine"],
+            "timing": info["timing"],
+        }
+    )
+    return summary
+
+
+def score(
+    paths: DatasetPaths,
+    out: str | os.PathLike[str],
+    params: Params | None = None,
+    *,
+    method: str = "softmin",
+    engine: Engine | None = None,
+    pixel_scores: bool = False,
+    replace: bool = False,
+    class_names: list[str] | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], ImageScores]:
+    """Score a dataset's images into the run directory ``out``; return its summary and scores.
+
+    ``softmin`` streams p[given label] once. ``num_pixel_issues`` reuses a scan already
+    in ``out`` for the same inputs and parameters, else runs one (its arrays stay in the
+    run, so ``swaps``, ``render`` and ``eval`` work on it). A scan in ``out`` is kept
+    whenever it matches; one of other inputs or parameters raises
+    :class:`ScanMismatchError` unless ``replace``. ``pixel_scores`` writes
+    ``pixel_scores.zarr`` (a kept scan keeps its own, with the same values).
+    """
+    params, engine = params or Params(), engine or Engine()
+    check_method(method)
+    check_temperature(params.temperature)
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    labels = open_store(paths.labels, "labels")
+    probs = open_store(paths.pred_probs, "pred_probs")
+    sources = {"labels": (labels, labels.fingerprint()), "pred_probs": (probs, probs.fingerprint())}
+    names_in = (str(labels.path), str(probs.path))
+    layout = check_inputs(labels.array, probs.array, params, names_in)
+    names = class_names or read_class_names(paths.class_names, layout.num_classes)
+    inputs = {name: describe_input(src, fp) for name, (src, fp) in sources.items()}
+    with rundir.building_run(out) as tmp:
+        kept = kept_scan(Path(out).absolute(), inputs, params, replace)
+        if kept is not None:
+            link_tree(kept.path, tmp, skip=(rundir.SUMMARY, "image_scores.csv"))
+        work = _Work(tmp, layout, labels, probs, sources, params, names, engine, progress)
+        if method == "softmin":
+            result, base = work.softmin(pixel_scores and kept is None), None
+        elif kept is not None:
+            result, base = work.from_scan(kept), None
+        else:
+            result, base = work.scan(pixel_scores)
+        for source, before in sources.values():
+            check_unchanged(source, before)
+        write_scores_csv(tmp / "image_scores.csv", result)
+        info = {
+            "params": params,
+            "inputs": inputs,
+            "class_names": names,
+            "pixel_scores": rundir.array_path(tmp, "pixel_scores").exists(),
+            "scan": "kept" if kept is not None else ("computed" if base is not None else None),
+            "engine": {"workers": engine.workers, "batch_size": engine.batch_size},
+            "timing": {"seconds": round(time.perf_counter() - started, 3)},
+        }
+        summary = score_summary(result, kept.summary if kept is not None else base, info)
+        rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
+    return summary, result
+
+
+@dataclass
+class _Work:
+    """What :func:`score` computes inside the run being built at ``tmp``."""
+
+    tmp: Path
+    layout: Layout
+    labels: ArraySource
+    probs: ArraySource
+    sources: dict[str, tuple[ArraySource, dict[str, Any]]]
+    params: Params
+    names: list[str]
+    engine: Engine
+    progress: Progress
+
+    def softmin(self, pixel_scores: bool) -> ImageScores:
+        """Softmin scores, writing ``pixel_scores.zarr`` when asked."""
+        pixel_out = None
+        if pixel_scores:
+            layout = self.layout
+            shape = (layout.num_images, layout.height, layout.width)
+            path = rundir.array_path(self.tmp, "pixel_scores")
+            pixel_out = ImageChunkedArray(path, shape, layout.score_dtype)
+        engine = self.engine
+        return softmin_pass(
+            self.labels,
+            self.probs,
+            self.params,
+            pixel_out=pixel_out,
+            workers=engine.workers,
+            batch_size=engine.batch_size,
+            memory_budget=engine.memory_budget,
+            progress=self.progress,
+        )
+
+    def from_scan(self, kept: rundir.Run) -> ImageScores:
+        """num_pixel_issues from the issue mask of a scan the run already holds."""
+        issues, scored = counts_from_run(kept, self.params.ignore_index, self.progress)
+        return ImageScores(
+            self.layout,
+            "num_pixel_issues",
+            float(self.params.temperature),
+            issue_scores(issues, scored),
+            scored,
+            issues,
+        )
+
+    def scan(self, pixel_scores: bool) -> tuple[ImageScores, dict[str, Any]]:
+        """Confident Learning into the run (a full scan's arrays); scores and scan summary."""
+        sink = RunSink(self.tmp)
+        cl = confident_learning(
+            self.labels, self.probs, self.params, sink, self.engine, self.progress
+        )
+        sink.discard_scratch()
+        if not pixel_scores:
+            shutil.rmtree(rundir.array_path(self.tmp, "pixel_scores"), ignore_errors=True)
+        stats = cl.stats
+        result = ImageScores(
+            stats.layout,
+            "num_pixel_issues",
+            float(self.params.temperature),
+            issue_scores(cl.issues_per_image, stats.scored),
+            stats.scored.copy(),
+            cl.issues_per_image,
+        )
+        return result, build_summary(cl, self.sources, self.params, self.names, {}, self.engine)
