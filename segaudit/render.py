@@ -616,7 +616,7 @@ def read_image_scores(run_path: Path) -> dict[int, tuple[str, float | None]]:
     scores: dict[int, tuple[str, float | None]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            score = row.get("softmin_score") or ""
+            score = row.get("softmin_score") or row.get("score") or ""
             image_id = row.get("id") or row["image"]
             scores[int(row["image"])] = (image_id, float(score) if score else None)
     return scores

@@ -1,4 +1,4 @@
-"""Image and pixel label-quality scores that rank images for review (DESIGN §2, "Scores").
+"""Image and pixel label-quality scores that rank images for review.
 
 - pixel score: p[given label], the probability of each pixel's given label;
 - ``softmin`` image score: sum_i s_i·w_i, w = softmax((1 - s)/T) over the image's

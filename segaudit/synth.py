@@ -1,6 +1,6 @@
 """Synthetic segmentation datasets with known annotation errors.
 
-:func:`generate` writes a dataset folder in the layout segaudit reads (DESIGN §1): noisy
+:func:`generate` writes a dataset folder in the layout segaudit reads: noisy
 ``labels``, model ``pred_probs``, ``images``, plus the ground truth (``true_labels``,
 ``is_corrupted``, ``synth.json``) so tests and benchmarks can check what was found.
 

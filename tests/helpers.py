@@ -1,4 +1,4 @@
-"""Test data and a deliberately simple in-memory implementation of DESIGN §2.
+"""Test data and a deliberately simple in-memory implementation of the algorithm.
 
 ``naive_issues`` sorts the whole dataset in float64 — slow and obviously right —
 so the streaming engine can be checked where cleanlab cannot (ignore pixels, mode
@@ -81,7 +81,7 @@ class NaiveResult:
 
 
 def naive_issues(labels, probs, *, downsample=1, pooling="mean", ignore=None) -> NaiveResult:
-    """DESIGN §2 in the plainest numpy, all in memory."""
+    """The per-pixel Confident Learning algorithm in the plainest numpy, all in memory."""
     labels = np.asarray(labels).astype(np.int64)
     probs = np.asarray(probs)
     if downsample == 1:

@@ -1,4 +1,4 @@
-"""find_label_issues must equal cleanlab 2.9's mask exactly (DESIGN §2)."""
+"""find_label_issues must equal cleanlab 2.9's mask exactly."""
 
 from __future__ import annotations
 
