@@ -23,7 +23,8 @@ $(DEV): pyproject.toml | $(PY)
 demo: $(RUNTIME)
 	$(VENV)/bin/segaudit scan sample_data -o $(DEMO_RUN)
 	$(VENV)/bin/segaudit swaps $(DEMO_RUN) --top 8
-	$(VENV)/bin/segaudit render $(DEMO_RUN) --top 4
+	$(VENV)/bin/segaudit render $(DEMO_RUN) --top 4 --zoom 2
+	$(VENV)/bin/segaudit eval $(DEMO_RUN) --truth sample_data
 
 test: $(DEV)
 	$(PY) -m pytest -q
