@@ -17,6 +17,8 @@ are grouped into batches or on how many workers run.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -198,6 +200,64 @@ def scan_half(
                     class_cnt[i, label] += 1
 
 
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_SHIFTER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer in the low bits
+_EXP_FLOOR = -708.0  # exp below this is < 3.3e-308: counted as 0
+_C = tuple(1.0 / math.factorial(i) for i in range(14))
+_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = _C[2:]
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
+def weighted_sums(
+    s: np.ndarray, low: float, inv_t: float, e: np.ndarray, t: np.ndarray, sv: np.ndarray
+) -> tuple[float, float]:
+    """sum(s * w) and sum(w) with w = exp((low - s) / T) over non-NaN ``s`` (one image)."""
+    n = s.shape[0]
+    tbits = t.view(np.int64)
+    num = 0.0
+    den = 0.0
+    tile = e.shape[0]
+    for t0 in range(0, n, tile):
+        m = min(tile, n - t0)
+        for q in range(m):  # branch-free so that it vectorises
+            v = np.float64(s[t0 + q])
+            x = (low - v) * inv_t
+            keep = x >= _EXP_FLOOR  # False for NaN
+            x = x if keep else 0.0
+            sv[q] = v if keep else 0.0
+            shifted = x * _LOG2E + _SHIFTER
+            k = shifted - _SHIFTER
+            r = (x - k * _LN2_HI) - k * _LN2_LO
+            p = _C13
+            p = p * r + _C12
+            p = p * r + _C11
+            p = p * r + _C10
+            p = p * r + _C9
+            p = p * r + _C8
+            p = p * r + _C7
+            p = p * r + _C6
+            p = p * r + _C5
+            p = p * r + _C4
+            p = p * r + _C3
+            p = p * r + _C2
+            p = p * r + 1.0
+            p = p * r + 1.0
+            e[q] = p if keep else 0.0
+            t[q] = shifted
+        for q in range(m):  # 2**k from the integer left in the shifted value's low bits
+            tbits[q] = (tbits[q] + 1023) << 52
+        for q in range(m):
+            w = e[q] * t[q]
+            num += sv[q] * w
+            den += w
+    return num, den
+
+
+SOFTMIN_TILE = 2048
+
+
 @njit(nogil=True, cache=True)
 def softmin_images(
     s: np.ndarray, temperature: float, scores: np.ndarray, scored: np.ndarray
@@ -207,6 +267,9 @@ def softmin_images(
     score = sum_i s_i w_i, w = softmax((1 - s) / T); images with no scored pixel get NaN.
     """
     b, p_pixels = s.shape
+    e = np.empty(SOFTMIN_TILE)
+    t = np.empty(SOFTMIN_TILE)
+    sv = np.empty(SOFTMIN_TILE)
     for i in range(b):
         low = np.inf
         count = 0
@@ -214,21 +277,12 @@ def softmin_images(
             v = np.float64(s[i, p])
             if v == v:
                 count += 1
-                if v < low:
-                    low = v
+                low = min(low, v)
         scored[i] = count
         if count == 0:
             scores[i] = np.nan
             continue
-        shift = (1.0 - low) / temperature
-        num = 0.0
-        den = 0.0
-        for p in range(p_pixels):
-            v = np.float64(s[i, p])
-            if v == v:
-                w = np.exp((1.0 - v) / temperature - shift)
-                num += v * w
-                den += w
+        num, den = weighted_sums(s[i], low, 1.0 / temperature, e, t, sv)
         scores[i] = num / den
 
 

@@ -8,80 +8,34 @@ instead of every class plane. They validate what they read: labels outside
 negative or above 1. Per image, in one call, the pixel scores are gathered, checked
 and reduced to the softmin while they are still in cache.
 
-The softmin's exponentials use a branch-free exp (range reduction by ln 2 and a
-degree-13 polynomial, relative error below 1e-14) that the compiler vectorises,
-about 4× faster than calling ``exp`` per pixel. Sums run in a fixed order per
+The softmin's exponentials (:func:`segaudit.kernels.weighted_sums`, shared with
+``scan``) use a branch-free exp (range reduction by ln 2 and a degree-13
+polynomial, relative error below 1e-14) that the compiler vectorises, about 4×
+faster than calling ``exp`` per pixel. Sums run in a fixed order per
 image, so results do not depend on batching or on the number of workers.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, uintp
 
-from segaudit.kernels import BAD_LABEL, BAD_SUM, NEGATIVE, NONFINITE, PROBLEM_KINDS
+from segaudit.kernels import (
+    BAD_LABEL,
+    BAD_SUM,
+    NEGATIVE,
+    NONFINITE,
+    PROBLEM_KINDS,
+    weighted_sums,
+)
 
 __all__ = ["PROBLEM_KINDS", "ABOVE_ONE", "softmin_float", "softmin_half"]
 
 # Problem rows, shared with :mod:`segaudit.kernels`; BAD_SUM here means "above 1".
 ABOVE_ONE = BAD_SUM
 
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_SHIFTER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer in the low bits
-_EXP_FLOOR = -708.0  # exp below this is < 3.3e-308: counted as 0
-_C = tuple(1.0 / math.factorial(i) for i in range(14))
-_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = _C[2:]
 _TILE = 2048
 _F16_NEG_ZERO = 0x8000
-
-
-@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
-def _weighted_sums(
-    s: np.ndarray, low: float, inv_t: float, e: np.ndarray, t: np.ndarray, sv: np.ndarray
-) -> tuple[float, float]:
-    """sum(s * w) and sum(w) with w = exp((low - s) / T) over non-NaN ``s`` (one image)."""
-    n = s.shape[0]
-    tbits = t.view(np.int64)
-    num = 0.0
-    den = 0.0
-    for t0 in range(0, n, _TILE):
-        m = min(_TILE, n - t0)
-        for q in range(m):  # branch-free so that it vectorises
-            v = np.float64(s[t0 + q])
-            x = (low - v) * inv_t
-            keep = x >= _EXP_FLOOR  # False for NaN
-            x = x if keep else 0.0
-            sv[q] = v if keep else 0.0
-            shifted = x * _LOG2E + _SHIFTER
-            k = shifted - _SHIFTER
-            r = (x - k * _LN2_HI) - k * _LN2_LO
-            p = _C13
-            p = p * r + _C12
-            p = p * r + _C11
-            p = p * r + _C10
-            p = p * r + _C9
-            p = p * r + _C8
-            p = p * r + _C7
-            p = p * r + _C6
-            p = p * r + _C5
-            p = p * r + _C4
-            p = p * r + _C3
-            p = p * r + _C2
-            p = p * r + 1.0
-            p = p * r + 1.0
-            e[q] = p if keep else 0.0
-            t[q] = shifted
-        for q in range(m):  # 2**k from the integer left in the shifted value's low bits
-            tbits[q] = (tbits[q] + 1023) << 52
-        for q in range(m):
-            w = e[q] * t[q]
-            num += sv[q] * w
-            den += w
-    return num, den
 
 
 @njit(nogil=True, cache=True)
@@ -137,7 +91,7 @@ def _finish_row(
 ) -> float:
     if count == 0:
         return np.nan
-    num, den = _weighted_sums(s, low, inv_t, e, t, sv)
+    num, den = weighted_sums(s, low, inv_t, e, t, sv)
     return num / den
 
 
