@@ -11,9 +11,17 @@ A run directory holds
 - ``issues.zarr`` (N,H,W) bool: pixels flagged as label issues (scan only).
 - ``image_scores.csv``: one row per image, worst first.
 
-Runs are built in a hidden temporary directory beside RUN and swapped into place in
-one atomic ``renameat2(RENAME_EXCHANGE)`` (or two renames where the kernel lacks
-it), so RUN always holds either the previous complete run or the new one.
+Runs are built in a hidden temporary directory beside RUN
+(``.segaudit-tmp-NAME-PID-NONCE``), flushed to disk, and swapped into place in one
+atomic ``renameat2(RENAME_EXCHANGE)`` (or two renames where the kernel lacks it), so
+RUN always holds either the previous complete run or the new one, whenever the
+process is killed. Signals arriving during the swap are held back until it is done.
+
+One writer at a time: ``flock`` on ``.segaudit-lock-NAME`` beside RUN, taken without
+waiting (a second writer is refused with one sentence). The kernel drops the lock
+when its process dies, SIGKILL included, so it is never stale; the lock file itself
+stays (removing it would race with the next writer). Whoever holds the lock removes
+the leftovers of killed runs into the same RUN.
 """
 
 from __future__ import annotations
@@ -23,20 +31,25 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
-from zarr.codecs import BloscCodec
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
+
+if TYPE_CHECKING:
+    import zarr
 
 SUMMARY = "summary.json"
 ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues")
@@ -51,6 +64,9 @@ def array_path(run: Path, name: str) -> Path:
 
 def create_array(path: Path, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
     """A new Zarr v3 array chunked one image per chunk, compressed fast (lz4)."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
     dtype = np.dtype(dtype)
     shuffle = "bitshuffle" if dtype.itemsize == 1 else "shuffle"
     chunks = (1, *shape[1:]) if len(shape) > 1 else shape
@@ -82,6 +98,8 @@ class Run:
                 raise RunDirectoryError(
                     f"{path} is missing from the run; rerun `segaudit scan` into {self.path}."
                 )
+            import zarr
+
             self._arrays[name] = zarr.open_array(str(path), mode="r")
         return self._arrays[name]
 
@@ -126,36 +144,56 @@ def is_complete_run(path: Path) -> bool:
 
 def check_output_location(run: Path) -> None:
     """Refuse to replace anything at ``run`` that is not a segaudit run or an empty folder."""
-    if run.is_symlink() or (run.exists() and not run.is_dir()):
-        raise RunDirectoryError(f"{run} exists and is not a directory; choose another -o path.")
-    if run.is_dir() and not is_complete_run(run) and any(run.iterdir()):
-        raise RunDirectoryError(
-            f"{run} exists and is not a segaudit run directory; choose another -o path "
-            "or empty it first (segaudit never overwrites other files)."
-        )
+    try:
+        if run.is_symlink() or (run.exists() and not run.is_dir()):
+            raise RunDirectoryError(f"{run} exists and is not a directory; choose another -o path.")
+        if run.is_dir() and not is_complete_run(run) and any(run.iterdir()):
+            raise RunDirectoryError(
+                f"{run} exists and is not a segaudit run directory; choose another -o path "
+                "or empty it first (segaudit never overwrites other files)."
+            )
+    except OSError as error:
+        raise OutputWriteError(
+            f"cannot use {run} as a run directory ({_strerror(error)}); choose another -o path."
+        ) from None
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half of it."""
+    """Write JSON through a temporary file and rename, so readers never see half of it.
+
+    On failure the temporary file is removed and ``path`` is left as it was.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_directory(path.parent)
 
 
+def _strerror(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+_LIBC = _libc()
 _RENAME_EXCHANGE = 2
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths with renameat2; False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
+    renameat2 = getattr(_LIBC, "renameat2", None)
     if renameat2 is None:
         return False
     at_fdcwd = -100
@@ -168,32 +206,147 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(path: Path) -> None:
+    """Flush everything written under ``path`` to disk before it is published.
+
+    Without this a power cut soon after the swap could leave a run whose
+    ``summary.json`` exists but whose arrays are empty. One ``syncfs`` call flushes
+    the file system holding ``path``; elsewhere each file and folder is fsynced.
+    """
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is not None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_directory(Path(root))
+
+
+# Leftovers of interrupted runs: ``.segaudit-tmp-TAG-PID-NONCE`` (a run being built) and
+# ``.segaudit-old-TAG-PID-NONCE`` (a previous run being replaced without renameat2).
+_LEFTOVER = re.compile(
+    rf"^(?P<prefix>{re.escape(TEMP_PREFIX)}|{re.escape(OLD_PREFIX)})"
+    r"(?P<tag>.*)-(?P<pid>\d+)-(?P<nonce>[0-9a-f]{8})$",
+    re.DOTALL,
+)
+_TAG_LIMIT = 100
+
+
+def _tag(run_name: str) -> str:
+    """``run_name`` as it appears in lock and temporary names, short enough for any file system.
+
+    Long names keep a readable start and gain a hash of the whole, so the temporary
+    names stay under the usual 255-byte limit and never collide.
+    """
+    raw = os.fsencode(run_name)
+    if len(raw) <= _TAG_LIMIT:
+        return run_name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return f"{os.fsdecode(raw[:48]).rstrip()}~{digest}"
+
+
+def _lock_path(run: Path) -> Path:
+    return run.parent / f".segaudit-lock-{_tag(run.name)}"
+
+
+def _leftovers(parent: Path, run_name: str) -> list[tuple[Path, str, int]]:
+    """This run's leftovers in ``parent``: (path, prefix, owner pid), matched by exact name."""
+    tag = _tag(run_name)
+    found = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _LEFTOVER.match(entry.name)
+        if match is None or match["tag"] != tag:
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if is_dir:
+            found.append((Path(entry.path), match["prefix"], int(match["pid"])))
+    return found
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
 
-def clean_stale_temporaries(parent: Path, run_name: str) -> None:
-    """Remove leftovers of killed runs into ``run_name`` whose process is gone."""
-    for prefix in (TEMP_PREFIX, OLD_PREFIX):
-        for leftover in parent.glob(f"{prefix}{run_name}-*"):
-            pid_text = leftover.name.rsplit("-", 2)[-2]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-                shutil.rmtree(leftover, ignore_errors=True)
+def clean_stale_temporaries(parent: Path, run_name: str, *, locked: bool = False) -> None:
+    """Remove leftovers of killed runs into ``run_name``; restore a previous run if needed.
+
+    Without the lock only leftovers whose owner process is gone are touched. With the
+    lock held (``locked=True``, as :func:`building_run` calls it) every leftover of this
+    run is stale, whatever its pid says: nobody else can be building it, and pids are
+    reused (a container's process often has the same pid every night).
+
+    When a run was killed between the two renames of the fallback swap (kernels
+    without ``renameat2``), ``RUN`` is missing and its previous contents wait in a
+    ``.segaudit-old-`` folder: that folder is moved back instead of being deleted.
+    """
+    run = parent / run_name
+    leftovers = [item for item in _leftovers(parent, run_name) if locked or not _pid_alive(item[2])]
+    if locked and not os.path.lexists(run):
+        olds = [path for path, prefix, _ in leftovers if prefix == OLD_PREFIX]
+        complete = [path for path in olds if is_complete_run(path)]
+        if complete:
+            newest = max(complete, key=lambda path: path.stat().st_mtime_ns)
+            with contextlib.suppress(OSError):
+                os.rename(newest, run)
+                _fsync_directory(parent)
+    for path, _prefix, _pid in leftovers:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def run_lock(run: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``run`` so two processes never write it at once."""
-    parent = run.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    lock_path = parent / f".segaudit-lock-{run.name}"
-    handle = open(lock_path, "a+")
+    """Hold an exclusive lock on ``run`` so two processes never write it at once.
+
+    The lock is ``flock`` on ``.segaudit-lock-NAME`` beside ``run`` (not inside it, since
+    ``run`` itself is swapped). The kernel releases it when the process ends in any way,
+    SIGKILL included, so a lock is never stale; a second writer is refused at once.
+    """
+    lock_path = _lock_path(run)
+    try:
+        run.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")
+    except OSError as error:
+        raise OutputWriteError(
+            f"cannot create the run directory {run} ({_strerror(error)}); "
+            "choose another -o path or fix its parent folder."
+        ) from None
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,40 +355,89 @@ def run_lock(run: Path) -> Iterator[None]:
                 f"another segaudit process is writing {run}; wait for it to finish "
                 "or choose another -o path."
             ) from None
+        except OSError as error:
+            raise OutputWriteError(
+                f"cannot lock {lock_path} ({_strerror(error)}); the file system of {run} "
+                "does not support locks, choose another -o path."
+            ) from None
         yield
     finally:
         handle.close()
 
 
+_DEFERRED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 @contextlib.contextmanager
-def building_run(run: str | os.PathLike[str]) -> Iterator[Path]:
+def _signals_deferred() -> Iterator[None]:
+    """Hold back SIGINT/SIGTERM/SIGHUP for a few renames; deliver them afterwards.
+
+    Only the main thread can change signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def remember(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    for signum in _DEFERRED_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: leave it alone
+            continue
+        previous[signum] = signal.signal(signum, remember)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+@contextlib.contextmanager
+def building_run(
+    run: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success swap it into ``run`` atomically.
 
     On any failure or interrupt the temporary directory is removed and ``run`` is
-    left exactly as it was.
+    left exactly as it was. ``inputs`` are the stores being read: a run may not be
+    written where replacing it would delete one of them.
     """
-    run = Path(run).absolute()
+    run = Path(os.path.abspath(run))
     check_output_location(run)
+    _check_inputs_outside(run, inputs)
     with run_lock(run):
-        clean_stale_temporaries(run.parent, run.name)
-        tmp = run.parent / f"{TEMP_PREFIX}{run.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        clean_stale_temporaries(run.parent, run.name, locked=True)
+        check_output_location(run)  # again, now that nobody else can change it
+        tmp = run.parent / f"{TEMP_PREFIX}{_tag(run.name)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()
         except OSError as error:
-            raise OutputWriteError(f"cannot create a run beside {run}: {error.strerror}.") from None
+            raise OutputWriteError(
+                f"cannot create a run beside {run} ({_strerror(error)}); "
+                "choose another -o path or free some space."
+            ) from None
         try:
             yield tmp
             if not (tmp / SUMMARY).is_file():
                 raise RunDirectoryError(f"internal: the run for {run} was not completed.")
-            _install(tmp, run)
+            _sync_tree(tmp)
+            with _signals_deferred():
+                _install(tmp, run)
         except SegauditError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         except OSError as error:
             shutil.rmtree(tmp, ignore_errors=True)
-            where = error.filename or run
+            where = str(error.filename or run).replace(str(tmp), str(run))
             raise OutputWriteError(
-                f"writing {where} failed ({error.strerror or error}); "
+                f"writing {where} failed ({_strerror(error)}); "
                 f"the previous contents of {run} are unchanged."
             ) from None
         except BaseException:
@@ -243,15 +445,41 @@ def building_run(run: str | os.PathLike[str]) -> Iterator[Path]:
             raise
 
 
+def _check_inputs_outside(run: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse a ``run`` whose replacement would delete or overwrite an input store."""
+    target = Path(os.path.realpath(run))
+    for item in inputs:
+        source = Path(os.path.realpath(item))
+        if source == target or target in source.parents:
+            raise RunDirectoryError(
+                f"{item} is inside the run directory {run}, which this scan would replace; "
+                "copy the input elsewhere or choose another -o path."
+            )
+        if source in target.parents:
+            raise RunDirectoryError(
+                f"{run} is inside the input {item}, and inputs are never written; "
+                "choose an -o path outside it."
+            )
+
+
 def _install(tmp: Path, run: Path) -> None:
     """Move the finished ``tmp`` into ``run``, replacing a previous run atomically."""
-    if not run.exists():
+    if not os.path.lexists(run):
         os.rename(tmp, run)
+        _fsync_directory(run.parent)
         return
     if _exchange(tmp, run):
+        _fsync_directory(run.parent)
         shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous run
         return
-    old = run.parent / f"{OLD_PREFIX}{run.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # No renameat2 here: two renames. A kill between them leaves RUN missing and the
+    # previous run in ``old``; the next run's clean_stale_temporaries moves it back.
+    old = run.parent / f"{OLD_PREFIX}{_tag(run.name)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.rename(run, old)
-    os.rename(tmp, run)
+    try:
+        os.rename(tmp, run)
+    except BaseException:
+        os.rename(old, run)
+        raise
+    _fsync_directory(run.parent)
     shutil.rmtree(old, ignore_errors=True)
