@@ -27,7 +27,7 @@ from segaudit.progress import NullProgress, Progress
 from segaudit.rundir import Run, array_path, open_run
 
 SCORE_COLUMNS = ("score", "softmin_score")  # score runs, then scan runs
-BATCH_BYTES = 64 * 2**20
+BATCH_BYTES = 16 * 2**20
 
 
 def _threshold_counts(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 from segaudit.errors import InvalidInputError, OutputWriteError
 from segaudit.progress import NullProgress, Progress
 
-BATCH_BYTES = 64 * 2**20
+BATCH_BYTES = 16 * 2**20
 """Bytes of input read per batch of images (a few batches live at once)."""
 DEFAULT_TOP = 20
 SWAP_COLUMNS = (
