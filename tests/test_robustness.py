@@ -234,8 +234,9 @@ def test_sigterm_mid_scan_leaves_the_previous_run_and_the_next_run_cleans_up(sce
     assert leftovers(run.parent) == []
 
 
+# Pending a change outside this file: drop the marker once it lands (it shows as XPASS).
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="needs a SIGTERM handler in segaudit.cli.main() (see the robustness report): "
     "today SIGTERM kills the process outright, leaving its temporary directory for the "
     "next run to remove",
@@ -251,8 +252,9 @@ def test_sigterm_mid_scan_exits_143_with_one_line_and_no_trace(scene, tmp_path):
     assert leftovers(run.parent) == []
 
 
+# Pending a change outside this file: drop the marker once it lands (it shows as XPASS).
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="segaudit/cli/_common.py user_errors() prints 'interrupted; previous results are "
     "unchanged' without naming RUN (see the robustness report)",
 )
