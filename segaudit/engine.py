@@ -184,9 +184,10 @@ def sum_tolerance(num_classes: int, dtype: np.dtype) -> float:
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     work = logits.astype(np.float64 if logits.dtype == np.float64 else np.float32)
-    work -= work.max(axis=1, keepdims=True)
-    np.exp(work, out=work)
-    work /= work.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits: the kernel says so
+        work -= work.max(axis=1, keepdims=True)
+        np.exp(work, out=work)
+        work /= work.sum(axis=1, keepdims=True)
     return work
 
 

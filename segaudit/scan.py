@@ -255,7 +255,8 @@ def scan(
         sources["images"] = (images, images.fingerprint())
     layout = check_inputs(labels.array, probs.array, params, (str(labels.path), str(probs.path)))
     names = class_names or read_class_names(paths.class_names, layout.num_classes)
-    with rundir.building_run(out) as tmp:
+    input_paths = [source.path for source, _ in sources.values()]
+    with rundir.building_run(out, inputs=input_paths) as tmp:
         sink = RunSink(tmp)
         result = confident_learning(
             labels, probs, params, sink, engine, progress, on_batch=_test_hook_after_batch

@@ -575,7 +575,8 @@ def score(
     layout = check_inputs(labels.array, probs.array, params, names_in)
     names = class_names or read_class_names(paths.class_names, layout.num_classes)
     inputs = {name: describe_input(src, fp) for name, (src, fp) in sources.items()}
-    with rundir.building_run(out) as tmp:
+    input_paths = [source.path for source, _ in sources.values()]
+    with rundir.building_run(out, inputs=input_paths) as tmp:
         kept = kept_scan(Path(out).absolute(), inputs, params, replace)
         if kept is not None:
             link_tree(kept.path, tmp, skip=(rundir.SUMMARY, "image_scores.csv"))

@@ -367,12 +367,6 @@ def test_label_and_probability_arrays_never_crash_the_cli(dataset):
             check_run(run, labels, probs, options)
 
 
-# Pending a change outside this file: drop the marker once it lands (it shows as XPASS).
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine._softmax lets numpy print a RuntimeWarning on stderr for infinite logits, "
-    "so the error is not one line (see the robustness report)",
-)
 def test_infinite_logits_are_one_line(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

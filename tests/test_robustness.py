@@ -234,13 +234,6 @@ def test_sigterm_mid_scan_leaves_the_previous_run_and_the_next_run_cleans_up(sce
     assert leftovers(run.parent) == []
 
 
-# Pending a change outside this file: drop the marker once it lands (it shows as XPASS).
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs a SIGTERM handler in segaudit.cli.main() (see the robustness report): "
-    "today SIGTERM kills the process outright, leaving its temporary directory for the "
-    "next run to remove",
-)
 def test_sigterm_mid_scan_exits_143_with_one_line_and_no_trace(scene, tmp_path):
     data, run, before = scene
     process = start_held_scan(data, run, tmp_path / "held")
@@ -252,12 +245,6 @@ def test_sigterm_mid_scan_exits_143_with_one_line_and_no_trace(scene, tmp_path):
     assert leftovers(run.parent) == []
 
 
-# Pending a change outside this file: drop the marker once it lands (it shows as XPASS).
-@pytest.mark.xfail(
-    strict=False,
-    reason="segaudit/cli/_common.py user_errors() prints 'interrupted; previous results are "
-    "unchanged' without naming RUN (see the robustness report)",
-)
 def test_ctrl_c_message_names_the_run(scene, monkeypatch):
     data, run, _ = scene
 

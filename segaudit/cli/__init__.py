@@ -63,5 +63,25 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    SIGTERM and SIGHUP (how cron, CI runners and supervisors stop jobs) are raised
+    as exceptions like Ctrl-C, so the run being built is removed on the way out and
+    the exit status names the signal (143, 129). A bug exits 3 with its traceback,
+    never 1, which CI gates read as "the data failed the gate".
+    """
+    import signal
+    import sys
+    import traceback
+
+    from segaudit.cli._common import raise_terminated
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, raise_terminated)
+    try:
+        app()
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.write("segaudit: internal error (a bug, not your data); please report it.\n")
+        sys.exit(3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,8 +26,22 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so every clean-up on the way out runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """Signal handler for SIGTERM/SIGHUP (installed by ``segaudit.cli.main``)."""
+    raise Terminated(signum)
+
+
 def user_errors(func: F) -> F:
-    """Turn library errors into one sentence on stderr and exit status 2."""
+    """Turn library errors into one sentence on stderr and exit status 2; Ctrl-C into
+    exit 130 and SIGTERM/SIGHUP into 143/129 (128 + the signal), with one line."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,9 +49,19 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SegauditError as error:
             raise fail(str(error)) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted; previous results are unchanged")
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as error:
+            signum = getattr(error, "signum", signal.SIGINT)
+            what = "interrupted" if signum == signal.SIGINT else "terminated"
+            run = kwargs.get("out") or kwargs.get("run")
+            where = f" in {run}" if run is not None else ""
+            err_console.print(
+                f"{what}; previous results{where} are unchanged", markup=False, highlight=False
+            )
+            raise typer.Exit(code=128 + signum) from None
+        except MemoryError:
+            raise fail(
+                "out of memory; lower --memory-budget or --batch-size, or use fewer --workers."
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -97,6 +123,8 @@ def parse_size(text: str) -> int:
         value = float(number) * units[unit]
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a size like 512M or 2G.") from None
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{text!r} is not a size like 512M or 2G.")
     if value < 2**20:
         raise typer.BadParameter(f"{text!r} is too small; give at least 1M.")
     return int(value)

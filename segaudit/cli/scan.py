@@ -108,6 +108,7 @@ def scan(
         int | None,
         typer.Option(
             "--max-images-with-issues",
+            min=0,
             help="Gate: exit 1 when more images than this have at least one issue pixel.",
         ),
     ] = None,
