@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zarr
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
