@@ -22,7 +22,15 @@ import numpy as np
 
 from segaudit import __version__, rundir
 from segaudit.chunkstore import ImageChunkedArray
-from segaudit.engine import DEFAULT_MEMORY_BUDGET, Params, PassStats, Sink, check_inputs, stream
+from segaudit.engine import (
+    DEFAULT_MEMORY_BUDGET,
+    Layout,
+    Params,
+    PassStats,
+    Sink,
+    check_inputs,
+    stream,
+)
 from segaudit.errors import InvalidInputError
 from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
 from segaudit.progress import NullProgress, Progress
@@ -182,6 +190,17 @@ def describe_input(source: ArraySource, fingerprint: dict[str, Any]) -> dict[str
     }
 
 
+def describe_dataset(layout: Layout) -> dict[str, Any]:
+    """The dataset block of ``summary.json``."""
+    return {
+        "num_images": layout.num_images,
+        "height": layout.height,
+        "width": layout.width,
+        "num_classes": layout.num_classes,
+        "pred_probs_dtype": str(layout.dtype),
+    }
+
+
 def build_summary(
     result: CLResult,
     sources: dict[str, tuple[ArraySource, dict[str, Any]]],
@@ -198,13 +217,7 @@ def build_summary(
     return {
         "segaudit_version": __version__,
         "command": "scan",
-        "dataset": {
-            "num_images": layout.num_images,
-            "height": layout.height,
-            "width": layout.width,
-            "num_classes": layout.num_classes,
-            "pred_probs_dtype": str(layout.dtype),
-        },
+        "dataset": describe_dataset(layout),
         "inputs": {name: describe_input(src, fp) for name, (src, fp) in sources.items()},
         "parameters": {**asdict(params), "method": "confident_learning_self_confidence"},
         "classes": {

@@ -26,6 +26,7 @@ from segaudit.kernels import (
     NEGATIVE,
     NONFINITE,
     PROBLEM_KINDS,
+    _note,
     weighted_sums,
 )
 
@@ -36,13 +37,6 @@ ABOVE_ONE = BAD_SUM
 
 _TILE = 2048
 _F16_NEG_ZERO = 0x8000
-
-
-@njit(nogil=True, cache=True)
-def _note(problems: np.ndarray, kind: int, flat_index: int) -> None:
-    if problems[kind, 0] == 0:
-        problems[kind, 1] = flat_index
-    problems[kind, 0] += 1
 
 
 @njit(nogil=True, cache=True)

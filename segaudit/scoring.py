@@ -60,6 +60,7 @@ from segaudit.scan import (
     RunSink,
     build_summary,
     confident_learning,
+    describe_dataset,
     describe_input,
     rank_images,
 )
@@ -514,13 +515,7 @@ def score_summary(
         pixels = layout.num_images * layout.pixels
         scored = int(result.scored.sum())
         base = {
-            "dataset": {
-                "num_images": layout.num_images,
-                "height": layout.height,
-                "width": layout.width,
-                "num_classes": layout.num_classes,
-                "pred_probs_dtype": str(layout.dtype),
-            },
+            "dataset": describe_dataset(layout),
             "inputs": info["inputs"],
             "classes": {"names": info["class_names"]},
             "totals": {

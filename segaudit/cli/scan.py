@@ -25,6 +25,9 @@ DatasetArg = Annotated[
         show_default=False,
     ),
 ]
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
+]
 LabelsOpt = Annotated[
     Path | None, typer.Option("--labels", help="Labels store (N,H,W); overrides DATASET.")
 ]
@@ -66,9 +69,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON
 
 @user_errors
 def scan(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
-    ],
+    out: OutOpt,
     dataset: DatasetArg = None,
     labels: LabelsOpt = None,
     pred_probs: ProbsOpt = None,

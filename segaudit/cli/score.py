@@ -17,6 +17,7 @@ from segaudit.cli.scan import (
     DatasetArg,
     LabelsOpt,
     NamesOpt,
+    OutOpt,
     Pooling,
     ProbsOpt,
     QuietOpt,
@@ -42,9 +43,7 @@ class Method(str, Enum):
 
 @user_errors
 def score(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
-    ],
+    out: OutOpt,
     dataset: DatasetArg = None,
     labels: LabelsOpt = None,
     pred_probs: ProbsOpt = None,
