@@ -541,6 +541,7 @@ def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
     memory("scan w=1 peak RSS big/half", "scan_w1", "N doubles; 1.0 = flat memory")
     memory("scan w=2 peak RSS big/half", "scan_w2", "N doubles; 1.0 = flat memory")
     memory("cleanlab peak RSS big/half", "cl_filter", "for contrast")
+    memory("score w=2 peak RSS big/half", "score_w2", "N doubles; 1.0 = flat memory")
     speed(
         "score w=1 speed-up vs cleanlab softmin", "cl_score_big", "score_w1_big", "cleanlab / score"
     )
@@ -695,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     has_score, score_help = score_support()
     cl = not args.skip_cleanlab
     bench = Bench(args)
-    bench.total = 8 + (3 if cl else 0) + (2 if has_score else 0)
+    bench.total = 8 + (3 if cl else 0) + (3 if has_score else 0)
     bench.total += 1 if "--no-pixel-scores" in score_help else 0
 
     for ds in (big, half):
@@ -794,6 +795,18 @@ def main(argv: list[str] | None = None) -> int:
                     "skipped",
                     "",
                 )
+        elif has_score:  # the half set: is score's memory flat when N doubles?
+            half_run = RUNS / f"score-{role}-w2"
+            bench.measure(
+                f"score_w2_{role}",
+                "segaudit score softmin --workers 2",
+                ds,
+                score_cmd(ds, half_run, 2, score_help),
+                warm_paths=ds.files(),
+                run_dir=half_run,
+                work_from="summary",
+            )
+            shutil.rmtree(half_run, ignore_errors=True)
         if bench.rows[f"scan_w1_{role}"].status == "ok":
             bench.measure(
                 f"swaps_{role}",
