@@ -272,46 +272,49 @@ _TABLE = kernels.float16_table()
 
 
 def describe_problems(
-    problems: np.ndarray, start: int, layout: Layout, names: tuple[str, str], logits: bool
+    problems: np.ndarray,
+    start: int,
+    layout: Layout,
+    names: tuple[str, str],
+    labels: np.ndarray,
+    *,
+    pixels_per_image: int | None = None,
+    sum_problem: str = "has probabilities that do not sum to 1",
+    logits_fix: str = "these look like logits: pass --logits.",
 ) -> str | None:
-    """One sentence for the first kind of malformed value found in a batch, or None."""
+    """One sentence for the first kind of malformed value found in a batch, or None.
+
+    ``problems`` is a kernel's (count, first flat index) per kind, over images of
+    ``pixels_per_image`` pixels (default: whole images); ``labels`` holds those pixels'
+    labels, to quote an out-of-range value.
+    """
     label_name, probs_name = names
+    per_image = pixels_per_image or layout.pixels
     order = [
         (
             kernels.BAD_LABEL,
             label_name,
-            "has label {value} outside 0..{kmax} at {where}; "
+            "has label {value} outside 0..{kmax}",
             "fix the labels or pass --ignore-index for the value that marks unlabelled pixels.",
         ),
         (
             kernels.NONFINITE,
             probs_name,
-            "has NaN or infinite probabilities at {where}; fix the model outputs.",
+            "has NaN or infinite probabilities",
+            "fix the model outputs.",
         ),
-        (
-            kernels.NEGATIVE,
-            probs_name,
-            "has negative probabilities at {where}; these look like logits: pass --logits.",
-        ),
-        (
-            kernels.BAD_SUM,
-            probs_name,
-            "has probabilities that do not sum to 1 at {where}; "
-            "these look like logits: pass --logits.",
-        ),
+        (kernels.NEGATIVE, probs_name, "has negative probabilities", logits_fix),
+        (kernels.BAD_SUM, probs_name, sum_problem, logits_fix),
     ]
-    for kind, name, template in order:
-        count, first = problems[kind]
+    for kind, name, problem, fix in order:
+        count, first = (int(n) for n in problems[kind])
         if count:
-            image = start + int(first) // layout.pixels
-            row, col = divmod(int(first) % layout.pixels, layout.width)
-            more = f" (and {int(count) - 1} more pixels)" if count > 1 else ""
-            where = f"image {image}, pixel ({row}, {col}){more}"
-            if kind == kernels.BAD_SUM and logits:
-                return None
-            return f"{name} " + template.format(
-                where=where, value="{value}", kmax=layout.num_classes - 1
-            )
+            image, pixel = divmod(first, per_image)
+            row, col = divmod(pixel, layout.width)
+            value = labels.reshape(labels.shape[0], -1)[image, pixel]
+            more = f" (and {count - 1} more pixels)" if count > 1 else ""
+            problem = problem.format(value=value, kmax=layout.num_classes - 1)
+            return f"{name} {problem} at image {start + image}, pixel ({row}, {col}){more}; {fix}"
     return None
 
 
@@ -331,13 +334,8 @@ def process_batch(
     if params.logits:
         probs = _softmax(probs)
     full = pixel_pass(probs, labels, params.ignore_index, check_sums=not params.logits)
-    message = describe_problems(full.problems, start, layout, names, params.logits)
+    message = describe_problems(full.problems, start, layout, names, labels)
     if message is not None:
-        if "{value}" in message:
-            image, pixel = divmod(int(full.problems[kernels.BAD_LABEL, 1]), layout.pixels)
-            message = message.replace(
-                "{value}", str(labels.reshape(labels.shape[0], -1)[image, pixel])
-            )
         raise InvalidInputError(message)
     shape = (labels.shape[0], layout.height, layout.width)
     sink.get("labels")[start:stop] = labels

@@ -49,6 +49,7 @@ from segaudit.engine import (
     Layout,
     Params,
     check_inputs,
+    describe_problems,
     plan_batches,
     sum_tolerance,
 )
@@ -66,6 +67,7 @@ from segaudit.scan import (
 )
 
 METHODS = ("softmin", "num_pixel_issues")
+LOGITS_FIX = "these look like logits: apply a softmax first, or use `segaudit scan --logits`."
 SCORE_COLUMNS = ("image", "id", "score", "rank")
 ISSUE_COLUMNS = ("issue_pixels", "scored_pixels")
 # Parameters that change a scan's issue mask; a kept scan must agree on all of them.
@@ -260,7 +262,15 @@ def score_batch(
         score_kernels.softmin_half(probs.reshape(b, -1).view(np.uint16), _TABLE, *common)
     else:
         score_kernels.softmin_float(probs.reshape(b, -1), *common)
-    message = describe_problems(problems, start, layout.pixels, layout, names, flat_labels)
+    message = describe_problems(
+        problems,
+        start,
+        layout,
+        names,
+        flat_labels,
+        sum_problem="has probabilities above 1",
+        logits_fix=LOGITS_FIX,
+    )
     if message is not None:
         raise InvalidInputError(message)
     return scores, scored, rows
@@ -293,52 +303,16 @@ def check_rows(
         if where.size:
             problems[kind] = (where.size, where[0])
     message = describe_problems(
-        problems, start, layout.width, layout, names, labels[:, 0], rows=True
+        problems,
+        start,
+        layout,
+        names,
+        labels[:, 0],
+        pixels_per_image=layout.width,
+        logits_fix=LOGITS_FIX,
     )
     if message is not None:
         raise InvalidInputError(message)
-
-
-def describe_problems(
-    problems: np.ndarray,
-    start: int,
-    pixels_per_image: int,
-    layout: Layout,
-    names: tuple[str, str],
-    flat_labels: np.ndarray,
-    rows: bool = False,
-) -> str | None:
-    """One sentence for the first kind of malformed value found, or None."""
-    label_name, probs_name = names
-    logits_fix = "these look like logits: apply a softmax first, or use `segaudit scan --logits`."
-    third = "has probabilities that do not sum to 1" if rows else "has probabilities above 1"
-    order = [
-        (
-            kernels.BAD_LABEL,
-            label_name,
-            "has label {value} outside 0..{kmax}",
-            "fix the labels or pass --ignore-index for the value that marks unlabelled pixels.",
-        ),
-        (
-            kernels.NONFINITE,
-            probs_name,
-            "has NaN or infinite probabilities",
-            "fix the model outputs.",
-        ),
-        (kernels.NEGATIVE, probs_name, "has negative probabilities", logits_fix),
-        (kernels.BAD_SUM, probs_name, third, logits_fix),
-    ]
-    for kind, name, problem, fix in order:
-        count, first = (int(v) for v in problems[kind])
-        if not count:
-            continue
-        image, pixel = divmod(first, pixels_per_image)
-        row, col = divmod(pixel, layout.width)
-        value = flat_labels[image, pixel] if kind == kernels.BAD_LABEL else None
-        where = f"image {start + image}, pixel ({row}, {col}) and {count - 1} more pixel(s)"
-        problem = problem.format(value=value, kmax=layout.num_classes - 1)
-        return f"{name} {problem} at {where}; {fix}"
-    return None
 
 
 def _check_ignore(ignore: int | None) -> None:

@@ -328,9 +328,13 @@ def check_run(run: Path, labels: np.ndarray, probs: np.ndarray, options: list[st
         return
     if "--channels-last" in options:
         probs = np.moveaxis(probs, -1, 1)
-    ignore = (
-        int(options[options.index("--ignore-index") + 1]) if "--ignore-index" in options else None
+    # Like any option given twice, the last --ignore-index wins.
+    last = (
+        len(options) - 1 - options[::-1].index("--ignore-index")
+        if "--ignore-index" in options
+        else None
     )
+    ignore = int(options[last + 1]) if last is not None else None
     summary = json.loads((run / "summary.json").read_text())
     n, k = probs.shape[:2]
     assert summary["dataset"]["num_images"] == n and summary["dataset"]["num_classes"] == k
