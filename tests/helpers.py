@@ -129,3 +129,16 @@ def assert_well_posed(result: NaiveResult, dtype: str) -> None:
     assert result.closest_to_threshold > margin, (
         "a probability sits on a threshold; pick other data"
     )
+
+
+def well_posed_case(n, k, h, w, dtype, *, absent=(), downsample=1, seed=0):
+    """First seed from ``seed`` whose data has no tie at the cut and no value on a threshold."""
+    for attempt in range(seed, seed + 40):
+        labels, probs = make_probs(np.random.default_rng(attempt), n, k, h, w, dtype, absent=absent)
+        naive = naive_issues(labels, probs, downsample=downsample, pooling="mean")
+        try:
+            assert_well_posed(naive, dtype)
+        except AssertionError:
+            continue
+        return labels, probs, naive
+    raise AssertionError("no well-posed data found in 40 seeds")

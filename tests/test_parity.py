@@ -5,22 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cleanlab.segmentation.filter import find_label_issues as cleanlab_find_label_issues
-from helpers import assert_well_posed, make_probs, naive_issues
+from helpers import naive_issues, well_posed_case
 
 from segaudit.api import find_label_issues
-
-
-def well_posed_case(n, k, h, w, dtype, *, absent=(), downsample=1, seed=0):
-    """First seed from ``seed`` whose data has no tie at the cut and no value on a threshold."""
-    for attempt in range(seed, seed + 40):
-        labels, probs = make_probs(np.random.default_rng(attempt), n, k, h, w, dtype, absent=absent)
-        naive = naive_issues(labels, probs, downsample=downsample, pooling="mean")
-        try:
-            assert_well_posed(naive, dtype)
-        except AssertionError:
-            continue
-        return labels, probs, naive
-    raise AssertionError("no well-posed data found in 40 seeds")
 
 
 def reference(labels, probs, downsample=1):

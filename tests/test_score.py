@@ -14,7 +14,7 @@ import pytest
 import zarr
 from cleanlab.segmentation.rank import get_label_quality_scores as cleanlab_scores
 from cleanlab.segmentation.rank import issues_from_scores as cleanlab_issues_from_scores
-from helpers import assert_well_posed, make_probs, naive_issues
+from helpers import make_probs, naive_issues, well_posed_case
 from typer.testing import CliRunner
 
 from segaudit.api import get_label_quality_scores, issues_from_scores
@@ -35,18 +35,6 @@ CASES = [
     (1, 7, 32, 32, "float32", ()),
     (2, 4, 16, 16, "float64", ()),
 ]
-
-
-def well_posed_case(n, k, h, w, dtype, absent=(), seed=0):
-    """Data without ties at the Confident Learning cut (num_pixel_issues parity needs it)."""
-    for attempt in range(seed, seed + 40):
-        labels, probs = make_probs(np.random.default_rng(attempt), n, k, h, w, dtype, absent=absent)
-        try:
-            assert_well_posed(naive_issues(labels, probs), dtype)
-        except AssertionError:
-            continue
-        return labels, probs
-    raise AssertionError("no well-posed data found in 40 seeds")
 
 
 def reference(labels, probs, method, **kwargs):
@@ -75,7 +63,7 @@ def test_softmin_matches_cleanlab(n, k, h, w, dtype, absent, temperature):
 
 @pytest.mark.parametrize(("n", "k", "h", "w", "dtype", "absent"), CASES)
 def test_num_pixel_issues_matches_cleanlab(n, k, h, w, dtype, absent):
-    labels, probs = well_posed_case(n, k, h, w, dtype, absent)
+    labels, probs, _ = well_posed_case(n, k, h, w, dtype, absent=absent)
     expected = reference(labels, probs, "num_pixel_issues")
     got = get_label_quality_scores(labels, probs, method="num_pixel_issues")
     assert_scores_match(got, expected)
@@ -86,7 +74,7 @@ def test_num_pixel_issues_matches_cleanlab(n, k, h, w, dtype, absent):
 @pytest.mark.parametrize("images_per_batch", [1, 2, 5, None])
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_batching_never_changes_the_result(method, images_per_batch, n_jobs):
-    labels, probs = well_posed_case(5, 5, 16, 24, "float32")
+    labels, probs, _ = well_posed_case(5, 5, 16, 24, "float32")
     batch_size = None if images_per_batch is None else images_per_batch * 5 * 16 * 24
     expected = reference(labels, probs, method, batch_size=batch_size)
     got = get_label_quality_scores(
@@ -146,7 +134,7 @@ def test_ignored_pixels_take_no_part_in_softmin():
 
 
 def test_ignored_pixels_leave_the_num_pixel_issues_denominator():
-    labels, probs = well_posed_case(3, 5, 16, 24, "float32")
+    labels, probs, _ = well_posed_case(3, 5, 16, 24, "float32")
     labels[:, :6] = 255
     image_scores, _ = get_label_quality_scores(
         labels, probs, method="num_pixel_issues", ignore_index=255
@@ -241,7 +229,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture
 def dataset(tmp_path):
-    labels, probs = well_posed_case(6, 5, 16, 24, "float32")
+    labels, probs, _ = well_posed_case(6, 5, 16, 24, "float32")
     return write_dataset(tmp_path / "data", labels.astype(np.uint8), probs), labels, probs
 
 
