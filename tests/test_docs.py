@@ -21,7 +21,9 @@ runner = CliRunner()
 def test_every_command_has_help_with_an_example_and_a_readme_entry(command):
     result = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0
-    assert f"segaudit {command}" in result.output
+    assert "Examples:" in result.output
+    example = result.output.split("Examples:", 1)[1]
+    assert f"segaudit {command} " in example
     assert f"`segaudit {command}" in README
 
 

@@ -88,6 +88,12 @@ def swaps(
     """Which classes annotators swap: (given, predicted) pairs over the issue pixels.
 
     Writes RUN/swaps.csv (every pair, most pixels first) and RUN/swaps.png (a heat map).
+
+    Examples:
+
+        segaudit swaps runs/sample --top 10
+
+        segaudit swaps runs/sample --class car --exclude sky --json
     """
     from rich.markup import escape
 
@@ -139,6 +145,12 @@ def render(
 
     Panels: the photo with issues in red (when photos exist), given labels (ignored
     pixels grey), predicted labels, and the issues alone in red on white.
+
+    Examples:
+
+        segaudit render runs/sample --top 20
+
+        segaudit render runs/sample --class person --zoom 2 --out review/
     """
     from segaudit.render import render_run
 

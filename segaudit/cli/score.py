@@ -232,6 +232,12 @@ def evaluate(
     Image level: average precision and AUROC of the image scores (lower score = more
     likely corrupted) against is_corrupted. Pixel level, when RUN has issues.zarr:
     precision, recall and F1 of the issue mask against labels != true_labels.
+
+    Examples:
+
+        segaudit eval runs/sample --truth sample_data
+
+        segaudit eval runs/scores --truth data/synthetic --json
     """
     from segaudit.evaluate import evaluate_run
 

@@ -68,6 +68,13 @@ def synth(
     """Generate a synthetic dataset with injected annotation errors (for demos, tests, benchmarks).
 
     OUT gets labels (noisy), pred_probs, images, true_labels, is_corrupted, synth.json.
+
+    Examples:
+
+        segaudit synth data/synthetic --images 60 --height 512 --width 1024 --classes 19 --seed 0
+
+        segaudit synth data/small --images 8 --height 96 --width 128 --classes 8 --seed 1 \\
+            --format zarr
     """
     from segaudit.synth import generate
 
