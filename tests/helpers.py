@@ -11,6 +11,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Shapes every parity test (masks and scores) runs on: K=2, 19, 150, an absent class,
+# float16/32/64, one image.
+PARITY_CASES = [
+    # n, k, h, w, dtype, absent
+    (3, 2, 24, 32, "float32", ()),
+    (4, 19, 16, 24, "float32", ()),
+    (2, 150, 8, 16, "float32", ()),
+    (3, 6, 16, 16, "float32", (2, 4)),
+    (3, 5, 16, 24, "float16", ()),
+    (3, 19, 12, 16, "float16", (0,)),
+    (1, 7, 32, 32, "float32", ()),
+    (2, 4, 16, 16, "float64", ()),
+]
+
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)

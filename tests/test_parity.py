@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cleanlab.segmentation.filter import find_label_issues as cleanlab_find_label_issues
+from helpers import PARITY_CASES as CASES
 from helpers import naive_issues, well_posed_case
 
 from segaudit.api import find_label_issues
@@ -12,19 +13,6 @@ from segaudit.api import find_label_issues
 
 def reference(labels, probs, downsample=1):
     return cleanlab_find_label_issues(labels, probs, downsample=downsample, verbose=False, n_jobs=1)
-
-
-CASES = [
-    # n, k, h, w, dtype, absent
-    (3, 2, 24, 32, "float32", ()),
-    (4, 19, 16, 24, "float32", ()),
-    (2, 150, 8, 16, "float32", ()),
-    (3, 6, 16, 16, "float32", (2, 4)),
-    (3, 5, 16, 24, "float16", ()),
-    (3, 19, 12, 16, "float16", (0,)),
-    (1, 7, 32, 32, "float32", ()),
-    (2, 4, 16, 16, "float64", ()),
-]
 
 
 @pytest.mark.parametrize(("n", "k", "h", "w", "dtype", "absent"), CASES)

@@ -14,6 +14,7 @@ import pytest
 import zarr
 from cleanlab.segmentation.rank import get_label_quality_scores as cleanlab_scores
 from cleanlab.segmentation.rank import issues_from_scores as cleanlab_issues_from_scores
+from helpers import PARITY_CASES as CASES
 from helpers import make_probs, naive_issues, well_posed_case
 from typer.testing import CliRunner
 
@@ -23,18 +24,6 @@ from segaudit.errors import InvalidInputError
 from segaudit.scoring import UnscoredImagesWarning
 
 runner = CliRunner()
-
-CASES = [
-    # n, k, h, w, dtype, absent
-    (3, 2, 24, 32, "float32", ()),
-    (4, 19, 16, 24, "float32", ()),
-    (2, 150, 8, 16, "float32", ()),
-    (3, 6, 16, 16, "float32", (2, 4)),
-    (3, 5, 16, 24, "float16", ()),
-    (3, 19, 12, 16, "float16", (0,)),
-    (1, 7, 32, 32, "float32", ()),
-    (2, 4, 16, 16, "float64", ()),
-]
 
 
 def reference(labels, probs, method, **kwargs):
