@@ -371,15 +371,7 @@ def summarize(cl: PixelPass, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     mis_pred = WORKSPACE.get("mis-pred", s.shape, cl.pred.dtype)
     mis_pmax = WORKSPACE.get("mis-pmax", s.shape, cl.pmax.dtype)
     found = kernels.summarize(
-        cl.pred.ravel(),
-        cl.pmax.ravel(),
-        s,
-        score_bits(s),
-        labels.ravel(),
-        score_key_shift(s.dtype),
-        hist,
-        mis_pred,
-        mis_pmax,
+        cl.pred.ravel(), cl.pmax.ravel(), s, labels.ravel(), hist, mis_pred, mis_pmax
     )
     return hist, mis_pred[:found].copy(), mis_pmax[:found].copy()
 

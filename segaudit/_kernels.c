@@ -1,0 +1,468 @@
+/*
+ * segaudit's compiled per-pixel kernels: the only code that touches every probability.
+ *
+ * Plain C functions called through ctypes (which releases the GIL, so worker threads
+ * run them in parallel). The module init below exists only so that the shared object
+ * is built and located like any extension module; it exports no Python functions.
+ *
+ * Layouts: pred_probs batches are (b, K, P) with P = H*W pixels per image (class
+ * planes), or (b, P, K) for channels-last in the score kernels (strides say which).
+ * Labels may be any integer type (see load_labels). "problems" is int64[4][2]: per
+ * kind of malformed value, (count, first flat pixel index within the batch).
+ *
+ * Every reduction runs in a fixed order per image, so results never depend on how
+ * images are grouped into batches or on how many workers run.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Hot loops get an AVX2/FMA clone chosen at load time where the CPU has it. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+
+enum { NONFINITE = 0, NEGATIVE = 1, BAD_SUM = 2, BAD_LABEL = 3 };
+enum { L_I8, L_U8, L_I16, L_U16, L_I32, L_U32, L_I64 };
+
+#define F16_INF_BITS 0x7C00
+#define F16_NEG_ZERO_BITS 0x8000
+
+static inline void note(int64_t *problems, int kind, int64_t flat)
+{
+    if (problems[2 * kind] == 0)
+        problems[2 * kind + 1] = flat;
+    problems[2 * kind] += 1;
+}
+
+/* labels[start:start+n] of any integer type, as int64 (a vectorised conversion). */
+static void load_labels(const void *labels, int ltype, int64_t start, int64_t n, int64_t *out)
+{
+#define LOAD(T)                                                                                    \
+    {                                                                                              \
+        const T *src = (const T *)labels + start;                                                  \
+        for (int64_t q = 0; q < n; q++)                                                            \
+            out[q] = (int64_t)src[q];                                                              \
+    }                                                                                              \
+    break;
+    switch (ltype) {
+    case L_I8: LOAD(int8_t)
+    case L_U8: LOAD(uint8_t)
+    case L_I16: LOAD(int16_t)
+    case L_U16: LOAD(uint16_t)
+    case L_I32: LOAD(int32_t)
+    case L_U32: LOAD(uint32_t)
+    default: LOAD(int64_t)
+    }
+#undef LOAD
+}
+
+static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg, int64_t n)
+{
+    if (pred_wide) {
+        uint16_t *out = (uint16_t *)pred + at;
+        for (int64_t q = 0; q < n; q++)
+            out[q] = (uint16_t)arg[q];
+    } else {
+        uint8_t *out = (uint8_t *)pred + at;
+        for (int64_t q = 0; q < n; q++)
+            out[q] = (uint8_t)arg[q];
+    }
+}
+
+/* The given label's probability where the label is valid: s, and the per-image sums
+ * for the thresholds. Ignored and invalid labels give NaN. */
+#define LABEL_STEP(T, VALUE_AT)                                                                    \
+    {                                                                                              \
+        int64_t label = lab[q];                                                                    \
+        if (has_ignore && label == ignore) {                                                       \
+            s[at + q] = (T)NAN;                                                                    \
+        } else if (label < 0 || label >= K) {                                                      \
+            note(problems, BAD_LABEL, at + q);                                                     \
+            s[at + q] = (T)NAN;                                                                    \
+        } else {                                                                                   \
+            T value = VALUE_AT;                                                                    \
+            s[at + q] = value;                                                                     \
+            class_sum[i * K + label] += (double)value;                                             \
+            class_cnt[i * K + label] += 1;                                                         \
+        }                                                                                          \
+    }
+
+/*
+ * scan_f32 / scan_f64: per pixel the predicted class (first maximum), its probability
+ * and the probability of the given label, plus per-image per-class sums of the latter;
+ * counts malformed values so validation costs no extra pass. Walks the class planes in
+ * tiles of pixels small enough that a tile's K planes stay in cache.
+ */
+#define DEFINE_SCAN(NAME, T)                                                                       \
+    EXPORT HOT int NAME(const T *probs, int64_t b, int64_t K, int64_t P, const void *labels,       \
+                        int ltype, int64_t ignore, int has_ignore, double tol, int64_t tile,       \
+                        int check_sums, void *pred, int pred_wide, T *pmax, T *s,                  \
+                        double *class_sum, int64_t *class_cnt, int64_t *problems)                  \
+    {                                                                                              \
+        T *best = malloc(tile * sizeof(T)), *low = malloc(tile * sizeof(T));                       \
+        T *tot = malloc(tile * sizeof(T));                                                         \
+        int32_t *arg = malloc(tile * sizeof(int32_t));                                             \
+        int64_t *lab = malloc(tile * sizeof(int64_t));                                             \
+        if (!best || !low || !tot || !arg || !lab) {                                               \
+            free(best), free(low), free(tot), free(arg), free(lab);                                \
+            return -1;                                                                             \
+        }                                                                                          \
+        for (int64_t i = 0; i < b; i++) {                                                          \
+            const T *img = probs + i * K * P;                                                      \
+            for (int64_t t0 = 0; t0 < P; t0 += tile) {                                             \
+                int64_t n = P - t0 < tile ? P - t0 : tile;                                         \
+                T *restrict bst = best, *restrict lw = low, *restrict tt = tot;                    \
+                int32_t *restrict ag = arg;                                                        \
+                const T *restrict plane = img + t0;                                                \
+                for (int64_t q = 0; q < n; q++) {                                                  \
+                    T v = plane[q];                                                                \
+                    bst[q] = v, lw[q] = v, ag[q] = 0, tt[q] = v;                                   \
+                }                                                                                  \
+                for (int64_t k = 1; k < K; k++) {                                                  \
+                    const T *restrict pk = img + k * P + t0;                                       \
+                    for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */      \
+                        T v = pk[q], top = bst[q];                                                 \
+                        tt[q] += v;                                                                \
+                        ag[q] = v > top ? (int32_t)k : ag[q];                                      \
+                        bst[q] = v > top ? v : top;                                                \
+                        lw[q] = v < lw[q] ? v : lw[q];                                             \
+                    }                                                                              \
+                }                                                                                  \
+                int64_t at = i * P + t0;                                                           \
+                load_labels(labels, ltype, at, n, lab);                                            \
+                store_pred(pred, pred_wide, at, arg, n);                                           \
+                memcpy(pmax + at, best, n * sizeof(T));                                            \
+                for (int64_t q = 0; q < n; q++) {                                                  \
+                    T total = tot[q];                                                              \
+                    if (!isfinite(total))                                                          \
+                        note(problems, NONFINITE, at + q);                                         \
+                    else if (low[q] < 0)                                                           \
+                        note(problems, NEGATIVE, at + q);                                          \
+                    else if (check_sums && fabs((double)total - 1.0) > tol)                        \
+                        note(problems, BAD_SUM, at + q);                                           \
+                    LABEL_STEP(T, img[label * P + t0 + q])                                         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        free(best), free(low), free(tot), free(arg), free(lab);                                    \
+        return 0;                                                                                  \
+    }
+
+DEFINE_SCAN(scan_f32, float)
+DEFINE_SCAN(scan_f64, double)
+
+static inline uint16_t half_bits(uint16_t v)
+{
+    return (uint16_t)(v & -(uint16_t)(v != F16_NEG_ZERO_BITS)); /* -0.0 reads as 0 */
+}
+
+/*
+ * The float16 twin of scan_f32, on the raw bits. Non-negative float16 values order
+ * like uint16, so maxima are integer compares; "table" maps bits to float32 values
+ * (all exact). Any pattern with the sign bit (other than -0.0) or an all-ones exponent
+ * is malformed. Sums are float32: float16 -> float32 by shifting the bits into place
+ * and rescaling by 2**112 (exact for normals, subnormals and zero).
+ */
+EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int64_t K, int64_t P,
+                        const void *labels, int ltype, int64_t ignore, int has_ignore, double tol,
+                        int64_t tile, int check_sums, void *pred, int pred_wide, float *pmax,
+                        float *s, double *class_sum, int64_t *class_cnt, int64_t *problems)
+{
+    uint16_t *best = malloc(tile * sizeof(uint16_t)), *worst = malloc(tile * sizeof(uint16_t));
+    float *tot = malloc(tile * sizeof(float));
+    int32_t *arg = malloc(tile * sizeof(int32_t));
+    int64_t *lab = malloc(tile * sizeof(int64_t));
+    if (!best || !worst || !tot || !arg || !lab) {
+        free(best), free(worst), free(tot), free(arg), free(lab);
+        return -1;
+    }
+    const float rescale = 0x1p112f;
+    for (int64_t i = 0; i < b; i++) {
+        const uint16_t *img = bits + i * K * P;
+        for (int64_t t0 = 0; t0 < P; t0 += tile) {
+            int64_t n = P - t0 < tile ? P - t0 : tile;
+            uint16_t *restrict bst = best, *restrict wst = worst;
+            float *restrict tt = tot;
+            int32_t *restrict ag = arg;
+            const uint16_t *restrict plane = img + t0;
+            for (int64_t q = 0; q < n; q++) {
+                uint16_t v = half_bits(plane[q]);
+                bst[q] = v, wst[q] = v, ag[q] = 0, tt[q] = table[v];
+            }
+            for (int64_t k = 1; k < K; k++) {
+                const uint16_t *restrict pk = img + k * P + t0;
+                for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */
+                    uint32_t v = half_bits(pk[q]), top = bst[q], high = wst[q];
+                    uint32_t shifted = (v & 0x7FFF) << 13;
+                    float value;
+                    memcpy(&value, &shifted, sizeof value);
+                    tt[q] += value * rescale;
+                    ag[q] = v > top ? (int32_t)k : ag[q];
+                    bst[q] = (uint16_t)(v > top ? v : top);
+                    wst[q] = (uint16_t)(v > high ? v : high);
+                }
+            }
+            int64_t at = i * P + t0;
+            load_labels(labels, ltype, at, n, lab);
+            store_pred(pred, pred_wide, at, arg, n);
+            for (int64_t q = 0; q < n; q++) {
+                pmax[at + q] = table[best[q]];
+                if (worst[q] >= F16_NEG_ZERO_BITS)
+                    note(problems, NEGATIVE, at + q);
+                else if (worst[q] >= F16_INF_BITS)
+                    note(problems, NONFINITE, at + q);
+                else if (check_sums && fabs((double)tot[q] - 1.0) > tol)
+                    note(problems, BAD_SUM, at + q);
+                LABEL_STEP(float, table[half_bits(img[label * P + t0 + q])])
+            }
+        }
+    }
+    free(best), free(worst), free(tot), free(arg), free(lab);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ softmin */
+
+#define LOG2E 1.4426950408889634
+#define LN2_HI 6.93147180369123816490e-01
+#define LN2_LO 1.90821492927058770002e-10
+#define SHIFTER 6755399441055744.0 /* 1.5 * 2**52: adding it rounds to an integer */
+#define EXP_FLOOR -708.0           /* exp below this is < 3.3e-308: counted as 0 */
+#define LANES 8
+
+/*
+ * exp(x) for x in [EXP_FLOOR, 0], branch-free so that it vectorises: x = k ln2 + r,
+ * exp(r) by its degree-13 Taylor polynomial (relative error below 1e-14), 2**k from
+ * the integer left in the low bits of x * log2(e) + SHIFTER.
+ */
+static inline double exp_nonpositive(double x)
+{
+    double shifted = x * LOG2E + SHIFTER;
+    double k = shifted - SHIFTER;
+    double r = (x - k * LN2_HI) - k * LN2_LO;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    uint64_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/*
+ * Softmin of one image's pixel scores: sum(s w) / sum(w) with w = exp((low - s) / T)
+ * over non-NaN s, where low is their minimum (the max shift of a softmax). Partial
+ * sums run in LANES fixed lanes, combined in a fixed order: vectorised, deterministic.
+ */
+#define DEFINE_SOFTMIN_ROW(NAME, T)                                                                \
+    static double NAME(const T *s, int64_t n, double low, double inv_t)                            \
+    {                                                                                              \
+        double num[LANES] = {0}, den[LANES] = {0};                                                 \
+        int64_t q = 0;                                                                             \
+        for (; q + LANES <= n; q += LANES) {                                                       \
+            for (int j = 0; j < LANES; j++) {                                                      \
+                double v = (double)s[q + j];                                                       \
+                double x = (low - v) * inv_t;                                                      \
+                int keep = x >= EXP_FLOOR; /* false for NaN */                                     \
+                double w = exp_nonpositive(keep ? x : 0.0);                                        \
+                w = keep ? w : 0.0;                                                                \
+                num[j] += (keep ? v : 0.0) * w;                                                    \
+                den[j] += w;                                                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (int j = 0; q < n; q++, j++) {                                                         \
+            double v = (double)s[q];                                                               \
+            double x = (low - v) * inv_t;                                                          \
+            if (x >= EXP_FLOOR) {                                                                  \
+                double w = exp_nonpositive(x);                                                     \
+                num[j] += v * w;                                                                   \
+                den[j] += w;                                                                       \
+            }                                                                                      \
+        }                                                                                          \
+        double total_num = 0.0, total_den = 0.0;                                                   \
+        for (int j = 0; j < LANES; j++)                                                            \
+            total_num += num[j], total_den += den[j];                                              \
+        return total_num / total_den;                                                              \
+    }
+
+DEFINE_SOFTMIN_ROW(softmin_row_f32, float)
+DEFINE_SOFTMIN_ROW(softmin_row_f64, double)
+
+/* Per-image softmin of s (b, P); NaN entries skipped; images with none get NaN. */
+#define DEFINE_SOFTMIN_IMAGES(NAME, T, ROW)                                                        \
+    EXPORT HOT void NAME(const T *s, int64_t b, int64_t P, double temperature, double *scores,     \
+                         int64_t *scored)                                                          \
+    {                                                                                              \
+        for (int64_t i = 0; i < b; i++) {                                                          \
+            const T *row = s + i * P;                                                              \
+            double low = INFINITY;                                                                 \
+            int64_t count = 0;                                                                     \
+            for (int64_t q = 0; q < P; q++) {                                              \
+                double v = (double)row[q];                                                         \
+                if (v == v) {                                                                      \
+                    count += 1;                                                                    \
+                    low = v < low ? v : low;                                                       \
+                }                                                                                  \
+            }                                                                                      \
+            scored[i] = count;                                                                     \
+            scores[i] = count ? ROW(row, P, low, 1.0 / temperature) : NAN;                         \
+        }                                                                                          \
+    }
+
+DEFINE_SOFTMIN_IMAGES(softmin_images_f32, float, softmin_row_f32)
+DEFINE_SOFTMIN_IMAGES(softmin_images_f64, double, softmin_row_f64)
+
+/*
+ * Lowest score and number of scored pixels of one image (score kernels); notes
+ * malformed values: negative, above 1 (+tol), infinite, NaN, invalid labels.
+ */
+#define DEFINE_CHECK_ROW(NAME, T)                                                                  \
+    static int64_t NAME(const T *s, const int64_t *lab, int64_t n, int64_t K, int64_t ignore,      \
+                        int has_ignore, double tol, int64_t base, int64_t *problems, double *low)  \
+    {                                                                                              \
+        double lowest = INFINITY;                                                                  \
+        int64_t count = 0;                                                                         \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            double v = (double)s[q];                                                               \
+            if (v == v) {                                                                          \
+                if (v < 0.0)                                                                       \
+                    note(problems, NEGATIVE, base + q);                                            \
+                else if (v > 1.0 + tol)                                                            \
+                    note(problems, v == INFINITY ? NONFINITE : BAD_SUM, base + q);                 \
+                count += 1;                                                                        \
+                lowest = v < lowest ? v : lowest;                                                  \
+            } else if (!(has_ignore && lab[q] == ignore)) {                                        \
+                note(problems, lab[q] < 0 || lab[q] >= K ? BAD_LABEL : NONFINITE, base + q);       \
+            }                                                                                      \
+        }                                                                                          \
+        *low = lowest;                                                                             \
+        return count;                                                                              \
+    }
+
+DEFINE_CHECK_ROW(check_row_f32, float)
+DEFINE_CHECK_ROW(check_row_f64, double)
+
+/*
+ * score_f32 / score_f64 / score_f16: pixel scores p[given label], softmin image scores
+ * and scored-pixel counts of a batch, reading only the given label's probability of
+ * each pixel (about 1/K of pred_probs when labels form regions). "probs" holds each
+ * image flattened: element (class c, pixel q) at c * class_stride + q * pixel_stride.
+ * Per image the scores are gathered, checked and reduced while still in cache.
+ */
+#define DEFINE_SCORE(NAME, TIN, TOUT, READ, CHECK, ROW)                                            \
+    EXPORT HOT int NAME(const TIN *probs, const float *table, int64_t b, int64_t P, int64_t K,     \
+                        int64_t class_stride, int64_t pixel_stride, const void *labels, int ltype, \
+                        int64_t ignore, int has_ignore, double temperature, double tol, TOUT *s,   \
+                        double *scores, int64_t *scored, int64_t *problems)                        \
+    {                                                                                              \
+        (void)table;                                                                               \
+        int64_t *lab = malloc((P > 0 ? P : 1) * sizeof(int64_t));                                 \
+        if (!lab)                                                                                  \
+            return -1;                                                                             \
+        for (int64_t i = 0; i < b; i++) {                                                          \
+            const TIN *img = probs + i * K * P;                                                    \
+            TOUT *restrict out = s + i * P;                                                        \
+            load_labels(labels, ltype, i * P, P, lab);                                             \
+            for (int64_t q = 0; q < P; q++) { /* gather only: checks run on the result */          \
+                int64_t l = lab[q];                                                                \
+                int ok = (l >= 0) & (l < K) & (!has_ignore | (l != ignore));                       \
+                int64_t c = ok ? l : 0;                                                            \
+                TOUT v = READ(img[c * class_stride + q * pixel_stride]);                           \
+                out[q] = ok ? v : (TOUT)NAN;                                                       \
+            }                                                                                      \
+            double low;                                                                            \
+            int64_t count = CHECK(out, lab, P, K, ignore, has_ignore, tol, i * P, problems, &low); \
+            scored[i] = count;                                                                     \
+            scores[i] = count ? ROW(out, P, low, 1.0 / temperature) : NAN;                         \
+        }                                                                                          \
+        free(lab);                                                                                 \
+        return 0;                                                                                  \
+    }
+
+#define READ_PLAIN(x) (x)
+#define READ_HALF(x) table[half_bits(x)]
+
+DEFINE_SCORE(score_f32, float, float, READ_PLAIN, check_row_f32, softmin_row_f32)
+DEFINE_SCORE(score_f64, double, double, READ_PLAIN, check_row_f64, softmin_row_f64)
+DEFINE_SCORE(score_f16, uint16_t, float, READ_HALF, check_row_f32, softmin_row_f32)
+
+/* ------------------------------------------------------------------ summarize */
+
+/*
+ * One pass over a batch's compact arrays (flattened, n pixels): the histogram of the
+ * self-confidences' top 16 bits and the mispredicted pixels' class and probability.
+ * Ignored pixels (s is NaN) are skipped; returns how many mispredicted pixels were
+ * written to mis_pred / mis_pmax.
+ */
+#define DEFINE_SUMMARIZE(NAME, T, UINT)                                                            \
+    EXPORT int64_t NAME(const void *pred, int pred_wide, const T *pmax, const T *s,                \
+                        const void *labels, int ltype, int64_t n, int64_t *hist, void *mis_pred,   \
+                        T *mis_pmax)                                                               \
+    {                                                                                              \
+        int64_t found = 0;                                                                         \
+        int64_t lab[4096];                                                                         \
+        for (int64_t t0 = 0; t0 < n; t0 += 4096) {                                                 \
+            int64_t m = n - t0 < 4096 ? n - t0 : 4096;                                             \
+            load_labels(labels, ltype, t0, m, lab);                                                \
+            for (int64_t q = 0; q < m; q++) {                                                      \
+                int64_t p = t0 + q;                                                                \
+                T v = s[p];                                                                        \
+                if (v != v)                                                                        \
+                    continue;                                                                      \
+                UINT key;                                                                          \
+                memcpy(&key, &v, sizeof key);                                                      \
+                hist[key >> (sizeof(UINT) * 8 - 16)] += 1;                                         \
+                int64_t given = lab[q];                                                            \
+                int64_t predicted =                                                                \
+                    pred_wide ? ((const uint16_t *)pred)[p] : ((const uint8_t *)pred)[p];          \
+                if (predicted != given) {                                                          \
+                    if (pred_wide)                                                                 \
+                        ((uint16_t *)mis_pred)[found] = (uint16_t)predicted;                       \
+                    else                                                                           \
+                        ((uint8_t *)mis_pred)[found] = (uint8_t)predicted;                         \
+                    mis_pmax[found] = pmax[p];                                                     \
+                    found += 1;                                                                    \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return found;                                                                              \
+    }
+
+DEFINE_SUMMARIZE(summarize_f32, float, uint32_t)
+DEFINE_SUMMARIZE(summarize_f64, double, uint64_t)
+
+/* ------------------------------------------------------------------ module */
+
+static struct PyModuleDef kernels_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_ckernels",
+    .m_doc = "segaudit's compiled kernels; called through ctypes by segaudit.kernels.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__ckernels(void)
+{
+    return PyModule_Create(&kernels_module);
+}
