@@ -7,7 +7,7 @@ setup(
         Extension(
             "segaudit._ckernels",
             sources=["segaudit/_kernels.c"],
-            extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wextra"],
+            extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-fopenmp-simd", "-Wall", "-Wextra"],
         )
     ]
 )

@@ -96,6 +96,16 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
         }                                                                                          \
     }
 
+/* One class plane's value v for one pixel: running sum, first maximum, minimum. */
+#define PLANE_STEP(T, VALUE, K_INDEX)                                                               \
+    {                                                                                              \
+        T v = VALUE;                                                                               \
+        sum += v;                                                                                  \
+        a = v > top ? (int32_t)(K_INDEX) : a;                                                      \
+        top = v > top ? v : top;                                                                   \
+        least = v < least ? v : least;                                                             \
+    }
+
 /*
  * scan_f32 / scan_f64: per pixel the predicted class (first maximum), its probability
  * and the probability of the given label, plus per-image per-class sums of the latter;
@@ -127,14 +137,27 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
                     T v = plane[q];                                                                \
                     bst[q] = v, lw[q] = v, ag[q] = 0, tt[q] = v;                                   \
                 }                                                                                  \
-                for (int64_t k = 1; k < K; k++) {                                                  \
-                    const T *restrict pk = img + k * P + t0;                                       \
+                int64_t k = 1;                                                                     \
+                for (; k + 4 <= K; k += 4) { /* four planes per pass over the tile's state */      \
+                    const T *restrict p0 = img + k * P + t0, *restrict p1 = p0 + P;                \
+                    const T *restrict p2 = p1 + P, *restrict p3 = p2 + P;                          \
                     for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */      \
-                        T v = pk[q], top = bst[q];                                                 \
-                        tt[q] += v;                                                                \
-                        ag[q] = v > top ? (int32_t)k : ag[q];                                      \
-                        bst[q] = v > top ? v : top;                                                \
-                        lw[q] = v < lw[q] ? v : lw[q];                                             \
+                        T top = bst[q], least = lw[q], sum = tt[q];                                \
+                        int32_t a = ag[q];                                                         \
+                        PLANE_STEP(T, p0[q], k)                                                       \
+                        PLANE_STEP(T, p1[q], k + 1)                                                   \
+                        PLANE_STEP(T, p2[q], k + 2)                                                   \
+                        PLANE_STEP(T, p3[q], k + 3)                                                   \
+                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a;                       \
+                    }                                                                              \
+                }                                                                                  \
+                for (; k < K; k++) {                                                               \
+                    const T *restrict p0 = img + k * P + t0;                                       \
+                    for (int64_t q = 0; q < n; q++) {                                              \
+                        T top = bst[q], least = lw[q], sum = tt[q];                                \
+                        int32_t a = ag[q];                                                         \
+                        PLANE_STEP(T, p0[q], k)                                                       \
+                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a;                       \
                     }                                                                              \
                 }                                                                                  \
                 int64_t at = i * P + t0;                                                           \
@@ -237,7 +260,6 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
 #define LN2_LO 1.90821492927058770002e-10
 #define SHIFTER 6755399441055744.0 /* 1.5 * 2**52: adding it rounds to an integer */
 #define EXP_FLOOR -708.0           /* exp below this is < 3.3e-308: counted as 0 */
-#define LANES 8
 
 /*
  * exp(x) for x in [EXP_FLOOR, 0], branch-free so that it vectorises: x = k ln2 + r,
@@ -273,38 +295,26 @@ static inline double exp_nonpositive(double x)
 
 /*
  * Softmin of one image's pixel scores: sum(s w) / sum(w) with w = exp((low - s) / T)
- * over non-NaN s, where low is their minimum (the max shift of a softmax). Partial
- * sums run in LANES fixed lanes, combined in a fixed order: vectorised, deterministic.
+ * over non-NaN s, where low is their minimum (the max shift of a softmax). One
+ * vectorised loop; the SIMD reduction's order is fixed by the code, so the result
+ * depends only on the image, never on batching or workers.
  */
 #define DEFINE_SOFTMIN_ROW(NAME, T)                                                                \
-    static double NAME(const T *s, int64_t n, double low, double inv_t)                            \
+    static inline __attribute__((always_inline)) double NAME(const T *s, int64_t n, double low,   \
+                                                             double inv_t)                         \
     {                                                                                              \
-        double num[LANES] = {0}, den[LANES] = {0};                                                 \
-        int64_t q = 0;                                                                             \
-        for (; q + LANES <= n; q += LANES) {                                                       \
-            for (int j = 0; j < LANES; j++) {                                                      \
-                double v = (double)s[q + j];                                                       \
-                double x = (low - v) * inv_t;                                                      \
-                int keep = x >= EXP_FLOOR; /* false for NaN */                                     \
-                double w = exp_nonpositive(keep ? x : 0.0);                                        \
-                w = keep ? w : 0.0;                                                                \
-                num[j] += (keep ? v : 0.0) * w;                                                    \
-                den[j] += w;                                                                       \
-            }                                                                                      \
-        }                                                                                          \
-        for (int j = 0; q < n; q++, j++) {                                                         \
+        double num = 0.0, den = 0.0;                                                               \
+        _Pragma("omp simd reduction(+ : num, den)") for (int64_t q = 0; q < n; q++)                \
+        {                                                                                          \
             double v = (double)s[q];                                                               \
             double x = (low - v) * inv_t;                                                          \
-            if (x >= EXP_FLOOR) {                                                                  \
-                double w = exp_nonpositive(x);                                                     \
-                num[j] += v * w;                                                                   \
-                den[j] += w;                                                                       \
-            }                                                                                      \
+            int keep = x >= EXP_FLOOR; /* false for NaN */                                         \
+            double e = exp_nonpositive(keep ? x : 0.0);                                            \
+            double w = keep ? e : 0.0;                                                             \
+            num += (keep ? v : 0.0) * w;                                                           \
+            den += w;                                                                              \
         }                                                                                          \
-        double total_num = 0.0, total_den = 0.0;                                                   \
-        for (int j = 0; j < LANES; j++)                                                            \
-            total_num += num[j], total_den += den[j];                                              \
-        return total_num / total_den;                                                              \
+        return num / den;                                                                          \
     }
 
 DEFINE_SOFTMIN_ROW(softmin_row_f32, float)
@@ -319,12 +329,12 @@ DEFINE_SOFTMIN_ROW(softmin_row_f64, double)
             const T *row = s + i * P;                                                              \
             double low = INFINITY;                                                                 \
             int64_t count = 0;                                                                     \
-            for (int64_t q = 0; q < P; q++) {                                              \
+            _Pragma("omp simd reduction(+ : count) reduction(min : low)")                          \
+            for (int64_t q = 0; q < P; q++) {                                                      \
                 double v = (double)row[q];                                                         \
-                if (v == v) {                                                                      \
-                    count += 1;                                                                    \
-                    low = v < low ? v : low;                                                       \
-                }                                                                                  \
+                int ok = v == v;                                                                   \
+                count += ok;                                                                       \
+                low = ok && v < low ? v : low;                                                     \
             }                                                                                      \
             scored[i] = count;                                                                     \
             scores[i] = count ? ROW(row, P, low, 1.0 / temperature) : NAN;                         \
