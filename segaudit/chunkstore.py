@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numcodecs import Blosc
 
 _CNAME, _CLEVEL = "lz4", 5
 
 
-def _shuffle(dtype: np.dtype) -> tuple[str, int]:
+def _shuffle(dtype: np.dtype) -> str:
     """Byte shuffle suits multi-byte values; bit shuffle suits booleans and small ints."""
-    if dtype.itemsize == 1:
-        return "bitshuffle", Blosc.BITSHUFFLE
-    return "shuffle", Blosc.SHUFFLE
+    return "bitshuffle" if dtype.itemsize == 1 else "shuffle"
 
 
 def zarr_v3_metadata(shape: tuple[int, ...], dtype: np.dtype, shuffle: str) -> dict[str, Any]:
@@ -66,7 +63,10 @@ class ImageChunkedArray:
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
-        zarr_shuffle, blosc_shuffle = _shuffle(self.dtype)
+        from numcodecs import Blosc  # imported here: 45 ms that runs without arrays never pay
+
+        zarr_shuffle = _shuffle(self.dtype)
+        blosc_shuffle = Blosc.BITSHUFFLE if zarr_shuffle == "bitshuffle" else Blosc.SHUFFLE
         self.fill_value = np.nan if self.dtype.kind == "f" else 0
         self.path.mkdir(parents=True, exist_ok=True)
         metadata = zarr_v3_metadata(self.shape, self.dtype, zarr_shuffle)

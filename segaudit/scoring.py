@@ -463,6 +463,15 @@ def _csv_value(value: Any) -> Any:
     return "nan" if isinstance(value, float) and math.isnan(value) else value
 
 
+def median(values: np.ndarray) -> float:
+    """Median of a non-empty float array without NaN (np.median imports numpy.ma: 20 ms)."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
 def score_summary(
     result: ImageScores, base: dict[str, Any] | None, info: dict[str, Any]
 ) -> dict[str, Any]:
@@ -475,7 +484,7 @@ def score_summary(
         "images": layout.num_images,
         "images_without_scored_pixels": int(len(result.unscored)),
         "min": float(scores.min()) if scores.size else None,
-        "median": float(np.median(scores)) if scores.size else None,
+        "median": median(scores) if scores.size else None,
         "max": float(scores.max()) if scores.size else None,
         "pixel_scores": info["pixel_scores"],
         "scan": info["scan"],

@@ -18,6 +18,7 @@ from helpers import PARITY_CASES as CASES
 from helpers import make_probs, naive_issues, well_posed_case
 from typer.testing import CliRunner
 
+from segaudit import scoring
 from segaudit.api import get_label_quality_scores, issues_from_scores
 from segaudit.cli import app
 from segaudit.errors import InvalidInputError
@@ -375,3 +376,9 @@ def test_zarr_input(tmp_path):
     expected, _ = reference(labels, probs, "softmin")
     got = {r["image"]: r["score"] for r in json.loads(result.stdout)["worst_images"]}
     np.testing.assert_allclose([got[i] for i in range(3)], expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 6])
+def test_summary_median_matches_numpy(size):
+    values = np.random.default_rng(size).random(size)
+    assert scoring.median(values) == float(np.median(values))
