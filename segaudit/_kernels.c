@@ -422,14 +422,16 @@ DEFINE_SCORE(score_f16, uint16_t, float, READ_HALF, check_row_f32, softmin_row_f
 
 /*
  * One pass over a batch's compact arrays (flattened, n pixels): the histogram of the
- * self-confidences' top 16 bits and the mispredicted pixels' class and probability.
- * Ignored pixels (s is NaN) are skipped; returns how many mispredicted pixels were
- * written to mis_pred / mis_pmax.
+ * self-confidences' top 16 bits, and the records of the mispredicted pixels (flat
+ * index, predicted class, its probability, self-confidence, given label; classes in
+ * pred's width). Ignored pixels (s is NaN) are skipped; returns how many records
+ * were written.
  */
 #define DEFINE_SUMMARIZE(NAME, T, UINT)                                                            \
     EXPORT int64_t NAME(const void *pred, int pred_wide, const T *pmax, const T *s,                \
-                        const void *labels, int ltype, int64_t n, int64_t *hist, void *mis_pred,   \
-                        T *mis_pmax)                                                               \
+                        const void *labels, int ltype, int64_t n, int64_t *hist,                   \
+                        int64_t *mis_index, void *mis_pred, T *mis_pmax, T *mis_s,                 \
+                        void *mis_label)                                                           \
     {                                                                                              \
         int64_t found = 0;                                                                         \
         int64_t lab[4096];                                                                         \
@@ -448,11 +450,16 @@ DEFINE_SCORE(score_f16, uint16_t, float, READ_HALF, check_row_f32, softmin_row_f
                 int64_t predicted =                                                                \
                     pred_wide ? ((const uint16_t *)pred)[p] : ((const uint8_t *)pred)[p];          \
                 if (predicted != given) {                                                          \
-                    if (pred_wide)                                                                 \
+                    if (pred_wide) {                                                               \
                         ((uint16_t *)mis_pred)[found] = (uint16_t)predicted;                       \
-                    else                                                                           \
+                        ((uint16_t *)mis_label)[found] = (uint16_t)given;                          \
+                    } else {                                                                       \
                         ((uint8_t *)mis_pred)[found] = (uint8_t)predicted;                         \
+                        ((uint8_t *)mis_label)[found] = (uint8_t)given;                            \
+                    }                                                                              \
+                    mis_index[found] = p;                                                          \
                     mis_pmax[found] = pmax[p];                                                     \
+                    mis_s[found] = v;                                                              \
                     found += 1;                                                                    \
                 }                                                                                  \
             }                                                                                      \

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -106,6 +105,12 @@ def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]
     return Layout(n, k, h, w, pdtype)
 
 
+# The mispredicted pixels of one batch: flat index within the batch, predicted class,
+# its probability, self-confidence and given label (see kernels.summarize).
+Records = dict[str, np.ndarray]
+RECORD_FIELDS = ("index", "pred", "pmax", "s", "label")
+
+
 class Sink(Protocol):
     """Where the pass puts per-pixel arrays: Zarr in a run directory, or memory."""
 
@@ -115,9 +120,11 @@ class Sink(Protocol):
 
     def get(self, name: str) -> Any: ...
 
-    def add_records(self, start: int, pred: np.ndarray, pmax: np.ndarray) -> None: ...
+    def add_records(self, start: int, records: Records) -> None: ...
 
-    def records(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+    def records(self, start: int, fields: tuple[str, ...]) -> Records: ...
+
+    def record_starts(self) -> list[int]: ...
 
 
 class MemorySink:
@@ -125,7 +132,7 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
-        self._records: list[tuple[np.ndarray, np.ndarray]] = []
+        self._records: dict[int, Records] = {}
 
     def create(self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False) -> Any:
         self.arrays[name] = np.empty(shape, dtype)
@@ -134,11 +141,14 @@ class MemorySink:
     def get(self, name: str) -> Any:
         return self.arrays[name]
 
-    def add_records(self, start: int, pred: np.ndarray, pmax: np.ndarray) -> None:
-        self._records.append((pred, pmax))
+    def add_records(self, start: int, records: Records) -> None:
+        self._records[start] = records
 
-    def records(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        yield from self._records
+    def records(self, start: int, fields: tuple[str, ...]) -> Records:
+        return {name: self._records[start][name] for name in fields}
+
+    def record_starts(self) -> list[int]:
+        return sorted(self._records)
 
 
 @dataclass
@@ -359,21 +369,20 @@ def process_batch(
         cl_labels = small_labels.reshape(labels.shape[0], -1)
         small_shape = (labels.shape[0], *small_labels.shape[1:])
         sink.get("cl_scores")[start:stop] = cl.s.reshape(small_shape)
-    hist, mis_pred, mis_pmax = summarize(cl, cl_labels)
-    sink.add_records(start, mis_pred, mis_pmax)
+    hist, records = summarize(cl, cl_labels)
+    sink.add_records(start, records)
     return BatchResult(start, cl.class_sum, cl.class_count, hist, softmin, scored, full.problems)
 
 
-def summarize(cl: PixelPass, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Histogram of self-confidence keys, and the mispredicted pixels' (class, probability)."""
+def summarize(cl: PixelPass, labels: np.ndarray) -> tuple[np.ndarray, Records]:
+    """Histogram of self-confidence keys, and the mispredicted pixels' records."""
     s = cl.s.ravel()
     hist = np.zeros(HIST_BINS, np.int64)
-    mis_pred = WORKSPACE.get("mis-pred", s.shape, cl.pred.dtype)
-    mis_pmax = WORKSPACE.get("mis-pmax", s.shape, cl.pmax.dtype)
-    found = kernels.summarize(
-        cl.pred.ravel(), cl.pmax.ravel(), s, labels.ravel(), hist, mis_pred, mis_pmax
-    )
-    return hist, mis_pred[:found].copy(), mis_pmax[:found].copy()
+    types = {"index": np.int64, "pred": cl.pred.dtype, "pmax": s.dtype, "s": s.dtype}
+    types["label"] = cl.pred.dtype
+    buffers = {name: WORKSPACE.get(f"mis-{name}", s.shape, types[name]) for name in RECORD_FIELDS}
+    found = kernels.summarize(cl.pred.ravel(), cl.pmax.ravel(), s, labels.ravel(), hist, buffers)
+    return hist, {name: buffer[:found].copy() for name, buffer in buffers.items()}
 
 
 def plan_batches(

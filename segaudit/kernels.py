@@ -71,7 +71,7 @@ _SOFTMIN = {
     np.dtype(np.float32): _declare("softmin_images_f32", None, _P, _I64, _I64, _F64, _P, _P),
     np.dtype(np.float64): _declare("softmin_images_f64", None, _P, _I64, _I64, _F64, _P, _P),
 }
-_SUMMARIZE_ARGS = (_P, _INT, _P, _P, _P, _INT, _I64, _P, _P, _P)
+_SUMMARIZE_ARGS = (_P, _INT, _P, _P, _P, _INT, _I64, _P, _P, _P, _P, _P, _P)
 _SUMMARIZE = {
     np.dtype(np.float32): _declare("summarize_f32", _I64, *_SUMMARIZE_ARGS),
     np.dtype(np.float64): _declare("summarize_f64", _I64, *_SUMMARIZE_ARGS),
@@ -258,18 +258,19 @@ def summarize(
     s: np.ndarray,
     labels: np.ndarray,
     hist: np.ndarray,
-    mis_pred: np.ndarray,
-    mis_pmax: np.ndarray,
+    records: dict[str, np.ndarray],
 ) -> int:
     """One pass over a batch's compact arrays (flattened): the histogram of the
-    self-confidences' top 16 bits and the mispredicted pixels' class and probability.
+    self-confidences' top 16 bits and the records of the mispredicted pixels.
 
-    Ignored pixels (s is NaN) are skipped; returns how many mispredicted pixels were
-    written to ``mis_pred``/``mis_pmax``.
+    ``records`` holds buffers as long as ``s``: ``index`` (int64 flat index), ``pred``
+    and ``label`` (pred's type), ``pmax`` and ``s`` (s's type). Ignored pixels (s is
+    NaN) are skipped; returns how many records were written.
     """
     labels, label_ptr, ltype = labels_arg(labels)
-    if mis_pred.dtype != pred.dtype or len(mis_pred) < len(s) or len(mis_pmax) < len(s):
-        raise ValueError("summarize needs mispredicted buffers as long as s, of pred's type")
+    n = len(s)
+    if any(len(buffer) < n for buffer in records.values()):
+        raise ValueError("summarize needs record buffers as long as s")
     return int(
         _SUMMARIZE[s.dtype](
             ptr(pred),
@@ -278,9 +279,12 @@ def summarize(
             ptr(s),
             label_ptr,
             ltype,
-            len(s),
+            n,
             ptr(hist, np.int64),
-            ptr(mis_pred),
-            ptr(mis_pmax, s.dtype),
+            ptr(records["index"], np.int64),
+            ptr(records["pred"], pred.dtype),
+            ptr(records["pmax"], s.dtype),
+            ptr(records["s"], s.dtype),
+            ptr(records["label"], pred.dtype),
         )
     )

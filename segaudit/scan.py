@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from segaudit.engine import (
     Layout,
     Params,
     PassStats,
+    Records,
     Sink,
     check_inputs,
     stream,
@@ -47,6 +47,7 @@ class RunSink:
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, Any] = {}
+        self._starts: set[int] = set()
 
     def create(self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False) -> Any:
         if scratch:
@@ -59,14 +60,19 @@ class RunSink:
     def get(self, name: str) -> Any:
         return self.arrays[name]
 
-    def add_records(self, start: int, pred: np.ndarray, pmax: np.ndarray) -> None:
-        np.save(self.scratch_dir / f"records-{start:012d}-pred.npy", pred)
-        np.save(self.scratch_dir / f"records-{start:012d}-pmax.npy", pmax)
+    def _record_path(self, start: int, name: str) -> Path:
+        return self.scratch_dir / f"records-{start:012d}-{name}.npy"
 
-    def records(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for pred_path in sorted(self.scratch_dir.glob("records-*-pred.npy")):
-            pmax_path = pred_path.with_name(pred_path.name.replace("-pred", "-pmax"))
-            yield np.load(pred_path), np.load(pmax_path)
+    def add_records(self, start: int, records: Records) -> None:
+        for name, values in records.items():
+            np.save(self._record_path(start, name), values)
+        self._starts.add(start)
+
+    def records(self, start: int, fields: tuple[str, ...]) -> Records:
+        return {name: np.load(self._record_path(start, name)) for name in fields}
+
+    def record_starts(self) -> list[int]:
+        return sorted(self._starts)
 
     def discard_scratch(self) -> None:
         self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, np.memmap)}

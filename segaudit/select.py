@@ -33,8 +33,10 @@ def count_issues(sink: Sink, class_thresholds: np.ndarray) -> int:
     """m: mispredicted pixels whose predicted-class probability reaches that class's threshold."""
     limits = class_thresholds - COMPARISON_MARGIN
     total = 0
-    for pred, pmax in sink.records():
-        total += int(np.count_nonzero(pmax.astype(np.float64) >= limits[pred]))
+    for start in sink.record_starts():
+        records = sink.records(start, ("pred", "pmax"))
+        reached = records["pmax"].astype(np.float64) >= limits[records["pred"]]
+        total += int(np.count_nonzero(reached))
     return total
 
 
@@ -118,8 +120,11 @@ def write_issues(
 ) -> IssueCounts:
     """Cross-check candidates at full resolution and write the ``issues`` array.
 
-    Batches run on ``workers`` threads, except when ties at the cut must be shared out
-    in flat order; then they run in image order.
+    Issues are candidates whose prediction differs from the given label, so at full
+    resolution, with no ties at the cut to share out, they come straight from the
+    mispredicted pixels' records. Otherwise the stored scores, labels and predictions
+    are read back. Batches run on ``workers`` threads, except when ties at the cut
+    must be shared out in flat order; then they run in image order.
     """
     layout = stats.layout
     k = layout.num_classes
@@ -129,13 +134,18 @@ def write_issues(
 
     def one_batch(bounds: tuple[int, int], tie_offset: int) -> tuple[int, int, np.ndarray, int]:
         lo, hi = bounds
-        issues, labels, pred, used = _batch_issues(
-            sink, lo, hi, cut, tie_offset, downsample, ignore
-        )
-        sink.get("issues")[lo:hi] = issues
+        if downsample == 1 and cut.ties is None:
+            issues, labels, pred = _issues_from_records(sink, lo, hi, cut, layout.pixels)
+            used = 0
+        else:
+            issues, labels, pred, used = _batch_issues(
+                sink, lo, hi, cut, tie_offset, downsample, ignore
+            )
+            labels, pred = labels[issues], pred[issues]
+        sink.get("issues")[lo:hi] = issues.reshape(hi - lo, layout.height, layout.width)
         counts.per_image[lo:hi] = issues.reshape(hi - lo, -1).sum(axis=1)
-        given = np.bincount(labels[issues].astype(np.intp), minlength=k)[:k]
-        predicted = np.bincount(pred[issues].astype(np.intp), minlength=k)[:k]
+        given = np.bincount(labels.astype(np.intp), minlength=k)[:k]
+        predicted = np.bincount(pred.astype(np.intp), minlength=k)[:k]
         return lo, hi, np.stack([given, predicted]), used
 
     def fold(result: tuple[int, int, np.ndarray, int]) -> int:
@@ -155,6 +165,22 @@ def write_issues(
             for result in pool.map(lambda bounds: one_batch(bounds, 0), stats.batches):
                 fold(result)
     return counts
+
+
+def _issues_from_records(
+    sink: Sink, lo: int, hi: int, cut: Cut, pixels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Issue mask (flat) of images lo:hi from their mispredicted pixels' records, and
+    the given and predicted classes of its pixels. Only valid at full resolution with
+    no ties at the cut (every record with a key up to the cut's is an issue)."""
+    issues = np.zeros((hi - lo) * pixels, bool)
+    records = sink.records(lo, ("index", "s", "pred", "label"))
+    if cut.count == 0:
+        chosen = np.zeros(len(records["s"]), bool)
+    else:
+        chosen = (score_bits(records["s"]) >> cut.shift) <= cut.key
+    issues[records["index"][chosen]] = True
+    return issues, records["label"][chosen], records["pred"][chosen]
 
 
 def _batch_issues(
