@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from segaudit.rundir import start_writeback
+
 _CNAME, _CLEVEL = "lz4", 5
 
 
@@ -88,6 +90,8 @@ class ImageChunkedArray:
             encoded = self._codec.encode(value[offset])
             with open(path, "wb") as handle:
                 handle.write(encoded)
+                handle.flush()
+                start_writeback(handle.fileno())
 
     def __getitem__(self, key: slice) -> np.ndarray:
         start, stop = self._bounds(key)

@@ -220,6 +220,21 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages to disk now, without waiting.
+
+    The flush before publishing (:func:`_sync_tree`) then finds most of the run's data
+    already on disk instead of writing it all at the end. A hint: ignored where
+    unsupported.
+    """
+    sync_file_range = getattr(_LIBC, "sync_file_range", None)
+    if sync_file_range is not None:
+        sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+
+
 def _sync_tree(path: Path) -> None:
     """Flush everything written under ``path`` to disk before it is published.
 
