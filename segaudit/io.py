@@ -67,8 +67,12 @@ class ArraySource:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Images ``start:stop`` as a C-contiguous numpy array (a view for ``.npy``)."""
+    def read(self, start: int, stop: int, populate: bool = True) -> np.ndarray:
+        """Images ``start:stop`` as a C-contiguous numpy array (a view for ``.npy``).
+
+        ``populate`` maps a memory-mapped batch in with one call; callers that will
+        touch only part of it pass False and let pages fault in as they are read.
+        """
         try:
             batch = np.ascontiguousarray(self.array[start:stop])
         except MemoryError:
@@ -83,7 +87,7 @@ class ArraySource:
                 "the store is corrupt or truncated, regenerate it."
             ) from None
         self.bytes_read += batch.nbytes
-        if self.kind == "npy":
+        if self.kind == "npy" and populate:
             self._populate(batch)
         return batch
 

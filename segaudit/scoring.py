@@ -183,7 +183,10 @@ def softmin_pass(
 
     def work(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
         lo, hi = bounds
-        label_batch, prob_batch = labels.read(lo, hi), probs.read(lo, hi)
+        # Class planes: the gather touches only the pages of each pixel's given class, so
+        # mapping the whole batch up front would cost more than it saves.
+        label_batch = labels.read(lo, hi)
+        prob_batch = probs.read(lo, hi, populate=params.channels_last)
         try:
             check_rows(lo, label_batch, prob_batch, params, layout, names)
             view = _rows_view(pixel_out, lo, hi, layout)

@@ -125,9 +125,9 @@ def test_scan_reads_pred_probs_exactly_once(dataset, tmp_path, monkeypatch):
     reads: list[tuple[str, int, int]] = []
     original = ArraySource.read
 
-    def counting_read(self, start, stop):
+    def counting_read(self, start, stop, **options):
         reads.append((self.path.name, start, stop))
-        return original(self, start, stop)
+        return original(self, start, stop, **options)
 
     monkeypatch.setattr(ArraySource, "read", counting_read)
     assert invoke("scan", folder, "-o", tmp_path / "run", "-q", "--batch-size", "3").exit_code == 0
