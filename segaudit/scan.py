@@ -30,6 +30,7 @@ from segaudit.engine import (
     Sink,
     check_inputs,
     stream,
+    sum_tolerance,
 )
 from segaudit.errors import InvalidInputError
 from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
@@ -128,10 +129,20 @@ def confident_learning(
     class_thresholds = thresholds(stats.class_sum, stats.class_count)
     m = count_issues(sink, class_thresholds)
     scores_name = "pixel_scores" if params.downsample == 1 else "cl_scores"
-    cut = find_cut(stats, m, lambda lo, hi: np.asarray(sink.get(scores_name)[lo:hi]))
+    layout = stats.layout
+    # Every pixel's top probability is at least (1 - tol) / K (its row sums to 1 within
+    # tol), so pixels scoring below that are all mispredicted: all in the records.
+    below_any_max = (1 - sum_tolerance(layout.num_classes, layout.dtype)) / layout.num_classes
+
+    def stored_scores(lo: int, hi: int) -> np.ndarray:
+        return np.asarray(sink.get(scores_name)[lo:hi])
+
+    def mispredicted_scores(lo: int, hi: int) -> np.ndarray:
+        return sink.records(lo, ("s",))["s"]
+
+    cut = find_cut(stats, m, stored_scores, mispredicted_scores, below_any_max)
     stages["select"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    layout = stats.layout
     sink.create("issues", (layout.num_images, layout.height, layout.width), bool)
     progress.start("flagging issues", layout.num_images)
     counts = write_issues(

@@ -66,12 +66,24 @@ class Cut:
         return inside | take.reshape(scores.shape), int(flat.sum())
 
 
-def find_cut(stats: PassStats, m: int, read_scores: Callable[[int, int], np.ndarray]) -> Cut:
-    """The exact rule selecting the m lowest scores, looking at stored scores only as needed."""
+def find_cut(
+    stats: PassStats,
+    m: int,
+    read_scores: Callable[[int, int], np.ndarray],
+    read_mispredicted: Callable[[int, int], np.ndarray] | None = None,
+    below_any_max: float = 0.0,
+) -> Cut:
+    """The exact rule selecting the m lowest scores, looking at stored scores only as needed.
+
+    Scores below ``below_any_max`` (a bound under every pixel's top probability) belong
+    to mispredicted pixels only, so a boundary bin entirely below it is refined from
+    ``read_mispredicted`` (the records' scores of a batch) instead of every stored score.
+    """
     if m == 0:
         return Cut(0, 0, None, 0)
     hist, need = stats.s_hist, m
-    shift = score_key_shift(np.dtype(stats.layout.score_dtype))
+    score_dtype = np.dtype(stats.layout.score_dtype)
+    shift = score_key_shift(score_dtype)
     prefix = 0
     while True:
         cumulative = np.cumsum(hist)
@@ -83,8 +95,17 @@ def find_cut(stats: PassStats, m: int, read_scores: Callable[[int, int], np.ndar
             return Cut(prefix, shift, None, m)
         if shift == 0:
             return Cut(prefix, 0, need, m)
-        hist = _refine(stats, prefix, shift, read_scores)
+        reader = read_scores
+        if read_mispredicted is not None and _bin_top(prefix, shift, score_dtype) <= below_any_max:
+            reader = read_mispredicted
+        hist = _refine(stats, prefix, shift, reader)
         shift -= 16
+
+
+def _bin_top(prefix: int, shift: int, score_dtype: np.dtype) -> float:
+    """The value just above a histogram bin: every score in the bin is below it."""
+    bits = np.array([(prefix + 1) << shift], np.uint32 if score_dtype.itemsize == 4 else np.uint64)
+    return float(bits.view(score_dtype)[0])
 
 
 def _refine(

@@ -8,6 +8,7 @@ from cleanlab.segmentation.filter import find_label_issues as cleanlab_find_labe
 from helpers import PARITY_CASES as CASES
 from helpers import naive_issues, well_posed_case
 
+from segaudit import select
 from segaudit.api import find_label_issues
 
 
@@ -159,3 +160,30 @@ def test_mode_pooling_breaks_vote_ties_to_the_smaller_class():
     assert pool_labels(block, 2, "mode", 255)[0, 0, 0] == 2
     assert pool_labels(np.full((1, 2, 2), 255), 2, "mode", 255)[0, 0, 0] == 255
     assert pool_labels(np.array([[[0, 1], [1, 1]]]), 2, "mean", None)[0, 0, 0] == 1
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "h", "w", "dtype", "downsample", "reader"),
+    [
+        (4, 19, 16, 24, "float32", 1, "mispredicted_scores"),
+        (4, 5, 16, 24, "float16", 1, "mispredicted_scores"),
+        (3, 5, 16, 16, "float32", 2, "stored_scores"),
+    ],
+)
+def test_cut_refinement_reads_records_below_every_top_probability(
+    monkeypatch, n, k, h, w, dtype, downsample, reader
+):
+    # Below (1 - tol) / K every pixel is mispredicted, so a boundary bin there is refined
+    # from the mispredicted pixels' records alone; above it, from every stored score.
+    readers = []
+    original = select._refine
+
+    def spy(stats, prefix, shift, read_scores):
+        readers.append(read_scores.__name__)
+        return original(stats, prefix, shift, read_scores)
+
+    monkeypatch.setattr(select, "_refine", spy)
+    labels, probs, _ = well_posed_case(n, k, h, w, dtype, downsample=downsample)
+    got = find_label_issues(labels, probs, downsample=downsample, label_pooling="mean")
+    assert np.array_equal(got, reference(labels, probs, downsample=downsample))
+    assert readers == [reader]
