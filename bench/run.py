@@ -549,10 +549,10 @@ def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
         "score w=2 speed-up vs cleanlab softmin", "cl_score_big", "score_w2_big", "cleanlab / score"
     )
     speed(
-        "score w=1 --no-pixel-scores speed-up vs cleanlab softmin",
+        "score w=1 --pixel-scores speed-up vs cleanlab softmin",
         "cl_score_big",
-        "score_nopx_big",
-        "cleanlab / score without writing pixel_scores.zarr",
+        "score_px_big",
+        "cleanlab / score also writing pixel_scores.zarr",
     )
     speed("score w=1 / read pass", "score_w1_big", "read_big", "1.0 = as fast as one plain read")
     speed("score w=2 / read pass", "score_w2_big", "read_big", "1.0 = as fast as one plain read")
@@ -757,17 +757,15 @@ def main(argv: list[str] | None = None) -> int:
                         work_from="summary",
                     )
                 if "--no-pixel-scores" in score_help:
-                    nopx = RUNS / f"score-{role}-nopx"
                     bench.measure(
-                        f"score_nopx_{role}",
-                        "segaudit score softmin --workers 1 --no-pixel-scores",
+                        f"score_px_{role}",
+                        "segaudit score softmin --workers 1 --pixel-scores",
                         ds,
-                        score_cmd(ds, nopx, 1, score_help, "--no-pixel-scores"),
+                        score_cmd(ds, RUNS / f"score-{role}-px", 1, score_help, "--pixel-scores"),
                         warm_paths=ds.files(),
-                        run_dir=nopx,
+                        run_dir=RUNS / f"score-{role}-px",
                         work_from="summary",
                     )
-                    shutil.rmtree(nopx, ignore_errors=True)
                 shutil.rmtree(score_runs[2], ignore_errors=True)
             else:
                 for w in (1, 2):
@@ -841,13 +839,13 @@ def main(argv: list[str] | None = None) -> int:
                     checks["scan image softmin scores vs cleanlab, big"] = run_check(
                         helper("compare.py", "scores", scan_run, f"{prefix}-image.npy")
                     )
-                score_row = bench.rows.get("score_w1_big")
+                score_row = bench.rows.get("score_px_big")
                 if score_row is not None and score_row.status == "ok":
                     checks["score image + pixel scores vs cleanlab, big"] = run_check(
                         helper(
                             "compare.py",
                             "scores",
-                            RUNS / "score-big-w1",
+                            RUNS / "score-big-px",
                             f"{prefix}-image.npy",
                             f"{prefix}-pixel.npy",
                         )
