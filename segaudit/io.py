@@ -9,7 +9,6 @@ files are only ever opened read-only.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import hashlib
 import math
 import mmap
@@ -27,6 +26,7 @@ from segaudit.errors import (
     InvalidInputError,
     UnreadableStoreError,
 )
+from segaudit.libc import LIBC
 
 STORE_NAMES = ("labels", "pred_probs", "images")
 _PAGE = mmap.PAGESIZE
@@ -34,12 +34,6 @@ _MADV_DONTNEED = 4
 _MADV_POPULATE_READ = 22  # Linux 5.14+: map a whole range in one call instead of page by page
 
 
-def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name, use_errno=True) if name else None
-
-
-_LIBC = _libc()
 
 
 @dataclass
@@ -93,21 +87,21 @@ class ArraySource:
 
     def _populate(self, batch: np.ndarray) -> None:
         """Fault a mapped batch in with one call; per-page faults cost more than the kernel."""
-        if _LIBC is None or batch.nbytes < 2 * _PAGE:
+        if LIBC is None or batch.nbytes < 2 * _PAGE:
             return
         first = batch.ctypes.data // _PAGE * _PAGE
         length = batch.ctypes.data + batch.nbytes - first
-        _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(length), _MADV_POPULATE_READ)
+        LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(length), _MADV_POPULATE_READ)
 
     def release(self, batch: np.ndarray) -> None:
         """Drop a processed batch's mapped pages from this process (page cache stays)."""
-        if self.kind != "npy" or _LIBC is None or batch.nbytes < 2 * _PAGE:
+        if self.kind != "npy" or LIBC is None or batch.nbytes < 2 * _PAGE:
             return
         start = batch.ctypes.data
         first = (start + _PAGE - 1) // _PAGE * _PAGE
         last = (start + batch.nbytes) // _PAGE * _PAGE
         if last > first:
-            _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+            LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
     def fingerprint(self) -> dict[str, Any]:
         """Size, modification time and a content hash of the store's edges, to detect changes."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
+from segaudit.libc import LIBC
 
 if TYPE_CHECKING:
     import zarr
@@ -182,18 +182,12 @@ def _strerror(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
-def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name, use_errno=True) if name else None
-
-
-_LIBC = _libc()
 _RENAME_EXCHANGE = 2
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths with renameat2; False where unsupported."""
-    renameat2 = getattr(_LIBC, "renameat2", None)
+    renameat2 = getattr(LIBC, "renameat2", None)
     if renameat2 is None:
         return False
     at_fdcwd = -100
@@ -230,7 +224,7 @@ def start_writeback(fd: int) -> None:
     already on disk instead of writing it all at the end. A hint: ignored where
     unsupported.
     """
-    sync_file_range = getattr(_LIBC, "sync_file_range", None)
+    sync_file_range = getattr(LIBC, "sync_file_range", None)
     if sync_file_range is not None:
         sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
 
@@ -242,7 +236,7 @@ def _sync_tree(path: Path) -> None:
     ``summary.json`` exists but whose arrays are empty. One ``syncfs`` call flushes
     the file system holding ``path``; elsewhere each file and folder is fsynced.
     """
-    syncfs = getattr(_LIBC, "syncfs", None)
+    syncfs = getattr(LIBC, "syncfs", None)
     if syncfs is not None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:

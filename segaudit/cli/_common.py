@@ -7,17 +7,40 @@ import math
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from segaudit.errors import SegauditError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(stderr=False, soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+class LazyConsole:
+    """A Rich console made on first use: importing Rich costs more than a quiet run's
+    whole output, which is nothing."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+console = LazyConsole(stderr=False, soft_wrap=True)
+err_console = LazyConsole(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -82,7 +105,7 @@ class RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            console=err_console,
+            console=err_console.real,
             transient=True,
         )
         self._task: Any = None
