@@ -18,3 +18,18 @@ def _load() -> Any:
 
 
 LIBC = _load()
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages to disk now, without waiting.
+
+    The flush before a run is published (``rundir._sync_tree``) then finds most of the
+    run's data already on disk instead of writing it all at the end. A hint: ignored
+    where unsupported.
+    """
+    sync_file_range = getattr(LIBC, "sync_file_range", None)
+    if sync_file_range is not None:
+        sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)

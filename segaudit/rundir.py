@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segaudit.chunkstore import blosc_shuffle
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 from segaudit.libc import LIBC
 
@@ -68,7 +69,7 @@ def create_array(path: Path, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
     from zarr.codecs import BloscCodec
 
     dtype = np.dtype(dtype)
-    shuffle = "bitshuffle" if dtype.itemsize == 1 else "shuffle"
+    shuffle = blosc_shuffle(dtype)
     chunks = (1, *shape[1:]) if len(shape) > 1 else shape
     return zarr.create_array(
         store=str(path),
@@ -212,21 +213,6 @@ def _fsync_directory(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages to disk now, without waiting.
-
-    The flush before publishing (:func:`_sync_tree`) then finds most of the run's data
-    already on disk instead of writing it all at the end. A hint: ignored where
-    unsupported.
-    """
-    sync_file_range = getattr(LIBC, "sync_file_range", None)
-    if sync_file_range is not None:
-        sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
 
 
 def _sync_tree(path: Path) -> None:

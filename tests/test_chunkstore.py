@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec
 
-from segaudit.chunkstore import ImageChunkedArray
+from segaudit.chunkstore import ImageChunkedArray, blosc_shuffle
 
 
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16", "int32", "float32", "float64"])
@@ -20,7 +20,7 @@ def test_metadata_equals_zarrs_own_and_zarr_reads_the_chunks(tmp_path, dtype):
     ours = ImageChunkedArray(tmp_path / "ours.zarr", shape, dtype)
     ours[0:3] = data[0:3]
     ours[3:5] = data[3:5]
-    shuffle = "bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"
+    shuffle = blosc_shuffle(dtype)
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     zarr.create_array(
         store=str(tmp_path / "theirs.zarr"),
