@@ -78,9 +78,28 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
     }
 }
 
-/* The given label's probability where the label is valid: s, and the per-image sums
- * for the thresholds. Ignored and invalid labels give NaN. */
-#define LABEL_STEP(T, VALUE_AT)                                                                    \
+/*
+ * What a scan kernel adds up besides the per-pixel arrays (see segaudit.kernels.Summary):
+ * per image the lowest score and the number of scored pixels (for the softmin), and,
+ * when hist is not NULL, the histogram of the scores' top 16 bits and the records of
+ * the mispredicted pixels (flat index in the batch, predicted class, its probability,
+ * score, given label; classes in pred's width), appended at "found".
+ */
+typedef struct {
+    int64_t *hist;
+    int64_t *index;
+    void *pred;
+    void *pmax;
+    void *s;
+    void *label;
+    int64_t found;
+    double *low;
+    int64_t *count;
+} Summary;
+
+/* The given label's probability where the label is valid: s, the per-image sums for
+ * the thresholds, and the summary. Ignored and invalid labels give NaN. */
+#define LABEL_STEP(T, UINT, VALUE_AT)                                                              \
     {                                                                                              \
         int64_t label = lab[q];                                                                    \
         if (has_ignore && label == ignore) {                                                       \
@@ -93,6 +112,26 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
             s[at + q] = value;                                                                     \
             class_sum[i * K + label] += (double)value;                                             \
             class_cnt[i * K + label] += 1;                                                         \
+            sm->low[i] = (double)value < sm->low[i] ? (double)value : sm->low[i];                  \
+            sm->count[i] += 1;                                                                     \
+            if (sm->hist) {                                                                        \
+                UINT key;                                                                          \
+                memcpy(&key, &value, sizeof key);                                                  \
+                sm->hist[key >> (sizeof(UINT) * 8 - 16)] += 1;                                     \
+                if (arg[q] != label) {                                                             \
+                    int64_t r = sm->found++;                                                       \
+                    sm->index[r] = at + q;                                                         \
+                    if (pred_wide) {                                                               \
+                        ((uint16_t *)sm->pred)[r] = (uint16_t)arg[q];                              \
+                        ((uint16_t *)sm->label)[r] = (uint16_t)label;                              \
+                    } else {                                                                       \
+                        ((uint8_t *)sm->pred)[r] = (uint8_t)arg[q];                                \
+                        ((uint8_t *)sm->label)[r] = (uint8_t)label;                                \
+                    }                                                                              \
+                    ((T *)sm->pmax)[r] = pmax[at + q];                                             \
+                    ((T *)sm->s)[r] = value;                                                       \
+                }                                                                                  \
+            }                                                                                      \
         }                                                                                          \
     }
 
@@ -112,11 +151,11 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
  * counts malformed values so validation costs no extra pass. Walks the class planes in
  * tiles of pixels small enough that a tile's K planes stay in cache.
  */
-#define DEFINE_SCAN(NAME, T)                                                                       \
+#define DEFINE_SCAN(NAME, T, UINT)                                                                 \
     EXPORT HOT int NAME(const T *probs, int64_t b, int64_t K, int64_t P, const void *labels,       \
                         int ltype, int64_t ignore, int has_ignore, double tol, int64_t tile,       \
                         int check_sums, void *pred, int pred_wide, T *pmax, T *s,                  \
-                        double *class_sum, int64_t *class_cnt, int64_t *problems)                  \
+                        double *class_sum, int64_t *class_cnt, int64_t *problems, Summary *sm)     \
     {                                                                                              \
         T *best = malloc(tile * sizeof(T)), *low = malloc(tile * sizeof(T));                       \
         T *tot = malloc(tile * sizeof(T));                                                         \
@@ -128,6 +167,7 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
         }                                                                                          \
         for (int64_t i = 0; i < b; i++) {                                                          \
             const T *img = probs + i * K * P;                                                      \
+            sm->low[i] = INFINITY, sm->count[i] = 0;                                               \
             for (int64_t t0 = 0; t0 < P; t0 += tile) {                                             \
                 int64_t n = P - t0 < tile ? P - t0 : tile;                                         \
                 T *restrict bst = best, *restrict lw = low, *restrict tt = tot;                    \
@@ -172,7 +212,7 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
                         note(problems, NEGATIVE, at + q);                                          \
                     else if (check_sums && fabs((double)total - 1.0) > tol)                        \
                         note(problems, BAD_SUM, at + q);                                           \
-                    LABEL_STEP(T, img[label * P + t0 + q])                                         \
+                    LABEL_STEP(T, UINT, img[label * P + t0 + q])                                         \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -180,8 +220,8 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
         return 0;                                                                                  \
     }
 
-DEFINE_SCAN(scan_f32, float)
-DEFINE_SCAN(scan_f64, double)
+DEFINE_SCAN(scan_f32, float, uint32_t)
+DEFINE_SCAN(scan_f64, double, uint64_t)
 
 static inline uint16_t half_bits(uint16_t v)
 {
@@ -198,7 +238,8 @@ static inline uint16_t half_bits(uint16_t v)
 EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int64_t K, int64_t P,
                         const void *labels, int ltype, int64_t ignore, int has_ignore, double tol,
                         int64_t tile, int check_sums, void *pred, int pred_wide, float *pmax,
-                        float *s, double *class_sum, int64_t *class_cnt, int64_t *problems)
+                        float *s, double *class_sum, int64_t *class_cnt, int64_t *problems,
+                        Summary *sm)
 {
     uint16_t *best = malloc(tile * sizeof(uint16_t)), *worst = malloc(tile * sizeof(uint16_t));
     float *tot = malloc(tile * sizeof(float));
@@ -211,6 +252,7 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
     const float rescale = 0x1p112f;
     for (int64_t i = 0; i < b; i++) {
         const uint16_t *img = bits + i * K * P;
+        sm->low[i] = INFINITY, sm->count[i] = 0;
         for (int64_t t0 = 0; t0 < P; t0 += tile) {
             int64_t n = P - t0 < tile ? P - t0 : tile;
             uint16_t *restrict bst = best, *restrict wst = worst;
@@ -245,7 +287,7 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
                     note(problems, NONFINITE, at + q);
                 else if (check_sums && fabs((double)tot[q] - 1.0) > tol)
                     note(problems, BAD_SUM, at + q);
-                LABEL_STEP(float, table[half_bits(img[label * P + t0 + q])])
+                LABEL_STEP(float, uint32_t, table[half_bits(img[label * P + t0 + q])])
             }
         }
     }
@@ -320,25 +362,14 @@ static inline double exp_nonpositive(double x)
 DEFINE_SOFTMIN_ROW(softmin_row_f32, float)
 DEFINE_SOFTMIN_ROW(softmin_row_f64, double)
 
-/* Per-image softmin of s (b, P); NaN entries skipped; images with none get NaN. */
+/* Per-image softmin of s (b, P) from each image's lowest score and number of scored
+ * pixels (counted by the scan kernel); NaN entries skipped; images with none get NaN. */
 #define DEFINE_SOFTMIN_IMAGES(NAME, T, ROW)                                                        \
-    EXPORT HOT void NAME(const T *s, int64_t b, int64_t P, double temperature, double *scores,     \
-                         int64_t *scored)                                                          \
+    EXPORT HOT void NAME(const T *s, int64_t b, int64_t P, double temperature,                     \
+                         const double *low, const int64_t *count, double *scores)                  \
     {                                                                                              \
-        for (int64_t i = 0; i < b; i++) {                                                          \
-            const T *row = s + i * P;                                                              \
-            double low = INFINITY;                                                                 \
-            int64_t count = 0;                                                                     \
-            _Pragma("omp simd reduction(+ : count) reduction(min : low)")                          \
-            for (int64_t q = 0; q < P; q++) {                                                      \
-                double v = (double)row[q];                                                         \
-                int ok = v == v;                                                                   \
-                count += ok;                                                                       \
-                low = ok && v < low ? v : low;                                                     \
-            }                                                                                      \
-            scored[i] = count;                                                                     \
-            scores[i] = count ? ROW(row, P, low, 1.0 / temperature) : NAN;                         \
-        }                                                                                          \
+        for (int64_t i = 0; i < b; i++)                                                            \
+            scores[i] = count[i] ? ROW(s + i * P, P, low[i], 1.0 / temperature) : NAN;             \
     }
 
 DEFINE_SOFTMIN_IMAGES(softmin_images_f32, float, softmin_row_f32)
@@ -417,58 +448,6 @@ DEFINE_CHECK_ROW(check_row_f64, double)
 DEFINE_SCORE(score_f32, float, float, READ_PLAIN, check_row_f32, softmin_row_f32)
 DEFINE_SCORE(score_f64, double, double, READ_PLAIN, check_row_f64, softmin_row_f64)
 DEFINE_SCORE(score_f16, uint16_t, float, READ_HALF, check_row_f32, softmin_row_f32)
-
-/* ------------------------------------------------------------------ summarize */
-
-/*
- * One pass over a batch's compact arrays (flattened, n pixels): the histogram of the
- * self-confidences' top 16 bits, and the records of the mispredicted pixels (flat
- * index, predicted class, its probability, self-confidence, given label; classes in
- * pred's width). Ignored pixels (s is NaN) are skipped; returns how many records
- * were written.
- */
-#define DEFINE_SUMMARIZE(NAME, T, UINT)                                                            \
-    EXPORT int64_t NAME(const void *pred, int pred_wide, const T *pmax, const T *s,                \
-                        const void *labels, int ltype, int64_t n, int64_t *hist,                   \
-                        int64_t *mis_index, void *mis_pred, T *mis_pmax, T *mis_s,                 \
-                        void *mis_label)                                                           \
-    {                                                                                              \
-        int64_t found = 0;                                                                         \
-        int64_t lab[4096];                                                                         \
-        for (int64_t t0 = 0; t0 < n; t0 += 4096) {                                                 \
-            int64_t m = n - t0 < 4096 ? n - t0 : 4096;                                             \
-            load_labels(labels, ltype, t0, m, lab);                                                \
-            for (int64_t q = 0; q < m; q++) {                                                      \
-                int64_t p = t0 + q;                                                                \
-                T v = s[p];                                                                        \
-                if (v != v)                                                                        \
-                    continue;                                                                      \
-                UINT key;                                                                          \
-                memcpy(&key, &v, sizeof key);                                                      \
-                hist[key >> (sizeof(UINT) * 8 - 16)] += 1;                                         \
-                int64_t given = lab[q];                                                            \
-                int64_t predicted =                                                                \
-                    pred_wide ? ((const uint16_t *)pred)[p] : ((const uint8_t *)pred)[p];          \
-                if (predicted != given) {                                                          \
-                    if (pred_wide) {                                                               \
-                        ((uint16_t *)mis_pred)[found] = (uint16_t)predicted;                       \
-                        ((uint16_t *)mis_label)[found] = (uint16_t)given;                          \
-                    } else {                                                                       \
-                        ((uint8_t *)mis_pred)[found] = (uint8_t)predicted;                         \
-                        ((uint8_t *)mis_label)[found] = (uint8_t)given;                            \
-                    }                                                                              \
-                    mis_index[found] = p;                                                          \
-                    mis_pmax[found] = pmax[p];                                                     \
-                    mis_s[found] = v;                                                              \
-                    found += 1;                                                                    \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        return found;                                                                              \
-    }
-
-DEFINE_SUMMARIZE(summarize_f32, float, uint32_t)
-DEFINE_SUMMARIZE(summarize_f64, double, uint64_t)
 
 /* ------------------------------------------------------------------ module */
 

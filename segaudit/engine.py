@@ -211,6 +211,10 @@ class PixelPass:
     class_sum: np.ndarray
     class_count: np.ndarray
     problems: np.ndarray
+    low: np.ndarray  # (b,) lowest score per image
+    scored: np.ndarray  # (b,) scored pixels per image
+    hist: np.ndarray | None = None  # with summarize: top-16-bit histogram of the scores
+    records: Records | None = None  # with summarize: the mispredicted pixels
 
 
 class Workspace(threading.local):
@@ -234,31 +238,49 @@ WORKSPACE = Workspace()
 
 
 def pixel_pass(
-    probs: np.ndarray, labels: np.ndarray, ignore: int | None, check_sums: bool, tag: str = "full"
+    probs: np.ndarray,
+    labels: np.ndarray,
+    ignore: int | None,
+    check_sums: bool,
+    tag: str = "full",
+    summarize: bool = False,
 ) -> PixelPass:
     """Run the compiled kernel on one batch: probs (b,K,H,W), labels (b,H,W).
 
-    The per-pixel outputs live in this thread's workspace until its next batch.
+    With ``summarize`` it also yields the histogram of the scores and the mispredicted
+    pixels' records (the pass at Confident Learning's resolution does). The per-pixel
+    outputs live in this thread's workspace until its next batch.
     """
     b, k, h, w = probs.shape
     flat = probs.reshape(b, k, h * w)
     flat_labels = labels.reshape(b, h * w)
     if flat_labels.dtype.kind == "u" and flat_labels.dtype.itemsize >= 8:
         flat_labels = flat_labels.astype(np.int64)
-    score_dtype = np.float64 if probs.dtype == np.float64 else np.float32
+    score_dtype = np.dtype(np.float64 if probs.dtype == np.float64 else np.float32)
+    pred_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
     out = PixelPass(
-        pred=WORKSPACE.get(f"{tag}-pred", (b, h * w), np.uint8 if k <= 256 else np.uint16),
+        pred=WORKSPACE.get(f"{tag}-pred", (b, h * w), pred_dtype),
         pmax=WORKSPACE.get(f"{tag}-pmax", (b, h * w), score_dtype),
         s=WORKSPACE.get(f"{tag}-s", (b, h * w), score_dtype),
         class_sum=np.zeros((b, k), np.float64),
         class_count=np.zeros((b, k), np.int64),
         problems=np.zeros((kernels.PROBLEM_KINDS, 2), np.int64),
+        low=np.empty(b, np.float64),
+        scored=np.empty(b, np.int64),
     )
+    if summarize:
+        out.hist = np.zeros(HIST_BINS, np.int64)
+        types = {"index": np.int64, "pred": pred_dtype, "pmax": score_dtype, "s": score_dtype}
+        types["label"] = pred_dtype
+        out.records = {
+            name: WORKSPACE.get(f"mis-{name}", (b * h * w,), types[name]) for name in RECORD_FIELDS
+        }
+    summary = kernels.make_summary(out.low, out.scored, out.hist, out.records)
     has_ignore = ignore is not None
     ignore_value = int(ignore) if has_ignore else 0
     tol = sum_tolerance(k, probs.dtype)
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
-    common = (out.pred, out.pmax, out.s, out.class_sum, out.class_count, out.problems)
+    common = (out.pred, out.pmax, out.s, out.class_sum, out.class_count, out.problems, summary)
     if probs.dtype == np.float16:
         kernels.scan_half(
             flat.view(np.uint16),
@@ -275,6 +297,8 @@ def pixel_pass(
         kernels.scan_float(
             flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common
         )
+    if out.records is not None:  # copies: the buffers are reused by the next batch
+        out.records = {name: values[: summary.found].copy() for name, values in out.records.items()}
     return out
 
 
@@ -343,7 +367,14 @@ def process_batch(
         probs = np.ascontiguousarray(probs.transpose(0, 3, 1, 2))
     if params.logits:
         probs = _softmax(probs)
-    full = pixel_pass(probs, labels, params.ignore_index, check_sums=not params.logits)
+    at_full_resolution = params.downsample == 1
+    full = pixel_pass(
+        probs,
+        labels,
+        params.ignore_index,
+        check_sums=not params.logits,
+        summarize=at_full_resolution,
+    )
     message = describe_problems(full.problems, start, layout, names, labels)
     if message is not None:
         raise InvalidInputError(message)
@@ -352,10 +383,9 @@ def process_batch(
     sink.get("pred_labels")[start:stop] = full.pred.reshape(shape)
     sink.get("pixel_scores")[start:stop] = full.s.reshape(shape)
     softmin = np.empty(labels.shape[0], np.float64)
-    scored = np.empty(labels.shape[0], np.int64)
-    kernels.softmin_images(full.s, params.temperature, softmin, scored)
-    cl, cl_labels = full, labels.reshape(labels.shape[0], -1)
-    if params.downsample != 1:
+    kernels.softmin_images(full.s, params.temperature, full.low, full.scored, softmin)
+    cl = full
+    if not at_full_resolution:
         small_labels = pool_labels(
             labels, params.downsample, params.label_pooling, params.ignore_index
         )
@@ -365,24 +395,15 @@ def process_batch(
             params.ignore_index,
             check_sums=False,
             tag="low",
+            summarize=True,
         )
-        cl_labels = small_labels.reshape(labels.shape[0], -1)
         small_shape = (labels.shape[0], *small_labels.shape[1:])
         sink.get("cl_scores")[start:stop] = cl.s.reshape(small_shape)
-    hist, records = summarize(cl, cl_labels)
-    sink.add_records(start, records)
-    return BatchResult(start, cl.class_sum, cl.class_count, hist, softmin, scored, full.problems)
-
-
-def summarize(cl: PixelPass, labels: np.ndarray) -> tuple[np.ndarray, Records]:
-    """Histogram of self-confidence keys, and the mispredicted pixels' records."""
-    s = cl.s.ravel()
-    hist = np.zeros(HIST_BINS, np.int64)
-    types = {"index": np.int64, "pred": cl.pred.dtype, "pmax": s.dtype, "s": s.dtype}
-    types["label"] = cl.pred.dtype
-    buffers = {name: WORKSPACE.get(f"mis-{name}", s.shape, types[name]) for name in RECORD_FIELDS}
-    found = kernels.summarize(cl.pred.ravel(), cl.pmax.ravel(), s, labels.ravel(), hist, buffers)
-    return hist, {name: buffer[:found].copy() for name, buffer in buffers.items()}
+    assert cl.hist is not None and cl.records is not None
+    sink.add_records(start, cl.records)
+    return BatchResult(
+        start, cl.class_sum, cl.class_count, cl.hist, softmin, full.scored, full.problems
+    )
 
 
 def plan_batches(

@@ -34,8 +34,6 @@ _MADV_DONTNEED = 4
 _MADV_POPULATE_READ = 22  # Linux 5.14+: map a whole range in one call instead of page by page
 
 
-
-
 @dataclass
 class ArraySource:
     """A read-only array store that yields image batches ``[start, stop)``.

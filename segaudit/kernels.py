@@ -61,20 +61,53 @@ def _declare(name: str, restype: Any, *argtypes: Any) -> Any:
     return function
 
 
-_SCAN_TAIL = (_P, _INT, _I64, _INT, _F64, _I64, _INT, _P, _INT, _P, _P, _P, _P, _P)
+class Summary(ctypes.Structure):
+    """What a scan kernel adds up besides the per-pixel arrays (``Summary`` in the C file).
+
+    Per image (``low``, ``count``): the lowest score and the number of scored pixels,
+    for the softmin. When ``hist`` is set: the histogram of the scores' top 16 bits, and
+    the records of the mispredicted pixels, ``found`` of them, in buffers as long as
+    the batch (see :data:`segaudit.engine.RECORD_FIELDS`).
+    """
+
+    _fields_ = [
+        ("hist", ctypes.c_void_p),
+        ("index", ctypes.c_void_p),
+        ("pred", ctypes.c_void_p),
+        ("pmax", ctypes.c_void_p),
+        ("s", ctypes.c_void_p),
+        ("label", ctypes.c_void_p),
+        ("found", ctypes.c_int64),
+        ("low", ctypes.c_void_p),
+        ("count", ctypes.c_void_p),
+    ]
+
+
+def make_summary(
+    low: np.ndarray,
+    count: np.ndarray,
+    hist: np.ndarray | None = None,
+    records: dict[str, np.ndarray] | None = None,
+) -> Summary:
+    """A :class:`Summary` over caller-owned arrays (which must outlive the kernel call)."""
+    summary = Summary(low=ptr(low, np.float64), count=ptr(count, np.int64))
+    if hist is not None and records is not None:
+        summary.hist = ptr(hist, np.int64)
+        for name in ("index", "pred", "pmax", "s", "label"):
+            setattr(summary, name, ptr(records[name]))
+    return summary
+
+
+_SCAN_TAIL = (_P, _INT, _I64, _INT, _F64, _I64, _INT, _P, _INT, _P, _P, _P, _P, _P, _P)
 _SCAN = {
     np.dtype(np.float32): _declare("scan_f32", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
     np.dtype(np.float64): _declare("scan_f64", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
 }
 _SCAN_HALF = _declare("scan_f16", _INT, _P, _P, _I64, _I64, _I64, *_SCAN_TAIL)
+_SOFTMIN_ARGS = (_P, _I64, _I64, _F64, _P, _P, _P)
 _SOFTMIN = {
-    np.dtype(np.float32): _declare("softmin_images_f32", None, _P, _I64, _I64, _F64, _P, _P),
-    np.dtype(np.float64): _declare("softmin_images_f64", None, _P, _I64, _I64, _F64, _P, _P),
-}
-_SUMMARIZE_ARGS = (_P, _INT, _P, _P, _P, _INT, _I64, _P, _P, _P, _P, _P, _P)
-_SUMMARIZE = {
-    np.dtype(np.float32): _declare("summarize_f32", _I64, *_SUMMARIZE_ARGS),
-    np.dtype(np.float64): _declare("summarize_f64", _I64, *_SUMMARIZE_ARGS),
+    np.dtype(np.float32): _declare("softmin_images_f32", None, *_SOFTMIN_ARGS),
+    np.dtype(np.float64): _declare("softmin_images_f64", None, *_SOFTMIN_ARGS),
 }
 _SCORE_ARGS = (
     _P,
@@ -168,12 +201,14 @@ def scan_float(
     class_sum: np.ndarray,
     class_cnt: np.ndarray,
     problems: np.ndarray,
+    summary: Summary,
 ) -> None:
     """Per-pixel argmax/max/self-confidence for float32/float64 ``probs`` (b,K,P).
 
     ``labels`` (b,P); outputs ``pred``/``pmax``/``s`` (b,P), ``class_sum``/``class_cnt``
     (b,K) per image; ``problems`` (4,2) counts malformed values with the first
-    offending flat pixel index (image * P + pixel) within the batch.
+    offending flat pixel index (image * P + pixel) within the batch; ``summary``
+    gathers the rest (see :class:`Summary`).
     """
     b, k, p = probs.shape
     labels, label_ptr, ltype = labels_arg(labels)
@@ -192,6 +227,7 @@ def scan_float(
             tile,
             check_sums,
             *outputs,
+            ctypes.byref(summary),
         )
     )
 
@@ -211,6 +247,7 @@ def scan_half(
     class_sum: np.ndarray,
     class_cnt: np.ndarray,
     problems: np.ndarray,
+    summary: Summary,
 ) -> None:
     """The float16 twin of :func:`scan_float`, on the uint16 view ``bits`` (b,K,P).
 
@@ -235,56 +272,27 @@ def scan_half(
             tile,
             check_sums,
             *outputs,
+            ctypes.byref(summary),
         )
     )
 
 
 def softmin_images(
-    s: np.ndarray, temperature: float, scores: np.ndarray, scored: np.ndarray
+    s: np.ndarray, temperature: float, low: np.ndarray, count: np.ndarray, scores: np.ndarray
 ) -> None:
     """Per-image softmin of ``s`` (b,P), NaN entries skipped, in float64 with a max shift.
 
-    score = sum_i s_i w_i, w = softmax((1 - s) / T); images with no scored pixel get NaN.
+    score = sum_i s_i w_i, w = softmax((low - s) / T); ``low`` and ``count`` are each
+    image's lowest score and number of scored pixels (from the scan kernel); images
+    with no scored pixel get NaN.
     """
     b, p = s.shape
     _SOFTMIN[s.dtype](
-        ptr(s), b, p, float(temperature), ptr(scores, np.float64), ptr(scored, np.int64)
-    )
-
-
-def summarize(
-    pred: np.ndarray,
-    pmax: np.ndarray,
-    s: np.ndarray,
-    labels: np.ndarray,
-    hist: np.ndarray,
-    records: dict[str, np.ndarray],
-) -> int:
-    """One pass over a batch's compact arrays (flattened): the histogram of the
-    self-confidences' top 16 bits and the records of the mispredicted pixels.
-
-    ``records`` holds buffers as long as ``s``: ``index`` (int64 flat index), ``pred``
-    and ``label`` (pred's type), ``pmax`` and ``s`` (s's type). Ignored pixels (s is
-    NaN) are skipped; returns how many records were written.
-    """
-    labels, label_ptr, ltype = labels_arg(labels)
-    n = len(s)
-    if any(len(buffer) < n for buffer in records.values()):
-        raise ValueError("summarize needs record buffers as long as s")
-    return int(
-        _SUMMARIZE[s.dtype](
-            ptr(pred),
-            int(pred.dtype.itemsize == 2),
-            ptr(pmax, s.dtype),
-            ptr(s),
-            label_ptr,
-            ltype,
-            n,
-            ptr(hist, np.int64),
-            ptr(records["index"], np.int64),
-            ptr(records["pred"], pred.dtype),
-            ptr(records["pmax"], s.dtype),
-            ptr(records["s"], s.dtype),
-            ptr(records["label"], pred.dtype),
-        )
+        ptr(s),
+        b,
+        p,
+        float(temperature),
+        ptr(low, np.float64),
+        ptr(count, np.int64),
+        ptr(scores, np.float64),
     )
