@@ -281,28 +281,10 @@ def pixel_pass(
     tol = sum_tolerance(k, probs.dtype)
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
     common = (out.pred, out.pmax, out.s, out.class_sum, out.class_count, out.problems, summary)
-    if probs.dtype == np.float16:
-        kernels.scan_half(
-            flat.view(np.uint16),
-            _TABLE,
-            flat_labels,
-            ignore_value,
-            has_ignore,
-            tol,
-            tile,
-            check_sums,
-            *common,
-        )
-    else:
-        kernels.scan_float(
-            flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common
-        )
+    kernels.scan(flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common)
     if out.records is not None:  # copies: the buffers are reused by the next batch
         out.records = {name: values[: summary.found].copy() for name, values in out.records.items()}
     return out
-
-
-_TABLE = kernels.float16_table()
 
 
 def describe_problems(

@@ -162,6 +162,9 @@ def float16_table() -> np.ndarray:
     return np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
+FLOAT16_TABLE = float16_table()
+
+
 def tile_pixels(num_classes: int, itemsize: int) -> int:
     """Pixels per tile so that one tile's K planes (~256 KiB) stay in L2 cache."""
     return int(max(256, min(16384, (320 * 1024) // max(1, num_classes * itemsize))))
@@ -187,7 +190,7 @@ def _scan_outputs(
     )
 
 
-def scan_float(
+def scan(
     probs: np.ndarray,
     labels: np.ndarray,
     ignore: int,
@@ -203,64 +206,28 @@ def scan_float(
     problems: np.ndarray,
     summary: Summary,
 ) -> None:
-    """Per-pixel argmax/max/self-confidence for float32/float64 ``probs`` (b,K,P).
+    """Per-pixel argmax/max/self-confidence of ``probs`` (b,K,P), float16/32/64.
 
     ``labels`` (b,P); outputs ``pred``/``pmax``/``s`` (b,P), ``class_sum``/``class_cnt``
     (b,K) per image; ``problems`` (4,2) counts malformed values with the first
     offending flat pixel index (image * P + pixel) within the batch; ``summary``
-    gathers the rest (see :class:`Summary`).
+    gathers the rest (see :class:`Summary`). float16 is read through its bits (a
+    float32 ``pmax``/``s`` holds every float16 value exactly): -0.0 counts as 0; any
+    other pattern with the sign bit or an all-ones exponent is malformed.
     """
     b, k, p = probs.shape
     labels, label_ptr, ltype = labels_arg(labels)
-    outputs = _scan_outputs(pred, pmax, s, class_sum, class_cnt, problems, probs.dtype)
-    check_status(
-        _SCAN[probs.dtype](
-            ptr(probs),
-            b,
-            k,
-            p,
-            label_ptr,
-            ltype,
-            ignore,
-            has_ignore,
-            tol,
-            tile,
-            check_sums,
-            *outputs,
-            ctypes.byref(summary),
-        )
+    half = probs.dtype == np.float16
+    outputs = _scan_outputs(
+        pred, pmax, s, class_sum, class_cnt, problems, np.float32 if half else probs.dtype
     )
-
-
-def scan_half(
-    bits: np.ndarray,
-    table: np.ndarray,
-    labels: np.ndarray,
-    ignore: int,
-    has_ignore: bool,
-    tol: float,
-    tile: int,
-    check_sums: bool,
-    pred: np.ndarray,
-    pmax: np.ndarray,
-    s: np.ndarray,
-    class_sum: np.ndarray,
-    class_cnt: np.ndarray,
-    problems: np.ndarray,
-    summary: Summary,
-) -> None:
-    """The float16 twin of :func:`scan_float`, on the uint16 view ``bits`` (b,K,P).
-
-    Outputs are float32 (every float16 value is exact in float32). -0.0 counts as 0;
-    any other pattern with the sign bit or an all-ones exponent is malformed.
-    """
-    b, k, p = bits.shape
-    labels, label_ptr, ltype = labels_arg(labels)
-    outputs = _scan_outputs(pred, pmax, s, class_sum, class_cnt, problems, np.float32)
+    if half:
+        function, inputs = _SCAN_HALF, (ptr(probs.view(np.uint16)), ptr(FLOAT16_TABLE))
+    else:
+        function, inputs = _SCAN[probs.dtype], (ptr(probs),)
     check_status(
-        _SCAN_HALF(
-            ptr(bits, np.uint16),
-            ptr(table, np.float32),
+        function(
+            *inputs,
             b,
             k,
             p,

@@ -1,9 +1,9 @@
 """Compiled kernels of ``segaudit score``: p[given label] per pixel and the softmin per image.
 
 Softmin scores need only the probability of each pixel's given label, so
-:func:`softmin_float` and :func:`softmin_half` read that one value per pixel
-(about 1/K of pred_probs when labels form regions, as they do in segmentation)
-instead of every class plane. They validate what they read: labels outside
+:func:`softmin` reads that one value per pixel (about 1/K of pred_probs when labels
+form regions, as they do in segmentation) instead of every class plane. It validates
+what it reads: labels outside
 0..K-1 (other than the ignore value), and probabilities that are NaN, infinite,
 negative or above 1. Per image, in one call, the pixel scores are gathered, checked
 and reduced to the softmin while they are still in cache.
@@ -18,60 +18,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from segaudit.kernels import BAD_SUM, PROBLEM_KINDS, SCORE, check_status, labels_arg, ptr
+from segaudit.kernels import (
+    BAD_SUM,
+    FLOAT16_TABLE,
+    PROBLEM_KINDS,
+    SCORE,
+    check_status,
+    labels_arg,
+    ptr,
+)
 
-__all__ = ["PROBLEM_KINDS", "ABOVE_ONE", "softmin_float", "softmin_half"]
+__all__ = ["PROBLEM_KINDS", "ABOVE_ONE", "softmin"]
 
 # Problem rows, shared with :mod:`segaudit.kernels`; BAD_SUM here means "above 1".
 ABOVE_ONE = BAD_SUM
 
 
-def _score(
-    probs: np.ndarray,
-    table: np.ndarray | None,
-    labels: np.ndarray,
-    num_classes: int,
-    class_stride: int,
-    pixel_stride: int,
-    ignore: int,
-    has_ignore: bool,
-    temperature: float,
-    tol: float,
-    s: np.ndarray,
-    scores: np.ndarray,
-    scored: np.ndarray,
-    problems: np.ndarray,
-) -> None:
-    b, p = labels.shape
-    if probs.shape != (b, num_classes * p):
-        raise ValueError(f"probs of shape {probs.shape} do not match labels {labels.shape}")
-    labels, label_ptr, ltype = labels_arg(labels)
-    dtype = np.dtype(np.float16) if table is not None else probs.dtype
-    out_dtype = np.float64 if dtype == np.float64 else np.float32
-    check_status(
-        SCORE[dtype](
-            ptr(probs),
-            None if table is None else ptr(table, np.float32),
-            b,
-            p,
-            num_classes,
-            class_stride,
-            pixel_stride,
-            label_ptr,
-            ltype,
-            ignore,
-            has_ignore,
-            temperature,
-            tol,
-            ptr(s, out_dtype),
-            ptr(scores, np.float64),
-            ptr(scored, np.int64),
-            ptr(problems, np.int64),
-        )
-    )
-
-
-def softmin_float(
+def softmin(
     probs: np.ndarray,
     labels: np.ndarray,
     num_classes: int,
@@ -88,62 +51,36 @@ def softmin_float(
 ) -> None:
     """Pixel scores, softmin image scores and scored-pixel counts of a batch.
 
-    ``probs`` (b, K*P) float32/float64, each image flattened (class planes, or pixels
-    with ``class_stride`` 1 for channels-last); ``labels`` (b, P). Fills ``s`` (b, P)
-    with p[label] (NaN where the label is ignored or invalid), ``scores`` and
-    ``scored`` (b,), and ``problems`` (4, 2) with counts and first flat indices.
+    ``probs`` (b, K*P) float16/32/64, each image flattened (class planes, or pixels
+    with ``class_stride`` 1 for channels-last); ``labels`` (b, P). Fills ``s`` (b, P;
+    float32 for float16 input, which it holds exactly; -0.0 reads as 0) with p[label]
+    (NaN where the label is ignored or invalid), ``scores`` and ``scored`` (b,), and
+    ``problems`` (4, 2) with counts and first flat indices.
     """
-    _score(
-        probs,
-        None,
-        labels,
-        num_classes,
-        class_stride,
-        pixel_stride,
-        ignore,
-        has_ignore,
-        temperature,
-        tol,
-        s,
-        scores,
-        scored,
-        problems,
-    )
-
-
-def softmin_half(
-    bits: np.ndarray,
-    table: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    class_stride: int,
-    pixel_stride: int,
-    ignore: int,
-    has_ignore: bool,
-    temperature: float,
-    tol: float,
-    s: np.ndarray,
-    scores: np.ndarray,
-    scored: np.ndarray,
-    problems: np.ndarray,
-) -> None:
-    """The float16 twin of :func:`softmin_float` on the uint16 view ``bits``; ``s`` is float32.
-
-    ``table`` maps each float16 bit pattern to its float32 value; -0.0 reads as 0.
-    """
-    _score(
-        bits,
-        table,
-        labels,
-        num_classes,
-        class_stride,
-        pixel_stride,
-        ignore,
-        has_ignore,
-        temperature,
-        tol,
-        s,
-        scores,
-        scored,
-        problems,
+    b, p = labels.shape
+    if probs.shape != (b, num_classes * p):
+        raise ValueError(f"probs of shape {probs.shape} do not match labels {labels.shape}")
+    labels, label_ptr, ltype = labels_arg(labels)
+    half = probs.dtype == np.float16
+    out_dtype = np.float64 if probs.dtype == np.float64 else np.float32
+    check_status(
+        SCORE[probs.dtype](
+            ptr(probs.view(np.uint16) if half else probs),
+            ptr(FLOAT16_TABLE) if half else None,
+            b,
+            p,
+            num_classes,
+            class_stride,
+            pixel_stride,
+            label_ptr,
+            ltype,
+            ignore,
+            has_ignore,
+            temperature,
+            tol,
+            ptr(s, out_dtype),
+            ptr(scores, np.float64),
+            ptr(scored, np.int64),
+            ptr(problems, np.int64),
+        )
     )

@@ -261,10 +261,7 @@ def score_batch(
         scored,
         problems,
     )
-    if probs.dtype == np.float16:
-        score_kernels.softmin_half(probs.reshape(b, -1).view(np.uint16), _TABLE, *common)
-    else:
-        score_kernels.softmin_float(probs.reshape(b, -1), *common)
+    score_kernels.softmin(probs.reshape(b, -1), *common)
     message = describe_problems(
         problems,
         start,
@@ -277,9 +274,6 @@ def score_batch(
     if message is not None:
         raise InvalidInputError(message)
     return scores, scored, rows
-
-
-_TABLE = kernels.float16_table()
 
 
 def check_rows(
