@@ -98,8 +98,9 @@ typedef struct {
 } Summary;
 
 /* The given label's probability where the label is valid: s, the per-image sums for
- * the thresholds, and the summary. Ignored and invalid labels give NaN. */
-#define LABEL_STEP(T, UINT, VALUE_AT)                                                              \
+ * the thresholds, and the summary (TOP: the pixel's top probability, for its record).
+ * Ignored and invalid labels give NaN. */
+#define LABEL_STEP(T, UINT, VALUE_AT, TOP)                                                         \
     {                                                                                              \
         int64_t label = lab[q];                                                                    \
         if (has_ignore && label == ignore) {                                                       \
@@ -128,7 +129,7 @@ typedef struct {
                         ((uint8_t *)sm->pred)[r] = (uint8_t)arg[q];                                \
                         ((uint8_t *)sm->label)[r] = (uint8_t)label;                                \
                     }                                                                              \
-                    ((T *)sm->pmax)[r] = pmax[at + q];                                             \
+                    ((T *)sm->pmax)[r] = TOP;                                                      \
                     ((T *)sm->s)[r] = value;                                                       \
                 }                                                                                  \
             }                                                                                      \
@@ -136,7 +137,7 @@ typedef struct {
     }
 
 /* One class plane's value v for one pixel: running sum, first maximum, minimum. */
-#define PLANE_STEP(T, VALUE, K_INDEX)                                                               \
+#define PLANE_STEP(T, VALUE, K_INDEX)                                                              \
     {                                                                                              \
         T v = VALUE;                                                                               \
         sum += v;                                                                                  \
@@ -154,7 +155,7 @@ typedef struct {
 #define DEFINE_SCAN(NAME, T, UINT)                                                                 \
     EXPORT HOT int NAME(const T *probs, int64_t b, int64_t K, int64_t P, const void *labels,       \
                         int ltype, int64_t ignore, int has_ignore, double tol, int64_t tile,       \
-                        int check_sums, void *pred, int pred_wide, T *pmax, T *s,                  \
+                        int check_sums, void *pred, int pred_wide, T *s,                           \
                         double *class_sum, int64_t *class_cnt, int64_t *problems, Summary *sm)     \
     {                                                                                              \
         T *best = malloc(tile * sizeof(T)), *low = malloc(tile * sizeof(T));                       \
@@ -184,10 +185,10 @@ typedef struct {
                     for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */      \
                         T top = bst[q], least = lw[q], sum = tt[q];                                \
                         int32_t a = ag[q];                                                         \
-                        PLANE_STEP(T, p0[q], k)                                                       \
-                        PLANE_STEP(T, p1[q], k + 1)                                                   \
-                        PLANE_STEP(T, p2[q], k + 2)                                                   \
-                        PLANE_STEP(T, p3[q], k + 3)                                                   \
+                        PLANE_STEP(T, p0[q], k)                                                    \
+                        PLANE_STEP(T, p1[q], k + 1)                                                \
+                        PLANE_STEP(T, p2[q], k + 2)                                                \
+                        PLANE_STEP(T, p3[q], k + 3)                                                \
                         bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a;                       \
                     }                                                                              \
                 }                                                                                  \
@@ -196,14 +197,13 @@ typedef struct {
                     for (int64_t q = 0; q < n; q++) {                                              \
                         T top = bst[q], least = lw[q], sum = tt[q];                                \
                         int32_t a = ag[q];                                                         \
-                        PLANE_STEP(T, p0[q], k)                                                       \
+                        PLANE_STEP(T, p0[q], k)                                                    \
                         bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a;                       \
                     }                                                                              \
                 }                                                                                  \
                 int64_t at = i * P + t0;                                                           \
                 load_labels(labels, ltype, at, n, lab);                                            \
                 store_pred(pred, pred_wide, at, arg, n);                                           \
-                memcpy(pmax + at, best, n * sizeof(T));                                            \
                 for (int64_t q = 0; q < n; q++) {                                                  \
                     T total = tot[q];                                                              \
                     if (!isfinite(total))                                                          \
@@ -212,7 +212,7 @@ typedef struct {
                         note(problems, NEGATIVE, at + q);                                          \
                     else if (check_sums && fabs((double)total - 1.0) > tol)                        \
                         note(problems, BAD_SUM, at + q);                                           \
-                    LABEL_STEP(T, UINT, img[label * P + t0 + q])                                         \
+                    LABEL_STEP(T, UINT, img[label * P + t0 + q], best[q])                          \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -237,9 +237,8 @@ static inline uint16_t half_bits(uint16_t v)
  */
 EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int64_t K, int64_t P,
                         const void *labels, int ltype, int64_t ignore, int has_ignore, double tol,
-                        int64_t tile, int check_sums, void *pred, int pred_wide, float *pmax,
-                        float *s, double *class_sum, int64_t *class_cnt, int64_t *problems,
-                        Summary *sm)
+                        int64_t tile, int check_sums, void *pred, int pred_wide, float *s,
+                        double *class_sum, int64_t *class_cnt, int64_t *problems, Summary *sm)
 {
     uint16_t *best = malloc(tile * sizeof(uint16_t)), *worst = malloc(tile * sizeof(uint16_t));
     float *tot = malloc(tile * sizeof(float));
@@ -280,14 +279,13 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
             load_labels(labels, ltype, at, n, lab);
             store_pred(pred, pred_wide, at, arg, n);
             for (int64_t q = 0; q < n; q++) {
-                pmax[at + q] = table[best[q]];
                 if (worst[q] >= F16_NEG_ZERO_BITS)
                     note(problems, NEGATIVE, at + q);
                 else if (worst[q] >= F16_INF_BITS)
                     note(problems, NONFINITE, at + q);
                 else if (check_sums && fabs((double)tot[q] - 1.0) > tol)
                     note(problems, BAD_SUM, at + q);
-                LABEL_STEP(float, uint32_t, table[half_bits(img[label * P + t0 + q])])
+                LABEL_STEP(float, uint32_t, table[half_bits(img[label * P + t0 + q])], table[best[q]])
             }
         }
     }
@@ -342,7 +340,7 @@ static inline double exp_nonpositive(double x)
  * depends only on the image, never on batching or workers.
  */
 #define DEFINE_SOFTMIN_ROW(NAME, T)                                                                \
-    static inline __attribute__((always_inline)) double NAME(const T *s, int64_t n, double low,   \
+    static inline __attribute__((always_inline)) double NAME(const T *s, int64_t n, double low,    \
                                                              double inv_t)                         \
     {                                                                                              \
         double num = 0.0, den = 0.0;                                                               \
@@ -419,7 +417,7 @@ DEFINE_CHECK_ROW(check_row_f64, double)
                         double *scores, int64_t *scored, int64_t *problems)                        \
     {                                                                                              \
         (void)table;                                                                               \
-        int64_t *lab = malloc((P > 0 ? P : 1) * sizeof(int64_t));                                 \
+        int64_t *lab = malloc((P > 0 ? P : 1) * sizeof(int64_t));                                  \
         if (!lab)                                                                                  \
             return -1;                                                                             \
         for (int64_t i = 0; i < b; i++) {                                                          \

@@ -206,7 +206,6 @@ class PixelPass:
     """Outputs of one kernel call over (b,K,H,W) probabilities."""
 
     pred: np.ndarray
-    pmax: np.ndarray
     s: np.ndarray
     class_sum: np.ndarray
     class_count: np.ndarray
@@ -260,7 +259,6 @@ def pixel_pass(
     pred_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
     out = PixelPass(
         pred=WORKSPACE.get(f"{tag}-pred", (b, h * w), pred_dtype),
-        pmax=WORKSPACE.get(f"{tag}-pmax", (b, h * w), score_dtype),
         s=WORKSPACE.get(f"{tag}-s", (b, h * w), score_dtype),
         class_sum=np.zeros((b, k), np.float64),
         class_count=np.zeros((b, k), np.int64),
@@ -280,7 +278,7 @@ def pixel_pass(
     ignore_value = int(ignore) if has_ignore else 0
     tol = sum_tolerance(k, probs.dtype)
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
-    common = (out.pred, out.pmax, out.s, out.class_sum, out.class_count, out.problems, summary)
+    common = (out.pred, out.s, out.class_sum, out.class_count, out.problems, summary)
     kernels.scan(flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common)
     if out.records is not None:  # copies: the buffers are reused by the next batch
         out.records = {name: values[: summary.found].copy() for name, values in out.records.items()}

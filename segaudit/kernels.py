@@ -98,7 +98,7 @@ def make_summary(
     return summary
 
 
-_SCAN_TAIL = (_P, _INT, _I64, _INT, _F64, _I64, _INT, _P, _INT, _P, _P, _P, _P, _P, _P)
+_SCAN_TAIL = (_P, _INT, _I64, _INT, _F64, _I64, _INT, _P, _INT, _P, _P, _P, _P, _P)
 _SCAN = {
     np.dtype(np.float32): _declare("scan_f32", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
     np.dtype(np.float64): _declare("scan_f64", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
@@ -172,7 +172,6 @@ def tile_pixels(num_classes: int, itemsize: int) -> int:
 
 def _scan_outputs(
     pred: np.ndarray,
-    pmax: np.ndarray,
     s: np.ndarray,
     class_sum: np.ndarray,
     class_cnt: np.ndarray,
@@ -182,7 +181,6 @@ def _scan_outputs(
     return (
         ptr(pred),
         int(pred.dtype.itemsize == 2),
-        ptr(pmax, score_dtype),
         ptr(s, score_dtype),
         ptr(class_sum, np.float64),
         ptr(class_cnt, np.int64),
@@ -199,7 +197,6 @@ def scan(
     tile: int,
     check_sums: bool,
     pred: np.ndarray,
-    pmax: np.ndarray,
     s: np.ndarray,
     class_sum: np.ndarray,
     class_cnt: np.ndarray,
@@ -208,18 +205,18 @@ def scan(
 ) -> None:
     """Per-pixel argmax/max/self-confidence of ``probs`` (b,K,P), float16/32/64.
 
-    ``labels`` (b,P); outputs ``pred``/``pmax``/``s`` (b,P), ``class_sum``/``class_cnt``
+    ``labels`` (b,P); outputs ``pred``/``s`` (b,P), ``class_sum``/``class_cnt``
     (b,K) per image; ``problems`` (4,2) counts malformed values with the first
     offending flat pixel index (image * P + pixel) within the batch; ``summary``
     gathers the rest (see :class:`Summary`). float16 is read through its bits (a
-    float32 ``pmax``/``s`` holds every float16 value exactly): -0.0 counts as 0; any
+    float32 ``s`` holds every float16 value exactly): -0.0 counts as 0; any
     other pattern with the sign bit or an all-ones exponent is malformed.
     """
     b, k, p = probs.shape
     labels, label_ptr, ltype = labels_arg(labels)
     half = probs.dtype == np.float16
     outputs = _scan_outputs(
-        pred, pmax, s, class_sum, class_cnt, problems, np.float32 if half else probs.dtype
+        pred, s, class_sum, class_cnt, problems, np.float32 if half else probs.dtype
     )
     if half:
         function, inputs = _SCAN_HALF, (ptr(probs.view(np.uint16)), ptr(FLOAT16_TABLE))
