@@ -120,7 +120,9 @@ class Sink(Protocol):
 
     def get(self, name: str) -> Any: ...
 
-    def add_records(self, start: int, records: Records) -> None: ...
+    def add_records(self, start: int, records: Records) -> None:
+        """Keep a batch's records; they are views into reused buffers, valid only now."""
+        ...
 
     def records(self, start: int, fields: tuple[str, ...]) -> Records: ...
 
@@ -142,7 +144,7 @@ class MemorySink:
         return self.arrays[name]
 
     def add_records(self, start: int, records: Records) -> None:
-        self._records[start] = records
+        self._records[start] = {name: values.copy() for name, values in records.items()}
 
     def records(self, start: int, fields: tuple[str, ...]) -> Records:
         return {name: self._records[start][name] for name in fields}
@@ -280,8 +282,8 @@ def pixel_pass(
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
     common = (out.pred, out.s, out.class_sum, out.class_count, out.problems, summary)
     kernels.scan(flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common)
-    if out.records is not None:  # copies: the buffers are reused by the next batch
-        out.records = {name: values[: summary.found].copy() for name, values in out.records.items()}
+    if out.records is not None:  # views of this thread's buffers, until its next batch
+        out.records = {name: values[: summary.found] for name, values in out.records.items()}
     return out
 
 
