@@ -424,12 +424,23 @@ DEFINE_CHECK_ROW(check_row_f64, double)
             const TIN *img = probs + i * K * P;                                                    \
             TOUT *restrict out = s + i * P;                                                        \
             load_labels(labels, ltype, i * P, P, lab);                                             \
-            for (int64_t q = 0; q < P; q++) { /* gather only: checks run on the result */          \
+            /* labels come in runs: copy each run from its class plane (checks run after) */       \
+            for (int64_t q = 0, r; q < P; q = r) {                                                 \
                 int64_t l = lab[q];                                                                \
-                int ok = (l >= 0) & (l < K) & (!has_ignore | (l != ignore));                       \
-                int64_t c = ok ? l : 0;                                                            \
-                TOUT v = READ(img[c * class_stride + q * pixel_stride]);                           \
-                out[q] = ok ? v : (TOUT)NAN;                                                       \
+                for (r = q + 1; r < P && lab[r] == l; r++)                                         \
+                    ;                                                                              \
+                if ((l < 0) | (l >= K) | (has_ignore & (l == ignore))) {                           \
+                    for (int64_t x = q; x < r; x++)                                                \
+                        out[x] = (TOUT)NAN;                                                        \
+                } else if (pixel_stride == 1) {                                                    \
+                    const TIN *restrict plane = img + l * class_stride;                            \
+                    for (int64_t x = q; x < r; x++)                                                \
+                        out[x] = READ(plane[x]);                                                   \
+                } else {                                                                           \
+                    const TIN *plane = img + l * class_stride;                                     \
+                    for (int64_t x = q; x < r; x++)                                                \
+                        out[x] = READ(plane[x * pixel_stride]);                                    \
+                }                                                                                  \
             }                                                                                      \
             double low;                                                                            \
             int64_t count = CHECK(out, lab, P, K, ignore, has_ignore, tol, i * P, problems, &low); \
