@@ -215,29 +215,36 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+# Up to this many files, fsync each; beyond, one syncfs (one journal commit, not one each).
+_FSYNC_EACH_LIMIT = 32
+
+
 def _sync_tree(path: Path) -> None:
     """Flush everything written under ``path`` to disk before it is published.
 
     Without this a power cut soon after the swap could leave a run whose
-    ``summary.json`` exists but whose arrays are empty. One ``syncfs`` call flushes
-    the file system holding ``path``; elsewhere each file and folder is fsynced.
+    ``summary.json`` exists but whose arrays are empty. A small run (a score's table
+    and summary) fsyncs its own files, so it never waits for other programs' unwritten
+    data; a run with per-image chunks flushes the whole file system holding it with
+    one ``syncfs`` call, where available.
     """
+    tree = [(Path(root), names) for root, _dirs, names in os.walk(path)]
     syncfs = getattr(LIBC, "syncfs", None)
-    if syncfs is not None:
+    if syncfs is not None and sum(len(names) for _, names in tree) > _FSYNC_EACH_LIMIT:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             if syncfs(fd) == 0:
                 return
         finally:
             os.close(fd)
-    for root, _dirs, names in os.walk(path):
+    for root, names in tree:
         for name in names:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            fd = os.open(root / name, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_directory(Path(root))
+        _fsync_directory(root)
 
 
 # Leftovers of interrupted runs: ``.segaudit-tmp-TAG-PID-NONCE`` (a run being built) and

@@ -298,3 +298,20 @@ def test_a_signal_during_the_swap_waits_until_the_swap_is_done(tmp_path, swap, m
     assert marker(run) == "new"  # the swap completed before the interrupt was delivered
     assert sorted(p.name for p in tmp_path.iterdir()) == [".segaudit-lock-run", "run"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize(("files", "expect_syncfs"), [(3, False), (40, True)])
+def test_small_runs_fsync_their_own_files_and_large_ones_sync_the_file_system(
+    tmp_path, monkeypatch, files, expect_syncfs
+):
+    # A score run (a table and a summary) must not wait for other programs' unwritten
+    # data; a scan run's hundreds of chunks are flushed with one syncfs.
+    for i in range(files):
+        (tmp_path / f"f{i}").write_bytes(b"x")
+    synced_fs, fsynced = [], []
+    monkeypatch.setattr(rundir.LIBC, "syncfs", lambda fd: synced_fs.append(fd) or 0)
+    real_fsync = os.fsync
+    monkeypatch.setattr(rundir.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
+    rundir._sync_tree(tmp_path)
+    assert bool(synced_fs) == expect_syncfs
+    assert len(fsynced) == (0 if expect_syncfs else files + 1)  # files and their folder
