@@ -147,8 +147,8 @@ typedef struct {
     }
 
 /*
- * scan_f32 / scan_f64: per pixel the predicted class (first maximum), its probability
- * and the probability of the given label, plus per-image per-class sums of the latter;
+ * scan_f32 / scan_f64: per pixel the predicted class (first maximum) and the probability
+ * of the given label, plus per-image per-class sums of the latter and the summary;
  * counts malformed values so validation costs no extra pass. Walks the class planes in
  * tiles of pixels small enough that a tile's K planes stay in cache.
  */

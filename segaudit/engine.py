@@ -106,7 +106,7 @@ def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]
 
 
 # The mispredicted pixels of one batch: flat index within the batch, predicted class,
-# its probability, self-confidence and given label (see kernels.summarize).
+# its probability, self-confidence and given label (see kernels.Summary).
 Records = dict[str, np.ndarray]
 RECORD_FIELDS = ("index", "pred", "pmax", "s", "label")
 

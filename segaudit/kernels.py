@@ -4,14 +4,15 @@ The kernels are plain C, built with the package and called through :mod:`ctypes`
 which releases the GIL, so worker threads run them in parallel. Loading them costs
 about a millisecond, where a JIT would cost most of a second at every start.
 
-:func:`scan_float` / :func:`scan_half` walk a batch of images plane by plane (the
-class axis of (N,K,H,W) is not the last, so a per-pixel loop over K would stride
-through memory) in tiles of pixels small enough that a tile's K planes stay in
-cache. In one read they yield, per pixel, the predicted class (first maximum), its
-probability and the probability of the given label, and per image the per-class
-sums of that probability; they also count malformed values so validation costs no
-extra pass. float16 is handled through its bit pattern: non-negative float16 values
-order like uint16, so maxima are integer compares.
+:func:`scan` walks a batch of images plane by plane (the class axis of (N,K,H,W)
+is not the last, so a per-pixel loop over K would stride through memory) in tiles of
+pixels small enough that a tile's K planes stay in cache. In one read it yields, per
+pixel, the predicted class (first maximum) and the probability of the given label;
+per image, the per-class sums of that probability, the lowest score and the number
+of scored pixels; at Confident Learning's resolution, the histogram of the scores
+and the records of the mispredicted pixels. It also counts malformed values, so
+validation costs no extra pass. float16 is handled through its bit pattern:
+non-negative float16 values order like uint16, so maxima are integer compares.
 
 Per-image sums run in a fixed pixel order, so results do not depend on how images
 are grouped into batches or on how many workers run.
