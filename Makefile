@@ -30,7 +30,7 @@ test: $(DEV)
 	$(PY) -m pytest -q
 
 lint: $(DEV)
-	$(VENV)/bin/ruff check segaudit tests bench
+	$(VENV)/bin/ruff check segaudit tests bench setup.py
 
 bench: $(DEV)
 	$(PY) bench/run.py
