@@ -270,8 +270,8 @@ def pixel_pass(
     )
     if summarize:
         out.hist = np.zeros(HIST_BINS, np.int64)
-        types = {"index": np.int64, "pred": pred_dtype, "pmax": score_dtype, "s": score_dtype}
-        types["label"] = pred_dtype
+        types = dict(index=np.int64, pred=pred_dtype, pmax=score_dtype, s=score_dtype)
+        types["label"] = pred_dtype  # a valid label fits wherever a class does
         out.records = {
             name: WORKSPACE.get(f"mis-{name}", (b * h * w,), types[name]) for name in RECORD_FIELDS
         }

@@ -94,8 +94,8 @@ def make_summary(
     summary = Summary(low=ptr(low, np.float64), count=ptr(count, np.int64))
     if hist is not None and records is not None:
         summary.hist = ptr(hist, np.int64)
-        for name in ("index", "pred", "pmax", "s", "label"):
-            setattr(summary, name, ptr(records[name]))
+        for name, values in records.items():
+            setattr(summary, name, ptr(values))
     return summary
 
 
@@ -171,24 +171,6 @@ def tile_pixels(num_classes: int, itemsize: int) -> int:
     return int(max(256, min(16384, (320 * 1024) // max(1, num_classes * itemsize))))
 
 
-def _scan_outputs(
-    pred: np.ndarray,
-    s: np.ndarray,
-    class_sum: np.ndarray,
-    class_cnt: np.ndarray,
-    problems: np.ndarray,
-    score_dtype: Any,
-) -> tuple:
-    return (
-        ptr(pred),
-        int(pred.dtype.itemsize == 2),
-        ptr(s, score_dtype),
-        ptr(class_sum, np.float64),
-        ptr(class_cnt, np.int64),
-        ptr(problems, np.int64),
-    )
-
-
 def scan(
     probs: np.ndarray,
     labels: np.ndarray,
@@ -216,8 +198,14 @@ def scan(
     b, k, p = probs.shape
     labels, label_ptr, ltype = labels_arg(labels)
     half = probs.dtype == np.float16
-    outputs = _scan_outputs(
-        pred, s, class_sum, class_cnt, problems, np.float32 if half else probs.dtype
+    score_dtype = np.float32 if half else probs.dtype
+    outputs = (
+        ptr(pred),
+        int(pred.dtype.itemsize == 2),
+        ptr(s, score_dtype),
+        ptr(class_sum, np.float64),
+        ptr(class_cnt, np.int64),
+        ptr(problems, np.int64),
     )
     if half:
         function, inputs = _SCAN_HALF, (ptr(probs.view(np.uint16)), ptr(FLOAT16_TABLE))
