@@ -97,46 +97,117 @@ typedef struct {
     int64_t *count;
 } Summary;
 
-/* The given label's probability where the label is valid: s, the per-image sums for
- * the thresholds, and the summary (TOP: the pixel's top probability, for its record).
- * Ignored and invalid labels give NaN. */
-#define LABEL_STEP(T, UINT, VALUE_AT, TOP)                                                         \
+/* Each pixel's class slot: its label where that is a class, else -1 (ignored or out of
+ * range). Returns whether any label is out of range without being the ignore value. */
+static int class_slots(const int64_t *lab, int64_t n, int64_t K, int64_t ignore, int has_ignore,
+                       int32_t *slot)
+{
+    int bad = 0;
+    for (int64_t q = 0; q < n; q++) {
+        int64_t l = lab[q];
+        int is_class = (l >= 0) & (l < K), ignored = has_ignore & (l == ignore);
+        bad |= !is_class & !ignored;
+        slot[q] = is_class & !ignored ? (int32_t)l : -1;
+    }
+    return bad;
+}
+
+static void note_labels(const int64_t *lab, int64_t n, int64_t K, int64_t ignore, int has_ignore,
+                        int64_t at, int64_t *problems)
+{
+    for (int64_t q = 0; q < n; q++)
+        if (!(has_ignore && lab[q] == ignore) && (lab[q] < 0 || lab[q] >= K))
+            note(problems, BAD_LABEL, at + q);
+}
+
+#define LANES 8
+
+/* Sum (in float64) and minimum of a run of scores, in a fixed lane order that vectorises. */
+#define DEFINE_RUN_TOTALS(NAME, T)                                                                 \
+    static inline void NAME(const T *v, int64_t n, double *sum, double *least)                     \
     {                                                                                              \
-        int64_t label = lab[q];                                                                    \
-        if (has_ignore && label == ignore) {                                                       \
-            s[at + q] = (T)NAN;                                                                    \
-        } else if (label < 0 || label >= K) {                                                      \
-            note(problems, BAD_LABEL, at + q);                                                     \
-            s[at + q] = (T)NAN;                                                                    \
-        } else {                                                                                   \
-            T value = VALUE_AT;                                                                    \
-            s[at + q] = value;                                                                     \
-            class_sum[i * K + label] += (double)value;                                             \
-            class_cnt[i * K + label] += 1;                                                         \
-            sm->low[i] = (double)value < sm->low[i] ? (double)value : sm->low[i];                  \
-            sm->count[i] += 1;                                                                     \
-            if (sm->hist) {                                                                        \
-                UINT key;                                                                          \
-                memcpy(&key, &value, sizeof key);                                                  \
-                sm->hist[key >> (sizeof(UINT) * 8 - 16)] += 1;                                     \
-                if (arg[q] != label) {                                                             \
-                    int64_t r = sm->found++;                                                       \
-                    sm->index[r] = at + q;                                                         \
-                    if (pred_wide) {                                                               \
-                        ((uint16_t *)sm->pred)[r] = (uint16_t)arg[q];                              \
-                        ((uint16_t *)sm->label)[r] = (uint16_t)label;                              \
-                    } else {                                                                       \
-                        ((uint8_t *)sm->pred)[r] = (uint8_t)arg[q];                                \
-                        ((uint8_t *)sm->label)[r] = (uint8_t)label;                                \
-                    }                                                                              \
-                    ((T *)sm->pmax)[r] = TOP;                                                      \
-                    ((T *)sm->s)[r] = value;                                                       \
-                }                                                                                  \
+        double acc[LANES] = {0};                                                                   \
+        T low[LANES];                                                                              \
+        for (int j = 0; j < LANES; j++)                                                            \
+            low[j] = (T)INFINITY;                                                                  \
+        int64_t q = 0;                                                                             \
+        for (; q + LANES <= n; q += LANES)                                                         \
+            for (int j = 0; j < LANES; j++) {                                                      \
+                T x = v[q + j];                                                                    \
+                acc[j] += (double)x;                                                               \
+                low[j] = x < low[j] ? x : low[j];                                                  \
             }                                                                                      \
+        double total = 0.0, lowest = INFINITY;                                                     \
+        for (; q < n; q++) {                                                                       \
+            total += (double)v[q];                                                                 \
+            lowest = (double)v[q] < lowest ? (double)v[q] : lowest;                                \
+        }                                                                                          \
+        for (int j = 0; j < LANES; j++) {                                                          \
+            total += acc[j];                                                                       \
+            lowest = (double)low[j] < lowest ? (double)low[j] : lowest;                            \
+        }                                                                                          \
+        *sum = total, *least = lowest;                                                             \
+    }
+
+/* One tile's share of an image's per-class sums and counts of the scores, and of its
+ * lowest score and scored-pixel count. Labels come in runs; each run is one sum. */
+#define DEFINE_TILE_TOTALS(NAME, T, RUN)                                                           \
+    static void NAME(const T *s, const int32_t *slot, int64_t n, double *class_sum,                \
+                     int64_t *class_cnt, double *low, int64_t *count)                              \
+    {                                                                                              \
+        for (int64_t q = 0, r; q < n; q = r) {                                                     \
+            int32_t l = slot[q];                                                                   \
+            for (r = q + 1; r < n && slot[r] == l; r++)                                            \
+                ;                                                                                  \
+            if (l < 0)                                                                             \
+                continue;                                                                          \
+            double sum, least;                                                                     \
+            RUN(s + q, r - q, &sum, &least);                                                       \
+            class_sum[l] += sum;                                                                   \
+            class_cnt[l] += r - q;                                                                 \
+            *count += r - q;                                                                       \
+            *low = least < *low ? least : *low;                                                    \
         }                                                                                          \
     }
 
-/* One class plane's value v for one pixel: running sum, first maximum, minimum. */
+DEFINE_RUN_TOTALS(run_totals_f32, float)
+DEFINE_RUN_TOTALS(run_totals_f64, double)
+DEFINE_TILE_TOTALS(tile_totals_f32, float, run_totals_f32)
+DEFINE_TILE_TOTALS(tile_totals_f64, double, run_totals_f64)
+
+/* The summary's part of one tile: the histogram of the scores' top 16 bits and the
+ * records of the mispredicted pixels (TOP: pixel q's top probability). */
+#define SUMMARIZE_TILE(T, UINT, TOP)                                                               \
+    {                                                                                              \
+        int64_t *restrict hist = sm->hist, *restrict index = sm->index, r = sm->found;             \
+        T *restrict rec_pmax = sm->pmax, *restrict rec_s = sm->s;                                  \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            int32_t l = slot[q];                                                                   \
+            if (l < 0)                                                                             \
+                continue;                                                                          \
+            T value = out[q];                                                                      \
+            UINT key;                                                                              \
+            memcpy(&key, &value, sizeof key);                                                      \
+            hist[key >> (sizeof(UINT) * 8 - 16)] += 1;                                             \
+            if (arg[q] != l) {                                                                     \
+                index[r] = at + q;                                                                 \
+                if (pred_wide) {                                                                   \
+                    ((uint16_t *)sm->pred)[r] = (uint16_t)arg[q];                                  \
+                    ((uint16_t *)sm->label)[r] = (uint16_t)l;                                      \
+                } else {                                                                           \
+                    ((uint8_t *)sm->pred)[r] = (uint8_t)arg[q];                                    \
+                    ((uint8_t *)sm->label)[r] = (uint8_t)l;                                        \
+                }                                                                                  \
+                rec_pmax[r] = TOP;                                                                 \
+                rec_s[r] = value;                                                                  \
+                r++;                                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        sm->found = r;                                                                             \
+    }
+
+/* One class plane's value v for one pixel of class slot l: running sum, first maximum,
+ * minimum, and the value of the pixel's own class. */
 #define PLANE_STEP(T, VALUE, K_INDEX)                                                              \
     {                                                                                              \
         T v = VALUE;                                                                               \
@@ -144,15 +215,53 @@ typedef struct {
         a = v > top ? (int32_t)(K_INDEX) : a;                                                      \
         top = v > top ? v : top;                                                                   \
         least = v < least ? v : least;                                                             \
+        own = l == (int32_t)(K_INDEX) ? v : own;                                                   \
     }
+
+/* Whether any pixel of a tile has a non-finite or negative probability, or (with
+ * check_sums) probabilities that do not sum to 1 within tol; branch-free. */
+#define DEFINE_VALUES_BAD(NAME, T)                                                                 \
+    static inline int NAME(const T *tot, const T *low, int64_t n, int check_sums, double tol)      \
+    {                                                                                              \
+        int bad = 0;                                                                               \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            T total = tot[q];                                                                      \
+            bad |= !(total - total == 0) | (low[q] < 0) |                                          \
+                   (check_sums & (fabs((double)total - 1.0) > tol));                               \
+        }                                                                                          \
+        return bad;                                                                                \
+    }
+
+/* The same test pixel by pixel, noting each malformed one (only for tiles that have some). */
+#define DEFINE_NOTE_VALUES(NAME, T)                                                                \
+    static void NAME(const T *tot, const T *low, int64_t n, int check_sums, double tol,            \
+                     int64_t at, int64_t *problems)                                                \
+    {                                                                                              \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            T total = tot[q];                                                                      \
+            if (!isfinite(total))                                                                  \
+                note(problems, NONFINITE, at + q);                                                 \
+            else if (low[q] < 0)                                                                   \
+                note(problems, NEGATIVE, at + q);                                                  \
+            else if (check_sums && fabs((double)total - 1.0) > tol)                                \
+                note(problems, BAD_SUM, at + q);                                                   \
+        }                                                                                          \
+    }
+
+DEFINE_VALUES_BAD(values_bad_f32, float)
+DEFINE_VALUES_BAD(values_bad_f64, double)
+DEFINE_NOTE_VALUES(note_values_f32, float)
+DEFINE_NOTE_VALUES(note_values_f64, double)
 
 /*
  * scan_f32 / scan_f64: per pixel the predicted class (first maximum) and the probability
- * of the given label, plus per-image per-class sums of the latter and the summary;
- * counts malformed values so validation costs no extra pass. Walks the class planes in
- * tiles of pixels small enough that a tile's K planes stay in cache.
+ * of the given label (NaN where the label is ignored or invalid), plus per-image
+ * per-class sums of the latter and the summary; counts malformed values so validation
+ * costs no extra pass. Walks the class planes in tiles of pixels small enough that the
+ * tile's running state stays in cache, picking each pixel's own class on the way, so
+ * every probability is read exactly once.
  */
-#define DEFINE_SCAN(NAME, T, UINT)                                                                 \
+#define DEFINE_SCAN(NAME, T, UINT, SUFFIX)                                                         \
     EXPORT HOT int NAME(const T *probs, int64_t b, int64_t K, int64_t P, const void *labels,       \
                         int ltype, int64_t ignore, int has_ignore, double tol, int64_t tile,       \
                         int check_sums, void *pred, int pred_wide, T *s,                           \
@@ -160,68 +269,69 @@ typedef struct {
     {                                                                                              \
         T *best = malloc(tile * sizeof(T)), *low = malloc(tile * sizeof(T));                       \
         T *tot = malloc(tile * sizeof(T));                                                         \
-        int32_t *arg = malloc(tile * sizeof(int32_t));                                             \
+        int32_t *arg = malloc(tile * sizeof(int32_t)), *slot = malloc(tile * sizeof(int32_t));     \
         int64_t *lab = malloc(tile * sizeof(int64_t));                                             \
-        if (!best || !low || !tot || !arg || !lab) {                                               \
-            free(best), free(low), free(tot), free(arg), free(lab);                                \
+        if (!best || !low || !tot || !arg || !slot || !lab) {                                      \
+            free(best), free(low), free(tot), free(arg), free(slot), free(lab);                    \
             return -1;                                                                             \
         }                                                                                          \
         for (int64_t i = 0; i < b; i++) {                                                          \
             const T *img = probs + i * K * P;                                                      \
             sm->low[i] = INFINITY, sm->count[i] = 0;                                               \
             for (int64_t t0 = 0; t0 < P; t0 += tile) {                                             \
-                int64_t n = P - t0 < tile ? P - t0 : tile;                                         \
+                int64_t n = P - t0 < tile ? P - t0 : tile, at = i * P + t0;                        \
+                load_labels(labels, ltype, at, n, lab);                                            \
+                int labels_bad = class_slots(lab, n, K, ignore, has_ignore, slot);                 \
                 T *restrict bst = best, *restrict lw = low, *restrict tt = tot;                    \
+                T *restrict out = s + at; /* the scores, picked plane by plane */                  \
                 int32_t *restrict ag = arg;                                                        \
+                const int32_t *restrict sl = slot;                                                 \
                 const T *restrict plane = img + t0;                                                \
                 for (int64_t q = 0; q < n; q++) {                                                  \
                     T v = plane[q];                                                                \
                     bst[q] = v, lw[q] = v, ag[q] = 0, tt[q] = v;                                   \
+                    out[q] = sl[q] == 0 ? v : (T)NAN;                                              \
                 }                                                                                  \
                 int64_t k = 1;                                                                     \
                 for (; k + 4 <= K; k += 4) { /* four planes per pass over the tile's state */      \
                     const T *restrict p0 = img + k * P + t0, *restrict p1 = p0 + P;                \
                     const T *restrict p2 = p1 + P, *restrict p3 = p2 + P;                          \
                     for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */      \
-                        T top = bst[q], least = lw[q], sum = tt[q];                                \
-                        int32_t a = ag[q];                                                         \
+                        T top = bst[q], least = lw[q], sum = tt[q], own = out[q];                  \
+                        int32_t a = ag[q], l = sl[q];                                              \
                         PLANE_STEP(T, p0[q], k)                                                    \
                         PLANE_STEP(T, p1[q], k + 1)                                                \
                         PLANE_STEP(T, p2[q], k + 2)                                                \
                         PLANE_STEP(T, p3[q], k + 3)                                                \
-                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a;                       \
+                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a, out[q] = own;         \
                     }                                                                              \
                 }                                                                                  \
                 for (; k < K; k++) {                                                               \
                     const T *restrict p0 = img + k * P + t0;                                       \
                     for (int64_t q = 0; q < n; q++) {                                              \
-                        T top = bst[q], least = lw[q], sum = tt[q];                                \
-                        int32_t a = ag[q];                                                         \
+                        T top = bst[q], least = lw[q], sum = tt[q], own = out[q];                  \
+                        int32_t a = ag[q], l = sl[q];                                              \
                         PLANE_STEP(T, p0[q], k)                                                    \
-                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a;                       \
+                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a, out[q] = own;         \
                     }                                                                              \
                 }                                                                                  \
-                int64_t at = i * P + t0;                                                           \
-                load_labels(labels, ltype, at, n, lab);                                            \
                 store_pred(pred, pred_wide, at, arg, n);                                           \
-                for (int64_t q = 0; q < n; q++) {                                                  \
-                    T total = tot[q];                                                              \
-                    if (!isfinite(total))                                                          \
-                        note(problems, NONFINITE, at + q);                                         \
-                    else if (low[q] < 0)                                                           \
-                        note(problems, NEGATIVE, at + q);                                          \
-                    else if (check_sums && fabs((double)total - 1.0) > tol)                        \
-                        note(problems, BAD_SUM, at + q);                                           \
-                    LABEL_STEP(T, UINT, img[label * P + t0 + q], best[q])                          \
-                }                                                                                  \
+                if (values_bad_##SUFFIX(tot, low, n, check_sums, tol))                             \
+                    note_values_##SUFFIX(tot, low, n, check_sums, tol, at, problems);              \
+                if (labels_bad)                                                                    \
+                    note_labels(lab, n, K, ignore, has_ignore, at, problems);                      \
+                tile_totals_##SUFFIX(out, slot, n, class_sum + i * K, class_cnt + i * K,           \
+                                     sm->low + i, sm->count + i);                                  \
+                if (sm->hist)                                                                      \
+                    SUMMARIZE_TILE(T, UINT, best[q])                                               \
             }                                                                                      \
         }                                                                                          \
-        free(best), free(low), free(tot), free(arg), free(lab);                                    \
+        free(best), free(low), free(tot), free(arg), free(slot), free(lab);                        \
         return 0;                                                                                  \
     }
 
-DEFINE_SCAN(scan_f32, float, uint32_t)
-DEFINE_SCAN(scan_f64, double, uint64_t)
+DEFINE_SCAN(scan_f32, float, uint32_t, f32)
+DEFINE_SCAN(scan_f64, double, uint64_t, f64)
 
 static inline uint16_t half_bits(uint16_t v)
 {
@@ -241,11 +351,12 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
                         double *class_sum, int64_t *class_cnt, int64_t *problems, Summary *sm)
 {
     uint16_t *best = malloc(tile * sizeof(uint16_t)), *worst = malloc(tile * sizeof(uint16_t));
+    uint16_t *own = malloc(tile * sizeof(uint16_t));
     float *tot = malloc(tile * sizeof(float));
-    int32_t *arg = malloc(tile * sizeof(int32_t));
+    int32_t *arg = malloc(tile * sizeof(int32_t)), *slot = malloc(tile * sizeof(int32_t));
     int64_t *lab = malloc(tile * sizeof(int64_t));
-    if (!best || !worst || !tot || !arg || !lab) {
-        free(best), free(worst), free(tot), free(arg), free(lab);
+    if (!best || !worst || !own || !tot || !arg || !slot || !lab) {
+        free(best), free(worst), free(own), free(tot), free(arg), free(slot), free(lab);
         return -1;
     }
     const float rescale = 0x1p112f;
@@ -253,14 +364,17 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
         const uint16_t *img = bits + i * K * P;
         sm->low[i] = INFINITY, sm->count[i] = 0;
         for (int64_t t0 = 0; t0 < P; t0 += tile) {
-            int64_t n = P - t0 < tile ? P - t0 : tile;
-            uint16_t *restrict bst = best, *restrict wst = worst;
+            int64_t n = P - t0 < tile ? P - t0 : tile, at = i * P + t0;
+            load_labels(labels, ltype, at, n, lab);
+            int labels_bad = class_slots(lab, n, K, ignore, has_ignore, slot);
+            uint16_t *restrict bst = best, *restrict wst = worst, *restrict ow = own;
             float *restrict tt = tot;
             int32_t *restrict ag = arg;
+            const int32_t *restrict sl = slot;
             const uint16_t *restrict plane = img + t0;
             for (int64_t q = 0; q < n; q++) {
                 uint16_t v = half_bits(plane[q]);
-                bst[q] = v, wst[q] = v, ag[q] = 0, tt[q] = table[v];
+                bst[q] = v, wst[q] = v, ag[q] = 0, tt[q] = table[v], ow[q] = v;
             }
             for (int64_t k = 1; k < K; k++) {
                 const uint16_t *restrict pk = img + k * P + t0;
@@ -273,23 +387,34 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
                     ag[q] = v > top ? (int32_t)k : ag[q];
                     bst[q] = (uint16_t)(v > top ? v : top);
                     wst[q] = (uint16_t)(v > high ? v : high);
+                    ow[q] = sl[q] == (int32_t)k ? (uint16_t)v : ow[q];
                 }
             }
-            int64_t at = i * P + t0;
-            load_labels(labels, ltype, at, n, lab);
             store_pred(pred, pred_wide, at, arg, n);
-            for (int64_t q = 0; q < n; q++) {
+            float *restrict out = s + at;
+            for (int64_t q = 0; q < n; q++)
+                out[q] = sl[q] >= 0 ? table[own[q]] : NAN;
+            int values_bad = 0;
+            for (int64_t q = 0; q < n; q++)
+                values_bad |= (worst[q] >= F16_INF_BITS) |
+                              (check_sums & (fabs((double)tot[q] - 1.0) > tol));
+            for (int64_t q = 0; values_bad && q < n; q++) {
                 if (worst[q] >= F16_NEG_ZERO_BITS)
                     note(problems, NEGATIVE, at + q);
                 else if (worst[q] >= F16_INF_BITS)
                     note(problems, NONFINITE, at + q);
                 else if (check_sums && fabs((double)tot[q] - 1.0) > tol)
                     note(problems, BAD_SUM, at + q);
-                LABEL_STEP(float, uint32_t, table[half_bits(img[label * P + t0 + q])], table[best[q]])
             }
+            if (labels_bad)
+                note_labels(lab, n, K, ignore, has_ignore, at, problems);
+            tile_totals_f32(out, slot, n, class_sum + i * K, class_cnt + i * K, sm->low + i,
+                            sm->count + i);
+            if (sm->hist)
+                SUMMARIZE_TILE(float, uint32_t, table[best[q]])
         }
     }
-    free(best), free(worst), free(tot), free(arg), free(lab);
+    free(best), free(worst), free(own), free(tot), free(arg), free(slot), free(lab);
     return 0;
 }
 

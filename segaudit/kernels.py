@@ -6,7 +6,8 @@ about a millisecond, where a JIT would cost most of a second at every start.
 
 :func:`scan` walks a batch of images plane by plane (the class axis of (N,K,H,W)
 is not the last, so a per-pixel loop over K would stride through memory) in tiles of
-pixels small enough that a tile's K planes stay in cache. In one read it yields, per
+pixels whose running state stays in cache, picking each pixel's own class on the way,
+so every probability is read exactly once. In that one read it yields, per
 pixel, the predicted class (first maximum) and the probability of the given label;
 per image, the per-class sums of that probability, the lowest score and the number
 of scored pixels; at Confident Learning's resolution, the histogram of the scores
@@ -14,8 +15,9 @@ and the records of the mispredicted pixels. It also counts malformed values, so
 validation costs no extra pass. float16 is handled through its bit pattern:
 non-negative float16 values order like uint16, so maxima are integer compares.
 
-Per-image sums run in a fixed pixel order, so results do not depend on how images
-are grouped into batches or on how many workers run.
+Per-image sums run in an order fixed by the image alone (tile by tile, run of equal
+labels by run, in fixed SIMD lanes), so results do not depend on how images are
+grouped into batches or on how many workers run.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ FLOAT16_TABLE = float16_table()
 
 
 def tile_pixels(num_classes: int, itemsize: int) -> int:
-    """Pixels per tile so that one tile's K planes (~256 KiB) stay in L2 cache."""
+    """Pixels per tile: ~320 KiB of class planes, so the tile's running state stays in L2."""
     return int(max(256, min(16384, (320 * 1024) // max(1, num_classes * itemsize))))
 
 
