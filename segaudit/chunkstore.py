@@ -3,9 +3,10 @@
 Zarr's generic write path costs several times more than compressing the data (and
 importing it costs a third of a second), so the run's arrays — one image per chunk,
 written once, image-aligned — are written here directly: the v3 metadata document
-Zarr itself would write, and each chunk encoded with the same blosc codec. Any
-Zarr reader sees an ordinary Zarr v3 array (the tests check that, and that the
-metadata equals Zarr's own).
+Zarr itself would write, and each chunk encoded with the same blosc codec. Chunk
+keys use the "." separator (``c.7.0.0``), so every chunk is a file directly in the
+array's folder, with no directories to create per image. Any Zarr reader sees an
+ordinary Zarr v3 array (the tests check that, and that the metadata equals Zarr's own).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from segaudit.libc import start_writeback
 
 _CNAME, _CLEVEL = "lz4", 5
+CHUNK_KEY_SEPARATOR = "."
 
 
 def blosc_shuffle(dtype: np.dtype) -> str:
@@ -49,7 +51,10 @@ def zarr_v3_metadata(shape: tuple[int, ...], dtype: np.dtype, shuffle: str) -> d
         "shape": list(shape),
         "data_type": "bool" if dtype.kind == "b" else dtype.name,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *shape[1:]]}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "chunk_key_encoding": {
+            "name": "default",
+            "configuration": {"separator": CHUNK_KEY_SEPARATOR},
+        },
         "fill_value": fill,
         "codecs": [bytes_codec, {"name": "blosc", "configuration": blosc}],
         "attributes": {},
@@ -75,10 +80,10 @@ class ImageChunkedArray:
         metadata = zarr_v3_metadata(self.shape, self.dtype, zarr_shuffle)
         (self.path / "zarr.json").write_text(json.dumps(metadata, indent=2))
         self._codec = Blosc(cname=_CNAME, clevel=_CLEVEL, shuffle=shuffle_code)
-        self._chunk_dir = self.path / "c"
 
     def _chunk_path(self, image: int) -> Path:
-        return self._chunk_dir.joinpath(str(image), *(["0"] * (len(self.shape) - 1)))
+        key = CHUNK_KEY_SEPARATOR.join(["c", str(image), *(["0"] * (len(self.shape) - 1))])
+        return self.path / key
 
     def __setitem__(self, key: slice, value: np.ndarray) -> None:
         start, stop = self._bounds(key)
@@ -87,7 +92,6 @@ class ImageChunkedArray:
         )
         for offset, image in enumerate(range(start, stop)):
             path = self._chunk_path(image)
-            path.parent.mkdir(parents=True, exist_ok=True)
             encoded = self._codec.encode(value[offset])
             with open(path, "wb") as handle:
                 handle.write(encoded)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segaudit.chunkstore import blosc_shuffle
+from segaudit.chunkstore import CHUNK_KEY_SEPARATOR, blosc_shuffle
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 from segaudit.libc import LIBC
 
@@ -64,7 +64,7 @@ def array_path(run: Path, name: str) -> Path:
 
 
 def create_array(path: Path, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
-    """A new Zarr v3 array chunked one image per chunk, compressed fast (lz4)."""
+    """A new Zarr v3 array laid out as the run's own (see :mod:`segaudit.chunkstore`)."""
     import zarr
     from zarr.codecs import BloscCodec
 
@@ -77,6 +77,7 @@ def create_array(path: Path, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
         chunks=chunks,
         dtype=dtype,
         compressors=BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+        chunk_key_encoding={"name": "default", "separator": CHUNK_KEY_SEPARATOR},
         fill_value=np.nan if dtype.kind == "f" else 0,
         zarr_format=3,
         overwrite=True,

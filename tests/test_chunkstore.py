@@ -28,6 +28,7 @@ def test_metadata_equals_zarrs_own_and_zarr_reads_the_chunks(tmp_path, dtype):
         chunks=(1, 7, 9),
         dtype=dtype,
         compressors=BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+        chunk_key_encoding={"name": "default", "separator": "."},
         fill_value=fill,
         zarr_format=3,
     )
@@ -37,6 +38,8 @@ def test_metadata_equals_zarrs_own_and_zarr_reads_the_chunks(tmp_path, dtype):
     assert read.dtype == np.dtype(dtype)
     assert np.array_equal(read[:], data)
     assert np.array_equal(ours[1:4], data[1:4])
+    names = sorted(p.name for p in (tmp_path / "ours.zarr").iterdir())
+    assert names == ["c.0.0.0", "c.1.0.0", "c.2.0.0", "c.3.0.0", "c.4.0.0", "zarr.json"]
 
 
 def test_unwritten_images_read_as_the_fill_value(tmp_path):

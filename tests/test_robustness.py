@@ -302,7 +302,7 @@ def test_disk_full_is_one_line_exit_2_and_the_previous_run_survives(scene, monke
         if rundir.TEMP_PREFIX not in path:
             return False
         if victim == "zarr chunk":
-            return f"{os.sep}c{os.sep}" in path
+            return Path(path).name.startswith("c.")
         if victim == "summary.json":
             return Path(path).name.startswith(".summary.json.")
         return path.endswith(victim)
@@ -421,7 +421,7 @@ def test_outputs_are_byte_identical_for_any_batch_size_and_worker_count(tmp_path
             seen[(batch, workers)] = outputs(run)
     reference = seen[("7", "1")]
     assert int(reference["summary"]["totals"]["issue_pixels"]) > 0
-    assert any(name.startswith("issues.zarr/c/") for name in reference)
+    assert any(name.startswith("issues.zarr/c.") for name in reference)
     for key, found in seen.items():
         assert found.keys() == reference.keys(), key
         for name in reference:
