@@ -33,7 +33,7 @@ lint: $(DEV)
 	$(VENV)/bin/ruff check segaudit tests bench setup.py
 
 bench: $(DEV)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --repeat 3
 
 clean:
 	rm -rf $(DEMO_RUN) .pytest_cache

@@ -332,13 +332,31 @@ class Row:
     note: str = ""
 
 
+@dataclass
+class Job:
+    """One row's command and how to read its result; run once per round."""
+
+    row: Row
+    cmd: list[str]
+    warm_paths: list[Path]
+    run_dir: Path | None = None
+    work_from: str = "none"  # "summary" (run_dir/summary.json), "stdout" (JSON line), "none"
+    needs: str | None = None  # key of a row whose run this one reads
+    best: dict[str, Any] | None = None
+    failed: bool = False
+    unmet: bool = False  # the row it needs failed: shown as n/a
+
+
 class Bench:
+    """Rows are planned first, then measured round-robin: every round runs each row
+    once, in plan order, and each row keeps its best round. Rows compared with each
+    other are thus measured minutes apart at most, under the same machine load."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rows: dict[str, Row] = {}
         self.order: list[str] = []
-        self.count = 0
-        self.total = 0
+        self.jobs: list[Job] = []
 
     def add(self, row: Row) -> Row:
         self.rows[row.key] = row
@@ -360,7 +378,7 @@ class Bench:
             )
         )
 
-    def measure(
+    def plan(
         self,
         key: str,
         what: str,
@@ -369,55 +387,85 @@ class Bench:
         *,
         warm_paths: list[Path],
         run_dir: Path | None = None,
-        work_from: str = "none",  # "summary" (run_dir/summary.json), "stdout" (JSON line), "none"
+        work_from: str = "none",
         reads_probs: bool = True,
-    ) -> Row:
+        needs: str | None = None,
+    ) -> None:
         row = self.add(
             Row(key, what, ds.shape, ds.pred_bytes / 1e9 if reads_probs else None, shlex.join(cmd))
         )
-        self.count += 1
-        log(f"[{self.count:2}/{self.total}] {what} ({ds.role}) ...")
-        best: dict[str, Any] | None = None
-        for _attempt in range(self.args.repeat):
-            if run_dir is not None and work_from == "summary":
-                shutil.rmtree(run_dir, ignore_errors=True)
-            warm_s = warm(warm_paths)
-            res = run_timed(cmd, self.args.timeout)
-            res["warm_s"] = round(warm_s, 3)
-            if res["ok"]:
-                if work_from == "summary" and run_dir is not None:
-                    try:
-                        summary = json.loads((run_dir / "summary.json").read_text())
-                        res["timing"] = summary.get("timing", {})
-                        res["engine"] = summary.get("engine", {})
-                        res["totals"] = summary.get("totals", {})
-                        res["work_s"] = res["timing"].get("seconds")
-                    except (OSError, ValueError) as e:
-                        res["ok"] = False
-                        res["stderr"] += f"\n(bench) no readable summary.json in {run_dir}: {e}"
-                elif work_from == "stdout":
-                    parsed = last_json_line(res["stdout"])
-                    if parsed is None:
-                        res["ok"] = False
-                        res["stderr"] += "\n(bench) no JSON line on stdout"
-                    else:
-                        res["helper"] = parsed
-                        res["work_s"] = parsed.get("seconds")
-            stdout, stderr = res.pop("stdout"), res.pop("stderr")
-            if not res["ok"]:
-                why = "timed out" if res["timed_out"] else f"exit {res['returncode']}"
-                log(f"      FAILED ({why}): {shlex.join(cmd)}")
-                for line in (stderr.strip() or stdout.strip() or "(no output)").splitlines()[-25:]:
-                    log(f"      | {line}")
-                res["stderr_tail"] = stderr[-4000:]
-            row.attempts.append(res)
-            if res["ok"] and (best is None or res["wall_s"] < best["wall_s"]):
-                best = res
-            if not res["ok"]:
-                break
-        if best is None or not all(a["ok"] for a in row.attempts):
+        self.jobs.append(Job(row, cmd, warm_paths, run_dir, work_from, needs))
+
+    def measure_all(self) -> None:
+        rounds = self.args.repeat
+        for number in range(1, rounds + 1):
+            for index, job in enumerate(self.jobs, 1):
+                if job.failed:
+                    continue
+                needed = self.rows[job.needs] if job.needs else None
+                if needed is not None and any(not a["ok"] for a in needed.attempts):
+                    job.failed = job.unmet = True
+                    job.row.status, job.row.note = "n/a", f"{job.needs} failed"
+                    continue
+                label = f"{job.row.what} ({job.row.shape})"
+                log(f"[round {number}/{rounds}, {index:2}/{len(self.jobs)}] {label} ...")
+                self._attempt(job)
+        for job in self.jobs:
+            if not job.unmet:
+                self._finish(job)
+
+    def _attempt(self, job: Job) -> None:
+        if job.run_dir is not None and job.work_from == "summary":
+            shutil.rmtree(job.run_dir, ignore_errors=True)
+        warm_s = warm(job.warm_paths)
+        res = run_timed(job.cmd, self.args.timeout)
+        res["warm_s"] = round(warm_s, 3)
+        if res["ok"]:
+            self._read_work(job, res)
+        stdout, stderr = res.pop("stdout"), res.pop("stderr")
+        job.row.attempts.append(res)
+        if not res["ok"]:
+            job.failed = True
+            why = "timed out" if res["timed_out"] else f"exit {res['returncode']}"
+            log(f"      FAILED ({why}): {shlex.join(job.cmd)}")
+            for line in (stderr.strip() or stdout.strip() or "(no output)").splitlines()[-25:]:
+                log(f"      | {line}")
+            res["stderr_tail"] = stderr[-4000:]
+            return
+        work = f", work {res['work_s']:.2f} s" if res.get("work_s") is not None else ""
+        rss = res.get("max_rss_kib", 0) / 1024
+        log(f"      {res['wall_s']:.2f} s wall{work}, peak RSS {rss:.0f} MiB")
+        if job.best is None or res["wall_s"] < job.best["wall_s"]:
+            job.best = res
+
+    @staticmethod
+    def _read_work(job: Job, res: dict[str, Any]) -> None:
+        """Where the row reports its own work: the run's summary.json or a JSON line."""
+        if job.work_from == "summary" and job.run_dir is not None:
+            try:
+                summary = json.loads((job.run_dir / "summary.json").read_text())
+                res["timing"] = summary.get("timing", {})
+                res["engine"] = summary.get("engine", {})
+                res["totals"] = summary.get("totals", {})
+                res["work_s"] = res["timing"].get("seconds")
+            except (OSError, ValueError) as e:
+                res["ok"] = False
+                res["stderr"] += f"\n(bench) no readable summary.json in {job.run_dir}: {e}"
+        elif job.work_from == "stdout":
+            parsed = last_json_line(res["stdout"])
+            if parsed is None:
+                res["ok"] = False
+                res["stderr"] += "\n(bench) no JSON line on stdout"
+            else:
+                res["helper"] = parsed
+                res["work_s"] = parsed.get("seconds")
+
+    @staticmethod
+    def _finish(job: Job) -> None:
+        row, best = job.row, job.best
+        if job.failed or best is None:
             row.status = "failed"
-            return row
+            return
         row.status = "ok"
         row.wall_s = best["wall_s"]
         row.work_s = best.get("work_s")
@@ -427,13 +475,6 @@ class Bench:
         for extra in ("timing", "engine", "totals", "helper"):
             if extra in best:
                 row.details[extra] = best[extra]
-        work = f", work {row.work_s:.2f} s" if row.work_s is not None else ""
-        log(
-            f"      {row.wall_s:.2f} s wall{work}, CPU {row.cpu_percent}%, "
-            f"peak RSS {row.max_rss_mib:.0f} MiB, "
-            f"peak anon {row.peak_anon_mib:.0f} MiB"
-        )
-        return row
 
 
 def helper(name: str, *args: str | Path) -> list[str]:
@@ -592,7 +633,7 @@ def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[st
         f"Python {m['python']}, numpy {m['numpy']}, {m['segaudit']} (git {m['git']}), "
         f"cleanlab {report.get('cleanlab_version', 'n/a')}",
         f"- load average at start / end: {report['loadavg_start']} / {report['loadavg_end']}",
-        f"- repeats per row: {report['repeat']} (best wall kept)",
+        f"- rounds: {report['repeat']} (every row once per round, round-robin; best wall kept)",
         "",
         "| what | N×K×H×W | GB | wall s | work s | CPU % | peak RSS MiB | peak anon MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -672,7 +713,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-cleanlab", action="store_true", help="no cleanlab rows, no parity checks"
     )
-    parser.add_argument("--repeat", type=int, default=1, help="runs per row; the best wall is kept")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds; each runs every row once, and each row keeps its best wall",
+    )
     parser.add_argument(
         "--timeout", type=float, default=3600, help="seconds before a row is killed"
     )
@@ -708,13 +754,11 @@ def main(argv: list[str] | None = None) -> int:
     # Compile segaudit's bytecode once, before any row is timed (see CHILD_ENV).
     warm = "import segaudit.cli, segaudit.scan, segaudit.scoring, segaudit.summaries"
     subprocess.run([PY, "-c", warm], env=CHILD_ENV, check=False)
-    bench.total = 8 + (3 if cl else 0) + (3 if has_score else 0)
-    bench.total += 1 if "--no-pixel-scores" in score_help else 0
 
     for ds in (big, half):
         role = ds.role
         runs = {w: RUNS / f"scan-{role}-w{w}" for w in (1, 2)}
-        bench.measure(
+        bench.plan(
             f"read_{role}",
             "read pass (mmap, max over K)",
             ds,
@@ -723,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             work_from="stdout",
         )
         for w in (1, 2):
-            bench.measure(
+            bench.plan(
                 f"scan_w{w}_{role}",
                 f"segaudit scan --workers {w}",
                 ds,
@@ -741,9 +785,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir=runs[w],
                 work_from="summary",
             )
-        shutil.rmtree(runs[2], ignore_errors=True)
         if cl:
-            bench.measure(
+            bench.plan(
                 f"cl_filter_{role}",
                 "cleanlab find_label_issues n_jobs=1",
                 ds,
@@ -759,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             score_runs = {w: RUNS / f"score-{role}-w{w}" for w in (1, 2)}
             if has_score:
                 for w in (1, 2):
-                    bench.measure(
+                    bench.plan(
                         f"score_w{w}_{role}",
                         f"segaudit score softmin --workers {w}",
                         ds,
@@ -769,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                         work_from="summary",
                     )
                 if "--no-pixel-scores" in score_help:
-                    bench.measure(
+                    bench.plan(
                         f"score_px_{role}",
                         "segaudit score softmin --workers 1 --pixel-scores",
                         ds,
@@ -778,7 +821,6 @@ def main(argv: list[str] | None = None) -> int:
                         run_dir=RUNS / f"score-{role}-px",
                         work_from="summary",
                     )
-                shutil.rmtree(score_runs[2], ignore_errors=True)
             else:
                 for w in (1, 2):
                     bench.skip(
@@ -789,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
                         "no `segaudit score` command yet",
                     )
             if cl:
-                bench.measure(
+                bench.plan(
                     f"cl_score_{role}",
                     "cleanlab get_label_quality_scores softmin",
                     ds,
@@ -807,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         elif has_score:  # the half set: is score's memory flat when N doubles?
             half_run = RUNS / f"score-{role}-w2"
-            bench.measure(
+            bench.plan(
                 f"score_w2_{role}",
                 "segaudit score softmin --workers 2",
                 ds,
@@ -816,20 +858,16 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir=half_run,
                 work_from="summary",
             )
-            shutil.rmtree(half_run, ignore_errors=True)
-        if bench.rows[f"scan_w1_{role}"].status == "ok":
-            bench.measure(
-                f"swaps_{role}",
-                "segaudit swaps (scan w=1 run)",
-                ds,
-                [*SEGAUDIT, "swaps", str(runs[1]), "--quiet"],
-                warm_paths=[runs[1]],
-                reads_probs=False,
-            )
-        else:
-            bench.skip(
-                f"swaps_{role}", "segaudit swaps (scan w=1 run)", ds, "n/a", "scan failed", gb=False
-            )
+        bench.plan(
+            f"swaps_{role}",
+            "segaudit swaps (scan w=1 run)",
+            ds,
+            [*SEGAUDIT, "swaps", str(runs[1]), "--quiet"],
+            warm_paths=[runs[1]],
+            reads_probs=False,
+            needs=f"scan_w1_{role}",
+        )
+    bench.measure_all()
 
     # Parity checks (untimed).
     checks: dict[str, Any] = {}
