@@ -29,6 +29,8 @@
 #endif
 
 #define EXPORT __attribute__((visibility("default")))
+/* Helpers of the hot loops are inlined into them, so they share the loops' clones. */
+#define INLINE static inline __attribute__((always_inline))
 
 enum { NONFINITE = 0, NEGATIVE = 1, BAD_SUM = 2, BAD_LABEL = 3 };
 enum { L_I8, L_U8, L_I16, L_U16, L_I32, L_U32, L_I64 };
@@ -44,7 +46,7 @@ static inline void note(int64_t *problems, int kind, int64_t flat)
 }
 
 /* labels[start:start+n] of any integer type, as int64 (a vectorised conversion). */
-static void load_labels(const void *labels, int ltype, int64_t start, int64_t n, int64_t *out)
+INLINE void load_labels(const void *labels, int ltype, int64_t start, int64_t n, int64_t *out)
 {
 #define LOAD(T)                                                                                    \
     {                                                                                              \
@@ -65,7 +67,7 @@ static void load_labels(const void *labels, int ltype, int64_t start, int64_t n,
 #undef LOAD
 }
 
-static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg, int64_t n)
+INLINE void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg, int64_t n)
 {
     if (pred_wide) {
         uint16_t *out = (uint16_t *)pred + at;
@@ -81,12 +83,14 @@ static void store_pred(void *pred, int pred_wide, int64_t at, const int32_t *arg
 /*
  * What a scan kernel adds up besides the per-pixel arrays (see segaudit.kernels.Summary):
  * per image the lowest score and the number of scored pixels (for the softmin), and,
- * when hist is not NULL, the histogram of the scores' top 16 bits and the records of
- * the mispredicted pixels (flat index in the batch, predicted class, its probability,
- * score, given label; classes in pred's width), appended at "found".
+ * when hist is not NULL, the histogram of the scores' top 16 bits up to bin hist_top
+ * (higher scores are not counted) and the records of the mispredicted pixels (flat
+ * index in the batch, predicted class, its probability, score, given label; classes in
+ * pred's width), appended at "found".
  */
 typedef struct {
     int64_t *hist;
+    int64_t hist_top;
     int64_t *index;
     void *pred;
     void *pmax;
@@ -97,18 +101,40 @@ typedef struct {
     int64_t *count;
 } Summary;
 
-/* Each pixel's class slot: its label where that is a class, else -1 (ignored or out of
- * range). Returns whether any label is out of range without being the ignore value. */
-static int class_slots(const int64_t *lab, int64_t n, int64_t K, int64_t ignore, int has_ignore,
-                       int32_t *slot)
+/*
+ * Each pixel's class slot, from labels[start:start+n] of any integer type: its label
+ * where that is a class, else -1 (ignored or out of range). Returns whether any label
+ * is out of range without being the ignore value. Labels up to 32 bits are compared in
+ * 32-bit lanes (an ignore value outside that range matches none of them), wider ones
+ * in 64-bit lanes; either way the loop is branch-free and vectorises.
+ */
+INLINE int load_slots(const void *labels, int ltype, int64_t start, int64_t n, int64_t K,
+                      int64_t ignore, int has_ignore, int32_t *slot)
 {
     int bad = 0;
-    for (int64_t q = 0; q < n; q++) {
-        int64_t l = lab[q];
-        int is_class = (l >= 0) & (l < K), ignored = has_ignore & (l == ignore);
-        bad |= !is_class & !ignored;
-        slot[q] = is_class & !ignored ? (int32_t)l : -1;
+#define SLOTS(T, W)                                                                                \
+    {                                                                                              \
+        const T *src = (const T *)labels + start;                                                  \
+        int fits = (int64_t)(W)ignore == ignore;                                                   \
+        W skip = (W)ignore, classes = (W)K, use_skip = has_ignore & fits; /* K < 2**17 */          \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            W l = (W)src[q];                                                                       \
+            W is_class = (l >= 0) & (l < classes), ignored = use_skip & (l == skip);               \
+            bad |= (int)(!is_class & !ignored);                                                    \
+            slot[q] = is_class & !ignored ? (int32_t)l : -1;                                       \
+        }                                                                                          \
+    }                                                                                              \
+    break;
+    switch (ltype) {
+    case L_I8: SLOTS(int8_t, int32_t)
+    case L_U8: SLOTS(uint8_t, int32_t)
+    case L_I16: SLOTS(int16_t, int32_t)
+    case L_U16: SLOTS(uint16_t, int32_t)
+    case L_I32: SLOTS(int32_t, int32_t)
+    case L_U32: SLOTS(uint32_t, int64_t)
+    default: SLOTS(int64_t, int64_t)
     }
+#undef SLOTS
     return bad;
 }
 
@@ -124,7 +150,7 @@ static void note_labels(const int64_t *lab, int64_t n, int64_t K, int64_t ignore
 
 /* Sum (in float64) and minimum of a run of scores, in a fixed lane order that vectorises. */
 #define DEFINE_RUN_TOTALS(NAME, T)                                                                 \
-    static inline void NAME(const T *v, int64_t n, double *sum, double *least)                     \
+    INLINE void NAME(const T *v, int64_t n, double *sum, double *least)                            \
     {                                                                                              \
         double acc[LANES] = {0};                                                                   \
         T low[LANES];                                                                              \
@@ -152,7 +178,7 @@ static void note_labels(const int64_t *lab, int64_t n, int64_t K, int64_t ignore
 /* One tile's share of an image's per-class sums and counts of the scores, and of its
  * lowest score and scored-pixel count. Labels come in runs; each run is one sum. */
 #define DEFINE_TILE_TOTALS(NAME, T, RUN)                                                           \
-    static void NAME(const T *s, const int32_t *slot, int64_t n, double *class_sum,                \
+    INLINE void NAME(const T *s, const int32_t *slot, int64_t n, double *class_sum,                \
                      int64_t *class_cnt, double *low, int64_t *count)                              \
     {                                                                                              \
         for (int64_t q = 0, r; q < n; q = r) {                                                     \
@@ -176,31 +202,46 @@ DEFINE_TILE_TOTALS(tile_totals_f32, float, run_totals_f32)
 DEFINE_TILE_TOTALS(tile_totals_f64, double, run_totals_f64)
 
 /* The summary's part of one tile: the histogram of the scores' top 16 bits and the
- * records of the mispredicted pixels (TOP: pixel q's top probability). */
+ * records of the mispredicted pixels (TOP: pixel q's top probability). Most pixels are
+ * confident and right, so a vectorised first pass flags the pixels that count at all
+ * (flag must hold n + 8 bytes), and the second skips unflagged ones eight at a time. */
 #define SUMMARIZE_TILE(T, UINT, TOP)                                                               \
     {                                                                                              \
         int64_t *restrict hist = sm->hist, *restrict index = sm->index, r = sm->found;             \
+        const UINT top_key = (UINT)sm->hist_top, shift = sizeof(UINT) * 8 - 16;                    \
         T *restrict rec_pmax = sm->pmax, *restrict rec_s = sm->s;                                  \
         for (int64_t q = 0; q < n; q++) {                                                          \
-            int32_t l = slot[q];                                                                   \
-            if (l < 0)                                                                             \
-                continue;                                                                          \
-            T value = out[q];                                                                      \
             UINT key;                                                                              \
-            memcpy(&key, &value, sizeof key);                                                      \
-            hist[key >> (sizeof(UINT) * 8 - 16)] += 1;                                             \
-            if (arg[q] != l) {                                                                     \
-                index[r] = at + q;                                                                 \
-                if (pred_wide) {                                                                   \
-                    ((uint16_t *)sm->pred)[r] = (uint16_t)arg[q];                                  \
-                    ((uint16_t *)sm->label)[r] = (uint16_t)l;                                      \
-                } else {                                                                           \
-                    ((uint8_t *)sm->pred)[r] = (uint8_t)arg[q];                                    \
-                    ((uint8_t *)sm->label)[r] = (uint8_t)l;                                        \
+            memcpy(&key, &out[q], sizeof key);                                                     \
+            flag[q] = (slot[q] >= 0) & (((key >> shift) <= top_key) | (arg[q] != slot[q]));        \
+        }                                                                                          \
+        memset(flag + n, 0, 8);                                                                    \
+        for (int64_t q8 = 0; q8 < n; q8 += 8) {                                                    \
+            uint64_t any;                                                                          \
+            memcpy(&any, flag + q8, sizeof any);                                                   \
+            for (int64_t q = q8; any && q < q8 + 8 && q < n; q++) {                                \
+                if (!flag[q])                                                                      \
+                    continue;                                                                      \
+                int32_t l = slot[q];                                                               \
+                T value = out[q];                                                                  \
+                UINT key;                                                                          \
+                memcpy(&key, &value, sizeof key);                                                  \
+                key >>= shift;                                                                     \
+                if (key <= top_key)                                                                \
+                    hist[key] += 1;                                                                \
+                if (arg[q] != l) {                                                                 \
+                    index[r] = at + q;                                                             \
+                    if (pred_wide) {                                                               \
+                        ((uint16_t *)sm->pred)[r] = (uint16_t)arg[q];                              \
+                        ((uint16_t *)sm->label)[r] = (uint16_t)l;                                  \
+                    } else {                                                                       \
+                        ((uint8_t *)sm->pred)[r] = (uint8_t)arg[q];                                \
+                        ((uint8_t *)sm->label)[r] = (uint8_t)l;                                    \
+                    }                                                                              \
+                    rec_pmax[r] = TOP;                                                             \
+                    rec_s[r] = value;                                                              \
+                    r++;                                                                           \
                 }                                                                                  \
-                rec_pmax[r] = TOP;                                                                 \
-                rec_s[r] = value;                                                                  \
-                r++;                                                                               \
             }                                                                                      \
         }                                                                                          \
         sm->found = r;                                                                             \
@@ -221,7 +262,7 @@ DEFINE_TILE_TOTALS(tile_totals_f64, double, run_totals_f64)
 /* Whether any pixel of a tile has a non-finite or negative probability, or (with
  * check_sums) probabilities that do not sum to 1 within tol; branch-free. */
 #define DEFINE_VALUES_BAD(NAME, T)                                                                 \
-    static inline int NAME(const T *tot, const T *low, int64_t n, int check_sums, double tol)      \
+    INLINE int NAME(const T *tot, const T *low, int64_t n, int check_sums, double tol)             \
     {                                                                                              \
         int bad = 0;                                                                               \
         for (int64_t q = 0; q < n; q++) {                                                          \
@@ -271,8 +312,9 @@ DEFINE_NOTE_VALUES(note_values_f64, double)
         T *tot = malloc(tile * sizeof(T));                                                         \
         int32_t *arg = malloc(tile * sizeof(int32_t)), *slot = malloc(tile * sizeof(int32_t));     \
         int64_t *lab = malloc(tile * sizeof(int64_t));                                             \
-        if (!best || !low || !tot || !arg || !slot || !lab) {                                      \
-            free(best), free(low), free(tot), free(arg), free(slot), free(lab);                    \
+        uint8_t *flag = malloc(tile + 8);                                                          \
+        if (!best || !low || !tot || !arg || !slot || !lab || !flag) {                             \
+            free(best), free(low), free(tot), free(arg), free(slot), free(lab), free(flag);        \
             return -1;                                                                             \
         }                                                                                          \
         for (int64_t i = 0; i < b; i++) {                                                          \
@@ -280,8 +322,7 @@ DEFINE_NOTE_VALUES(note_values_f64, double)
             sm->low[i] = INFINITY, sm->count[i] = 0;                                               \
             for (int64_t t0 = 0; t0 < P; t0 += tile) {                                             \
                 int64_t n = P - t0 < tile ? P - t0 : tile, at = i * P + t0;                        \
-                load_labels(labels, ltype, at, n, lab);                                            \
-                int labels_bad = class_slots(lab, n, K, ignore, has_ignore, slot);                 \
+                int labels_bad = load_slots(labels, ltype, at, n, K, ignore, has_ignore, slot);    \
                 T *restrict bst = best, *restrict lw = low, *restrict tt = tot;                    \
                 T *restrict out = s + at; /* the scores, picked plane by plane */                  \
                 int32_t *restrict ag = arg;                                                        \
@@ -318,15 +359,17 @@ DEFINE_NOTE_VALUES(note_values_f64, double)
                 store_pred(pred, pred_wide, at, arg, n);                                           \
                 if (values_bad_##SUFFIX(tot, low, n, check_sums, tol))                             \
                     note_values_##SUFFIX(tot, low, n, check_sums, tol, at, problems);              \
-                if (labels_bad)                                                                    \
+                if (labels_bad) {                                                                  \
+                    load_labels(labels, ltype, at, n, lab);                                        \
                     note_labels(lab, n, K, ignore, has_ignore, at, problems);                      \
+                }                                                                                  \
                 tile_totals_##SUFFIX(out, slot, n, class_sum + i * K, class_cnt + i * K,           \
                                      sm->low + i, sm->count + i);                                  \
                 if (sm->hist)                                                                      \
                     SUMMARIZE_TILE(T, UINT, best[q])                                               \
             }                                                                                      \
         }                                                                                          \
-        free(best), free(low), free(tot), free(arg), free(slot), free(lab);                        \
+        free(best), free(low), free(tot), free(arg), free(slot), free(lab), free(flag);            \
         return 0;                                                                                  \
     }
 
@@ -355,8 +398,9 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
     float *tot = malloc(tile * sizeof(float));
     int32_t *arg = malloc(tile * sizeof(int32_t)), *slot = malloc(tile * sizeof(int32_t));
     int64_t *lab = malloc(tile * sizeof(int64_t));
-    if (!best || !worst || !own || !tot || !arg || !slot || !lab) {
-        free(best), free(worst), free(own), free(tot), free(arg), free(slot), free(lab);
+    uint8_t *flag = malloc(tile + 8);
+    if (!best || !worst || !own || !tot || !arg || !slot || !lab || !flag) {
+        free(best), free(worst), free(own), free(tot), free(arg), free(slot), free(lab), free(flag);
         return -1;
     }
     const float rescale = 0x1p112f;
@@ -365,8 +409,7 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
         sm->low[i] = INFINITY, sm->count[i] = 0;
         for (int64_t t0 = 0; t0 < P; t0 += tile) {
             int64_t n = P - t0 < tile ? P - t0 : tile, at = i * P + t0;
-            load_labels(labels, ltype, at, n, lab);
-            int labels_bad = class_slots(lab, n, K, ignore, has_ignore, slot);
+            int labels_bad = load_slots(labels, ltype, at, n, K, ignore, has_ignore, slot);
             uint16_t *restrict bst = best, *restrict wst = worst, *restrict ow = own;
             float *restrict tt = tot;
             int32_t *restrict ag = arg;
@@ -406,15 +449,17 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
                 else if (check_sums && fabs((double)tot[q] - 1.0) > tol)
                     note(problems, BAD_SUM, at + q);
             }
-            if (labels_bad)
+            if (labels_bad) {
+                load_labels(labels, ltype, at, n, lab);
                 note_labels(lab, n, K, ignore, has_ignore, at, problems);
+            }
             tile_totals_f32(out, slot, n, class_sum + i * K, class_cnt + i * K, sm->low + i,
                             sm->count + i);
             if (sm->hist)
                 SUMMARIZE_TILE(float, uint32_t, table[best[q]])
         }
     }
-    free(best), free(worst), free(own), free(tot), free(arg), free(slot), free(lab);
+    free(best), free(worst), free(own), free(tot), free(arg), free(slot), free(lab), free(flag);
     return 0;
 }
 

@@ -189,6 +189,18 @@ def score_bits(scores: np.ndarray) -> np.ndarray:
     return scores.view(np.uint32 if scores.dtype == np.float32 else np.uint64)
 
 
+def histogram_top(score_dtype: np.dtype, tol: float) -> int:
+    """The highest histogram bin Confident Learning's cut can fall in.
+
+    A mispredicted pixel's score is at most its top probability and the two sum to at
+    most 1 + tol, so it is at most (1 + tol) / 2. The cut keeps m scores, m at most the
+    number of mispredicted pixels, so it lies at or below that too: higher bins need no
+    counts, and the kernel skips them (most pixels are confident and right).
+    """
+    limit = np.array([0.5 + tol], score_dtype)
+    return int(score_bits(limit)[0] >> score_key_shift(np.dtype(score_dtype)))
+
+
 def sum_tolerance(num_classes: int, dtype: np.dtype) -> float:
     """How far a pixel's probabilities may sum from 1 (rounding of K stored values)."""
     return 1e-3 + num_classes * float(np.finfo(dtype).eps)
@@ -275,10 +287,11 @@ def pixel_pass(
         out.records = {
             name: WORKSPACE.get(f"mis-{name}", (b * h * w,), types[name]) for name in RECORD_FIELDS
         }
-    summary = kernels.make_summary(out.low, out.scored, out.hist, out.records)
+    tol = sum_tolerance(k, probs.dtype)
+    top = histogram_top(score_dtype, tol)
+    summary = kernels.make_summary(out.low, out.scored, out.hist, out.records, top)
     has_ignore = ignore is not None
     ignore_value = int(ignore) if has_ignore else 0
-    tol = sum_tolerance(k, probs.dtype)
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
     common = (out.pred, out.s, out.class_sum, out.class_count, out.problems, summary)
     kernels.scan(flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common)

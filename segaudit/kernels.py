@@ -68,13 +68,15 @@ class Summary(ctypes.Structure):
     """What a scan kernel adds up besides the per-pixel arrays (``Summary`` in the C file).
 
     Per image (``low``, ``count``): the lowest score and the number of scored pixels,
-    for the softmin. When ``hist`` is set: the histogram of the scores' top 16 bits, and
-    the records of the mispredicted pixels, ``found`` of them, in buffers as long as
-    the batch (see :data:`segaudit.engine.RECORD_FIELDS`).
+    for the softmin. When ``hist`` is set: the histogram of the scores' top 16 bits, up
+    to bin ``hist_top`` (higher scores are not counted), and the records of the
+    mispredicted pixels, ``found`` of them, in buffers as long as the batch (see
+    :data:`segaudit.engine.RECORD_FIELDS`).
     """
 
     _fields_ = [
         ("hist", ctypes.c_void_p),
+        ("hist_top", ctypes.c_int64),
         ("index", ctypes.c_void_p),
         ("pred", ctypes.c_void_p),
         ("pmax", ctypes.c_void_p),
@@ -91,11 +93,13 @@ def make_summary(
     count: np.ndarray,
     hist: np.ndarray | None = None,
     records: dict[str, np.ndarray] | None = None,
+    hist_top: int = 0xFFFF,
 ) -> Summary:
     """A :class:`Summary` over caller-owned arrays (which must outlive the kernel call)."""
     summary = Summary(low=ptr(low, np.float64), count=ptr(count, np.int64))
     if hist is not None and records is not None:
         summary.hist = ptr(hist, np.int64)
+        summary.hist_top = hist_top
         for name, values in records.items():
             setattr(summary, name, ptr(values))
     return summary

@@ -88,6 +88,8 @@ def find_cut(
     while True:
         cumulative = np.cumsum(hist)
         bin_index = int(np.searchsorted(cumulative, need))
+        # The pass counts every score up to the highest bin a cut can reach (histogram_top).
+        assert bin_index < HIST_BINS, "fewer scores counted than issues to select"
         below = int(cumulative[bin_index - 1]) if bin_index else 0
         need -= below
         prefix = (prefix << 16) | bin_index
