@@ -114,6 +114,23 @@ def test_tie_inside_the_boundary_takes_lowest_indices():
     assert not find_label_issues(labels, probs2).any()
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_a_cut_at_the_highest_score_a_mispredicted_pixel_can_have(dtype):
+    # Mispredicted pixels score at most (1 + tol) / 2, so the pass counts scores only up
+    # to there. Here every pixel scores exactly 0.5 (K=2, p = [0.5, 0.5]): the 16 labelled
+    # 1 are mispredicted (the first maximum is class 0) and reach t_0 = 0.5, so m = 16 of
+    # 32 tied scores, and the cut is the last bin the pass counts.
+    n, k, h, w = 1, 2, 4, 8
+    probs = np.full((n, k, h, w), 0.5, dtype)
+    labels = np.zeros((n, h, w), np.int64)
+    labels[0, ::2] = 1  # rows 0 and 2: the first 8 tied pixels in flat order are wrong
+    naive = naive_issues(labels, probs)
+    assert naive.m == 16 and naive.tie_at_cut
+    mask = find_label_issues(labels, probs)
+    assert np.array_equal(mask, naive.issues)
+    assert mask.sum() == 8 and mask[0, 0].all() and not mask[0, 2].any()
+
+
 def test_ignored_pixels_change_nothing_else():
     labels, probs, _ = well_posed_case(3, 5, 20, 24, "float32")
     cropped = find_label_issues(labels[:, :16], np.ascontiguousarray(probs[:, :, :16]))
