@@ -9,8 +9,8 @@ negative or above 1. Per image, in one call, the pixel scores are gathered, chec
 and reduced to the softmin while they are still in cache.
 
 The softmin's exponentials (shared with ``scan``'s softmin column) use a branch-free
-exp (range reduction by ln 2 and a degree-13 polynomial, relative error below
-1e-14) that the compiler vectorises. Sums run in a fixed order per image, so results
+exp (range reduction by ln 2 and a degree-11 polynomial in Estrin's scheme, relative
+error below 1e-14) that the compiler vectorises. Sums run in a fixed order per image, so results
 do not depend on batching or on the number of workers.
 """
 
