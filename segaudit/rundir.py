@@ -163,21 +163,21 @@ def check_output_location(run: Path) -> None:
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temporary file and rename, so readers never see half of it.
 
-    On failure the temporary file is removed and ``path`` is left as it was.
+    On failure the temporary file is removed and ``path`` is left as it was. Nothing is
+    flushed to disk here: files are written inside a run being built, and
+    :func:`building_run` makes the whole run durable, in one go, before publishing it
+    (every flush is a journal commit, which on a busy disk can take a tenth of a second).
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=True) + "\n"
     try:
         with open(tmp, "w") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_directory(path.parent)
 
 
 def _strerror(error: OSError) -> str:

@@ -131,7 +131,7 @@ def test_json_is_written_atomically_and_failures_leave_no_temporary(tmp_path, mo
     def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(os, "replace", full)
     with pytest.raises(OSError):
         rundir.write_json_atomic(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
