@@ -259,6 +259,36 @@ DEFINE_TILE_TOTALS(tile_totals_f64, double, run_totals_f64)
         own = l == (int32_t)(K_INDEX) ? v : own;                                                   \
     }
 
+/* Planes k .. k+NP-1 (NP = 1, 2, 4 or 8) of one tile folded into its running state in
+ * one pass, branch-free so that it vectorises (the NP tests are compile-time constants). */
+#define PLANES_PASS(T, NP)                                                                         \
+    {                                                                                              \
+        const T *p[8]; /* planes past NP alias plane k: never read, never out of bounds */         \
+        for (int j = 0; j < 8; j++)                                                                \
+            p[j] = img + (k + (j < NP ? j : 0)) * P + t0;                                          \
+        const T *restrict p0 = p[0], *restrict p1 = p[1], *restrict p2 = p[2];                     \
+        const T *restrict p3 = p[3], *restrict p4 = p[4], *restrict p5 = p[5];                     \
+        const T *restrict p6 = p[6], *restrict p7 = p[7];                                          \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            T top = bst[q], least = lw[q], sum = tt[q], own = out[q];                              \
+            int32_t a = ag[q], l = sl[q];                                                          \
+            PLANE_STEP(T, p0[q], k)                                                                \
+            if (NP > 1)                                                                            \
+                PLANE_STEP(T, p1[q], k + 1)                                                        \
+            if (NP > 2) {                                                                          \
+                PLANE_STEP(T, p2[q], k + 2)                                                        \
+                PLANE_STEP(T, p3[q], k + 3)                                                        \
+            }                                                                                      \
+            if (NP > 4) {                                                                          \
+                PLANE_STEP(T, p4[q], k + 4)                                                        \
+                PLANE_STEP(T, p5[q], k + 5)                                                        \
+                PLANE_STEP(T, p6[q], k + 6)                                                        \
+                PLANE_STEP(T, p7[q], k + 7)                                                        \
+            }                                                                                      \
+            bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a, out[q] = own;                     \
+        }                                                                                          \
+    }
+
 /* Whether any pixel of a tile has a non-finite or negative probability, or (with
  * check_sums) probabilities that do not sum to 1 within tol; branch-free. */
 #define DEFINE_VALUES_BAD(NAME, T)                                                                 \
@@ -333,29 +363,15 @@ DEFINE_NOTE_VALUES(note_values_f64, double)
                     bst[q] = v, lw[q] = v, ag[q] = 0, tt[q] = v;                                   \
                     out[q] = sl[q] == 0 ? v : (T)NAN;                                              \
                 }                                                                                  \
-                int64_t k = 1;                                                                     \
-                for (; k + 4 <= K; k += 4) { /* four planes per pass over the tile's state */      \
-                    const T *restrict p0 = img + k * P + t0, *restrict p1 = p0 + P;                \
-                    const T *restrict p2 = p1 + P, *restrict p3 = p2 + P;                          \
-                    for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */      \
-                        T top = bst[q], least = lw[q], sum = tt[q], own = out[q];                  \
-                        int32_t a = ag[q], l = sl[q];                                              \
-                        PLANE_STEP(T, p0[q], k)                                                    \
-                        PLANE_STEP(T, p1[q], k + 1)                                                \
-                        PLANE_STEP(T, p2[q], k + 2)                                                \
-                        PLANE_STEP(T, p3[q], k + 3)                                                \
-                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a, out[q] = own;         \
-                    }                                                                              \
-                }                                                                                  \
-                for (; k < K; k++) {                                                               \
-                    const T *restrict p0 = img + k * P + t0;                                       \
-                    for (int64_t q = 0; q < n; q++) {                                              \
-                        T top = bst[q], least = lw[q], sum = tt[q], own = out[q];                  \
-                        int32_t a = ag[q], l = sl[q];                                              \
-                        PLANE_STEP(T, p0[q], k)                                                    \
-                        bst[q] = top, lw[q] = least, tt[q] = sum, ag[q] = a, out[q] = own;         \
-                    }                                                                              \
-                }                                                                                  \
+                int64_t k = 1; /* eight, four, two, then one plane per pass over the state */     \
+                for (; k + 8 <= K; k += 8)                                                         \
+                    PLANES_PASS(T, 8)                                                              \
+                for (; k + 4 <= K; k += 4)                                                         \
+                    PLANES_PASS(T, 4)                                                              \
+                for (; k + 2 <= K; k += 2)                                                         \
+                    PLANES_PASS(T, 2)                                                              \
+                for (; k < K; k++)                                                                 \
+                    PLANES_PASS(T, 1)                                                              \
                 store_pred(pred, pred_wide, at, arg, n);                                           \
                 if (values_bad_##SUFFIX(tot, low, n, check_sums, tol))                             \
                     note_values_##SUFFIX(tot, low, n, check_sums, tol, at, problems);              \
