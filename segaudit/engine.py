@@ -128,6 +128,10 @@ class Sink(Protocol):
 
     def record_starts(self) -> list[int]: ...
 
+    def pass_written(self) -> None:
+        """The streaming pass has written every per-pixel array it makes."""
+        ...
+
 
 class MemorySink:
     """Keeps everything in numpy arrays (the Python API's default)."""
@@ -151,6 +155,9 @@ class MemorySink:
 
     def record_starts(self) -> list[int]:
         return sorted(self._records)
+
+    def pass_written(self) -> None:
+        pass
 
 
 @dataclass

@@ -218,6 +218,44 @@ def _fsync_directory(path: Path) -> None:
 
 # Up to this many files, fsync each; beyond, one syncfs (one journal commit, not one each).
 _FSYNC_EACH_LIMIT = 32
+# Runs being built whose bulk is already being flushed (see start_flush), by folder.
+_EARLY_FLUSHES: dict[Path, threading.Thread] = {}
+
+
+def start_flush(run: Path, folders: Iterable[Path]) -> None:
+    """Start flushing the files in ``folders`` of the run being built in ``run``, on a thread.
+
+    A run's bulk (its per-pixel arrays) is written well before the run is published.
+    Flushing it then, on a thread that only waits for the disk, overlaps the disk's
+    cache flush (about a tenth of a second for a scan here) with the work that is left,
+    so the sync before publishing (:func:`_sync_tree`) has little to do. Only the
+    given folders are flushed, never scratch files that are deleted unwritten. Best
+    effort: the final sync is what guarantees durability.
+    """
+    if run in _EARLY_FLUSHES:
+        return
+    folders = list(folders)
+
+    def flush() -> None:
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    fd = os.open(entry.path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                _fsync_directory(folder)
+
+    thread = threading.Thread(target=flush, name="segaudit-flush", daemon=True)
+    _EARLY_FLUSHES[run] = thread
+    thread.start()
+
+
+def _finish_early_flush(path: Path) -> None:
+    thread = _EARLY_FLUSHES.pop(path, None)
+    if thread is not None:
+        thread.join()
 
 
 def _sync_tree(path: Path) -> None:
@@ -229,6 +267,7 @@ def _sync_tree(path: Path) -> None:
     data; a run with per-image chunks flushes the whole file system holding it with
     one ``syncfs`` call, where available.
     """
+    _finish_early_flush(path)
     tree = [(Path(root), names) for root, _dirs, names in os.walk(path)]
     syncfs = getattr(LIBC, "syncfs", None)
     if syncfs is not None and sum(len(names) for _, names in tree) > _FSYNC_EACH_LIMIT:
@@ -446,6 +485,8 @@ def building_run(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            _finish_early_flush(tmp)
 
 
 def _check_inputs_outside(run: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:

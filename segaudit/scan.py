@@ -75,6 +75,11 @@ class RunSink:
     def record_starts(self) -> list[int]:
         return sorted(self._starts)
 
+    def pass_written(self) -> None:
+        """The bulk of the run is written: start flushing it while the rest is worked out."""
+        folders = [a.path for a in self.arrays.values() if isinstance(a, ImageChunkedArray)]
+        rundir.start_flush(self.run, folders)
+
     def discard_scratch(self) -> None:
         self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, np.memmap)}
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
@@ -124,6 +129,7 @@ def confident_learning(
         progress=progress,
         on_batch=on_batch,
     )
+    sink.pass_written()
     stages = {"read_pred_probs": time.perf_counter() - clock}
     clock = time.perf_counter()
     class_thresholds = thresholds(stats.class_sum, stats.class_count)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +294,41 @@ def test_wrong_number_of_class_names(dataset, tmp_path):
     result = invoke("scan", folder, "-o", tmp_path / "run", "-q")
     assert result.exit_code == 2
     assert "2 class names" in result.stderr
+
+
+def test_the_arrays_are_flushed_while_the_issues_are_worked_out(dataset, tmp_path, monkeypatch):
+    # Once the pass has written the per-pixel arrays, a thread flushes their chunk files
+    # while selection and the issue mask are computed; scratch files, deleted unwritten,
+    # are never flushed; the sync before publishing waits for that thread first.
+    from segaudit import rundir
+
+    folder, _, _ = dataset
+    flushed: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        flushed.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(rundir.os, "fsync", spy)
+    finished: list[str] = []
+    real_finish = rundir._finish_early_flush
+
+    def finish(path: Path) -> None:
+        real_finish(path)
+        finished.append(str(path))
+
+    monkeypatch.setattr(rundir, "_finish_early_flush", finish)
+    run = tmp_path / "run"
+    assert invoke("scan", folder, "-o", run, "-q").exit_code == 0
+    early = [path for thread, path in flushed if thread == "segaudit-flush"]
+    chunks = [p for p in early if Path(p).parent.suffix == ".zarr"]
+    assert {Path(p).parent.name for p in chunks} == {
+        "labels.zarr",
+        "pred_labels.zarr",
+        "pixel_scores.zarr",
+    }
+    assert len(chunks) == 3 * (4 + 1)  # four images' chunks and zarr.json, per array
+    assert not [p for p in early if "_scratch" in p]
+    assert finished and finished[0].startswith(str(tmp_path / ".segaudit-tmp-run"))
+    assert (run / "summary.json").is_file()
