@@ -158,15 +158,16 @@ def write_issues(
     def one_batch(bounds: tuple[int, int], tie_offset: int) -> tuple[int, int, np.ndarray, int]:
         lo, hi = bounds
         if downsample == 1 and cut.ties is None:
-            issues, labels, pred = _issues_from_records(sink, lo, hi, cut, layout.pixels)
+            issues, labels, pred, per_image = _issues_from_records(sink, lo, hi, cut, layout.pixels)
             used = 0
         else:
             issues, labels, pred, used = _batch_issues(
                 sink, lo, hi, cut, tie_offset, downsample, ignore
             )
             labels, pred = labels[issues], pred[issues]
+            per_image = issues.reshape(hi - lo, -1).sum(axis=1)
         sink.get("issues")[lo:hi] = issues.reshape(hi - lo, layout.height, layout.width)
-        counts.per_image[lo:hi] = issues.reshape(hi - lo, -1).sum(axis=1)
+        counts.per_image[lo:hi] = per_image
         given = np.bincount(labels.astype(np.intp), minlength=k)[:k]
         predicted = np.bincount(pred.astype(np.intp), minlength=k)[:k]
         return lo, hi, np.stack([given, predicted]), used
@@ -192,18 +193,21 @@ def write_issues(
 
 def _issues_from_records(
     sink: Sink, lo: int, hi: int, cut: Cut, pixels: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Issue mask (flat) of images lo:hi from their mispredicted pixels' records, and
-    the given and predicted classes of its pixels. Only valid at full resolution with
-    no ties at the cut (every record with a key up to the cut's is an issue)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Issue mask (flat) of images lo:hi from their mispredicted pixels' records, the
+    given and predicted classes of its pixels, and its count per image. Only valid at
+    full resolution with no ties at the cut (every record with a key up to the cut's is
+    an issue)."""
     issues = np.zeros((hi - lo) * pixels, bool)
     records = sink.records(lo, ("index", "s", "pred", "label"))
     if cut.count == 0:
         chosen = np.zeros(len(records["s"]), bool)
     else:
         chosen = (score_bits(records["s"]) >> cut.shift) <= cut.key
-    issues[records["index"][chosen]] = True
-    return issues, records["label"][chosen], records["pred"][chosen]
+    index = records["index"][chosen]
+    issues[index] = True
+    per_image = np.bincount(index // pixels, minlength=hi - lo)
+    return issues, records["label"][chosen], records["pred"][chosen], per_image
 
 
 def _batch_issues(
