@@ -48,7 +48,7 @@ class RunSink:
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, Any] = {}
-        self._starts: set[int] = set()
+        self._records: dict[int, dict[str, tuple[np.dtype, int, int]]] = {}
 
     def create(self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False) -> Any:
         if scratch:
@@ -61,19 +61,34 @@ class RunSink:
     def get(self, name: str) -> Any:
         return self.arrays[name]
 
-    def _record_path(self, start: int, name: str) -> Path:
-        return self.scratch_dir / f"records-{start:012d}-{name}.npy"
+    def _record_path(self, start: int) -> Path:
+        return self.scratch_dir / f"records-{start:012d}.bin"
 
     def add_records(self, start: int, records: Records) -> None:
-        for name, values in records.items():
-            np.save(self._record_path(start, name), values)
-        self._starts.add(start)
+        """One raw file per batch, fields one after the other; only where each field
+        lies is kept in memory (a few numbers a batch), so memory stays flat."""
+        where: dict[str, tuple[np.dtype, int, int]] = {}
+        offset = 0
+        with open(self._record_path(start), "wb") as handle:
+            for name, values in records.items():
+                values = np.ascontiguousarray(values)
+                handle.write(values.data)
+                where[name] = (values.dtype, offset, len(values))
+                offset += values.nbytes
+        self._records[start] = where
 
     def records(self, start: int, fields: tuple[str, ...]) -> Records:
-        return {name: np.load(self._record_path(start, name)) for name in fields}
+        where = self._records[start]
+        out = {}
+        with open(self._record_path(start), "rb") as handle:
+            for name in fields:
+                dtype, offset, count = where[name]
+                handle.seek(offset)
+                out[name] = np.fromfile(handle, dtype, count)
+        return out
 
     def record_starts(self) -> list[int]:
-        return sorted(self._starts)
+        return sorted(self._records)
 
     def pass_written(self) -> None:
         """The bulk of the run is written: start flushing it while the rest is worked out."""
