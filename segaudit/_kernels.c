@@ -148,6 +148,23 @@ static void note_labels(const int64_t *lab, int64_t n, int64_t K, int64_t ignore
 
 #define LANES 8
 
+/* Where the run of equal slots starting at q ends: eight slots compared at a time. */
+INLINE int64_t run_end(const int32_t *slot, int64_t q, int64_t n)
+{
+    int32_t l = slot[q];
+    int64_t r = q + 1;
+    for (; r + LANES <= n; r += LANES) {
+        int32_t differ = 0;
+        for (int j = 0; j < LANES; j++)
+            differ |= slot[r + j] ^ l;
+        if (differ)
+            break;
+    }
+    while (r < n && slot[r] == l)
+        r++;
+    return r;
+}
+
 /* Sum (in float64) and minimum of a run of scores, in a fixed lane order that vectorises. */
 #define DEFINE_RUN_TOTALS(NAME, T)                                                                 \
     INLINE void NAME(const T *v, int64_t n, double *sum, double *least)                            \
@@ -183,8 +200,7 @@ static void note_labels(const int64_t *lab, int64_t n, int64_t K, int64_t ignore
     {                                                                                              \
         for (int64_t q = 0, r; q < n; q = r) {                                                     \
             int32_t l = slot[q];                                                                   \
-            for (r = q + 1; r < n && slot[r] == l; r++)                                            \
-                ;                                                                                  \
+            r = run_end(slot, q, n);                                                               \
             if (l < 0)                                                                             \
                 continue;                                                                          \
             double sum, least;                                                                     \
