@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segaudit.chunkstore import CHUNK_KEY_SEPARATOR, blosc_shuffle
+from segaudit.chunkstore import CHUNK_KEY_SEPARATOR, blosc_shuffle, is_compressed
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 from segaudit.libc import LIBC
 
@@ -69,14 +69,14 @@ def create_array(path: Path, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
     from zarr.codecs import BloscCodec
 
     dtype = np.dtype(dtype)
-    shuffle = blosc_shuffle(dtype)
     chunks = (1, *shape[1:]) if len(shape) > 1 else shape
+    compressor = BloscCodec(cname="lz4", clevel=5, shuffle=blosc_shuffle(dtype))
     return zarr.create_array(
         store=str(path),
         shape=shape,
         chunks=chunks,
         dtype=dtype,
-        compressors=BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+        compressors=compressor if is_compressed(dtype) else None,
         chunk_key_encoding={"name": "default", "separator": CHUNK_KEY_SEPARATOR},
         fill_value=np.nan if dtype.kind == "f" else 0,
         zarr_format=3,

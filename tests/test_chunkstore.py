@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec
 
-from segaudit.chunkstore import ImageChunkedArray, blosc_shuffle
+from segaudit.chunkstore import ImageChunkedArray, blosc_shuffle, is_compressed
 
 
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16", "int32", "float32", "float64"])
@@ -20,14 +20,16 @@ def test_metadata_equals_zarrs_own_and_zarr_reads_the_chunks(tmp_path, dtype):
     ours = ImageChunkedArray(tmp_path / "ours.zarr", shape, dtype)
     ours[0:3] = data[0:3]
     ours[3:5] = data[3:5]
-    shuffle = blosc_shuffle(dtype)
+    compressed = np.dtype(dtype).kind != "f"  # float scores are stored raw
+    assert is_compressed(dtype) == compressed
+    blosc = BloscCodec(cname="lz4", clevel=5, shuffle=blosc_shuffle(dtype))
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     zarr.create_array(
         store=str(tmp_path / "theirs.zarr"),
         shape=shape,
         chunks=(1, 7, 9),
         dtype=dtype,
-        compressors=BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),
+        compressors=blosc if compressed else None,
         chunk_key_encoding={"name": "default", "separator": "."},
         fill_value=fill,
         zarr_format=3,
@@ -40,6 +42,8 @@ def test_metadata_equals_zarrs_own_and_zarr_reads_the_chunks(tmp_path, dtype):
     assert np.array_equal(ours[1:4], data[1:4])
     names = sorted(p.name for p in (tmp_path / "ours.zarr").iterdir())
     assert names == ["c.0.0.0", "c.1.0.0", "c.2.0.0", "c.3.0.0", "c.4.0.0", "zarr.json"]
+    raw_size = 7 * 9 * np.dtype(dtype).itemsize
+    assert ((tmp_path / "ours.zarr" / "c.4.0.0").stat().st_size == raw_size) == (not compressed)
 
 
 def test_unwritten_images_read_as_the_fill_value(tmp_path):
