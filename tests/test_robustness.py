@@ -480,3 +480,23 @@ def test_version_help_and_completion():
     )
     assert script.returncode == 0, script.stderr
     assert "_segaudit_completion" in script.stdout and "complete " in script.stdout
+
+
+def test_the_command_keeps_the_garbage_collector_off_import_time_objects():
+    # The import-time objects live until exit, so main() freezes them (gc.freeze): the
+    # collector then skips them during the run and at exit. The exit status is kept.
+    code = (
+        "import gc, sys\n"
+        "sys.argv = ['segaudit', '--version']\n"
+        "from segaudit.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as stop:\n"
+        "    print(stop.code, gc.get_freeze_count())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"segaudit {__version__}"
+    status, frozen = lines[1].split()
+    assert status == "0" and int(frozen) > 10_000
