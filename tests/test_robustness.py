@@ -500,3 +500,23 @@ def test_the_command_keeps_the_garbage_collector_off_import_time_objects():
     assert lines[0] == f"segaudit {__version__}"
     status, frozen = lines[1].split()
     assert status == "0" and int(frozen) > 10_000
+
+
+def test_the_command_builds_only_the_command_it_runs():
+    # Typer converts every registered command on each run; main() hands it a copy of
+    # the app holding only the command named, which must behave exactly like the whole.
+    from segaudit.cli import _app_for
+
+    assert [c.name for c in _app_for(["scan", "data", "-o", "run"]).registered_commands] == ["scan"]
+    assert _app_for(["--help"]) is app and _app_for([]) is app and _app_for(["nope"]) is app
+    assert len(app.registered_commands) > 1
+    whole_app = [sys.executable, "-c", "from segaudit.cli import app; app()"]
+    for args in (["scan", "--help"], ["score", "--no-such-option"], ["--help"]):
+        slim = subprocess.run([*SEGAUDIT, *args], capture_output=True, text=True)
+        whole = subprocess.run([*whole_app, *args], capture_output=True, text=True)
+        assert (slim.returncode, slim.stdout, slim.stderr) == (
+            whole.returncode,
+            whole.stdout,
+            whole.stderr,
+        ), args
+        assert "Usage: " in slim.stdout + slim.stderr
