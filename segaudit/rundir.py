@@ -238,14 +238,14 @@ def start_flush(run: Path, folders: Iterable[Path]) -> None:
 
     def flush() -> None:
         for folder in folders:
-            with contextlib.suppress(OSError):
-                for entry in os.scandir(folder):
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
                     fd = os.open(entry.path, os.O_RDONLY)
                     try:
                         os.fsync(fd)
                     finally:
                         os.close(fd)
-                _fsync_directory(folder)
+            _fsync_directory(folder)
 
     thread = threading.Thread(target=flush, name="segaudit-flush", daemon=True)
     _EARLY_FLUSHES[run] = thread

@@ -143,6 +143,17 @@ def unscored_message(unscored: np.ndarray) -> str:
 # -- softmin: one streaming read of p[given label] --------------------------------------
 
 
+def gathers_from_mapped_planes(probs: ArraySource, params: Params) -> bool:
+    """Whether softmin reads a memory-mapped file's class planes in place.
+
+    Then a batch costs memory only for the pages its gather touches, which depends on
+    how many classes each image holds; those pages stay mapped until the batch is
+    released. One image per batch keeps that to one image's pages (about 80 MB peak on
+    60×19×512×1024 instead of 290, flat as N grows) for about 5% more time.
+    """
+    return probs.kind == "npy" and not params.channels_last
+
+
 def softmin_pass(
     labels: ArraySource,
     probs: ArraySource,
@@ -177,6 +188,8 @@ def softmin_pass(
         np.empty(layout.num_images),
         np.empty(layout.num_images, np.int64),
     )
+    if batch_size is None and gathers_from_mapped_planes(probs, params):
+        batch_size = 1
     batches = plan_batches(
         layout.num_images, layout.image_bytes, workers, batch_size, memory_budget
     )

@@ -426,7 +426,9 @@ def test_outputs_are_byte_identical_for_any_batch_size_and_worker_count(tmp_path
         assert found.keys() == reference.keys(), key
         for name in reference:
             assert found[name] == reference[name], (key, name)
-    rows = list(csv.DictReader(open(tmp_path / "run-b1-w2" / "image_scores.csv")))
+    rows = list(
+        csv.DictReader((tmp_path / "run-b1-w2" / "image_scores.csv").read_text().splitlines())
+    )
     assert [int(r["rank"]) for r in rows] == list(range(1, 8))
 
 

@@ -81,7 +81,7 @@ def test_scan_writes_a_complete_run(dataset, tmp_path):
     assert np.allclose(summary["classes"]["thresholds"], naive.thresholds, rtol=1e-12)
     assert summary["totals"]["candidates"] == naive.m
     assert summary["inputs"]["pred_probs"]["shape"] == list(probs.shape)
-    rows = list(csv.DictReader(open(run / "image_scores.csv")))
+    rows = list(csv.DictReader((run / "image_scores.csv").read_text().splitlines()))
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
     softmin = [float(r["softmin_score"]) for r in rows]
     assert softmin == sorted(softmin)

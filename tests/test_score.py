@@ -252,6 +252,38 @@ def test_score_writes_a_complete_run(dataset, tmp_path):
     assert summary["inputs"]["pred_probs"]["shape"] == [6, 5, 16, 24]
 
 
+@pytest.mark.parametrize(
+    ("options", "batches"),
+    [
+        ((), [(i, i + 1) for i in range(6)]),  # a mapped .npy: one image's pages at a time
+        (("--batch-size", "4"), [(0, 4), (4, 6)]),  # the user's batch size still rules
+    ],
+)
+def test_softmin_maps_one_image_of_a_npy_at_a_time(
+    dataset, tmp_path, monkeypatch, options, batches
+):
+    # The gather keeps only the pages it touches mapped until the batch is released, and
+    # that depends on how many classes each image holds: one image per batch bounds it.
+    from segaudit.io import ArraySource
+
+    folder, labels, probs = dataset
+    reads: list[tuple[int, int]] = []
+    original = ArraySource.read
+
+    def counting_read(self, start, stop, **kwargs):
+        if self.path.name == "pred_probs.npy":
+            reads.append((start, stop))
+        return original(self, start, stop, **kwargs)
+
+    monkeypatch.setattr(ArraySource, "read", counting_read)
+    run = tmp_path / "run"
+    assert invoke("score", folder, "-o", run, "-q", "--workers", "1", *options).exit_code == 0
+    assert sorted(reads) == batches
+    image_scores, _ = get_label_quality_scores(labels, probs)
+    rows = sorted(read_csv(run / "image_scores.csv"), key=lambda r: int(r["image"]))
+    assert [float(r["score"]) for r in rows] == image_scores.tolist()
+
+
 def test_score_json_and_no_pixel_scores_by_default(dataset, tmp_path):
     folder, labels, probs = dataset
     run = tmp_path / "run"
