@@ -43,9 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from segaudit.chunkstore import CHUNK_KEY_SEPARATOR, blosc_shuffle, is_compressed
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 from segaudit.libc import LIBC
 
@@ -61,27 +58,6 @@ OLD_PREFIX = ".segaudit-old-"
 def array_path(run: Path, name: str) -> Path:
     """Where the run keeps the per-pixel array ``name``."""
     return run / f"{name}.zarr"
-
-
-def create_array(path: Path, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
-    """A new Zarr v3 array laid out as the run's own (see :mod:`segaudit.chunkstore`)."""
-    import zarr
-    from zarr.codecs import BloscCodec
-
-    dtype = np.dtype(dtype)
-    chunks = (1, *shape[1:]) if len(shape) > 1 else shape
-    compressor = BloscCodec(cname="lz4", clevel=5, shuffle=blosc_shuffle(dtype))
-    return zarr.create_array(
-        store=str(path),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        compressors=compressor if is_compressed(dtype) else None,
-        chunk_key_encoding={"name": "default", "separator": CHUNK_KEY_SEPARATOR},
-        fill_value=np.nan if dtype.kind == "f" else 0,
-        zarr_format=3,
-        overwrite=True,
-    )
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segaudit.rundir import SUMMARY, array_path, create_array
+from segaudit.chunkstore import ImageChunkedArray
+from segaudit.rundir import SUMMARY, array_path
 
 
 def write_run(
@@ -33,8 +34,7 @@ def write_run(
     arrays = {"labels": labels, "pred_labels": pred_labels, "pixel_scores": pixel_scores}
     arrays["issues"] = issues.astype(bool)
     for name, values in arrays.items():
-        array = create_array(array_path(run, name), values.shape, values.dtype)
-        array[...] = values
+        ImageChunkedArray(array_path(run, name), values.shape, values.dtype)[:] = values
     images_input = None
     if images is not None:
         images_path = run.parent / f"{run.name}_images.npy"
