@@ -53,6 +53,17 @@ SUMMARY = "summary.json"
 ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues")
 TEMP_PREFIX = ".segaudit-tmp-"
 OLD_PREFIX = ".segaudit-old-"
+# Runs this process has published (absolute paths): what a signal after the swap leaves.
+_PUBLISHED: set[Path] = set()
+
+
+def was_published(run: str | os.PathLike[str]) -> bool:
+    """Whether this process has installed a complete run at ``run``.
+
+    A signal that lands after the swap finds the new run complete on disk; the command
+    line asks this to say so instead of claiming the previous results are unchanged.
+    """
+    return Path(os.path.abspath(run)) in _PUBLISHED
 
 
 def array_path(run: Path, name: str) -> Path:
@@ -448,6 +459,7 @@ def building_run(
             _sync_tree(tmp)
             with _signals_deferred():
                 _install(tmp, run)
+                _PUBLISHED.add(run)
         except SegauditError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
