@@ -12,6 +12,11 @@
  *
  * Every reduction runs in a fixed order per image, so results never depend on how
  * images are grouped into batches or on how many workers run.
+ *
+ * Signed zeros: -0.0 is a probability of 0. Comparisons already treat it so; the scores
+ * the kernels write (p[given label]) are normalised to +0.0, because their bit patterns
+ * are histogram keys and cut keys (a -0.0 float32 has the sign bit set: read as an
+ * unsigned key it would sort after every positive score).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -116,7 +121,7 @@ INLINE int load_slots(const void *labels, int ltype, int64_t start, int64_t n, i
     {                                                                                              \
         const T *src = (const T *)labels + start;                                                  \
         int fits = (int64_t)(W)ignore == ignore;                                                   \
-        W skip = (W)ignore, classes = (W)K, use_skip = has_ignore & fits; /* K < 2**17 */          \
+        W skip = (W)ignore, classes = (W)K, use_skip = has_ignore & fits; /* K < 2**16 */          \
         for (int64_t q = 0; q < n; q++) {                                                          \
             W l = (W)src[q];                                                                       \
             W is_class = (l >= 0) & (l < classes), ignored = use_skip & (l == skip);               \
@@ -264,7 +269,9 @@ DEFINE_TILE_TOTALS(tile_totals_f64, double, run_totals_f64)
     }
 
 /* One class plane's value v for one pixel of class slot l: running sum, first maximum,
- * minimum, and the value of the pixel's own class. */
+ * minimum, and the value of the pixel's own class, taken as v + 0: that turns -0.0 into
+ * +0.0 and leaves every other value (NaN included) as it is, branch-free, so no score
+ * a scan kernel writes is -0.0. */
 #define PLANE_STEP(T, VALUE, K_INDEX)                                                              \
     {                                                                                              \
         T v = VALUE;                                                                               \
@@ -272,7 +279,7 @@ DEFINE_TILE_TOTALS(tile_totals_f64, double, run_totals_f64)
         a = v > top ? (int32_t)(K_INDEX) : a;                                                      \
         top = v > top ? v : top;                                                                   \
         least = v < least ? v : least;                                                             \
-        own = l == (int32_t)(K_INDEX) ? v : own;                                                   \
+        own = l == (int32_t)(K_INDEX) ? v + (T)0 : own;                                            \
     }
 
 /* Planes k .. k+NP-1 (NP = 1, 2, 4 or 8) of one tile folded into its running state in
@@ -377,7 +384,7 @@ DEFINE_NOTE_VALUES(note_values_f64, double)
                 for (int64_t q = 0; q < n; q++) {                                                  \
                     T v = plane[q];                                                                \
                     bst[q] = v, lw[q] = v, ag[q] = 0, tt[q] = v;                                   \
-                    out[q] = sl[q] == 0 ? v : (T)NAN;                                              \
+                    out[q] = sl[q] == 0 ? v + (T)0 : (T)NAN;                                       \
                 }                                                                                  \
                 int64_t k = 1; /* eight, four, two, then one plane per pass over the state */     \
                 for (; k + 8 <= K; k += 8)                                                         \
@@ -411,6 +418,21 @@ DEFINE_SCAN(scan_f64, double, uint64_t, f64)
 static inline uint16_t half_bits(uint16_t v)
 {
     return (uint16_t)(v & -(uint16_t)(v != F16_NEG_ZERO_BITS)); /* -0.0 reads as 0 */
+}
+
+/* Which problem a float16 pixel whose largest bit pattern is malformed has, in scan_f32's
+ * order: any NaN or infinity (of either sign) first, then any negative value. Re-reads
+ * the pixel's K values: only for tiles that hold such a pixel (the input is refused). */
+static int half_problem(const uint16_t *pixel, int64_t K, int64_t P)
+{
+    int negative = 0;
+    for (int64_t k = 0; k < K; k++) {
+        uint16_t v = half_bits(pixel[k * P]);
+        if ((v & 0x7FFF) >= F16_INF_BITS)
+            return NONFINITE;
+        negative |= v >= F16_NEG_ZERO_BITS;
+    }
+    return negative ? NEGATIVE : -1;
 }
 
 /*
@@ -474,10 +496,9 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
                 values_bad |= (worst[q] >= F16_INF_BITS) |
                               (check_sums & (fabs((double)tot[q] - 1.0) > tol));
             for (int64_t q = 0; values_bad && q < n; q++) {
-                if (worst[q] >= F16_NEG_ZERO_BITS)
-                    note(problems, NEGATIVE, at + q);
-                else if (worst[q] >= F16_INF_BITS)
-                    note(problems, NONFINITE, at + q);
+                int kind = worst[q] >= F16_INF_BITS ? half_problem(img + t0 + q, K, P) : -1;
+                if (kind >= 0)
+                    note(problems, kind, at + q);
                 else if (check_sums && fabs((double)tot[q] - 1.0) > tol)
                     note(problems, BAD_SUM, at + q);
             }
@@ -580,10 +601,12 @@ DEFINE_SOFTMIN_IMAGES(softmin_images_f64, double, softmin_row_f64)
         for (int64_t q = 0; q < n; q++) {                                                          \
             double v = (double)s[q];                                                               \
             if (v == v) {                                                                          \
-                if (v < 0.0)                                                                       \
+                if (v - v != 0.0) /* an infinity of either sign */                                 \
+                    note(problems, NONFINITE, base + q);                                           \
+                else if (v < 0.0)                                                                  \
                     note(problems, NEGATIVE, base + q);                                            \
                 else if (v > 1.0 + tol)                                                            \
-                    note(problems, v == INFINITY ? NONFINITE : BAD_SUM, base + q);                 \
+                    note(problems, BAD_SUM, base + q);                                             \
                 count += 1;                                                                        \
                 lowest = v < lowest ? v : lowest;                                                  \
             } else if (!(has_ignore && lab[q] == ignore)) {                                        \
@@ -645,7 +668,7 @@ DEFINE_CHECK_ROW(check_row_f64, double)
         return 0;                                                                                  \
     }
 
-#define READ_PLAIN(x) (x)
+#define READ_PLAIN(x) ((x) + 0) /* -0.0 reads as +0.0 */
 #define READ_HALF(x) table[half_bits(x)]
 
 DEFINE_SCORE(score_f32, float, float, READ_PLAIN, check_row_f32, softmin_row_f32)

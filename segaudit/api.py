@@ -1,40 +1,66 @@
 """The Python API, mirroring ``cleanlab.segmentation`` so users can switch with one import.
 
-Functions accept numpy arrays, memory-maps and Zarr arrays and stream over them in
-image batches; results come back as numpy arrays, like the reference's.
+Functions accept numpy arrays, memory-maps, Zarr arrays and nested lists and stream
+over them in image batches; results come back as numpy arrays, like the reference's.
+The caller's arrays are only read: whatever their type (an ``np.memmap`` included),
+segaudit never writes them nor drops their pages. A wrong argument raises
+``TypeError`` (wrong type) or ``ValueError`` (wrong value) naming it.
 """
 
 from __future__ import annotations
 
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segaudit.engine import DEFAULT_MEMORY_BUDGET, MemorySink, Params, default_workers
-from segaudit.io import ArraySource
+from segaudit.errors import InvalidInputError
+from segaudit.io import ArraySource, as_array_argument
 from segaudit.progress import NullProgress
 from segaudit.scan import CLResult, Engine, confident_learning
 
 
 def as_source(array: Any, name: str) -> ArraySource:
-    """Wrap an in-memory array, memmap or Zarr array as a batch source."""
+    """Wrap a caller's array (numpy, memmap, Zarr, nested list) as a batch source.
+
+    The source never owns a mapping, so its pages are never dropped: an ``np.memmap``
+    may be an in-memory copy or a private map holding the caller's edits.
+    """
     if isinstance(array, ArraySource):
         return array
-    if isinstance(array, list | tuple):
-        array = np.asarray(array)
-    kind = "npy" if isinstance(array, np.memmap) else "array"
+    array = as_array_argument(array, name)
+    kind = "zarr" if _is_zarr_array(array) else "array"
     return ArraySource(Path(f"<{name}>"), array, kind)
 
 
-def _images_per_batch(batch_size: int | None, pred_probs: Any, channels_last: bool) -> int | None:
+def _is_zarr_array(array: Any) -> bool:
+    return type(array).__module__.split(".")[0] == "zarr" and hasattr(array, "metadata")
+
+
+def _count(value: Any, name: str) -> int | None:
+    """A positive integer argument (or None), else a TypeError/ValueError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be a positive integer or None, got {value!r}.")
+    if value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer or None, got {value}.")
+    return int(value)
+
+
+def _images_per_batch(batch_size: int | None, pred_probs: ArraySource) -> int | None:
     """The reference's ``batch_size`` counts probability values; turn it into whole images."""
+    batch_size = _count(batch_size, "batch_size")
     if batch_size is None:
         return None
-    if batch_size <= 0:
-        raise ValueError(f"Batch size must be greater than 0, got {batch_size}")
-    per_image = int(np.prod(pred_probs.shape[1:]))
+    per_image = max(1, int(np.prod(pred_probs.shape[1:])))
     return max(batch_size // per_image, 1)
+
+
+def _workers(n_jobs: int | None) -> int:
+    return _count(n_jobs, "n_jobs") or default_workers()
 
 
 def run_confident_learning(
@@ -53,20 +79,14 @@ def run_confident_learning(
 ) -> tuple[CLResult, MemorySink]:
     """Run steps 1–5 in memory; return the result and the per-pixel arrays."""
     params = Params(ignore_index, downsample, label_pooling, channels_last, logits, temperature)
+    label_source, probs_source = as_source(labels, "labels"), as_source(pred_probs, "pred_probs")
     engine = Engine(
-        workers=n_jobs or default_workers(),
-        batch_size=_images_per_batch(batch_size, pred_probs, channels_last),
+        workers=_workers(n_jobs),
+        batch_size=_images_per_batch(batch_size, probs_source),
         memory_budget=memory_budget,
     )
     sink = MemorySink()
-    result = confident_learning(
-        as_source(labels, "labels"),
-        as_source(pred_probs, "pred_probs"),
-        params,
-        sink,
-        engine,
-        NullProgress(),
-    )
+    result = confident_learning(label_source, probs_source, params, sink, engine, NullProgress())
     return result, sink
 
 
@@ -157,10 +177,18 @@ def get_label_quality_scores(
     del verbose  # the library never prints
     check_method(method)
     check_temperature(temperature)
+    params = Params(
+        ignore_index=ignore_index,
+        downsample=downsample,
+        label_pooling=label_pooling,
+        channels_last=channels_last,
+        temperature=temperature,
+    )
+    label_source, probs_source = as_source(labels, "labels"), as_source(pred_probs, "pred_probs")
     if method == "num_pixel_issues":
         result, sink = run_confident_learning(
-            labels,
-            pred_probs,
+            label_source,
+            probs_source,
             batch_size=batch_size,
             downsample=downsample,
             ignore_index=ignore_index,
@@ -179,11 +207,6 @@ def get_label_quality_scores(
                 "softmin scores every pixel at full resolution.",
                 stacklevel=2,
             )
-        label_source = as_source(labels, "labels")
-        probs_source = as_source(pred_probs, "pred_probs")
-        params = Params(
-            ignore_index=ignore_index, channels_last=channels_last, temperature=temperature
-        )
         layout = check_inputs(
             label_source.array,
             probs_source.array,
@@ -198,8 +221,8 @@ def get_label_quality_scores(
             probs_source,
             params,
             pixel_out=pixel_scores,
-            workers=n_jobs or default_workers(),
-            batch_size=_images_per_batch(batch_size, pred_probs, channels_last),
+            workers=_workers(n_jobs),
+            batch_size=_images_per_batch(batch_size, probs_source),
         )
         image_scores, scored = softmin.scores, softmin.scored
     unscored = np.flatnonzero(scored == 0)
@@ -220,11 +243,22 @@ def issues_from_scores(
     """
     if image_scores is None:
         raise ValueError("image_scores must be provided")
-    if threshold is None or threshold < 0 or threshold > 1:
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, Real)):
+        raise TypeError(f"threshold must be a number between 0 and 1, got {threshold!r}.")
+    if threshold is None or not 0 <= threshold <= 1:
         raise ValueError("threshold must be between 0 and 1")
+    image_scores = _scores_argument(image_scores, "image_scores")
     if pixel_scores is not None:
-        return np.asarray(pixel_scores) < threshold
+        return np.asarray(_scores_argument(pixel_scores, "pixel_scores")) < threshold
     image_scores = np.asarray(image_scores)
     ranking = np.argsort(image_scores)
     cutoff = np.searchsorted(image_scores[ranking], threshold)
     return ranking[: cutoff + 1]
+
+
+def _scores_argument(value: Any, name: str) -> Any:
+    """Scores as an array of numbers, or a TypeError naming the argument."""
+    array = as_array_argument(value, name)
+    if np.dtype(array.dtype).kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got {np.dtype(array.dtype)} values.")
+    return array

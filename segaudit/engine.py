@@ -23,16 +23,25 @@ import numpy as np
 from segaudit import kernels
 from segaudit.errors import InvalidInputError
 from segaudit.io import ArraySource
-from segaudit.pooling import check_divisible, pool_labels, pool_probs
+from segaudit.pooling import LABEL_POOLINGS, check_divisible, pool_labels, pool_probs
 from segaudit.progress import NullProgress, Progress
 
 HIST_BINS = 1 << 16
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
+MAX_CLASSES = 65535  # predicted classes are stored in 16 bits
+IGNORE_RANGE = (-(2**63), 2**64 - 1)  # every value of some integer label type
 
 
 @dataclass(frozen=True)
 class Params:
-    """What the pass computes; everything that changes results is here."""
+    """What the pass computes; everything that changes results is here.
+
+    Checked when built, wherever that is (CLI, API, a stored run): a wrong type is a
+    ``TypeError``, a wrong value an :class:`InvalidInputError`, each naming the field.
+    ``ignore_index`` may be any value some integer type holds; one the labels' type
+    cannot hold (-1 for uint8 labels, 2**40 for int32) matches no pixel, which is
+    harmless, so it is accepted.
+    """
 
     ignore_index: int | None = None
     downsample: int = 1
@@ -40,6 +49,33 @@ class Params:
     channels_last: bool = False
     logits: bool = False
     temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.ignore_index is not None:
+            object.__setattr__(self, "ignore_index", _integer("ignore_index", self.ignore_index))
+            low, high = IGNORE_RANGE
+            if not low <= self.ignore_index <= high:
+                raise InvalidInputError(
+                    f"ignore_index (--ignore-index) {self.ignore_index} is no integer label "
+                    f"value (those lie in {low}..{high}); pass the value that marks "
+                    "unlabelled pixels."
+                )
+        object.__setattr__(self, "downsample", _integer("downsample", self.downsample))
+        if self.downsample < 1:
+            raise InvalidInputError(
+                f"downsample must be a positive integer, got {self.downsample}."
+            )
+        if not isinstance(self.label_pooling, str) or self.label_pooling not in LABEL_POOLINGS:
+            raise InvalidInputError(
+                f"label_pooling must be 'mode' or 'mean', got {self.label_pooling!r}."
+            )
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as a Python int, or a TypeError naming ``name`` (bools and floats too)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {value!r}.")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -67,7 +103,12 @@ class Layout:
 
     @property
     def pred_dtype(self) -> np.dtype:
-        return np.dtype(np.uint8 if self.num_classes <= 256 else np.uint16)
+        return pred_dtype(self.num_classes)
+
+
+def pred_dtype(num_classes: int) -> np.dtype:
+    """Predicted classes (and valid labels) of K classes: 8 bits, else 16 (K <= MAX_CLASSES)."""
+    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
 def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]) -> Layout:
@@ -93,6 +134,11 @@ def check_inputs(labels: Any, probs: Any, params: Params, names: tuple[str, str]
         )
     if k < 2:
         raise InvalidInputError(f"{probs_name} has {k} class(es); at least 2 are needed.")
+    if k > MAX_CLASSES:
+        raise InvalidInputError(
+            f"{probs_name} has {k:,} classes; segaudit handles at most {MAX_CLASSES:,} "
+            "(predicted classes are stored in 16 bits)."
+        )
     ldtype, pdtype = np.dtype(labels.dtype), np.dtype(probs.dtype)
     if ldtype.kind not in "iu":
         raise InvalidInputError(f"{label_name} holds {ldtype} values; labels must be integers.")
@@ -192,7 +238,11 @@ def score_key_shift(score_dtype: np.dtype) -> int:
 
 
 def score_bits(scores: np.ndarray) -> np.ndarray:
-    """Unsigned view of non-negative float scores; orders exactly like the values."""
+    """Unsigned view of non-negative float scores; orders exactly like the values.
+
+    Only for scores the kernels wrote: they store p[given label] + 0, never -0.0, whose
+    sign bit would make its key larger than every positive score's.
+    """
     return scores.view(np.uint32 if scores.dtype == np.float32 else np.uint64)
 
 
@@ -274,12 +324,10 @@ def pixel_pass(
     b, k, h, w = probs.shape
     flat = probs.reshape(b, k, h * w)
     flat_labels = labels.reshape(b, h * w)
-    if flat_labels.dtype.kind == "u" and flat_labels.dtype.itemsize >= 8:
-        flat_labels = flat_labels.astype(np.int64)
     score_dtype = np.dtype(np.float64 if probs.dtype == np.float64 else np.float32)
-    pred_dtype = np.dtype(np.uint8 if k <= 256 else np.uint16)
+    classes_dtype = pred_dtype(k)
     out = PixelPass(
-        pred=WORKSPACE.get(f"{tag}-pred", (b, h * w), pred_dtype),
+        pred=WORKSPACE.get(f"{tag}-pred", (b, h * w), classes_dtype),
         s=WORKSPACE.get(f"{tag}-s", (b, h * w), score_dtype),
         class_sum=np.zeros((b, k), np.float64),
         class_count=np.zeros((b, k), np.int64),
@@ -289,19 +337,17 @@ def pixel_pass(
     )
     if summarize:
         out.hist = np.zeros(HIST_BINS, np.int64)
-        types = dict(index=np.int64, pred=pred_dtype, pmax=score_dtype, s=score_dtype)
-        types["label"] = pred_dtype  # a valid label fits wherever a class does
+        types = dict(index=np.int64, pred=classes_dtype, pmax=score_dtype, s=score_dtype)
+        types["label"] = classes_dtype  # a valid label fits wherever a class does
         out.records = {
             name: WORKSPACE.get(f"mis-{name}", (b * h * w,), types[name]) for name in RECORD_FIELDS
         }
     tol = sum_tolerance(k, probs.dtype)
     top = histogram_top(score_dtype, tol)
     summary = kernels.make_summary(out.low, out.scored, out.hist, out.records, top)
-    has_ignore = ignore is not None
-    ignore_value = int(ignore) if has_ignore else 0
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
     common = (out.pred, out.s, out.class_sum, out.class_count, out.problems, summary)
-    kernels.scan(flat, flat_labels, ignore_value, has_ignore, tol, tile, check_sums, *common)
+    kernels.scan(flat, flat_labels, ignore or 0, ignore is not None, tol, tile, check_sums, *common)
     if out.records is not None:  # views of this thread's buffers, until its next batch
         out.records = {name: values[: summary.found] for name, values in out.records.items()}
     return out
@@ -469,10 +515,6 @@ def stream(
     progress = progress or NullProgress()
     names = (str(labels.path), str(probs.path))
     layout = check_inputs(labels.array, probs.array, params, names)
-    if params.ignore_index is not None and not np.can_cast(
-        np.min_scalar_type(params.ignore_index), np.int64
-    ):
-        raise InvalidInputError(f"--ignore-index {params.ignore_index} is not a valid label value.")
     create_outputs(
         sink,
         layout,

@@ -101,14 +101,42 @@ def read_image_scores(run: Run) -> tuple[np.ndarray, str]:
 
 
 def truth_store(folder: Path, name: str) -> ArraySource:
-    """``folder/name.npy`` or ``folder/name.zarr``."""
+    """``folder/name.npy`` or ``folder/name.zarr``, of an integer type (bool too for flags).
+
+    Truth is never a float: a 0.5 would be counted as corrupted (any non-zero value is
+    True), and a float class id compares unequal to every label after rounding noise.
+    """
     for suffix in (".npy", ".zarr"):
         if (folder / f"{name}{suffix}").exists():
-            return open_store(folder / f"{name}{suffix}", name)
+            source = open_store(folder / f"{name}{suffix}", name)
+            kinds, meaning = TRUTH_KINDS[name]
+            if source.dtype.kind not in kinds:
+                raise InvalidInputError(
+                    f"{source.path} holds {source.dtype} values; {name} must be {meaning}."
+                )
+            return source
     raise InputNotFoundError(
         f"{folder} has no {name}.npy or {name}.zarr; --truth needs a dataset written by "
         "`segaudit synth`."
     )
+
+
+# The dtype kinds each truth array may have, and what it must be, for the message.
+TRUTH_KINDS = {
+    "is_corrupted": ("biu", "bool flags (or integers 0 and 1), one per image"),
+    "true_labels": ("iu", "integer class ids, like labels"),
+}
+
+
+def corrupted_flags(flags: ArraySource, count: int) -> np.ndarray:
+    """The truth's per-image flags as bools; any value other than 0 and 1 is refused."""
+    values = np.asarray(flags.read(0, count))
+    if values.dtype != bool and not np.isin(values, (0, 1)).all():
+        bad = values[~np.isin(values, (0, 1))][0]
+        raise InvalidInputError(
+            f"{flags.path} holds the value {bad}; is_corrupted must be 0 or 1 (or bool) per image."
+        )
+    return values.astype(bool)
 
 
 def image_metrics(scores: np.ndarray, corrupted: np.ndarray, column: str) -> dict[str, Any]:
@@ -179,7 +207,8 @@ def _provenance_notes(run: Run, truth: Path) -> list[str]:
         candidate = truth / f"labels{suffix}"
         if candidate.exists():
             current = store_fingerprint(candidate)
-            if any(stored.get(key) != value for key, value in current.items()):
+            shared = [key for key in current if key in stored]  # older runs record fewer
+            if not shared or any(stored[key] != current[key] for key in shared):
                 return [
                     f"{run.path} was computed from {stored.get('path', 'other labels')}, "
                     f"not {candidate} as it is now; the metrics assume both hold the same "
@@ -208,7 +237,7 @@ def evaluate_run(
             f"{flags.path} has shape {flags.shape} but the run scored {len(scores)} images; "
             "--truth must be the dataset the run scored."
         )
-    corrupted = np.asarray(flags.read(0, len(scores))).astype(bool)
+    corrupted = corrupted_flags(flags, len(scores))
     metrics: dict[str, Any] = {
         "run": str(opened.path),
         "truth": str(folder),

@@ -1,19 +1,31 @@
 """Reading input stores: ``.npy`` (memory-mapped) and Zarr (v2 and v3 formats).
 
 Inputs are opened, never loaded whole: an :class:`ArraySource` hands out image
-batches and, for memory-mapped files, releases the pages of a batch once it has
-been processed, so resident memory stays flat however large the file is. Input
-files are only ever opened read-only.
+batches and, for the files it memory-mapped itself, releases the pages of a batch
+once it has been processed, so resident memory stays flat however large the file
+is. Input files are only ever opened read-only, and a caller's arrays (the Python
+API) are only ever read.
+
+Zarr may legitimately lack chunks (it skips writing a chunk equal to the fill
+value); :meth:`ArraySource.absent_images` names the images they hold, from the
+store's listing alone. A chunk that is there but unreadable is an error naming it
+and its images: a folder in its place (which zarr would read as the fill value) when
+the store is opened; a file of the wrong size or of undecodable bytes (zarr raises)
+when it is read. An uncompressed chunk of the right size holding wrong bytes is data
+as far as any reader can tell; the value checks (label range, probability sums) are
+what catch it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import math
 import mmap
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +50,24 @@ _MADV_POPULATE_READ = 22  # Linux 5.14+: map a whole range in one call instead o
 class ArraySource:
     """A read-only array store that yields image batches ``[start, stop)``.
 
+    ``kind`` says what the array is: ``"npy"`` (a ``.npy`` file), ``"zarr"`` or
+    ``"array"`` (any other array a caller handed over). ``own_mapping`` is True only
+    when this source memory-mapped a file itself, read-only (:func:`open_npy`): only
+    then may the pages of a batch be mapped in ahead and dropped after use. A caller's
+    ``np.memmap`` is never such a mapping, whatever its type says: dropping its pages
+    would zero an in-memory copy or lose edits made through a private map.
+
     ``bytes_read`` counts the bytes handed out, so tests can prove a store was read
     exactly once.
     """
 
     path: Path
     array: Any
-    kind: str  # "npy" or "zarr"
+    kind: str  # "npy", "zarr" or "array"
     bytes_read: int = field(default=0)
+    own_mapping: bool = False
+    chunk_grid: ChunkGrid | None = field(default=None, repr=False)
+    _absent: list[int] | None = field(default=None, init=False, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -74,14 +96,26 @@ class ArraySource:
                 "this machine can give; split the images into smaller tiles."
             ) from None
         except Exception as error:  # any failure to decode is a store problem
-            raise UnreadableStoreError(
-                f"{self.path}: reading images {start}..{stop - 1} failed ({_reason(error)}); "
-                "the store is corrupt or truncated, regenerate it."
-            ) from None
+            raise UnreadableStoreError(self._read_failure(start, stop, error)) from None
         self.bytes_read += batch.nbytes
-        if self.kind == "npy" and populate:
+        if self.own_mapping and populate:
             self._populate(batch)
         return batch
+
+    def _read_failure(self, start: int, stop: int, error: BaseException) -> str:
+        """One sentence on a failed read, naming the first chunk that cannot be decoded."""
+        chunks = self._chunk_grid()
+        broken = chunks.first_unreadable(self.array, start, stop) if chunks else None
+        if broken is not None:
+            key, images, reason = broken
+            return (
+                f"{self.path}: chunk {key} ({_images_phrase(images)}) cannot be read "
+                f"({reason}); the store is corrupt or truncated, regenerate it."
+            )
+        return (
+            f"{self.path}: reading images {start}..{stop - 1} failed ({_reason(error)}); "
+            "the store is corrupt or truncated, regenerate it."
+        )
 
     def _populate(self, batch: np.ndarray) -> None:
         """Fault a mapped batch in with one call; per-page faults cost more than the kernel."""
@@ -92,8 +126,12 @@ class ArraySource:
         LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(length), _MADV_POPULATE_READ)
 
     def release(self, batch: np.ndarray) -> None:
-        """Drop a processed batch's mapped pages from this process (page cache stays)."""
-        if self.kind != "npy" or LIBC is None or batch.nbytes < 2 * _PAGE:
+        """Drop a processed batch's mapped pages from this process (page cache stays).
+
+        Only for a file this source mapped read-only itself (``own_mapping``): there
+        the pages are clean copies of the file, and reading them again re-reads it.
+        """
+        if not self.own_mapping or LIBC is None or batch.nbytes < 2 * _PAGE:
             return
         start = batch.ctypes.data
         first = (start + _PAGE - 1) // _PAGE * _PAGE
@@ -101,9 +139,219 @@ class ArraySource:
         if last > first:
             LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
+    def absent_images(self) -> list[int]:
+        """Sorted indices of the images (first axis) touching at least one absent Zarr chunk.
+
+        Zarr reads an absent chunk as the array's fill value. The answer comes from the
+        store's listing alone (no chunk is read) and is computed once; it is always
+        empty for ``.npy`` files and in-memory arrays, and for Zarr stores that are not
+        a local folder (which cannot be listed cheaply).
+        """
+        if self._absent is None:
+            self._absent = self._survey()
+        return list(self._absent)
+
+    def _survey(self) -> list[int]:
+        """List the store once: refuse folders standing for chunks; return absent images."""
+        chunks = self._chunk_grid()
+        if chunks is None or chunks.folder is None:
+            return []
+        inventory = chunks.inventory()
+        chunks.check_no_folders(inventory, self.path)
+        return chunks.absent_images(inventory)
+
+    def _chunk_grid(self) -> ChunkGrid | None:
+        if self.chunk_grid is None and self.kind == "zarr":
+            self.chunk_grid = ChunkGrid.of(self.array)
+        return self.chunk_grid
+
     def fingerprint(self) -> dict[str, Any]:
-        """Size, modification time and a content hash of the store's edges, to detect changes."""
+        """The store's identity (sizes, times, inodes, edge hashes), to detect changes."""
         return store_fingerprint(self.path)
+
+
+@dataclass(frozen=True)
+class ChunkInventory:
+    """What a Zarr array's folder holds: chunks present per first-axis chunk index, and
+    chunk keys that are folders instead of files."""
+
+    present: Counter[int]
+    folders: list[tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class ChunkGrid:
+    """How a Zarr array is cut into stored objects (chunks, or shards when sharded), and
+    how their keys are spelled: ``prefix`` then the grid coordinates joined by
+    ``separator`` (``c/0/1/2``, ``c.0.1.2``, ``0.1.2`` or ``0/1/2``)."""
+
+    shape: tuple[int, ...]
+    chunk: tuple[int, ...]
+    prefix: str
+    separator: str
+    folder: Path | None  # the array's folder, when it lives in a local directory store
+
+    @classmethod
+    def of(cls, array: Any) -> ChunkGrid | None:
+        """The grid of a Zarr array (v2 or v3), or None when it has no usable grid."""
+        try:
+            shape = tuple(int(n) for n in array.shape)
+            shards = getattr(array, "shards", None)
+            chunk = tuple(int(n) for n in (shards or array.chunks))
+            if len(shape) < 2 or len(chunk) != len(shape) or min(shape + chunk) <= 0:
+                return None
+            sample = str(array.metadata.encode_chunk_key(tuple(range(10, 10 + len(shape)))))
+        except Exception:  # not a Zarr array after all, or metadata zarr cannot describe
+            return None
+        prefix = sample[: sample.find("10")]
+        separator = sample[len(prefix) + 2 : sample.find("11")]
+        if sample != prefix + separator.join(str(c) for c in range(10, 10 + len(shape))):
+            return None  # a key encoding of unknown spelling
+        return cls(shape, chunk, prefix, separator, _local_folder(array))
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunk, strict=True))
+
+    def key(self, coords: tuple[int, ...]) -> str:
+        return self.prefix + self.separator.join(str(c) for c in coords)
+
+    def images(self, row: int) -> range:
+        """The images held by chunks at index ``row`` of the first axis."""
+        return range(row * self.chunk[0], min((row + 1) * self.chunk[0], self.shape[0]))
+
+    def parse(self, relative: str) -> tuple[int, ...] | None:
+        """Grid coordinates of a stored key (a path relative to the array's folder)."""
+        if not relative.startswith(self.prefix):
+            return None
+        parts = relative[len(self.prefix) :].split(self.separator)
+        if len(parts) != len(self.shape) or not all(p.isdigit() and p.isascii() for p in parts):
+            return None
+        coords = tuple(int(p) for p in parts)
+        if any(c >= n for c, n in zip(coords, self.grid, strict=True)):
+            return None
+        return coords
+
+    def inventory(self) -> ChunkInventory:
+        """One walk of the array's folder: no chunk is opened."""
+        assert self.folder is not None
+        present: Counter[int] = Counter()
+        folders: list[tuple[int, ...]] = []
+
+        def refuse(error: OSError) -> None:
+            raise UnreadableStoreError(
+                f"{self.folder} cannot be listed ({_reason(error)}); check its permissions."
+            )
+
+        for root, dirs, files in os.walk(self.folder, onerror=refuse):
+            base = os.path.relpath(root, self.folder)
+            base = "" if base == "." else base.replace(os.sep, "/") + "/"
+            for name in files:
+                coords = self.parse(base + name)
+                if coords is not None:
+                    present[coords[0]] += 1
+            for name in dirs:
+                coords = self.parse(base + name)
+                if coords is not None:
+                    folders.append(coords)
+        return ChunkInventory(present, sorted(folders))
+
+    def absent_images(self, inventory: ChunkInventory) -> list[int]:
+        per_row = math.prod(self.grid[1:])
+        return [
+            image
+            for row in range(self.grid[0])
+            if inventory.present[row] < per_row
+            for image in self.images(row)
+        ]
+
+    def check_no_folders(self, inventory: ChunkInventory, path: Path) -> None:
+        """Zarr reads a folder standing where a chunk should be as the fill value: refuse."""
+        if inventory.folders:
+            coords = inventory.folders[0]
+            more = f" (and {len(inventory.folders) - 1} more)" if len(inventory.folders) > 1 else ""
+            raise UnreadableStoreError(
+                f"{path}: chunk {self.key(coords)} ({_images_phrase(self.images(coords[0]))}) "
+                f"is a folder, not a chunk file{more}; the store is damaged, regenerate it."
+            )
+
+    def first_unreadable(self, array: Any, start: int, stop: int) -> tuple[str, range, str] | None:
+        """The first chunk holding images ``start:stop`` that fails to decode, with its
+        images and the reason (reads chunk by chunk: only after a batch failed)."""
+        rows = range(start // self.chunk[0], (max(start, stop - 1)) // self.chunk[0] + 1)
+        for row in rows:
+            for rest in itertools.product(*(range(n) for n in self.grid[1:])):
+                coords = (row, *rest)
+                region = tuple(
+                    slice(c * size, (c + 1) * size)
+                    for c, size in zip(coords, self.chunk, strict=True)
+                )
+                try:
+                    array[region]
+                except Exception as error:  # what zarr raises depends on the codec
+                    return self.key(coords), self.images(row), _reason(error)
+        return None
+
+
+def _local_folder(array: Any) -> Path | None:
+    """The folder of a Zarr array kept in a local directory store, else None."""
+    try:
+        store_path = array.store_path
+        root = getattr(store_path.store, "root", None)
+    except AttributeError:
+        return None
+    if root is None:
+        return None
+    folder = Path(root) / store_path.path if store_path.path else Path(root)
+    return folder if folder.is_dir() else None
+
+
+def _images_phrase(images: range) -> str:
+    if len(images) == 1:
+        return f"image {images[0]}"
+    return f"images {images[0]}..{images[-1]}"
+
+
+def as_array_argument(value: Any, name: str) -> Any:
+    """An array handed to the Python API, ready to read, or an error naming ``name``.
+
+    Accepted: numpy arrays (memory-maps included), Zarr arrays and any object with
+    ``shape``, ``dtype`` and slicing (returned as they are, never copied or written),
+    nested lists and tuples (turned into a numpy array), numbers (0-d arrays, which
+    the shape checks then refuse). Raises ``TypeError`` for None, paths and other
+    objects, and :class:`InvalidInputError` (a ``ValueError``) for ragged lists.
+    """
+    if isinstance(value, ArraySource):
+        return value.array
+    if value is None:
+        raise TypeError(f"{name} must be an array (numpy, memory-map or Zarr), got None.")
+    if isinstance(value, str | bytes | os.PathLike):
+        raise TypeError(
+            f"{name} must be an array, got {type(value).__name__} {os.fsdecode(value)!r}; "
+            "to pass a file, open it first, e.g. with np.load(path, mmap_mode='r') or "
+            "zarr.open_array(path, mode='r')."
+        )
+    if isinstance(value, list | tuple):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as error:
+            raise InvalidInputError(
+                f"{name} is a nested list numpy cannot make an array of ({_reason(error)}); "
+                "give rows of equal length."
+            ) from None
+        if array.dtype == object:
+            raise InvalidInputError(
+                f"{name} is a nested list of mixed objects; give numbers in rows of equal length."
+            )
+        return array
+    if all(hasattr(value, attribute) for attribute in ("shape", "dtype", "__getitem__")):
+        return value
+    if isinstance(value, int | float | np.generic) and not isinstance(value, bool):
+        return np.asarray(value)
+    raise TypeError(
+        f"{name} must be an array (numpy, memory-map or Zarr) or a nested list, "
+        f"got {type(value).__name__}."
+    )
 
 
 def _reason(error: BaseException) -> str:
@@ -156,61 +404,94 @@ def check_shape(path: Path, shape: Any, dtype: np.dtype) -> tuple[int, ...]:
 
 
 def store_fingerprint(path: Path) -> dict[str, Any]:
-    """A cheap identity of a store: total size, newest mtime, file count, hash of the edges.
+    """A cheap identity of a store, from metadata and a few reads that are not the data.
 
-    For a ``.npy`` file the hash covers its first and last MiB; for a Zarr directory
-    it covers the metadata files. Any rewrite, truncation or growth changes it.
+    For a ``.npy`` file: its size, modification and change times, inode and device,
+    and a hash of its first and last MiB. For a Zarr folder: total size, file count,
+    the newest modification and change times, the folder's inode and device, a hash of
+    the metadata files, and a hash over every file's (relative name, size, inode,
+    modification time, change time).
+
+    The change time (ctime) is what catches a rewrite whose modification time was put
+    back (``cp -p``, ``rsync -t``, ``os.utime``): no program can set it, and the kernel
+    moves it on every write, rename, truncation and ``utime``; a file replaced by
+    another (``rsync`` writes a new file and renames it) also gets another inode.
     Entries that cannot be read (a dangling link, a file removed meanwhile) count as
     part of the identity instead of failing, so a store changing under our feet is
     reported as a change.
     """
     path = Path(path)
-    digest = hashlib.sha256()
     if path.is_file():
-        try:
-            with open(path, "rb") as handle:
-                info = os.fstat(handle.fileno())
+        return _file_fingerprint(path)
+    return _folder_fingerprint(path)
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            digest.update(handle.read(1 << 20))
+            if info.st_size > 1 << 20:
+                handle.seek(max(info.st_size - (1 << 20), 1 << 20))
                 digest.update(handle.read(1 << 20))
-                if info.st_size > 1 << 20:
-                    handle.seek(max(info.st_size - (1 << 20), 1 << 20))
-                    digest.update(handle.read(1 << 20))
-        except OSError as error:
-            raise UnreadableStoreError(f"{path} cannot be read ({_reason(error)}).") from None
-        return {
-            "bytes": info.st_size,
-            "mtime_ns": info.st_mtime_ns,
-            "files": 1,
-            "sha256_edges": digest.hexdigest()[:16],
-        }
-    total, newest, files = 0, 0, 0
+    except OSError as error:
+        raise UnreadableStoreError(f"{path} cannot be read ({_reason(error)}).") from None
+    return {
+        "bytes": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "ctime_ns": info.st_ctime_ns,
+        "inode": info.st_ino,
+        "device": info.st_dev,
+        "files": 1,
+        "sha256_edges": digest.hexdigest()[:16],
+    }
+
+
+_ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+
+
+def _folder_fingerprint(path: Path) -> dict[str, Any]:
+    metadata, entries = hashlib.sha256(), hashlib.sha256()
+    total, newest, newest_change, files = 0, 0, 0, 0
     for root, dirs, names in os.walk(path):
         dirs.sort()
         for name in sorted(names):
             file = Path(root) / name
-            relative = str(file.relative_to(path)).encode()
+            relative = str(file.relative_to(path)).encode("utf-8", "surrogateescape")
+            files += 1
             try:
                 info = file.stat()
                 meta = (
                     file.read_bytes()
-                    if name in ("zarr.json", ".zarray", ".zgroup", ".zattrs")
-                    and stat.S_ISREG(info.st_mode)
+                    if name in _ZARR_METADATA and stat.S_ISREG(info.st_mode)
                     else None
                 )
             except OSError as error:
-                digest.update(relative + f"!{error.errno}".encode())
-                files += 1
+                entries.update(relative + f"\0!{error.errno}\n".encode())
                 continue
             total += info.st_size
             newest = max(newest, info.st_mtime_ns)
-            files += 1
+            newest_change = max(newest_change, info.st_ctime_ns)
+            identity = (info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+            entries.update(relative + ("\0" + " ".join(map(str, identity)) + "\n").encode())
             if meta is not None:
-                digest.update(relative)
-                digest.update(meta)
+                metadata.update(relative)
+                metadata.update(meta)
+    try:
+        folder = os.stat(path)
+        where = (folder.st_ino, folder.st_dev)
+    except OSError:
+        where = (0, 0)
     return {
         "bytes": total,
         "mtime_ns": newest,
+        "ctime_ns": newest_change,
+        "inode": where[0],
+        "device": where[1],
         "files": files,
-        "sha256_edges": digest.hexdigest()[:16],
+        "sha256_edges": metadata.hexdigest()[:16],
+        "sha256_entries": entries.hexdigest()[:16],
     }
 
 
@@ -281,6 +562,7 @@ def open_npy(path: Path) -> ArraySource:
             raise UnreadableStoreError(
                 f"{path} cannot be memory-mapped ({_reason(error)}); copy it to a local disk."
             ) from None
+        return ArraySource(path, array, "npy", own_mapping=True)
     return ArraySource(path, array, "npy")
 
 
@@ -339,7 +621,9 @@ def open_zarr(path: Path, name: str) -> ArraySource:
         ) from None
     _check_header_dtype(path, dtype)
     check_shape(path, raw_shape, dtype)
-    return ArraySource(path, node, "zarr")
+    source = ArraySource(path, node, "zarr", chunk_grid=ChunkGrid.of(node))
+    source.absent_images()  # one listing now: a folder where a chunk should be is refused
+    return source
 
 
 def open_store(path: str | os.PathLike[str], name: str) -> ArraySource:
@@ -452,19 +736,26 @@ def _group_arrays(folder: Path) -> list[str] | None:
 
 
 def read_class_names(path: Path | None, num_classes: int) -> list[str]:
-    """Class names from a file with one name per line, or ``class_0``... when absent."""
+    """Class names from a UTF-8 file with one name per line, or ``class_0``... when absent.
+
+    Lines end at ``\n`` only (a ``\r`` before it is dropped, so Windows files work):
+    a name may hold any other character, such as U+2028, U+0085 or ``\x1c``, which
+    ``str.splitlines`` would take for line breaks. Spaces around a name are stripped and
+    blank lines skipped.
+    """
     if path is None:
         return [f"class_{k}" for k in range(num_classes)]
     if path.exists() and not path.is_file():
         raise UnreadableStoreError(f"{path} is not a regular text file; check --class-names.")
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        text = path.read_bytes().decode("utf-8")  # no newline translation: "\n" alone splits
     except FileNotFoundError:
         raise InputNotFoundError(f"{path} does not exist; check --class-names.") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UnreadableStoreError(
             f"{path} is not a readable UTF-8 text file ({_reason(error)})."
         ) from None
+    lines = [line.removesuffix("\r").strip() for line in text.split("\n")]
     names = [line for line in lines if line]
     if len(names) != num_classes:
         raise InvalidInputError(

@@ -15,6 +15,15 @@ and the records of the mispredicted pixels. It also counts malformed values, so
 validation costs no extra pass. float16 is handled through its bit pattern:
 non-negative float16 values order like uint16, so maxima are integer compares.
 
+Signed zeros: -0.0 is 0 everywhere; the scores written (p[given label]) are +0.0,
+never -0.0, so their bit patterns order like their values (histogram and cut keys).
+
+Labels of every integer type are read in place. The kernels compare a label with the
+ignore value as 64-bit patterns, so a uint64 label at 2**63 or above is out of range
+(never wrapped into a negative ignore value such as -1), and equals an ignore value
+only when that is the same number. An ignore value the labels' type cannot hold
+matches no pixel, so the kernels are told there is none (:func:`labels_arg`).
+
 Per-image sums run in an order fixed by the image alone (tile by tile, run of equal
 labels by run, in fixed SIMD lanes), so results do not depend on how images are
 grouped into batches or on how many workers run.
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -151,12 +161,39 @@ def ptr(array: np.ndarray, dtype: Any = None) -> int:
     return array.ctypes.data
 
 
-def labels_arg(labels: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(contiguous labels, their address, their type code) for a kernel call."""
+@dataclass(frozen=True)
+class LabelArgs:
+    """Labels as a kernel reads them: the array kept alive, its address and type code,
+    and the ignore value as the kernel compares it (a 64-bit pattern) with its flag."""
+
+    labels: np.ndarray
+    address: int
+    ltype: int
+    ignore: int
+    has_ignore: bool
+
+
+def labels_arg(labels: np.ndarray, ignore: int = 0, has_ignore: bool = False) -> LabelArgs:
+    """Labels and ignore value for a kernel call, without copying the labels.
+
+    uint64 labels are read as int64 bit patterns: values of 2**63 and above become
+    negative, i.e. out of range, unless they are the ignore value, which is passed as
+    the same bit pattern. An ignore value outside the labels' type (-1 for uint8 or
+    uint64 labels, 2**40 for int32) can match no pixel: the kernel gets none.
+    """
     labels = np.ascontiguousarray(labels)
-    if labels.dtype not in _LABEL_TYPES:
-        labels = labels.astype(np.int64)
-    return labels, labels.ctypes.data, _LABEL_TYPES[labels.dtype]
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"kernel labels must be integers, got {labels.dtype}")
+    if labels.dtype not in _LABEL_TYPES and labels.dtype != np.uint64:  # e.g. big-endian
+        labels = labels.astype(f"{labels.dtype.kind}{labels.dtype.itemsize}")
+    limits = np.iinfo(labels.dtype)
+    applies = bool(has_ignore) and limits.min <= int(ignore) <= limits.max
+    bits = int(ignore) if applies else 0
+    if bits >= 2**63:
+        bits -= 2**64
+    if labels.dtype == np.uint64:
+        labels = labels.view(np.int64)
+    return LabelArgs(labels, labels.ctypes.data, _LABEL_TYPES[labels.dtype], bits, applies)
 
 
 def check_status(status: int) -> None:
@@ -199,10 +236,11 @@ def scan(
     offending flat pixel index (image * P + pixel) within the batch; ``summary``
     gathers the rest (see :class:`Summary`). float16 is read through its bits (a
     float32 ``s`` holds every float16 value exactly): -0.0 counts as 0; any
-    other pattern with the sign bit or an all-ones exponent is malformed.
+    other pattern with the sign bit or an all-ones exponent is malformed. ``s`` is
+    never -0.0. ``ignore`` is any Python int (see :func:`labels_arg`).
     """
     b, k, p = probs.shape
-    labels, label_ptr, ltype = labels_arg(labels)
+    given = labels_arg(labels, ignore, has_ignore)
     half = probs.dtype == np.float16
     score_dtype = np.float32 if half else probs.dtype
     outputs = (
@@ -223,10 +261,10 @@ def scan(
             b,
             k,
             p,
-            label_ptr,
-            ltype,
-            ignore,
-            has_ignore,
+            given.address,
+            given.ltype,
+            given.ignore,
+            given.has_ignore,
             tol,
             tile,
             check_sums,

@@ -39,20 +39,25 @@ def _blocks(labels: np.ndarray, factor: int) -> np.ndarray:
 
 
 def pool_labels(labels: np.ndarray, factor: int, method: str, ignore: int | None) -> np.ndarray:
-    """Pool (b,H,W) labels over d×d blocks.
+    """Pool (b,H,W) labels over d×d blocks; the result keeps the labels' type.
 
     ``mode``: the most frequent non-ignored label, ties to the smaller class id.
     ``mean``: the rounded mean (the reference's behaviour); with an ignore value, the
     mean of the non-ignored pixels. A block whose pixels are all ignored is ignored.
+    The labels were checked already (every one a class or the ignore value), so the
+    ignore value, whatever its size, is masked out before any arithmetic.
     """
-    blocks = _blocks(labels, factor).astype(np.int64)
-    valid = np.ones(blocks.shape, bool) if ignore is None else blocks != ignore
+    raw = _blocks(labels, factor)
+    valid = np.ones(raw.shape, bool) if ignore is None else raw != ignore
+    blocks = np.where(valid, raw, 0).astype(np.int64)
     if method == "mean":
         pooled = _pool_mean(blocks, valid, ignore)
     else:
         pooled = _pool_mode(blocks, valid)
-    if ignore is not None:
-        pooled[~valid.any(axis=-1)] = ignore
+    pooled = pooled.astype(labels.dtype)
+    unlabelled = ~valid.any(axis=-1)
+    if unlabelled.any():  # only when the ignore value is one of the labels' values
+        pooled[unlabelled] = ignore
     return pooled
 
 

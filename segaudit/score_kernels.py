@@ -52,15 +52,17 @@ def softmin(
     """Pixel scores, softmin image scores and scored-pixel counts of a batch.
 
     ``probs`` (b, K*P) float16/32/64, each image flattened (class planes, or pixels
-    with ``class_stride`` 1 for channels-last); ``labels`` (b, P). Fills ``s`` (b, P;
-    float32 for float16 input, which it holds exactly; -0.0 reads as 0) with p[label]
-    (NaN where the label is ignored or invalid), ``scores`` and ``scored`` (b,), and
+    with ``class_stride`` 1 for channels-last); ``labels`` (b, P) of any integer type,
+    uint64 included (read in place: see :func:`segaudit.kernels.labels_arg`, which
+    also says how ``ignore``, any Python int, is compared). Fills ``s`` (b, P; float32
+    for float16 input, which it holds exactly; -0.0 reads as +0.0) with p[label] (NaN
+    where the label is ignored or invalid), ``scores`` and ``scored`` (b,), and
     ``problems`` (4, 2) with counts and first flat indices.
     """
     b, p = labels.shape
     if probs.shape != (b, num_classes * p):
         raise ValueError(f"probs of shape {probs.shape} do not match labels {labels.shape}")
-    labels, label_ptr, ltype = labels_arg(labels)
+    given = labels_arg(labels, ignore, has_ignore)
     half = probs.dtype == np.float16
     out_dtype = np.float64 if probs.dtype == np.float64 else np.float32
     check_status(
@@ -72,10 +74,10 @@ def softmin(
             num_classes,
             class_stride,
             pixel_stride,
-            label_ptr,
-            ltype,
-            ignore,
-            has_ignore,
+            given.address,
+            given.ltype,
+            given.ignore,
+            given.has_ignore,
             temperature,
             tol,
             ptr(s, out_dtype),
