@@ -10,12 +10,19 @@ A run directory holds
 - ``pixel_scores.zarr`` (N,H,W) float: probability of the given label (NaN where ignored).
 - ``issues.zarr`` (N,H,W) bool: pixels flagged as label issues (scan only).
 - ``image_scores.csv``: one row per image, worst first.
+- ``.segaudit-run``: a marker written with every run, so a folder proves it is one.
+
+Later commands add ``swaps.csv``, ``swaps.png`` and ``render/``. :data:`RUN_ENTRIES` lists
+everything a run may hold; a folder is replaced only when it proves it is a run (the
+marker, or a ``summary.json`` of segaudit's own) and holds nothing else
+(:func:`is_segaudit_run`), so ``-o`` never deletes a folder of someone else's files.
 
 Runs are built in a hidden temporary directory beside RUN
 (``.segaudit-tmp-NAME-PID-NONCE``), flushed to disk, and swapped into place in one
 atomic ``renameat2(RENAME_EXCHANGE)`` (or two renames where the kernel lacks it), so
 RUN always holds either the previous complete run or the new one, whenever the
-process is killed. Signals arriving during the swap are held back until it is done.
+process is killed. Signals arriving while the temporary directory is created, removed
+or swapped in are held back until that is done, so none leaves it behind.
 
 One writer at a time: ``flock`` on ``.segaudit-lock-NAME`` beside RUN, taken without
 waiting (a second writer is refused with one sentence). The kernel drops the lock
@@ -45,23 +52,52 @@ from typing import TYPE_CHECKING, Any
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 from segaudit.libc import LIBC
+from segaudit.safetext import printable
 
 if TYPE_CHECKING:
     import zarr
 
 SUMMARY = "summary.json"
+MARKER = ".segaudit-run"
 ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues")
 TEMP_PREFIX = ".segaudit-tmp-"
 OLD_PREFIX = ".segaudit-old-"
-# Runs this process has published (absolute paths): what a signal after the swap leaves.
+COMMANDS = ("scan", "score")  # the commands that write whole runs (summary.json "command")
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """Something a run may hold at its top level, and which command writes it."""
+
+    name: str
+    is_dir: bool
+    written_by: str
+
+
+# Everything a run may hold at its top level. A folder holding anything else is not a
+# run and is never replaced; a new output is added here, in one place.
+RUN_ENTRIES: tuple[RunEntry, ...] = (
+    RunEntry(SUMMARY, False, "scan, score (written last)"),
+    RunEntry(MARKER, False, "scan, score"),
+    RunEntry("image_scores.csv", False, "scan, score"),
+    *(RunEntry(f"{name}.zarr", True, "scan, score") for name in ARRAY_NAMES),
+    RunEntry("_scratch", True, "scan (scratch, removed before the run is published)"),
+    RunEntry("swaps.csv", False, "swaps"),
+    RunEntry("swaps.png", False, "swaps"),
+    RunEntry("render", True, "render"),
+)
+# Runs whose latest build in this process was published (absolute paths): what a
+# signal after the swap leaves.
 _PUBLISHED: set[Path] = set()
 
 
 def was_published(run: str | os.PathLike[str]) -> bool:
-    """Whether this process has installed a complete run at ``run``.
+    """Whether this process's latest build of ``run`` installed a complete run there.
 
     A signal that lands after the swap finds the new run complete on disk; the command
     line asks this to say so instead of claiming the previous results are unchanged.
+    Each new build of ``run`` starts unpublished, so a run published earlier by the
+    same process (the Python API, a test runner) says nothing about the current one.
     """
     return Path(os.path.abspath(run)) in _PUBLISHED
 
@@ -131,15 +167,92 @@ def is_complete_run(path: Path) -> bool:
     return (path / SUMMARY).is_file()
 
 
+# What a killed writer of an entry may leave beside it: write_json_atomic's
+# ``.summary.json.HEX``, an atomic output's ``.swaps.csv.HEX.tmp.csv``, a render's
+# ``.render.segaudit-tmp-HEX``. Only temporaries of the entries above count.
+_ENTRY_TEMPORARY = re.compile(
+    r"^\.(?:"
+    + "|".join(re.escape(entry.name) for entry in RUN_ENTRIES)
+    + r")\.(?:segaudit-(?:tmp|old)-)?[0-9a-f]{8,32}(?:\.tmp\.[A-Za-z0-9]+)?$"
+)
+_KINDS = {entry.name: entry.is_dir for entry in RUN_ENTRIES}
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Names at the top level of the folder ``path`` that no run writes, sorted.
+
+    An entry of the right name but the wrong kind (a folder called ``summary.json``, a
+    symbolic link called ``render``) is foreign too: a run never writes one.
+    """
+    foreign = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if _ENTRY_TEMPORARY.match(entry.name):
+                continue
+            is_dir = _KINDS.get(entry.name)
+            if is_dir is None or entry.is_symlink():
+                foreign.append(entry.name)
+            elif entry.is_dir(follow_symlinks=False) != is_dir:
+                foreign.append(entry.name)
+    return sorted(foreign)
+
+
+def proves_run(path: Path) -> bool:
+    """Whether the folder ``path`` says it is a segaudit run: the marker every run is
+    written with, or (runs of earlier versions) a ``summary.json`` of segaudit's schema."""
+    marker = path / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        return True
+    summary = path / SUMMARY
+    if not summary.is_file() or summary.is_symlink():
+        return False
+    try:
+        payload = json.loads(summary.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(payload, dict)
+        and isinstance(payload.get("segaudit_version"), str)
+        and payload.get("command") in COMMANDS
+    )
+
+
+def is_segaudit_run(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder segaudit may replace as a run: it proves it is one
+    (:func:`proves_run`) and holds nothing a run does not write (:data:`RUN_ENTRIES`)."""
+    path = Path(path)
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return False
+        return proves_run(path) and not foreign_entries(path)
+    except OSError:
+        return False
+
+
+def _shown(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(printable(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def check_output_location(run: Path) -> None:
     """Refuse to replace anything at ``run`` that is not a segaudit run or an empty folder."""
     try:
         if run.is_symlink() or (run.exists() and not run.is_dir()):
             raise RunDirectoryError(f"{run} exists and is not a directory; choose another -o path.")
-        if run.is_dir() and not is_complete_run(run) and any(run.iterdir()):
+        if not run.is_dir() or not any(run.iterdir()):
+            return
+        if not proves_run(run):
             raise RunDirectoryError(
-                f"{run} exists and is not a segaudit run directory; choose another -o path "
-                "or empty it first (segaudit never overwrites other files)."
+                f"{run} exists and is not a segaudit run (it has no {MARKER} marker and no "
+                f"{SUMMARY} of segaudit's); choose another -o path or empty it first "
+                "(segaudit never deletes files it did not write)."
+            )
+        foreign = foreign_entries(run)
+        if foreign:
+            raise RunDirectoryError(
+                f"{run} is not a segaudit run alone: it also holds {_shown(foreign)}, which no "
+                "run writes; choose another -o path or move those away first "
+                "(segaudit never deletes files it did not write)."
             )
     except OSError as error:
         raise OutputWriteError(
@@ -399,33 +512,79 @@ _DEFERRED_SIGNALS = tuple(
 )
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold back SIGINT/SIGTERM/SIGHUP for a few renames; deliver them afterwards.
+class _SignalGate:
+    """SIGINT, SIGTERM and SIGHUP while a run is built: held back during the bookkeeping,
+    passed on during the work, and held back again from the first one passed on.
 
-    Only the main thread can change signal handlers; elsewhere this does nothing.
+    Holding them from the first one on means the clean-up it starts (removing the
+    temporary run) cannot be cut short by a second signal, at whatever moment either
+    lands. Held signals are delivered when the gate is removed, after the clean-up or
+    the swap. Only the main thread can change signal handlers; elsewhere the gate does
+    nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous: dict[int, Any] = {}
 
-    def remember(signum: int, frame: Any) -> None:
-        received.append(signum)
+    def __init__(self) -> None:
+        self.held = True
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
 
-    for signum in _DEFERRED_SIGNALS:
-        handler = signal.getsignal(signum)
-        if handler is None:  # installed outside Python: leave it alone
-            continue
-        previous[signum] = signal.signal(signum, remember)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
+    def __enter__(self) -> _SignalGate:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            for signum in _DEFERRED_SIGNALS:
+                handler = signal.getsignal(signum)
+                if handler is None:  # installed outside Python: leave it alone
+                    continue
+                self._previous[signum] = handler
+                signal.signal(signum, self._handle)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.held = True
+        self._restore()
+        if self.received:
+            signal.raise_signal(self.received[0])
+
+    def open(self) -> None:
+        """Pass signals on from now; one held until now is delivered at once."""
+        self.held = False
+        if self.received:
+            first = self.received[0]
+            self.received.clear()
+            self._handle(first, None)
+
+    def close(self) -> None:
+        """Hold signals back from now until the gate is removed."""
+        self.held = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        handler = self._previous.get(signum, signal.SIG_DFL)
+        if handler == signal.SIG_IGN:
+            return
+        if self.held:
+            self.received.append(signum)
+            return
+        if not callable(handler):  # SIG_DFL: the signal's own action (ending the process)
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        self.held = True  # a handler that raises stops the work: its clean-up runs to the end
+        handler(signum, frame)
+        self.held = False  # it returned: the work goes on, and so do signals
+
+    def _restore(self) -> None:
+        while self._previous:
+            signum, handler = self._previous.popitem()
             signal.signal(signum, handler)
-        if received:
-            signal.raise_signal(received[0])
+
+
+MARKER_TEXT = (
+    "A segaudit run: `segaudit scan` and `segaudit score` with -o replace this folder whole.\n"
+)
 
 
 @contextlib.contextmanager
@@ -436,45 +595,64 @@ def building_run(
 
     On any failure or interrupt the temporary directory is removed and ``run`` is
     left exactly as it was. ``inputs`` are the stores being read: a run may not be
-    written where replacing it would delete one of them.
+    written where replacing it would delete one of them. ``run`` must be missing, an
+    empty folder or a segaudit run (:func:`check_output_location`).
+
+    Signals (:class:`_SignalGate`) interrupt only the work inside the ``with`` block and
+    the flush; the bookkeeping around it (creating and removing the temporary run, the
+    swap) finishes first, so no temporary run is ever left behind by a signal.
     """
     run = Path(os.path.abspath(run))
-    check_output_location(run)
+    _PUBLISHED.discard(run)  # until this build is installed
     _check_inputs_outside(run, inputs)
-    with run_lock(run):
+    check_output_location(run)
+    with run_lock(run), _SignalGate() as gate:
         clean_stale_temporaries(run.parent, run.name, locked=True)
         check_output_location(run)  # again, now that nobody else can change it
         tmp = run.parent / f"{TEMP_PREFIX}{_tag(run.name)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        installed = False
         try:
-            tmp.mkdir()
-        except OSError as error:
-            raise OutputWriteError(
-                f"cannot create a run beside {run} ({_strerror(error)}); "
-                "choose another -o path or free some space."
-            ) from None
-        try:
+            _make_temporary(tmp, run)
+            gate.open()
             yield tmp
-            if not (tmp / SUMMARY).is_file():
-                raise RunDirectoryError(f"internal: the run for {run} was not completed.")
-            _sync_tree(tmp)
-            with _signals_deferred():
-                _install(tmp, run)
-                _PUBLISHED.add(run)
+            _seal(tmp, run)
+            gate.close()
+            _install(tmp, run)
+            _PUBLISHED.add(run)
+            installed = True
         except SegauditError:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise
         except OSError as error:
-            shutil.rmtree(tmp, ignore_errors=True)
             where = str(error.filename or run).replace(str(tmp), str(run))
             raise OutputWriteError(
                 f"writing {where} failed ({_strerror(error)}); "
                 f"the previous contents of {run} are unchanged."
             ) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         finally:
-            _finish_early_flush(tmp)
+            try:
+                gate.close()  # a signal landing now closes the gate itself
+            finally:
+                _finish_early_flush(tmp)
+                if not installed:
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_temporary(tmp: Path, run: Path) -> None:
+    try:
+        tmp.mkdir()
+    except OSError as error:
+        raise OutputWriteError(
+            f"cannot create a run beside {run} ({_strerror(error)}); "
+            "choose another -o path or free some space."
+        ) from None
+
+
+def _seal(tmp: Path, run: Path) -> None:
+    """Mark the finished run as segaudit's and flush it to disk, ready to be swapped in."""
+    if not (tmp / SUMMARY).is_file():
+        raise RunDirectoryError(f"internal: the run for {run} was not completed.")
+    (tmp / MARKER).write_text(MARKER_TEXT)
+    _sync_tree(tmp)
 
 
 def _check_inputs_outside(run: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
@@ -484,7 +662,7 @@ def _check_inputs_outside(run: Path, inputs: Iterable[str | os.PathLike[str]]) -
         source = Path(os.path.realpath(item))
         if source == target or target in source.parents:
             raise RunDirectoryError(
-                f"{item} is inside the run directory {run}, which this scan would replace; "
+                f"{item} is inside the run directory {run}, which this command would replace; "
                 "copy the input elsewhere or choose another -o path."
             )
         if source in target.parents:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit import __version__, rundir
+from segaudit import __version__, rundir, safetext
 from segaudit.chunkstore import ImageChunkedArray
 from segaudit.engine import (
     DEFAULT_MEMORY_BUDGET,
@@ -32,12 +32,74 @@ from segaudit.engine import (
     stream,
     sum_tolerance,
 )
-from segaudit.errors import InvalidInputError
-from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
+from segaudit.errors import InputChangedError, InvalidInputError
+from segaudit.io import ArraySource, DatasetPaths, open_store, read_class_names, store_fingerprint
 from segaudit.progress import NullProgress, Progress
 from segaudit.select import count_issues, find_cut, thresholds, write_issues
 
 IMAGE_SCORE_COLUMNS = ("image", "id", "softmin_score", "issue_pixels", "issue_fraction", "rank")
+
+
+class ScratchArray:
+    """An (N, ...) array in a raw file, written and read by image range with pwrite/pread.
+
+    Scratch data goes through write(), never through a memory map: a full disk (or a
+    file-size limit) is then an OSError naming the file, where a mapped page that cannot
+    be stored kills the process with SIGBUS. Threads may write disjoint ranges at once.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self._image_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = os.open(
+            self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+
+    def _bounds(self, key: slice) -> tuple[int, int]:
+        start, stop, step = key.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("scratch arrays are read and written by contiguous image ranges")
+        return start, max(start, stop)
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
+    def __setitem__(self, key: slice, value: np.ndarray) -> None:
+        start, stop = self._bounds(key)
+        data = np.ascontiguousarray(value, dtype=self.dtype).reshape(-1)
+        view = memoryview(data).cast("B")
+        if len(view) != (stop - start) * self._image_bytes:
+            raise ValueError(f"{len(view)} bytes do not fill images {start}..{stop - 1}")
+        offset, done = start * self._image_bytes, 0
+        try:
+            while done < len(view):
+                done += os.pwrite(self._descriptor(), view[done:], offset + done)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop = self._bounds(key)
+        out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        view = memoryview(out.reshape(-1)).cast("B")
+        offset, done = start * self._image_bytes, 0
+        while done < len(view):
+            got = os.preadv(self._descriptor(), [view[done:]], offset + done)
+            if got == 0:
+                raise OSError(f"{self.path} ends before images {start}..{stop - 1}")
+            done += got
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class RunSink:
@@ -52,8 +114,7 @@ class RunSink:
 
     def create(self, name: str, shape: tuple[int, ...], dtype: Any, scratch: bool = False) -> Any:
         if scratch:
-            path = self.scratch_dir / f"{name}.npy"
-            self.arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+            self.arrays[name] = ScratchArray(self.scratch_dir / f"{name}.raw", shape, dtype)
         else:
             self.arrays[name] = ImageChunkedArray(rundir.array_path(self.run, name), shape, dtype)
         return self.arrays[name]
@@ -96,7 +157,10 @@ class RunSink:
         rundir.start_flush(self.run, folders)
 
     def discard_scratch(self) -> None:
-        self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, np.memmap)}
+        for array in self.arrays.values():
+            if isinstance(array, ScratchArray):
+                array.close()
+        self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, ScratchArray)}
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
@@ -205,7 +269,7 @@ def write_image_scores(
             writer.writerow(
                 [
                     int(image),
-                    ids[image] if ids else str(int(image)),
+                    safetext.csv_cell(ids[image]) if ids else str(int(image)),
                     _fmt(softmin[image]),
                     int(issues[image]),
                     _fmt(fraction),
@@ -218,14 +282,150 @@ def _fmt(value: float) -> str:
     return "nan" if np.isnan(value) else repr(float(value))
 
 
-def describe_input(source: ArraySource, fingerprint: dict[str, Any]) -> dict[str, Any]:
+# Images with absent chunks named in summary.json per store (the count is always exact).
+ABSENT_LISTED = 100
+
+
+def absolute(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute without resolving symbolic links.
+
+    A later command run from another folder then opens what the user named (a link to
+    ``latest/`` still means the latest), and the recorded fingerprint tells it whether
+    that is still the same file.
+    """
+    return os.path.abspath(path)
+
+
+def describe_input(
+    source: ArraySource, fingerprint: dict[str, Any], absent: list[int] | None = None
+) -> dict[str, Any]:
+    """One store in the ``inputs`` block of ``summary.json``."""
+    absent = absent or []
     return {
-        "path": str(source.path),
+        "path": absolute(source.path),
         "format": source.kind,
         "shape": list(source.shape),
         "dtype": str(source.dtype),
         **fingerprint,
+        "absent_chunk_images": {"count": len(absent), "images": absent[:ABSENT_LISTED]},
     }
+
+
+def shown_images(images: list[int], limit: int = 5) -> str:
+    """``0, 4, 7, ...`` for messages: the first few image indices."""
+    return ", ".join(str(i) for i in images[:limit]) + (", ..." if len(images) > limit else "")
+
+
+@dataclass
+class Inputs:
+    """A dataset's inputs opened for one command.
+
+    Each input's identity (:func:`segaudit.io.store_fingerprint`) is taken before any
+    of its data is read, the class-names file included, so a change during the run is
+    caught by :meth:`check_unchanged` and a later command can tell whether an input is
+    still the one a run was made from.
+    """
+
+    stores: dict[str, ArraySource]
+    names_path: Path | None
+    identities: dict[str, dict[str, Any]]
+    absent: dict[str, list[int]]
+
+    @property
+    def labels(self) -> ArraySource:
+        return self.stores["labels"]
+
+    @property
+    def probs(self) -> ArraySource:
+        return self.stores["pred_probs"]
+
+    def path_of(self, name: str) -> Path:
+        if name == "class_names" and self.names_path is not None:
+            return self.names_path
+        return self.stores[name].path
+
+    def paths(self) -> list[Path]:
+        """Every input's path, the class-names file included: none may lie inside RUN."""
+        names = [self.names_path] if self.names_path is not None else []
+        return [source.path for source in self.stores.values()] + names
+
+    def describe(self) -> dict[str, Any]:
+        """The ``inputs`` block of ``summary.json``: absolute paths, shapes, identities."""
+        block = {
+            name: describe_input(source, self.identities[name], self.absent.get(name))
+            for name, source in self.stores.items()
+        }
+        if "class_names" in self.identities:
+            block["class_names"] = {
+                "path": absolute(self.path_of("class_names")),
+                "format": "text",
+                **self.identities["class_names"],
+            }
+        return block
+
+    def check_unchanged(self) -> None:
+        """Refuse results of inputs that changed while they were read (one look each)."""
+        for name, before in self.identities.items():
+            path = self.path_of(name)
+            if store_fingerprint(path) != before:
+                raise InputChangedError(
+                    f"{path} changed while segaudit was reading it; its results would mix "
+                    "two versions, so nothing was written: rerun once the file is stable."
+                )
+
+
+def open_inputs(paths: DatasetPaths, *, allow_absent_chunks: bool = False) -> Inputs:
+    """Open a dataset's stores and take every input's identity before reading any data.
+
+    Zarr stores may lack chunks (Zarr skips writing a chunk equal to the fill value).
+    In labels and images that is allowed and reported (:func:`absent_chunk_warnings`);
+    in pred_probs it can only mean one constant value for a whole image, so it is
+    refused unless ``allow_absent_chunks``.
+    """
+    stores = {
+        "labels": open_store(paths.labels, "labels"),
+        "pred_probs": open_store(paths.pred_probs, "pred_probs"),
+    }
+    if paths.images is not None:
+        stores["images"] = open_store(paths.images, "images")
+        _check_images(stores["images"], stores["labels"])
+    identities = {name: source.fingerprint() for name, source in stores.items()}
+    names_path = paths.class_names
+    if names_path is not None and names_path.is_file():
+        identities["class_names"] = store_fingerprint(names_path)
+    absent = {name: source.absent_images() for name, source in stores.items()}
+    if absent["pred_probs"] and not allow_absent_chunks:
+        missing = absent["pred_probs"]
+        raise InvalidInputError(
+            f"{stores['pred_probs'].path} has absent Zarr chunks in {len(missing)} image(s) "
+            f"({shown_images(missing)}), which would read as one constant value instead of "
+            "the model's probabilities; write those chunks, or pass --allow-absent-chunks "
+            "to read them as the fill value."
+        )
+    return Inputs(stores, names_path, identities, absent)
+
+
+def absent_chunk_warnings(summary: dict[str, Any]) -> list[str]:
+    """One sentence per input of a run with absent Zarr chunks, for the command to print."""
+    warnings = []
+    for name, block in (summary.get("inputs") or {}).items():
+        absent = (block or {}).get("absent_chunk_images") or {}
+        count = int(absent.get("count") or 0)
+        if count:
+            warnings.append(
+                f"{block.get('path', name)} has absent Zarr chunks in {count} image(s) "
+                f"({shown_images(list(absent.get('images') or []))}), read as its fill value "
+                f"({_FILL_MEANING.get(name, 'a constant')}); write them if those images should "
+                "hold data."
+            )
+    return warnings
+
+
+_FILL_MEANING = {
+    "labels": "usually class 0 everywhere",
+    "images": "usually black",
+    "pred_probs": "one constant probability everywhere",
+}
 
 
 def describe_dataset(layout: Layout) -> dict[str, Any]:
@@ -241,7 +441,7 @@ def describe_dataset(layout: Layout) -> dict[str, Any]:
 
 def build_summary(
     result: CLResult,
-    sources: dict[str, tuple[ArraySource, dict[str, Any]]],
+    inputs: dict[str, Any],
     params: Params,
     class_names: list[str],
     timing: dict[str, float],
@@ -256,7 +456,7 @@ def build_summary(
         "segaudit_version": __version__,
         "command": "scan",
         "dataset": describe_dataset(layout),
-        "inputs": {name: describe_input(src, fp) for name, (src, fp) in sources.items()},
+        "inputs": inputs,
         "parameters": {**asdict(params), "method": "confident_learning_self_confidence"},
         "classes": {
             "names": class_names,
@@ -291,30 +491,28 @@ def scan(
     engine: Engine | None = None,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
+    allow_absent_chunks: bool = False,
 ) -> dict[str, Any]:
-    """Scan a dataset into the run directory ``out``; return its summary."""
+    """Scan a dataset into the run directory ``out``; return its summary.
+
+    ``allow_absent_chunks`` reads absent Zarr chunks of pred_probs as the fill value
+    instead of refusing them (see :func:`open_inputs`).
+    """
     params = params or Params()
     engine = engine or Engine()
     progress = progress or NullProgress()
     started = time.perf_counter()
-    labels = open_store(paths.labels, "labels")
-    probs = open_store(paths.pred_probs, "pred_probs")
-    sources = {"labels": (labels, labels.fingerprint()), "pred_probs": (probs, probs.fingerprint())}
-    if paths.images is not None:
-        images = open_store(paths.images, "images")
-        _check_images(images, labels)
-        sources["images"] = (images, images.fingerprint())
+    inputs = open_inputs(paths, allow_absent_chunks=allow_absent_chunks)
+    labels, probs = inputs.labels, inputs.probs
     layout = check_inputs(labels.array, probs.array, params, (str(labels.path), str(probs.path)))
     names = class_names or read_class_names(paths.class_names, layout.num_classes)
-    input_paths = [source.path for source, _ in sources.values()]
-    with rundir.building_run(out, inputs=input_paths) as tmp:
+    with rundir.building_run(out, inputs=inputs.paths()) as tmp:
         sink = RunSink(tmp)
         result = confident_learning(
             labels, probs, params, sink, engine, progress, on_batch=_test_hook_after_batch
         )
         sink.discard_scratch()
-        for source, before in sources.values():
-            check_unchanged(source, before)
+        inputs.check_unchanged()
         write_image_scores(
             tmp / "image_scores.csv",
             result.stats.softmin,
@@ -322,7 +520,7 @@ def scan(
             result.stats.scored,
         )
         timing = {"seconds": round(time.perf_counter() - started, 3), **result.stages}
-        summary = build_summary(result, sources, params, names, timing, engine)
+        summary = build_summary(result, inputs.describe(), params, names, timing, engine)
         rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
     return summary
 

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from segaudit import __version__, kernels, rundir, score_kernels
+from segaudit import __version__, kernels, rundir, safetext, score_kernels
 from segaudit.chunkstore import ImageChunkedArray
 from segaudit.engine import (
     DEFAULT_MEMORY_BUDGET,
@@ -54,15 +54,16 @@ from segaudit.engine import (
     sum_tolerance,
 )
 from segaudit.errors import InvalidInputError, RunDirectoryError
-from segaudit.io import ArraySource, DatasetPaths, check_unchanged, open_store, read_class_names
+from segaudit.io import ArraySource, DatasetPaths, read_class_names
 from segaudit.progress import NullProgress, Progress
 from segaudit.scan import (
     Engine,
+    Inputs,
     RunSink,
     build_summary,
     confident_learning,
     describe_dataset,
-    describe_input,
+    open_inputs,
     rank_images,
 )
 
@@ -180,7 +181,6 @@ def softmin_pass(
     progress = progress or NullProgress()
     names = (str(labels.path), str(probs.path))
     layout = check_inputs(labels.array, probs.array, params, names)
-    _check_ignore(params.ignore_index)
     result = ImageScores(
         layout,
         "softmin",
@@ -253,8 +253,6 @@ def score_batch(
     b = labels.shape[0]
     k, p = layout.num_classes, layout.pixels
     flat_labels = labels.reshape(b, p)
-    if flat_labels.dtype.kind == "u" and flat_labels.dtype.itemsize >= 8:
-        flat_labels = flat_labels.astype(np.int64)
     if rows is None:  # this thread's buffer, reused from batch to batch
         rows = WORKSPACE.get("score-s", (b, p), layout.score_dtype)
     strides = (1, k) if params.channels_last else (p, 1)
@@ -300,8 +298,8 @@ def check_rows(
     """Whole-row checks (finite, non-negative, sum to 1) on each image's first pixel row."""
     first = probs[:, 0].transpose(0, 2, 1) if params.channels_last else probs[:, :, 0]
     first = first.astype(np.float32 if probs.dtype == np.float16 else probs.dtype)  # (b,K,W)
-    totals, low = first.sum(axis=1), first.min(axis=1)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # NaN and infinities are reported below, not warned
+        totals, low = first.sum(axis=1), first.min(axis=1)
         bad = {
             kernels.NONFINITE: ~np.isfinite(totals),
             kernels.NEGATIVE: low < 0,
@@ -323,11 +321,6 @@ def check_rows(
     )
     if message is not None:
         raise InvalidInputError(message)
-
-
-def _check_ignore(ignore: int | None) -> None:
-    if ignore is not None and not -(2**63) <= int(ignore) < 2**63:
-        raise InvalidInputError(f"--ignore-index {ignore} is not a valid label value.")
 
 
 def run_in_order(
@@ -378,9 +371,14 @@ def counts_from_run(
 
 
 def kept_scan(
-    run: Path, inputs: dict[str, dict[str, Any]], params: Params, replace: bool
+    run: Path,
+    inputs: dict[str, dict[str, Any]],
+    names: list[str],
+    params: Params,
+    replace: bool,
 ) -> rundir.Run | None:
-    """The complete scan in ``run`` if it matches ``inputs`` and ``params``.
+    """The complete scan in ``run`` if it was made from these very inputs, class names
+    and parameters.
 
     None when ``run`` holds no scan (or only scores), or when it holds another scan
     and ``replace`` is set; :class:`ScanMismatchError` when it holds another scan.
@@ -388,7 +386,7 @@ def kept_scan(
     if not (rundir.is_complete_run(run) and rundir.array_path(run, "issues").exists()):
         return None
     opened = rundir.open_run(run)
-    difference = scan_difference(opened.summary, inputs, params)
+    difference = scan_difference(opened.summary, inputs, names, params)
     if difference is None:
         return opened
     if replace:
@@ -400,23 +398,46 @@ def kept_scan(
 
 
 def scan_difference(
-    summary: dict[str, Any], inputs: dict[str, dict[str, Any]], params: Params
+    summary: dict[str, Any],
+    inputs: dict[str, dict[str, Any]],
+    names: list[str],
+    params: Params,
 ) -> str | None:
-    """How a run's scan differs from these inputs and parameters (None: it matches)."""
+    """How a run's scan differs from these inputs, class names and parameters (None: it
+    matches).
+
+    Every input given now (labels, pred_probs, images, the class-names file) must have
+    the identity the scan recorded: its whole fingerprint, shape and dtype, wherever
+    its path now is. The class names themselves must be the same list.
+    """
     stored_inputs = summary.get("inputs") or {}
-    for name in ("labels", "pred_probs"):
-        stored = {k: v for k, v in (stored_inputs.get(name) or {}).items() if k != "path"}
-        current = {k: v for k, v in inputs[name].items() if k != "path"}
-        if stored != current:
-            was, now = (stored_inputs.get(name) or {}).get("path", "?"), inputs[name]["path"]
+    for name, current in inputs.items():
+        stored = stored_inputs.get(name) or {}
+        if _identity(stored) != _identity(current):
+            was, now = stored.get("path", "none"), current["path"]
             change = f"{was} changed since" if was == now else f"was {was}, now {now}"
             return f"other inputs ({name} {change})"
+    stored_names = list((summary.get("classes") or {}).get("names") or [])
+    if stored_names != list(names):
+        return f"other class names ({_names_change(stored_names, list(names))})"
     stored_params = summary.get("parameters") or {}
     wanted = asdict(params)
     for key in SCAN_PARAMETERS:
         if stored_params.get(key) != wanted[key]:
             return f"other parameters ({key} was {stored_params.get(key)!r}, now {wanted[key]!r})"
     return None
+
+
+def _identity(record: dict[str, Any]) -> dict[str, Any]:
+    """What identifies an input in ``summary.json``: everything but where it was found."""
+    return {key: value for key, value in record.items() if key != "path"}
+
+
+def _names_change(was: list[str], now: list[str]) -> str:
+    if len(was) != len(now):
+        return f"{len(was)} names, now {len(now)}"
+    k = next(i for i, (a, b) in enumerate(zip(was, now, strict=True)) if a != b)
+    return f"class {k} was {safetext.printable(was[k])!r}, now {safetext.printable(now[k])!r}"
 
 
 def link_tree(source: Path, target: Path, skip: Iterable[str]) -> None:
@@ -447,6 +468,7 @@ def write_scores_csv(path: Path, result: ImageScores, ids: list[str] | None = No
         extra = ISSUE_COLUMNS if result.issues is not None else ()
         writer.writerow((*SCORE_COLUMNS, *extra))
         for row in worst_rows(result, None, ids):
+            row["id"] = safetext.csv_cell(row["id"])
             writer.writerow([_csv_value(row[column]) for column in (*SCORE_COLUMNS, *extra)])
 
 
@@ -541,46 +563,49 @@ def score(
     replace: bool = False,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
+    allow_absent_chunks: bool = False,
 ) -> tuple[dict[str, Any], ImageScores]:
     """Score a dataset's images into the run directory ``out``; return its summary and scores.
 
     ``softmin`` streams p[given label] once. ``num_pixel_issues`` reuses a scan already
-    in ``out`` for the same inputs and parameters, else runs one (its arrays stay in the
-    run, so ``swaps``, ``render`` and ``eval`` work on it). A scan in ``out`` is kept
-    whenever it matches; one of other inputs or parameters raises
-    :class:`ScanMismatchError` unless ``replace``. ``pixel_scores`` writes
-    ``pixel_scores.zarr`` (a kept scan keeps its own, with the same values).
+    in ``out`` made from the same inputs (every input's identity, the class names) and
+    parameters, else runs one (its arrays stay in the run, so ``swaps``, ``render`` and
+    ``eval`` work on it). A scan in ``out`` is kept whenever it matches; one of other
+    inputs or parameters raises :class:`ScanMismatchError` unless ``replace``.
+    ``pixel_scores`` always ends with ``pixel_scores.zarr`` in the run: a kept scan's
+    own (the same values), else computed. ``allow_absent_chunks``: see
+    :func:`segaudit.scan.open_inputs`.
     """
     params, engine = params or Params(), engine or Engine()
     check_method(method)
     check_temperature(params.temperature)
     progress = progress or NullProgress()
     started = time.perf_counter()
-    labels = open_store(paths.labels, "labels")
-    probs = open_store(paths.pred_probs, "pred_probs")
-    sources = {"labels": (labels, labels.fingerprint()), "pred_probs": (probs, probs.fingerprint())}
-    names_in = (str(labels.path), str(probs.path))
-    layout = check_inputs(labels.array, probs.array, params, names_in)
+    inputs = open_inputs(paths, allow_absent_chunks=allow_absent_chunks)
+    labels, probs = inputs.labels, inputs.probs
+    layout = check_inputs(labels.array, probs.array, params, (str(labels.path), str(probs.path)))
     names = class_names or read_class_names(paths.class_names, layout.num_classes)
-    inputs = {name: describe_input(src, fp) for name, (src, fp) in sources.items()}
-    input_paths = [source.path for source, _ in sources.values()]
-    with rundir.building_run(out, inputs=input_paths) as tmp:
-        kept = kept_scan(Path(out).absolute(), inputs, params, replace)
+    described = inputs.describe()
+    with rundir.building_run(out, inputs=inputs.paths()) as tmp:
+        kept = kept_scan(Path(out).absolute(), described, names, params, replace)
         if kept is not None:
             link_tree(kept.path, tmp, skip=(rundir.SUMMARY, "image_scores.csv"))
-        work = _Work(tmp, layout, labels, probs, sources, params, names, engine, progress)
+        work = _Work(tmp, layout, inputs, params, names, engine, progress)
+        # Asked for and not in the run yet (a kept scan may bring its own).
+        new_pixel_scores = pixel_scores and not rundir.array_path(tmp, "pixel_scores").exists()
         if method == "softmin":
-            result, base = work.softmin(pixel_scores and kept is None), None
+            result, base = work.softmin(new_pixel_scores), None
         elif kept is not None:
             result, base = work.from_scan(kept), None
+            if new_pixel_scores:
+                work.softmin(pixel_scores=True)  # for the pixel scores alone
         else:
             result, base = work.scan(pixel_scores)
-        for source, before in sources.values():
-            check_unchanged(source, before)
+        inputs.check_unchanged()
         write_scores_csv(tmp / "image_scores.csv", result)
         info = {
             "params": params,
-            "inputs": inputs,
+            "inputs": described,
             "class_names": names,
             "pixel_scores": rundir.array_path(tmp, "pixel_scores").exists(),
             "scan": "kept" if kept is not None else ("computed" if base is not None else None),
@@ -598,9 +623,7 @@ class _Work:
 
     tmp: Path
     layout: Layout
-    labels: ArraySource
-    probs: ArraySource
-    sources: dict[str, tuple[ArraySource, dict[str, Any]]]
+    inputs: Inputs
     params: Params
     names: list[str]
     engine: Engine
@@ -616,8 +639,8 @@ class _Work:
             pixel_out = ImageChunkedArray(path, shape, layout.score_dtype)
         engine = self.engine
         return softmin_pass(
-            self.labels,
-            self.probs,
+            self.inputs.labels,
+            self.inputs.probs,
             self.params,
             pixel_out=pixel_out,
             workers=engine.workers,
@@ -642,7 +665,7 @@ class _Work:
         """Confident Learning into the run (a full scan's arrays); scores and scan summary."""
         sink = RunSink(self.tmp)
         cl = confident_learning(
-            self.labels, self.probs, self.params, sink, self.engine, self.progress
+            self.inputs.labels, self.inputs.probs, self.params, sink, self.engine, self.progress
         )
         sink.discard_scratch()
         if not pixel_scores:
@@ -656,4 +679,7 @@ class _Work:
             stats.scored.copy(),
             cl.issues_per_image,
         )
-        return result, build_summary(cl, self.sources, self.params, self.names, {}, self.engine)
+        summary = build_summary(
+            cl, self.inputs.describe(), self.params, self.names, {}, self.engine
+        )
+        return result, summary

@@ -31,10 +31,12 @@ def tree_digest(path: Path) -> str:
 
 
 def complete_run(path: Path, marker: str) -> Path:
+    """A run as an earlier segaudit wrote it: a summary of segaudit's schema, no marker."""
     path.mkdir(parents=True)
     (path / "issues.zarr").mkdir()
     (path / "issues.zarr" / "zarr.json").write_text(marker)
-    (path / rundir.SUMMARY).write_text(json.dumps({"marker": marker}))
+    summary = {"segaudit_version": "0.1.0", "command": "scan", "marker": marker}
+    (path / rundir.SUMMARY).write_text(json.dumps(summary))
     return path
 
 
@@ -74,10 +76,10 @@ def test_a_new_run_appears_complete_and_alone(tmp_path, swap):
 
 def test_a_previous_run_is_replaced_whole(tmp_path, swap):
     run = complete_run(tmp_path / "run", "old")
-    (run / "only-in-old.txt").write_text("x")
+    (run / "swaps.csv").write_text("x")  # an output only the old run has
     with rundir.building_run(run) as tmp:
         fill(tmp, "new")
-    assert marker(run) == "new" and not (run / "only-in-old.txt").exists()
+    assert marker(run) == "new" and not (run / "swaps.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".segaudit-lock-run", "run"]
 
 
@@ -236,7 +238,8 @@ def test_replacing_a_run_never_follows_its_symlinks(tmp_path, swap):
     precious.mkdir()
     (precious / "keep.txt").write_text("keep")
     run = complete_run(tmp_path / "run", "old")
-    (run / "link").symlink_to(precious)
+    (run / "render").mkdir()
+    (run / "render" / "link").symlink_to(precious)
     with rundir.building_run(run) as tmp:
         fill(tmp, "new")
     assert marker(run) == "new" and (precious / "keep.txt").read_text() == "keep"

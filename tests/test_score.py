@@ -232,6 +232,7 @@ def test_score_writes_a_complete_run(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "worst 3 images" in result.output
     assert sorted(p.name for p in run.iterdir()) == [
+        ".segaudit-run",
         "image_scores.csv",
         "pixel_scores.zarr",
         "summary.json",

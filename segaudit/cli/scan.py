@@ -64,6 +64,14 @@ LogitsOpt = Annotated[
     bool, typer.Option("--logits", help="pred_probs holds logits: apply a softmax first.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
+AbsentChunksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-absent-chunks",
+        help="Read absent Zarr chunks of pred_probs as the fill value instead of refusing "
+        "them (absent chunks of labels and images are always allowed, with a warning).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
 
@@ -113,6 +121,7 @@ def scan(
             help="Gate: exit 1 when more images than this have at least one issue pixel.",
         ),
     ] = None,
+    allow_absent_chunks: AbsentChunksOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -155,8 +164,14 @@ def scan(
             f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}."
         )
     summary = run_scan(
-        paths, out, params, engine=engine, progress=make_progress(quiet or json_output)
+        paths,
+        out,
+        params,
+        engine=engine,
+        progress=make_progress(quiet or json_output),
+        allow_absent_chunks=allow_absent_chunks,
     )
+    warn_absent_chunks(summary)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -166,6 +181,15 @@ def scan(
         err_console.print(f"[bold red]gate failed:[/] {failure}", highlight=False)
     if gate_failures:
         raise typer.Exit(code=1)
+
+
+def warn_absent_chunks(summary: dict[str, Any]) -> None:
+    """A warning on stderr for each input read with absent Zarr chunks (even with --quiet)."""
+    from segaudit.safetext import markup
+    from segaudit.scan import absent_chunk_warnings
+
+    for warning in absent_chunk_warnings(summary):
+        err_console.print(f"[bold yellow]warning:[/] {markup(warning)}", highlight=False)
 
 
 def _check_temperature(temperature: float) -> None:
@@ -198,11 +222,13 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     """A readable account of a scan: totals, the classes involved, the worst images."""
     from rich.table import Table
 
+    from segaudit.safetext import markup
+
     totals, classes = summary["totals"], summary["classes"]
     data = summary["dataset"]
     console.print(
         f"[bold]segaudit scan[/] {data['num_images']} images × {data['height']}×{data['width']}, "
-        f"{data['num_classes']} classes → [bold]{out}[/]"
+        f"{data['num_classes']} classes → [bold]{markup(out)}[/]"
     )
     console.print(
         f"  issue pixels: [bold]{totals['issue_pixels']:,}[/] of "
@@ -217,7 +243,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     for k in rows[:10]:
         if classes["issue_pixels_given"][k] or classes["issue_pixels_predicted"][k]:
             table.add_row(
-                f"{k} {classes['names'][k]}",
+                f"{k} {markup(classes['names'][k])}",
                 f"{classes['thresholds'][k]:.4f}",
                 f"{classes['labelled_pixels'][k]:,}",
                 f"{classes['issue_pixels_given'][k]:,}",
@@ -225,4 +251,4 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             )
     if table.row_count:
         console.print(table)
-    console.print(f"  worst images first: {out / 'image_scores.csv'}")
+    console.print(f"  worst images first: {markup(out / 'image_scores.csv')}")

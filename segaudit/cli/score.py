@@ -11,6 +11,7 @@ import typer
 
 from segaudit.cli._common import console, err_console, make_progress, parse_size, user_errors
 from segaudit.cli.scan import (
+    AbsentChunksOpt,
     BatchOpt,
     BudgetOpt,
     ChannelsOpt,
@@ -22,6 +23,7 @@ from segaudit.cli.scan import (
     ProbsOpt,
     QuietOpt,
     WorkersOpt,
+    warn_absent_chunks,
 )
 
 IgnoreOpt = Annotated[
@@ -92,6 +94,7 @@ def score(
     batch_size: BatchOpt = None,
     memory_budget: BudgetOpt = "512M",
     workers: WorkersOpt = None,
+    allow_absent_chunks: AbsentChunksOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -138,7 +141,9 @@ def score(
         pixel_scores=pixel_scores,
         replace=replace,
         progress=make_progress(quiet or json_output),
+        allow_absent_chunks=allow_absent_chunks,
     )
+    warn_absent_chunks(summary)
     if len(result.unscored):
         err_console.print(
             f"[bold yellow]warning:[/] {unscored_message(result.unscored)}", highlight=False
@@ -170,6 +175,8 @@ def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
     """Header line, the worst images as a table, and where the full list is."""
     from rich.table import Table
 
+    from segaudit.safetext import markup
+
     data, block = summary["dataset"], summary["scores"]
     how = block["method"]
     if how == "softmin":
@@ -177,7 +184,7 @@ def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
     scan = _SCAN_NOTES.get((block["scan"], block["method"]), "")
     console.print(
         f"[bold]segaudit score[/] {data['num_images']} images × {data['height']}×"
-        f"{data['width']}, {data['num_classes']} classes, {how} → [bold]{out}[/]; "
+        f"{data['width']}, {data['num_classes']} classes, {how} → [bold]{markup(out)}[/]; "
         f"{summary['timing']['seconds']:.2f} s{scan}"
     )
     table = Table(
@@ -191,11 +198,13 @@ def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
     for row in rows:
         table.add_row(*(_cell(row[column]) for column in columns))
     console.print(table)
-    console.print(f"  all images, worst first: {Path(out) / 'image_scores.csv'}", highlight=False)
+    console.print(
+        f"  all images, worst first: {markup(Path(out) / 'image_scores.csv')}", highlight=False
+    )
 
 
 def _cell(value: Any) -> str:
-    from rich.markup import escape
+    from segaudit.safetext import markup
 
     if value is None:
         return "n/a"
@@ -203,7 +212,7 @@ def _cell(value: Any) -> str:
         return f"{value:.6f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return escape(str(value))
+    return markup(value)
 
 
 @user_errors
@@ -240,10 +249,11 @@ def evaluate(
         segaudit eval runs/scores --truth data/synthetic --json
     """
     from segaudit.evaluate import evaluate_run
+    from segaudit.safetext import markup
 
     metrics = evaluate_run(run, truth, progress=make_progress(quiet or json_output))
     for note in metrics.get("notes", []):
-        err_console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+        err_console.print(f"[bold yellow]warning:[/] {markup(note)}", highlight=False)
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
     elif not quiet:
@@ -253,8 +263,10 @@ def evaluate(
 def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
     from rich.table import Table
 
+    from segaudit.safetext import markup
+
     image = metrics["image"]
-    table = Table(title=f"segaudit eval {run}", title_justify="left")
+    table = Table(title=f"segaudit eval {markup(run)}", title_justify="left")
     table.add_column("level")
     table.add_column("metric")
     table.add_column("value", justify="right")
