@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import html
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,17 +38,33 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from segaudit.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
-from segaudit.errors import InputNotFoundError, InvalidInputError, RunDirectoryError
+from segaudit.errors import (
+    InputChangedError,
+    InputNotFoundError,
+    InvalidInputError,
+    RunDirectoryError,
+    SegauditError,
+)
 from segaudit.progress import NullProgress, Progress
+from segaudit.safetext import from_csv_cell, printable
 from segaudit.summaries import (
     DEFAULT_TOP,
     ArgmaxView,
+    IssueTally,
     atomic_output,
+    atomic_outputs,
+    check_array,
     check_filters,
+    check_same_run,
+    check_top,
     default_names,
     image_batches,
     keep_mask,
+    run_swaps,
     tally_issues,
+    write_failure,
+    write_swap_rows,
+    writing_into_run,
 )
 
 OVERLAY_ALPHA = 0.6
@@ -58,6 +76,14 @@ TEXT_COLOUR = (20, 20, 20)
 FRAME_COLOUR = (150, 150, 150)
 MARKER = ".segaudit-render"
 HEATMAP_MAX_CLASSES = 30
+NAME_LIMIT = 60
+"""Class names longer than this are shortened in the legend (the CSV keeps them whole)."""
+TICK_NAME_LIMIT = 30
+"""... and longer than this on the heat map's axes, where they share the figure's width."""
+RENDER_ENTRY = re.compile(
+    rf"{re.escape(MARKER)}|index\.html|legend\.png|rank\d+_image\d+(_[A-Za-z0-9_-]+)?\.png"
+)
+"""Every name :func:`write_pages` writes into its folder; nothing else may be replaced."""
 
 
 @dataclass
@@ -77,7 +103,7 @@ class PageInfo:
         """The line above the panels."""
         parts = [f"#{self.rank}   image {self.image}"]
         if self.image_id != str(self.image):
-            parts[0] += f" ({self.image_id})"
+            parts[0] += f" ({printable(self.image_id)})"
         fraction = self.issue_pixels / max(1, self.pixels)
         parts.append(f"{self.issue_pixels:,} issue pixels ({fraction:.2%})")
         if self.score is not None:
@@ -197,9 +223,20 @@ def _fit(font: Any, text: str, width: int) -> str:
     """``text``, shortened with an ellipsis until it is at most ``width`` pixels wide."""
     if _text_width(font, text) <= width:
         return text
-    while text and _text_width(font, text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    fits, too_long = 0, min(len(text), max(1, width // 2)) + 1  # no glyph is under 2 pixels
+    while too_long - fits > 1:  # bisect the longest prefix that fits with the ellipsis
+        middle = (fits + too_long) // 2
+        if _text_width(font, text[:middle] + "…") <= width:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "…"
+
+
+def shown_name(name: Any, limit: int = NAME_LIMIT) -> str:
+    """A class name as pictures show it: control characters escaped, at most ``limit`` long."""
+    text = printable(name)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def compose(
@@ -317,10 +354,20 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
-def _save_figure(figure: Any, path: Path, *, crop: bool = False) -> None:
-    """Save a figure as an RGB PNG (no alpha channel), atomically; ``crop`` trims white."""
+@contextlib.contextmanager
+def _missing_glyphs_allowed() -> Iterator[None]:
+    """Draw characters the font lacks as boxes without a warning per character on stderr:
+    a class name in a script the font does not cover is the data's, not an error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        yield
+
+
+def _figure_pixels(figure: Any, *, crop: bool = False) -> np.ndarray:
+    """A drawn figure as RGB pixels on white (no alpha channel); ``crop`` trims white."""
     figure.set_facecolor("white")
-    figure.canvas.draw()
+    with _missing_glyphs_allowed():
+        figure.canvas.draw()
     rgb = np.asarray(figure.canvas.buffer_rgba())[..., :3]
     if crop:
         rows, cols = np.nonzero((rgb != 255).any(axis=-1))
@@ -330,18 +377,38 @@ def _save_figure(figure: Any, path: Path, *, crop: bool = False) -> None:
                 ((12, 12), (12, 12), (0, 0)),
                 constant_values=255,
             )
-    with atomic_output(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
+    return np.ascontiguousarray(rgb)
+
+
+def _save_png(pixels: np.ndarray, path: Path) -> None:
+    Image.fromarray(pixels).save(path, format="PNG")
+
+
+def _plain_text(texts: Iterator[Any] | Sequence[Any]) -> None:
+    """Draw ``texts`` exactly as written: ``$...$`` is not maths and TeX is never run."""
+    for text in texts:
+        text.set_parse_math(False)
+        text.set_usetex(False)
 
 
 def render_legend(
     colors: np.ndarray, names: Sequence[str], path: Path, *, ignore_index: int | None = None
 ) -> list[str]:
     """Write a legend mapping each class colour to ``id name``; return the texts drawn."""
+    pixels, texts = legend_pixels(colors, names, ignore_index=ignore_index)
+    with atomic_output(path) as tmp:
+        _save_png(pixels, tmp)
+    return texts
+
+
+def legend_pixels(
+    colors: np.ndarray, names: Sequence[str], *, ignore_index: int | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """The legend picture (each class colour with ``id name``) and the texts drawn."""
     from matplotlib.patches import Patch
 
     entries = [
-        (tuple(c / 255), f"{i}  {name}")
+        (tuple(c / 255), f"{i}  {shown_name(name)}")
         for i, (c, name) in enumerate(zip(colors, names[: len(colors)], strict=True))
     ]
     if ignore_index is not None:
@@ -363,8 +430,8 @@ def render_legend(
         handlelength=2.4,
         handleheight=1.4,
     )
-    _save_figure(figure, path, crop=True)
-    return [text.get_text() for text in legend.get_texts()]
+    _plain_text(legend.get_texts())
+    return _figure_pixels(figure, crop=True), [text.get_text() for text in legend.get_texts()]
 
 
 def _compact(count: int) -> str:
@@ -400,6 +467,20 @@ def swap_heatmap(
     ``max_classes`` of them, the most involved are kept and the title says so.
     Returns the class names on the axes, in order.
     """
+    pixels_drawn, labels = heatmap_pixels(pixels, names, max_classes=max_classes, note=note)
+    with atomic_output(path) as tmp:
+        _save_png(pixels_drawn, tmp)
+    return labels
+
+
+def heatmap_pixels(
+    pixels: np.ndarray,
+    names: Sequence[str],
+    *,
+    max_classes: int = HEATMAP_MAX_CLASSES,
+    note: str = "",
+) -> tuple[np.ndarray, list[str]]:
+    """The heat map of :func:`swap_heatmap` as RGB pixels, and the class names on its axes."""
     from matplotlib.colors import LogNorm
 
     shown = heatmap_classes(pixels, max_classes)
@@ -416,8 +497,8 @@ def swap_heatmap(
             f"({kept / total:.1%} of issue pixels)"
         )
     if note:
-        title += f"\n{note}"
-    axes.set_title(title, fontsize=11)
+        title += f"\n{printable(note)}"
+    axes.set_title(title, fontsize=11, parse_math=False)
     if len(shown) == 0:
         axes.text(0.5, 0.5, "no issue pixels", ha="center", va="center", fontsize=14)
         axes.set_axis_off()
@@ -433,10 +514,11 @@ def swap_heatmap(
             norm=LogNorm(vmin=1, vmax=max(2.0, matrix.max())),
             interpolation="nearest",
         )
-        labels = [names[i] for i in shown]
+        labels = [shown_name(names[i], TICK_NAME_LIMIT) for i in shown]
         fontsize = 9 if len(shown) <= 20 else 7
         axes.set_xticks(range(len(shown)), labels, rotation=90, fontsize=fontsize)
         axes.set_yticks(range(len(shown)), labels, fontsize=fontsize)
+        _plain_text([*axes.get_xticklabels(), *axes.get_yticklabels()])
         axes.set_xticks(np.arange(len(shown) + 1) - 0.5, minor=True)
         axes.set_yticks(np.arange(len(shown) + 1) - 0.5, minor=True)
         axes.grid(which="minor", color="#e4e4e4", linewidth=0.5)
@@ -447,9 +529,9 @@ def swap_heatmap(
             _annotate(axes, matrix, image.norm)
         bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
         bar.set_label("issue pixels (log scale)")
-    figure.tight_layout()
-    _save_figure(figure, path)
-    return labels
+    with _missing_glyphs_allowed():
+        figure.tight_layout()
+    return _figure_pixels(figure), labels
 
 
 def _viridis_white() -> Any:
@@ -470,32 +552,120 @@ def _annotate(axes: Any, matrix: np.ndarray, norm: Any) -> None:
 # --- the output directory ------------------------------------------------------------------
 
 
+def check_render_folder(out: Path) -> None:
+    """Refuse an ``out`` that is not render's to replace.
+
+    ``out`` may be missing, empty, or a previous render: it holds render's marker and
+    nothing but the files render writes (pages, legend, index). A folder holding
+    anything else, marker or not, is refused, so segaudit never deletes files it did
+    not write.
+    """
+    try:
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise RunDirectoryError(
+                f"{printable(out)} exists and is not a directory; choose another --out."
+            )
+        entries = list(os.scandir(out)) if out.is_dir() else []
+        foreign = sorted(
+            entry.name
+            for entry in entries
+            if not RENDER_ENTRY.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False)
+        )
+    except OSError as error:
+        raise write_failure(out, error, out) from None
+    if entries and (foreign or not any(entry.name == MARKER for entry in entries)):
+        held = f" (it holds '{printable(foreign[0])}')" if foreign else ""
+        raise RunDirectoryError(
+            f"{printable(out)} exists and is not a segaudit render{held}; choose another "
+            "--out or empty it (segaudit never deletes files it did not write)."
+        )
+
+
+# ``.OUT.segaudit-tmp-PPPPPPPPNNNNNNNN``: the folder being written (``old``: the previous
+# render being replaced) beside OUT; P is the writer's pid in hex, N a random nonce.
+_STAGE = re.compile(
+    r"\.(?P<name>.*)\.segaudit-(?P<kind>tmp|old)-(?P<pid>[0-9a-f]{8})[0-9a-f]{8}", re.DOTALL
+)
+
+
+def _stage_name(out: Path, kind: str) -> Path:
+    nonce = uuid.uuid4().hex[:8]
+    return out.parent / f".{out.name}.segaudit-{kind}-{os.getpid():08x}{nonce}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale_stages(out: Path) -> None:
+    """Remove what killed renders into ``out`` left beside it; bring back a lost previous one."""
+    stale: list[tuple[Path, str]] = []
+    with contextlib.suppress(OSError), os.scandir(out.parent) as entries:
+        stale = [
+            (Path(entry.path), match["kind"])
+            for entry in entries
+            if (match := _STAGE.fullmatch(entry.name))
+            and match["name"] == out.name
+            and not _pid_alive(int(match["pid"], 16))
+        ]
+    for path, kind in sorted(stale, key=lambda item: item[1] == "tmp"):
+        if kind == "old" and not os.path.lexists(out) and (path / MARKER).is_file():
+            with contextlib.suppress(OSError):  # killed between the two renames
+                os.rename(path, out)  # the previous render comes back
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _replace(stage: Path, out: Path) -> None:
+    """Put the finished ``stage`` in place of ``out``; on failure ``out`` stays as it was."""
+    if not os.path.lexists(out):
+        os.rename(stage, out)
+        return
+    old = _stage_name(out, "old")
+    os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def staging_directory(out: Path) -> Iterator[Path]:
+def staging_directory(
+    out: Path, *, before_publish: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a fresh directory that replaces ``out`` as a whole on success.
 
-    ``out`` may be missing, empty or a previous render (it holds a marker file);
-    anything else is refused, so segaudit never deletes files it did not write.
+    ``out`` must pass :func:`check_render_folder`, before and again just before it is
+    replaced. ``before_publish`` runs last of all, to refuse when what was rendered is
+    no longer current. A failed write (a full disk, a read-only folder) is one sentence
+    and leaves ``out`` as it was.
     """
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise RunDirectoryError(f"{out} exists and is not a directory; choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise RunDirectoryError(
-            f"{out} exists and is not a segaudit render; choose another --out or empty it."
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.segaudit-tmp-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
+    out = Path(os.path.abspath(out))  # "." has no name to stage beside
+    check_render_folder(out)
+    stage = _stage_name(out, "tmp")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_stages(out)
+        stage.mkdir()
         yield stage
         (stage / MARKER).write_text("written by segaudit render; safe to replace\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.segaudit-old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-            os.rename(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(stage, out)
+        check_render_folder(out)
+        if before_publish is not None:
+            before_publish()
+        _replace(stage, out)
+    except SegauditError:
+        raise
+    except OSError as error:
+        where = str(error.filename or out).replace(str(stage), str(out))
+        raise write_failure(where, error, out) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -504,6 +674,15 @@ def write_index(
     path: Path, pages: Sequence[PageInfo], *, title: str, notes: Sequence[str] = (), legend: bool
 ) -> None:
     """A static HTML page with every panel in rank order; relative links, escaped text."""
+    text = index_html(pages, title=title, notes=notes, legend=legend)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def index_html(
+    pages: Sequence[PageInfo], *, title: str, notes: Sequence[str] = (), legend: bool
+) -> str:
+    """The text of :func:`write_index`."""
     esc = html.escape
     rows = []
     for page in pages:
@@ -536,14 +715,12 @@ def write_index(
         "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
         "section{margin:1.5em 0}h2{font-size:1em}"
     )
-    text = (
+    return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{style}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def write_pages(
@@ -557,12 +734,17 @@ def write_pages(
     max_width: int | None = None,
     zoom: int = 1,
     progress: Progress | None = None,
+    before_publish: Callable[[], None] | None = None,
 ) -> RenderResult:
-    """Render every page, the legend and ``index.html`` into ``out``, replacing it whole."""
+    """Render every page, the legend and ``index.html`` into ``out``, replacing it whole.
+
+    The folder is written whole and then swapped in (see :func:`staging_directory`),
+    so its files are written directly, without temporary files of their own.
+    """
     progress = progress or NullProgress()
     colors = distinct_colors(sources.num_classes)
     progress.start("Rendering pages", len(pages))
-    with staging_directory(out) as stage:
+    with staging_directory(out, before_publish=before_publish) as stage:
         for page in pages:
             panels = build_panels(sources, page.image, colors, max_width=max_width, zoom=zoom)
             image, _ = compose(panels, page.header, max_width=max_width)
@@ -570,8 +752,10 @@ def write_pages(
             progress.advance()
         legend = sources.labels is not None or sources.predicted is not None
         if legend:
-            render_legend(colors, names, stage / "legend.png", ignore_index=sources.ignore_index)
-        write_index(stage / "index.html", pages, title=title, notes=notes, legend=legend)
+            pixels, _ = legend_pixels(colors, names, ignore_index=sources.ignore_index)
+            _save_png(pixels, stage / "legend.png")
+        text = index_html(pages, title=title, notes=notes, legend=legend)
+        (stage / "index.html").write_text(text, encoding="utf-8")
     progress.finish()
     return RenderResult(
         out, list(pages), out / "legend.png" if legend else None, out / "index.html"
@@ -581,31 +765,62 @@ def write_pages(
 # --- run directories -------------------------------------------------------------------------
 
 
-def open_images(path: str | os.PathLike[str], shape: tuple[int, int, int]) -> Any:
-    """Photos (N,H,W,3) uint8 from ``.npy`` (memory-mapped) or Zarr, checked against the labels."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"images {path} do not exist; pass --images PATH to the photos.")
-    try:
-        if path.suffix == ".npy":
-            photos = np.load(path, mmap_mode="r", allow_pickle=False)
-        else:
-            import zarr
+class PhotoReader:
+    """Photos indexed by image, read through the store's checked reader."""
 
-            photos = zarr.open(str(path), mode="r")
-            if isinstance(photos, zarr.Group):
-                photos = photos["images"]
-    except (OSError, ValueError, KeyError) as error:
-        raise InvalidInputError(
-            f"images {path} are unreadable ({error}); regenerate them or pass --images."
-        ) from None
-    expected = (*shape, 3)
-    if tuple(photos.shape) != expected or np.dtype(photos.dtype) != np.uint8:
-        raise InvalidInputError(
-            f"images {path} must be uint8 of shape {expected} to match the labels; "
-            f"got {np.dtype(photos.dtype)} {tuple(photos.shape)}."
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.shape = source.shape
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.source.read(index, index + 1, populate=False)[0]
+
+
+def open_images(path: str | os.PathLike[str], shape: tuple[int, int, int]) -> PhotoReader:
+    """Photos (N,H,W,3) uint8 from ``.npy`` (memory-mapped) or Zarr, checked against the labels.
+
+    Opened like every input: a pipe, a device or an unreadable store is refused with one
+    sentence instead of being waited on or failing later.
+    """
+    from segaudit.io import open_store
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise InputNotFoundError(
+            f"images {printable(path)} do not exist; pass --images PATH to the photos."
         )
-    return photos
+    source = open_store(path, "images")
+    expected = (*shape, 3)
+    if source.shape != expected or source.dtype != np.uint8:
+        raise InvalidInputError(
+            f"images {printable(path)} must be uint8 of shape {expected} to match the labels; "
+            f"got {source.dtype} {source.shape}."
+        )
+    return PhotoReader(source)
+
+
+def check_recorded_images(path: str | os.PathLike[str], recorded: dict[str, Any]) -> None:
+    """Refuse photos that are not the file the run was scanned with.
+
+    A run records its inputs' fingerprints; a file at the same path with another size,
+    time or content (replaced, regenerated, or another dataset's) would be drawn under
+    this run's labels. Only the fingerprint fields the run recorded are compared.
+    """
+    from segaudit.io import store_fingerprint
+
+    now = store_fingerprint(Path(path))
+    changed = [key for key, value in now.items() if key in recorded and recorded[key] != value]
+    if changed:
+        raise InputChangedError(
+            f"images {printable(path)} are not the photos this run was scanned with (their "
+            f"{', '.join(changed)} changed); pass --images PATH to draw these or other photos."
+        )
+
+
+def recorded_images(run: Any) -> tuple[str | None, dict[str, Any]]:
+    """The photos' path and fingerprint as the run recorded them (None when it had none)."""
+    record = (run.summary.get("inputs") or {}).get("images") or {}
+    return record.get("path"), record
 
 
 def read_image_scores(run_path: Path) -> dict[int, tuple[str, float | None]]:
@@ -617,7 +832,7 @@ def read_image_scores(run_path: Path) -> dict[int, tuple[str, float | None]]:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             score = row.get("softmin_score") or row.get("score") or ""
-            image_id = row.get("id") or row["image"]
+            image_id = from_csv_cell(row.get("id") or row["image"])
             scores[int(row["image"])] = (image_id, float(score) if score else None)
     return scores
 
@@ -632,6 +847,12 @@ def filter_note(names: Sequence[str], classes: Sequence[int], exclude: Sequence[
     return "; ".join(parts)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links resolved)."""
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
 def render_run(
     run: Any,
     *,
@@ -644,58 +865,136 @@ def render_run(
     zoom: int = 1,
     progress: Progress | None = None,
 ) -> RenderResult:
-    """Render the ``top`` images of a run with the most issue pixels after the filters."""
+    """Render the ``top`` images of a run with the most issue pixels after the filters.
+
+    Pages go to ``out`` (default RUN/render). Writing inside the run holds its writer
+    lock from the first read to the last write, as a scan does, so the pages always
+    come from the run they are written into; writing elsewhere only reads the run and
+    refuses to publish pages of a run replaced meanwhile. The photos are the ``images``
+    given, or those the run recorded, which must still be the same file.
+    """
     if top < 1:
         raise InvalidInputError(f"top must be at least 1; got {top}.")
     if zoom < 1:
         raise InvalidInputError(f"zoom must be at least 1; got {zoom}.")
     if max_width is not None and max_width < 64:
         raise InvalidInputError(f"max width must be at least 64 pixels; got {max_width}.")
-    num_classes, names = run.num_classes, run.class_names
-    check_filters(num_classes, classes, exclude)
+    check_filters(run.num_classes, classes, exclude)
+    target = Path(out) if out is not None else run.path / "render"
+    with contextlib.ExitStack() as stack:
+        before_publish = None
+        if _inside(target, run.path):
+            stack.enter_context(writing_into_run(run, "render", elsewhere="--out DIR"))
+        else:
+            before_publish = functools.partial(check_same_run, run, "render")
+        sources, tally = _render_sources(run, classes, exclude, images, progress)
+        pages = _pages(run, tally, top)
+        note = filter_note(run.class_names, classes, exclude)
+        affected = np.count_nonzero(tally.per_image)
+        notes = [f"run: {printable(run.path)}"]
+        notes += [f"{tally.total:,} issue pixels in {affected} images"]
+        notes += [f"filters: {printable(note)}"] if note else []
+        return write_pages(
+            target,
+            sources,
+            pages,
+            run.class_names,
+            title=f"segaudit: the {len(pages)} images with the most issue pixels",
+            notes=notes,
+            max_width=max_width,
+            zoom=zoom,
+            progress=progress,
+            before_publish=before_publish,
+        )
+
+
+def _render_sources(
+    run: Any,
+    classes: Sequence[int],
+    exclude: Sequence[int],
+    images: str | os.PathLike[str] | None,
+    progress: Progress | None,
+) -> tuple[Sources, IssueTally]:
+    """The arrays a run's pages are drawn from, and the issue counts that rank them."""
     labels, predicted = run.array("labels"), run.array("pred_labels")
-    if images is None:
-        images = (run.summary.get("inputs", {}).get("images") or {}).get("path")
-    photos = open_images(images, tuple(labels.shape)) if images else None
+    photos = None
+    if images is not None:
+        photos = open_images(images, tuple(labels.shape))
+    else:
+        path, record = recorded_images(run)
+        if path:
+            photos = open_images(path, tuple(labels.shape))
+            check_recorded_images(path, record)
     issues = run.array("issues")
     sources = Sources(
-        issues, labels, predicted, photos, num_classes, run.ignore_index, classes, exclude
+        issues, labels, predicted, photos, run.num_classes, run.ignore_index, classes, exclude
     )
     filtered = bool(classes or exclude)  # scan never flags ignored pixels: count issues alone
     tally = tally_issues(
-        sources.issues,
+        issues,
         labels if filtered else None,
         predicted if filtered else None,
-        num_classes,
+        run.num_classes,
         classes=classes,
         exclude=exclude,
         ignore_index=run.ignore_index,
         progress=progress,
     )
+    return sources, tally
+
+
+def _pages(run: Any, tally: IssueTally, top: int) -> list[PageInfo]:
+    """The pages for the ``top`` images with the most (filtered) issue pixels, ranked."""
     scores = read_image_scores(run.path)
-    per_pixel = int(np.prod(labels.shape[1:]))
+    shape = tuple(run.array("issues").shape)
+    per_pixel = int(np.prod(shape[1:]))
     pages = []
     for rank, image in enumerate(worst_images(tally.per_image, top).tolist(), start=1):
         image_id, score = scores.get(image, (str(image), None))
         page = PageInfo(rank, image, image_id, int(tally.per_image[image]), per_pixel, score)
         page.filename = page_filename(rank, image, image_id, top, len(tally.per_image))
         pages.append(page)
-    note = filter_note(names, classes, exclude)
-    affected = np.count_nonzero(tally.per_image)
-    notes = [f"run: {run.path}", f"{tally.total:,} issue pixels in {affected} images"]
-    notes += [f"filters: {note}"] if note else []
-    target = Path(out) if out is not None else run.path / "render"
-    return write_pages(
-        target,
-        sources,
-        pages,
-        names,
-        title=f"segaudit: the {len(pages)} images with the most issue pixels",
-        notes=notes,
-        max_width=max_width,
-        zoom=zoom,
-        progress=progress,
-    )
+    return pages
+
+
+# --- the swap table of a run ------------------------------------------------------------------
+
+
+@dataclass
+class SwapsResult:
+    """What :func:`write_run_swaps` counted and wrote."""
+
+    tally: IssueTally
+    rows: list[dict[str, Any]]
+    note: str
+    csv: Path
+    png: Path
+
+
+def write_run_swaps(
+    run: Any,
+    *,
+    classes: Sequence[int] = (),
+    exclude: Sequence[int] = (),
+    progress: Progress | None = None,
+) -> SwapsResult:
+    """Count a run's swaps and write RUN/swaps.csv and RUN/swaps.png, together or not at all.
+
+    The run's writer lock is held from the first read to the last write, so the table
+    is always computed from the run it is written into (a scan replacing the run waits
+    for nobody: it is refused, and so is this while a scan runs).
+    """
+    names = run.class_names
+    csv_path, png_path = run.path / "swaps.csv", run.path / "swaps.png"
+    with writing_into_run(run, "swaps"):
+        tally = run_swaps(run, classes=classes, exclude=exclude, progress=progress)
+        rows = tally.rows(names)
+        note = filter_note(names, classes, exclude)
+        heatmap, _ = heatmap_pixels(tally.pixels, names, note=note)
+        with atomic_outputs(csv_path, png_path) as (csv_tmp, png_tmp):
+            write_swap_rows(csv_tmp, rows)
+            _save_png(heatmap, png_tmp)
+    return SwapsResult(tally, rows, note, csv_path, png_path)
 
 
 # --- reference-compatible API ----------------------------------------------------------------
@@ -737,7 +1036,17 @@ def display_issues(
     images are ranked after that filter; images without issue pixels are not shown;
     ties in the issue count go to the lower image index.
     """
-    exclude = tuple(exclude or ())
+    shape = check_array(issues, "issues", "N, H, W")
+    if labels is not None:
+        check_array(labels, "labels", "N, H, W", shape)
+    if pred_probs is not None:
+        check_array(pred_probs, "pred_probs", "N, K, H, W", (shape[0], None, *shape[1:]))
+    if images is not None:
+        check_array(images, "images", "N, H, W, 3", (*shape, 3))
+        if np.dtype(images.dtype) != np.uint8:
+            raise InvalidInputError(f"images must be uint8 RGB; got {np.dtype(images.dtype)}.")
+    check_top(top)
+    exclude = tuple(exclude) if exclude is not None else ()
     if labels is None and exclude:
         raise InvalidInputError("Provide labels to allow class exclusion.")
     predicted = ArgmaxView(pred_probs) if pred_probs is not None else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -25,8 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InvalidInputError, OutputWriteError
+from segaudit.errors import (
+    InvalidInputError,
+    OutputWriteError,
+    RunDirectoryError,
+    SegauditError,
+)
 from segaudit.progress import NullProgress, Progress
+from segaudit.safetext import csv_cell, printable
 
 BATCH_BYTES = 16 * 2**20
 """Bytes of input read per batch of images (a few batches live at once)."""
@@ -42,17 +49,52 @@ SWAP_COLUMNS = (
 )
 
 
+def check_array(
+    value: Any, name: str, axes: str, shape: Sequence[int | None] | None = None
+) -> tuple[int, ...]:
+    """The shape of the array argument ``name``, checked against ``axes`` such as "N, H, W".
+
+    Anything without a shape and a dtype (a list, None, a string) is a TypeError and a
+    wrong rank or size a ValueError, each naming the argument, where numpy would raise
+    an AttributeError deep inside. ``shape`` gives the sizes the other arguments fixed
+    (None where any size goes).
+    """
+    rank = axes.count(",") + 1
+    if isinstance(value, str | bytes) or not all(
+        hasattr(value, attribute) for attribute in ("shape", "dtype", "__getitem__")
+    ):
+        hint = f"; pass numpy.asarray({name})" if isinstance(value, list | tuple) else ""
+        raise TypeError(
+            f"{name} must be an array of shape ({axes}) (numpy, memmap or Zarr); "
+            f"got {type(value).__name__}{hint}."
+        )
+    got = tuple(int(n) for n in value.shape)
+    expected = tuple(shape) if shape is not None else (None,) * rank
+    if len(got) != rank or any(e not in (None, g) for e, g in zip(expected, got, strict=True)):
+        sizes = ", ".join("?" if e is None else str(e) for e in expected)
+        raise InvalidInputError(
+            f"{name} must have shape ({axes}) = ({sizes}) to match the other arrays; got {got}."
+            if shape is not None
+            else f"{name} must have shape ({axes}); got {got}."
+        )
+    return got
+
+
+def check_top(top: Any) -> None:
+    """``top`` is None or a whole number (a TypeError naming it otherwise)."""
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int | np.integer)):
+        raise TypeError(f"top must be a whole number or None; got {type(top).__name__}.")
+
+
 class ArgmaxView:
     """Predicted labels (N,H,W) computed lazily from pred_probs (N,K,H,W), batch by batch."""
 
     def __init__(self, pred_probs: Any) -> None:
-        if len(pred_probs.shape) != 4:
-            raise InvalidInputError(
-                f"pred_probs must have shape (N, K, H, W); got {tuple(pred_probs.shape)}."
-            )
+        check_array(pred_probs, "pred_probs", "N, K, H, W")
         self.pred_probs = pred_probs
         n, k, h, w = (int(d) for d in pred_probs.shape)
         self.shape = (n, h, w)
+        self.dtype = np.dtype(np.intp)  # what argmax returns
         self.num_classes = k
         self.bytes_per_image = k * h * w * np.dtype(pred_probs.dtype).itemsize
 
@@ -143,10 +185,15 @@ def keep_mask(
 
 
 def check_filters(num_classes: int, classes: Sequence[int], exclude: Sequence[int]) -> None:
-    """Class ids must be in 0..K-1."""
-    for value in (*classes, *exclude):
-        if not 0 <= int(value) < num_classes:
-            raise InvalidInputError(f"class id {value} is outside 0..{num_classes - 1}.")
+    """Class ids must be whole numbers in 0..K-1."""
+    for name, ids in (("classes", classes), ("exclude", exclude)):
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence | np.ndarray):
+            raise TypeError(f"{name} must be a list of class ids; got {type(ids).__name__}.")
+        for value in ids:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise TypeError(f"{name} must hold class ids (whole numbers); got {value!r}.")
+            if not 0 <= int(value) < num_classes:
+                raise InvalidInputError(f"class id {value} is outside 0..{num_classes - 1}.")
 
 
 def tally_issues(
@@ -167,11 +214,17 @@ def tally_issues(
     Without ``labels`` or ``predicted`` only ``per_image`` is filled. Pixels whose
     given label is ``ignore_index`` or outside 0..K-1 never count.
     """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise TypeError(f"num_classes must be a whole number; got {type(num_classes).__name__}.")
+    shape = check_array(issues, "issues", "N, H, W")
+    for name, side in (("labels", labels), ("predicted", predicted)):
+        if side is not None:
+            check_array(side, name, "N, H, W", shape)
     check_filters(num_classes, classes, exclude)
     if (classes or exclude) and labels is None and predicted is None:
         raise InvalidInputError("class filters need labels or predictions to filter by.")
     progress = progress or NullProgress()
-    num_images = int(issues.shape[0])
+    num_images = shape[0]
     k2 = num_classes * num_classes
     pixels = np.zeros(k2, dtype=np.int64)
     images = np.zeros(k2, dtype=np.int64)
@@ -236,36 +289,131 @@ def resolve_classes(specs: Sequence[str | int], class_names: Sequence[str]) -> l
     return sorted(set(ids))
 
 
+def write_failure(where: Any, error: OSError, unchanged: Any) -> OutputWriteError:
+    """One sentence for a failed write: what, why, the fix, and that ``unchanged`` is intact."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space and run it again"
+    elif error.errno == errno.EFBIG:
+        fix = "the file size limit (ulimit -f) is too low; raise it and run it again"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "the folder is not writable; make it writable or write elsewhere"
+    else:
+        fix = "check the folder is writable and has free space"
+    return OutputWriteError(
+        f"writing {printable(where)} failed ({reason}): {fix}; {printable(unchanged)} is unchanged."
+    )
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each of ``paths``; rename them into place on success.
+
+    Files that belong together (a table and its picture) are all written before any
+    is renamed, so a full disk or a read-only folder leaves every one as it was. On
+    failure the temporary files are removed and the error names the file that failed.
+    """
+    temps = [p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp{p.suffix}") for p in paths]
+    try:
+        yield temps
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+    except SegauditError:  # already one sentence (some are OSErrors too)
+        raise
+    except OSError as error:
+        named = {str(tmp): path for tmp, path in zip(temps, paths, strict=True)}
+        where = named.get(str(error.filename), " and ".join(str(p) for p in paths))
+        raise write_failure(where, error, paths[0].parent) from None
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):  # never made, or a read-only folder
+                tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-    try:
+    with atomic_outputs(path) as (tmp,):
         yield tmp
-        os.replace(tmp, path)
-    except OSError as error:
-        raise OutputWriteError(
-            f"writing {path} failed ({error.strerror or error}); check the folder is writable."
-        ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+
+
+def write_swap_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """The swap table as CSV; class names a spreadsheet would run as formulas are quoted."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SWAP_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    **row,
+                    "given_name": csv_cell(row["given_name"]),
+                    "predicted_name": csv_cell(row["predicted_name"]),
+                    "share": f"{row['share']:.6f}",
+                }
+            )
 
 
 def write_swaps_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Write the swap table as CSV, atomically."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SWAP_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "share": f"{row['share']:.6f}"})
+    with atomic_output(path) as tmp:
+        write_swap_rows(tmp, rows)
     return path
+
+
+# --- commands that write into a run --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def writing_into_run(run: Any, command: str, *, elsewhere: str = "") -> Iterator[None]:
+    """Hold ``run``'s writer lock while a command reads it and writes its outputs into it.
+
+    A scan replacing the run holds the same lock, so the outputs are never computed from
+    one run and written into another; a scan started meanwhile is refused, and so is
+    this command while a scan runs. The run must still be the one ``run`` was opened
+    as. ``elsewhere`` names the option writing outside the run, for the read-only hint.
+    """
+    from segaudit.rundir import run_lock
+
+    path = Path(os.path.realpath(run.path))
+    if not os.access(path, os.W_OK):
+        where = f", or pass {elsewhere}" if elsewhere else ""
+        raise OutputWriteError(
+            f"{printable(run.path)} is not writable (a read-only folder or file system) and "
+            f"`segaudit {command}` writes into it; make it writable or copy the run{where}."
+        )
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(path))
+        except RunDirectoryError:
+            raise RunDirectoryError(
+                f"another segaudit process is writing {printable(run.path)}; run "
+                f"`segaudit {command}` again once it has finished."
+            ) from None
+        check_same_run(run, command)
+        yield
+
+
+def check_same_run(run: Any, command: str) -> None:
+    """Refuse when the run at ``run.path`` is no longer the one ``run`` was opened as."""
+    from segaudit.rundir import open_run
+
+    try:
+        now = open_run(run.path).summary
+    except RunDirectoryError:
+        now = None
+    if now != run.summary:
+        raise RunDirectoryError(
+            f"{printable(run.path)} was replaced by another segaudit process while "
+            f"`segaudit {command}` read it; nothing was written, run it again."
+        )
 
 
 def default_names(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
     """The given names, or ``"0"``, ``"1"``, ... as the reference shows unnamed classes."""
     if class_names is None:
         return [str(i) for i in range(num_classes)]
+    if isinstance(class_names, str | bytes) or not isinstance(class_names, Sequence | np.ndarray):
+        raise TypeError(f"class_names must be a list of names; got {type(class_names).__name__}.")
     if len(class_names) < num_classes:
         raise InvalidInputError(
             f"class_names has {len(class_names)} names but the data has {num_classes} classes."
@@ -297,11 +445,9 @@ def common_label_issues(
     does (the only place segaudit's library prints, and only when asked).
     """
     predicted = ArgmaxView(pred_probs)
-    if tuple(labels.shape) != predicted.shape:
-        raise InvalidInputError(
-            f"labels must have shape (N, H, W) = {predicted.shape} to match pred_probs "
-            f"{tuple(pred_probs.shape)}; got {tuple(labels.shape)}."
-        )
+    check_array(labels, "labels", "N, H, W", predicted.shape)
+    check_array(issues, "issues", "N, H, W", predicted.shape)
+    check_top(top)
     names = default_names(predicted.num_classes, class_names)
     tally = tally_issues(
         issues, labels, predicted, predicted.num_classes, exclude=tuple(exclude or ())
@@ -331,6 +477,12 @@ def filter_by_class(
 ) -> np.ndarray:
     """Issues whose given or predicted class is ``class_index`` (same mask as the reference)."""
     predicted = ArgmaxView(pred_probs)
+    check_array(labels, "labels", "N, H, W", predicted.shape)
+    check_array(issues, "issues", "N, H, W", predicted.shape)
+    ids = np.asarray(class_index)
+    whole = np.issubdtype(ids.dtype, np.integer) and ids.dtype != np.bool_
+    if ids.ndim > 1 or (ids.size and not whole):
+        raise TypeError(f"class_index must be a class id or a list of them; got {class_index!r}.")
     out = np.zeros(tuple(int(d) for d in issues.shape), dtype=bool)
     bytes_per_image = predicted.bytes_per_image + out[0].size * (1 + _itemsize(labels))
     for batch in image_batches(out.shape[0], bytes_per_image):

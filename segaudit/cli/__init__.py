@@ -6,14 +6,81 @@ Each command lives in its own module and is registered here.
 from __future__ import annotations
 
 import copy
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from segaudit import __version__
 
+
+class SegauditGroup(TyperGroup):
+    """The command group, answering usage errors and signals in one line each.
+
+    Click shows a usage error as a five-line box; cron mail and CI logs want one line:
+    ``error: <what> Usage: <usage>; see '<command> --help'.`` with exit status 2.
+    A signal that lands outside a command's own handling (while options are parsed,
+    or just after the command returned) gets the same line as inside it.
+    """
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:  # usage errors and other Click errors
+            sys.exit(_report_usage_error(error))
+        except typer.Abort:  # end of input at a prompt
+            from segaudit.cli._common import fail
+
+            sys.exit(fail("aborted.", code=1).exit_code)
+        sys.exit(status if isinstance(status, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
+        from segaudit.cli._common import command_started, hold_signals_until_exit, interrupted
+
+        command_started()
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:
+                hold_signals_until_exit()
+        except KeyboardInterrupt as error:
+            raise interrupted(error) from None
+
+
+def _report_usage_error(error: typer.TyperException) -> int:
+    """Print a Click error as one line (the help page itself when no arguments were given)."""
+    from segaudit.cli._common import fail
+
+    code = int(getattr(error, "exit_code", 2))
+    if type(error).__name__ == "NoArgsIsHelpError":  # the help page, printed already
+        message = error.format_message()
+        if message.strip():
+            typer.echo(message, err=True)
+        return code
+    parts = [error.format_message().strip().rstrip(".") + "."]
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None:
+        hint = ""
+        if ctx.command.get_help_option(ctx) is not None:
+            hint = f"; see '{ctx.command_path} {ctx.help_option_names[0]}'"
+        parts.append(f"{ctx.get_usage()}{hint}.")
+    fail(" ".join(" ".join(parts).split()), code=code)
+    return code
+
+
 app = typer.Typer(
     name="segaudit",
+    cls=SegauditGroup,
     help="Find annotation errors in semantic-segmentation datasets.",
     no_args_is_help=True,
     add_completion=True,
@@ -80,19 +147,21 @@ def main() -> None:
 
     SIGTERM and SIGHUP (how cron, CI runners and supervisors stop jobs) are raised
     as exceptions like Ctrl-C, so the run being built is removed on the way out and
-    the exit status names the signal (143, 129). A bug exits 3 with its traceback,
-    never 1, which CI gates read as "the data failed the gate".
+    the exit status names the signal (143, 129). Once the command is over, these
+    signals are held until the process exits, so its last words and status stand. A
+    bug exits 3 with its traceback, never 1, which CI gates read as "the data failed
+    the gate".
     """
     import gc
     import signal
-    import sys
     import traceback
 
-    from segaudit.cli._common import raise_terminated
+    from segaudit.cli._common import hold_signals_at_end, raise_terminated
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, raise_terminated)
+    hold_signals_at_end()
     # The ~30,000 objects made by imports live until exit: keep the cyclic garbage
     # collector from walking them again and again during the run, and at exit, where
     # its passes over them cost about 25 ms of a one-second scan.

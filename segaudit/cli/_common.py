@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -44,8 +45,14 @@ err_console = LazyConsole(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print one line on stderr and return the Exit to raise.
+
+    The message names the user's paths and class names, so it is printed as plain
+    text: ``[bold]`` in a path is shown, never taken for markup.
+    """
+    from segaudit.safetext import markup
+
+    err_console.print(f"[bold red]error:[/] {markup(message)}", highlight=False, markup=True)
     return typer.Exit(code=code)
 
 
@@ -62,25 +69,80 @@ def raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Command:
+    """The command being run: the run or output it names, and whether signals end with it."""
+
+    target: Path | None = None
+    hold_signals_at_end = False
+
+
+def interrupted(error: KeyboardInterrupt) -> typer.Exit:
+    """One line saying what a signal left on disk; the Exit with status 128 + the signal.
+
+    Before the new run is swapped in, the previous results are untouched. After it, the
+    new run is complete (it was written whole, then swapped in), so the line says so.
+    The status stays 128 + the signal either way: the command did not finish (its
+    summary and gate checks may be missing), which is what a CI job or supervisor must
+    learn from the status.
+    """
+    from segaudit.rundir import was_published
+    from segaudit.safetext import printable
+
+    signum = getattr(error, "signum", signal.SIGINT)
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    target = _Command.target
+    if target is not None and was_published(target):
+        line = f"{what} after {printable(target)} was written; it holds the new complete run"
+    elif target is not None:
+        line = f"{what}; previous results in {printable(target)} are unchanged"
+    else:
+        line = f"{what}; previous results are unchanged"
+    err_console.print(line, markup=False, highlight=False)
+    return typer.Exit(code=128 + signum)
+
+
+def hold_signals_at_end() -> None:
+    """Ask for :func:`hold_signals_until_exit` once the command is over (console script only)."""
+    _Command.hold_signals_at_end = True
+
+
+def command_started() -> None:
+    """Forget the previous command's run: a signal now concerns none yet."""
+    _Command.target = None
+
+
+def hold_signals_until_exit() -> None:
+    """Once the command is over, ignore SIGINT/SIGTERM/SIGHUP until the process exits.
+
+    Everything the command had to say is said and its status is decided; a signal now
+    could only turn that true account into a wrong one. The signals are ignored by the
+    whole process (blocking them in one thread would leave them to the others, such as
+    Zarr's I/O thread). Only the console script asks for this, the process ending right
+    after; a library caller's signals are left alone.
+    """
+    if _Command.hold_signals_at_end:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def user_errors(func: F) -> F:
     """Turn library errors into one sentence on stderr and exit status 2; Ctrl-C into
-    exit 130 and SIGTERM/SIGHUP into 143/129 (128 + the signal), with one line."""
+    exit 130 and SIGTERM/SIGHUP into 143/129 (128 + the signal), with one line saying
+    what is on disk."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        target = kwargs.get("out") or kwargs.get("run")
+        _Command.target = Path(target) if target is not None else None
         try:
             return func(*args, **kwargs)
         except SegauditError as error:
             raise fail(str(error)) from None
         except KeyboardInterrupt as error:
-            signum = getattr(error, "signum", signal.SIGINT)
-            what = "interrupted" if signum == signal.SIGINT else "terminated"
-            run = kwargs.get("out") or kwargs.get("run")
-            where = f" in {run}" if run is not None else ""
-            err_console.print(
-                f"{what}; previous results{where} are unchanged", markup=False, highlight=False
-            )
-            raise typer.Exit(code=128 + signum) from None
+            raise interrupted(error) from None
         except MemoryError:
             raise fail(
                 "out of memory; lower --memory-budget or --batch-size, or use fewer --workers."

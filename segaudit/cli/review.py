@@ -55,8 +55,10 @@ def _open(run: Path, class_: list[str] | None, exclude: list[str] | None) -> tup
 
 
 def _swap_table(rows: list[dict[str, Any]], title: str) -> Any:
-    from rich.markup import escape
+    """The swap rows as a Rich table; class names shown as plain text (``title`` is markup)."""
     from rich.table import Table
+
+    from segaudit.safetext import markup
 
     table = Table(title=title, title_justify="left")
     for column, justify in (("given", "left"), ("predicted", "left"), ("pixels", "right")):
@@ -65,8 +67,8 @@ def _swap_table(rows: list[dict[str, Any]], title: str) -> Any:
     table.add_column("images", justify="right")
     for row in rows:
         table.add_row(
-            escape(f"{row['given_name']} ({row['given_id']})"),
-            escape(f"{row['predicted_name']} ({row['predicted_id']})"),
+            markup(f"{row['given_name']} ({row['given_id']})"),
+            markup(f"{row['predicted_name']} ({row['predicted_id']})"),
             f"{row['pixels']:,}",
             f"{row['share']:.1%}",
             f"{row['images']:,}",
@@ -95,28 +97,24 @@ def swaps(
 
         segaudit swaps runs/sample --class car --exclude sky --json
     """
-    from rich.markup import escape
-
-    from segaudit.render import filter_note, swap_heatmap
-    from segaudit.summaries import run_swaps, write_swaps_csv
+    from segaudit.render import write_run_swaps
+    from segaudit.safetext import markup
 
     _check_top(top)
     opened, classes, excluded = _open(run, class_, exclude)
-    names = opened.class_names
-    tally = run_swaps(opened, classes=classes, exclude=excluded, progress=make_progress(quiet))
-    rows = tally.rows(names)
-    write_swaps_csv(opened.path / "swaps.csv", rows)
-    note = filter_note(names, classes, excluded)
-    swap_heatmap(tally.pixels, names, opened.path / "swaps.png", note=note)
+    result = write_run_swaps(
+        opened, classes=classes, exclude=excluded, progress=make_progress(quiet)
+    )
+    rows = result.rows
     if json_output:
         typer.echo(json.dumps(rows[:top], indent=2))
     elif not quiet:
-        title = f"Label swaps in {run}: {tally.total:,} issue pixels"
-        title += f" ({note})" if note else ""
-        console.print(_swap_table(rows[:top], escape(title)))
+        title = f"Label swaps in {run}: {result.tally.total:,} issue pixels"
+        title += f" ({result.note})" if result.note else ""
+        console.print(_swap_table(rows[:top], markup(title)))
         shown = f"top {top} of {len(rows)}" if len(rows) > top else f"all {len(rows)}"
-        csv_path, png_path = opened.path / "swaps.csv", opened.path / "swaps.png"
-        console.print(f"{shown} pairs shown; wrote {csv_path} and {png_path}", highlight=False)
+        wrote = f"{shown} pairs shown; wrote {result.csv} and {result.png}"
+        console.print(markup(wrote), highlight=False)
 
 
 @user_errors
@@ -153,6 +151,7 @@ def render(
         segaudit render runs/sample --class person --zoom 2 --out review/
     """
     from segaudit.render import render_run
+    from segaudit.safetext import markup
 
     _check_top(top)
     opened, classes, excluded = _open(run, class_, exclude)
@@ -170,6 +169,5 @@ def render(
     if not quiet:
         if not result.pages:
             console.print("No image has issue pixels after the filters.", highlight=False)
-        console.print(
-            f"wrote {len(result.pages)} pages to {result.out}; open {result.index}", highlight=False
-        )
+        wrote = f"wrote {len(result.pages)} pages to {result.out}; open {result.index}"
+        console.print(markup(wrote), highlight=False)
