@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 import zarr
+from PIL import Image
 from typer.testing import CliRunner
 
-import segaudit.synth as synth_module
+import segaudit.synth.image as synth_image
+import segaudit.synth.output as synth_output
 from segaudit.cli import app
 from segaudit.synth import ERROR_KINDS, OutputNotEmptyError, SynthOptionError, generate
+from segaudit.synth.folder import assign_sizes, id_digits
 
 runner = CliRunner()
 SMALL = ["--images", "6", "--height", "40", "--width", "56", "--classes", "6"]
 NPY_FILES = ["labels", "pred_probs", "images", "true_labels", "is_corrupted"]
+SAMPLE_FOLDER = Path(__file__).resolve().parent.parent / "sample_data" / "folder"
+FOLDER_KINDS = {"labels": ".png", "pred_probs": ".npy", "images": ".png", "true_labels": ".png"}
 
 
 def synth(*args: object):
@@ -194,7 +204,7 @@ def test_corrupt_fraction_changes_only_the_noisy_labels(tmp_path):
 def test_probabilities_made_in_row_bands_match_whole_images(tmp_path, monkeypatch):
     kwargs = dict(images=2, height=24, width=32, classes=300, seed=4, fmt="zarr")
     whole = generate(tmp_path / "whole", **kwargs)
-    monkeypatch.setattr(synth_module, "_PROBS_BAND_BYTES", 300 * 32 * 4 * 5)  # 5 rows
+    monkeypatch.setattr(synth_image, "PROBS_BAND_BYTES", 300 * 32 * 4 * 5)  # 5 rows
     banded = generate(tmp_path / "banded", **kwargs)
     assert whole == banded
     a = load(tmp_path / "whole", "pred_probs", "zarr")
@@ -282,7 +292,7 @@ def test_an_empty_existing_folder_is_used_and_a_file_is_refused(tmp_path):
 
 
 def test_not_enough_disk_space_is_refused_up_front(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth_module.shutil, "disk_usage", lambda path: _Usage(0, 0, 1000))
+    monkeypatch.setattr(synth_output.shutil, "disk_usage", lambda path: _Usage(0, 0, 1000))
     result = synth(tmp_path / "ds", *SMALL, "--seed", 0)
     assert result.exit_code == 2
     assert "the dataset needs" in result.stderr and "GB free" in result.stderr
@@ -333,3 +343,344 @@ def test_progress_is_reported():
             Path(folder) / "ds", images=3, height=8, width=8, classes=3, seed=0, progress=recorder
         )
     assert recorder.calls == [("start", 3)] + [("advance", 1)] * 3 + [("finish",)]
+
+
+# --- the stacked layout's bytes do not move ----------------------------------------------
+
+# sha256 of a small float16 dataset (5 images 24x32, 7 classes, seed 13, 60% corrupted), as
+# the generator wrote it before it became a package. pred_probs come from BLAS matrix
+# products whose last bit depends on the CPU's kernels, so they are pinned by their argmax
+# and per-image sums instead of their bytes.
+PINNED_KWARGS = dict(
+    images=5, height=24, width=32, classes=7, seed=13, dtype="float16", corrupt_fraction=0.6
+)
+PINNED_SHA256 = {
+    "classes.txt": "3dc705ccc5f120b9e2b5c80ec18bdf35d839e879482ed108ad5dd7f930b710b4",
+    "images.npy": "0fb818901b8bf9ec446c7b9058c64fd83cc664d4decf0fff212a86b49b6dc1b5",
+    "is_corrupted.npy": "89fb505414b6e859a17ea89c179f6f161e4440c1ced4a990116e2d402ab9d28c",
+    "labels.npy": "860beadc20be905716d9a3fc86f25f295f71b3d26d5962da7f8e9c62004841a8",
+    "true_labels.npy": "22806cd415fc1213465176d1fd9fd36519a3d8ab36af6451a0e15601539bfa02",
+}
+PINNED_REPORT_SHA256 = "0fafab219cae437401c5242017303bd2667ed4eebe00715b486794f15a25f741"
+PINNED_ARGMAX_SHA256 = "ce6ca99ca5210110c01f9e298f59bac3fb75d71e6a8924881d68349b2e0e2d30"
+PINNED_PROBS_SUMS = [768.0010632, 768.0038739, 768.0017693, 767.9982345, 768.0017585]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_stacked_files_are_the_ones_written_before_the_split(tmp_path):
+    out = tmp_path / "ds"
+    generate(out, **PINNED_KWARGS)
+    assert {name: sha256((out / name).read_bytes()) for name in PINNED_SHA256} == PINNED_SHA256
+    report = json.loads((out / "synth.json").read_text())
+    report.pop("generator")  # names the version
+    assert sha256(json.dumps(report, sort_keys=True).encode()) == PINNED_REPORT_SHA256
+    probs = load(out, "pred_probs")
+    assert sha256(probs.argmax(axis=1).astype(np.uint8).tobytes()) == PINNED_ARGMAX_SHA256
+    sums = probs.astype(np.float64).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(sums, PINNED_PROBS_SUMS, rtol=1e-8)
+
+
+# --- the folder layout -------------------------------------------------------------------
+
+FOLDER_NAMES = "road,sidewalk,building,vegetation,sky,person,car,bicycle"
+FOLDER_ARGS = [
+    "--images", 10, "--sizes", "48x64,40x56", "--classes", 8, "--seed", 3,
+    "--dtype", "float16", "--corrupt-fraction", 0.4, "--class-names", FOLDER_NAMES,
+    "--layout", "folder",
+]  # fmt: skip
+
+
+def png(path: Path) -> tuple[str, np.ndarray]:
+    with Image.open(path) as image:
+        return image.mode, np.asarray(image)
+
+
+def folder_ids(out: Path) -> list[str]:
+    return sorted(p.stem for p in (out / "labels").iterdir())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """10 images in two sizes, 8 classes, float16, 40% corrupted, as a folder."""
+    out = tmp_path_factory.mktemp("synth") / "folder"
+    result = synth(out, *FOLDER_ARGS, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    return out
+
+
+def test_folder_layout_has_one_file_per_image_and_kind(folder):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*FOLDER_KINDS, "classes.txt", "is_corrupted.csv", "synth.json"]
+    )
+    ids = [f"img_{i:05d}" for i in range(10)]
+    for kind, suffix in FOLDER_KINDS.items():
+        assert sorted(p.name for p in (folder / kind).iterdir()) == [f"{i}{suffix}" for i in ids]
+    assert (folder / "classes.txt").read_text().splitlines() == FOLDER_NAMES.split(",")
+
+
+def test_folder_files_have_the_promised_formats(folder):
+    for image_id in folder_ids(folder):
+        label_mode, labels = png(folder / "labels" / f"{image_id}.png")
+        truth_mode, truth = png(folder / "true_labels" / f"{image_id}.png")
+        photo_mode, photo = png(folder / "images" / f"{image_id}.png")
+        probs = np.load(folder / "pred_probs" / f"{image_id}.npy", allow_pickle=False)
+        assert (label_mode, truth_mode, photo_mode) == ("L", "L", "RGB")
+        h, w = labels.shape
+        assert truth.shape == (h, w) and photo.shape == (h, w, 3)
+        assert probs.shape == (8, h, w) and probs.dtype == np.float16
+        assert labels.max() < 8 and truth.max() < 8
+        summed = probs.astype(np.float32).sum(axis=0)
+        np.testing.assert_allclose(summed, 1, atol=2e-3)  # float16 rounding
+        assert (probs >= 0).all()
+
+
+def test_folder_images_come_in_the_given_sizes(folder):
+    sizes = {}
+    for image_id in folder_ids(folder):
+        with Image.open(folder / "labels" / f"{image_id}.png") as image:
+            sizes[image_id] = image.size[::-1]
+    assert set(sizes.values()) == {(48, 64), (40, 56)}
+    report = json.loads((folder / "synth.json").read_text())
+    counted = {f"{h}x{w}": list(sizes.values()).count((h, w)) for h, w in [(48, 64), (40, 56)]}
+    assert report["image_sizes"] == counted == {"48x64": 5, "40x56": 5}
+    assert report["parameters"]["sizes"] == [[48, 64], [40, 56]]
+
+
+def test_folder_labels_differ_from_the_truth_exactly_on_corrupted_images(folder):
+    report = json.loads((folder / "synth.json").read_text())
+    noisy_pixels = 0
+    differs = []
+    for image_id in folder_ids(folder):
+        labels = png(folder / "labels" / f"{image_id}.png")[1]
+        truth = png(folder / "true_labels" / f"{image_id}.png")[1]
+        differs.append((labels != truth).any())
+        noisy_pixels += int((labels != truth).sum())
+    assert np.flatnonzero(differs).tolist() == report["corrupted_images"]
+    assert len(report["corrupted_images"]) == round(0.4 * 10)
+    assert report["noisy_pixels"] == noisy_pixels
+
+
+def test_folder_is_corrupted_csv_agrees_with_synth_json(folder):
+    rows = read_csv(folder / "is_corrupted.csv")
+    assert list(rows[0]) == ["id", "is_corrupted"]
+    assert [row["id"] for row in rows] == folder_ids(folder)
+    assert {row["is_corrupted"] for row in rows} == {"0", "1"}
+    flagged = [row["id"] for row in rows if row["is_corrupted"] == "1"]
+    report = json.loads((folder / "synth.json").read_text())
+    assert report["corrupted_ids"] == flagged
+    assert report["corrupted_ids"] == [f"img_{i:05d}" for i in report["corrupted_images"]]
+    assert [c["id"] for c in report["corruptions"]] == flagged
+    assert [c["image"] for c in report["corruptions"]] == report["corrupted_images"]
+
+
+def test_folder_same_seed_same_bytes_other_seed_other_data(tmp_path, folder):
+    assert synth(tmp_path / "again", *FOLDER_ARGS, "-q").exit_code == 0
+    assert tree_bytes(tmp_path / "again") == tree_bytes(folder)
+    other = [str(a) for a in FOLDER_ARGS]
+    other[other.index("--seed") + 1] = "4"
+    assert synth(tmp_path / "other", *other, "-q").exit_code == 0
+    assert tree_bytes(tmp_path / "other") != tree_bytes(folder)
+
+
+@pytest.mark.parametrize(
+    ("classes", "dtype", "label_mode", "label_dtype"),
+    [(3, "float32", "L", np.uint8), (300, "float16", "I;16", np.uint16)],
+)
+def test_folder_dtypes(tmp_path, classes, dtype, label_mode, label_dtype):
+    out = tmp_path / "ds"
+    report = generate(
+        out, images=2, height=16, width=24, classes=classes, seed=1, dtype=dtype,
+        layout="folder", corrupt_fraction=1,
+    )  # fmt: skip
+    mode, labels = png(out / "labels" / "img_00001.png")
+    assert mode == label_mode and labels.dtype == label_dtype and labels.shape == (16, 24)
+    assert png(out / "true_labels" / "img_00001.png")[0] == label_mode
+    probs = np.load(out / "pred_probs" / "img_00001.npy", allow_pickle=False)
+    assert probs.dtype == np.dtype(dtype) and probs.shape == (classes, 16, 24)
+    assert report["files"]["labels"]["mode"] == label_mode
+    assert report["files"]["pred_probs"]["dtype"] == dtype
+
+
+def test_folder_with_height_and_width_has_one_size_and_the_stacked_pixels(tmp_path):
+    kwargs = dict(images=4, height=24, width=40, classes=5, seed=9, corrupt_fraction=0.5)
+    generate(tmp_path / "stacked", **kwargs)
+    generate(tmp_path / "folder", layout="folder", **kwargs)
+    folder = tmp_path / "folder"
+    for i, image_id in enumerate(folder_ids(folder)):
+        np.testing.assert_array_equal(
+            png(folder / "labels" / f"{image_id}.png")[1], load(tmp_path / "stacked", "labels")[i]
+        )
+        np.testing.assert_array_equal(
+            png(folder / "true_labels" / f"{image_id}.png")[1],
+            load(tmp_path / "stacked", "true_labels")[i],
+        )
+        np.testing.assert_array_equal(
+            png(folder / "images" / f"{image_id}.png")[1], load(tmp_path / "stacked", "images")[i]
+        )
+        np.testing.assert_array_equal(
+            np.load(folder / "pred_probs" / f"{image_id}.npy"),
+            load(tmp_path / "stacked", "pred_probs")[i],
+        )
+    report = json.loads((folder / "synth.json").read_text())
+    assert report["image_sizes"] == {"24x40": 4}
+    assert report["parameters"]["sizes"] == [[24, 40]]
+
+
+def test_folder_probabilities_made_in_row_bands_match_whole_images(tmp_path, monkeypatch):
+    kwargs = dict(images=2, sizes="24x32,20x30", classes=300, seed=4, layout="folder")
+    whole = generate(tmp_path / "whole", **kwargs)
+    monkeypatch.setattr(synth_image, "PROBS_BAND_BYTES", 300 * 32 * 4 * 5)  # 5 rows
+    banded = generate(tmp_path / "banded", **kwargs)
+    assert whole == banded
+    for image_id in folder_ids(tmp_path / "whole"):
+        a = np.load(tmp_path / "whole" / "pred_probs" / f"{image_id}.npy")
+        b = np.load(tmp_path / "banded" / "pred_probs" / f"{image_id}.npy")
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_ids_are_zero_padded_to_the_image_count():
+    assert [id_digits(n) for n in (1, 8, 99_999, 100_000, 123_456, 10**7)] == [5, 5, 5, 6, 6, 8]
+
+
+def test_sizes_are_dealt_evenly_and_shuffled_by_the_seed():
+    sizes = ((10, 20), (30, 40), (50, 60))
+    first = assign_sizes(0, 10, sizes)
+    assert first.shape == (10, 2)
+    np.testing.assert_array_equal(first, assign_sizes(0, 10, sizes))
+    counts = sorted(first.tolist().count(list(size)) for size in sizes)
+    assert counts == [3, 3, 4]
+    orders = {tuple(map(tuple, assign_sizes(seed, 10, sizes).tolist())) for seed in range(5)}
+    assert len(orders) > 1
+    assert (assign_sizes(0, 3, ((7, 8),)) == [7, 8]).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sizes", "96x0"], "--sizes must be a comma-separated list of HxW sizes"),
+        (["--sizes", "96"], "--sizes must be a comma-separated list of HxW sizes"),
+        (["--sizes", "96x128,"], "got '96x128,'"),
+        (["--sizes", "-5x10"], "got '-5x10'"),
+        (["--sizes", "axb"], "such as 96x128,80x112, got 'axb'"),
+        (["--sizes", "1.5x2"], "got '1.5x2'"),
+        (["--sizes", "96x128", "--height", "96"], "pass either --sizes or --height and --width"),
+        (["--sizes", "8x8,9x9", "--layout", "stacked"], "several sizes needs --layout folder"),
+        (["--format", "zarr"], "--format zarr applies to the stacked layout"),
+        (["--layout", "tiles"], "--layout must be one of stacked, folder"),
+    ],
+)
+def test_bad_folder_options_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
+    options = {"--images": "3", "--classes": "4", "--seed": "0", "--layout": "folder"}
+    options["--sizes"] = "8x8"
+    options.update(dict(zip(args[::2], args[1::2], strict=True)))
+    out = tmp_path / "ds"
+    result = synth(out, *[item for pair in options.items() for item in pair])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_size_is_required(tmp_path):
+    result = synth(tmp_path / "ds", "--images", 2, "--classes", 3, "--seed", 0, "--width", 8)
+    assert result.exit_code == 2
+    assert "give the image size with --height and --width, or with --sizes" in result.stderr
+    with pytest.raises(SynthOptionError, match="--sizes must be"):
+        generate(tmp_path / "ds", images=1, sizes=[(4, 0)], classes=2, seed=0, layout="folder")
+
+
+def test_one_size_in_sizes_works_for_the_stacked_layout(tmp_path):
+    generate(tmp_path / "a", images=2, sizes="12x20", classes=3, seed=5)
+    generate(tmp_path / "b", images=2, height=12, width=20, classes=3, seed=5)
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+
+
+def test_folder_cli_summary_line(tmp_path):
+    result = synth(tmp_path / "ds", *FOLDER_ARGS)
+    assert result.exit_code == 0
+    assert result.output.strip() == (
+        f"Wrote 10 images (48×64 or 40×56, 8 classes, 4 with annotation errors) "
+        f"to {tmp_path / 'ds'}."
+    )
+
+
+def test_force_replaces_a_dataset_of_the_other_layout(tmp_path):
+    out = tmp_path / "ds"
+    assert synth(out, *SMALL, "--seed", 0, "-q").exit_code == 0
+    assert synth(out, *SMALL, "--seed", 0, "--layout", "folder", "--force", "-q").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*FOLDER_KINDS, "classes.txt", "is_corrupted.csv", "synth.json"]
+    )
+    assert synth(out, *SMALL, "--seed", 0, "--force", "-q").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}.npy" for n in NPY_FILES] + ["classes.txt", "synth.json"]
+    )
+
+
+def test_a_failed_folder_dataset_is_removed(tmp_path, monkeypatch):
+    def fail(path: Path, pixels: np.ndarray) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("segaudit.synth.folder.write_png", fail)
+    result = synth(tmp_path / "ds", *FOLDER_ARGS)
+    assert result.exit_code == 2
+    assert "could not write the dataset" in result.stderr and "disk full" in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_folder_dataset_opens_as_a_folder_dataset(folder):
+    sources = pytest.importorskip("segaudit.sources")
+    dataset = sources.open_dataset(sources.DatasetSpec(dataset=folder))
+    assert list(dataset.ids) == folder_ids(folder)
+    assert dataset.num_classes == 8
+    assert list(dataset.class_names) == FOLDER_NAMES.split(",")
+
+
+# --- sample_data/folder ------------------------------------------------------------------
+
+
+def readme_command(readme: Path) -> list[str]:
+    """The ``segaudit synth`` command in a README's sh block, as arguments."""
+    block = re.search(r"```sh\n(segaudit synth .*?)\n```", readme.read_text(), re.DOTALL)
+    assert block, f"{readme} shows no `segaudit synth` command"
+    return shlex.split(block.group(1).replace("\\\n", " "))
+
+
+def assert_same_probabilities(path: Path, expected: bytes) -> None:
+    """Same header and values, but for at most one float16 step: BLAS kernels differ
+    between CPUs in the last bit of the float32 products the probabilities come from."""
+    made = np.load(path, allow_pickle=False)
+    kept = np.lib.format.read_array(io.BytesIO(expected), allow_pickle=False)
+    assert made.shape == kept.shape and made.dtype == kept.dtype
+    step = np.spacing(np.maximum(np.abs(made), np.abs(kept)))
+    assert (np.abs(made.astype(np.float32) - kept.astype(np.float32)) <= step).all()
+
+
+@pytest.mark.skipif(not SAMPLE_FOLDER.is_dir(), reason="sample_data/folder not generated")
+def test_sample_folder_is_what_its_readme_command_makes(tmp_path):
+    command = readme_command(SAMPLE_FOLDER / "README.md")
+    assert command[:3] == ["segaudit", "synth", "sample_data/folder"]
+    out = tmp_path / "folder"
+    result = synth(out, *command[3:], "-q")
+    assert result.exit_code == 0, result.output
+    kept = tree_bytes(SAMPLE_FOLDER)
+    kept.pop("README.md")
+    made = tree_bytes(out)
+    assert sorted(made) == sorted(kept)
+    for name, data in made.items():
+        if data != kept[name] and name.startswith("pred_probs/"):
+            assert_same_probabilities(out / name, kept[name])
+        else:
+            assert data == kept[name], name
+    report = json.loads(kept["synth.json"])
+    assert report["image_sizes"] == {"96x128": 4, "80x112": 4}

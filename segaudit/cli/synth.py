@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,12 +21,6 @@ def synth(
     images: Annotated[
         int, typer.Option("--images", help="Number of images N.", show_default=False)
     ],
-    height: Annotated[
-        int, typer.Option("--height", help="Image height H in pixels.", show_default=False)
-    ],
-    width: Annotated[
-        int, typer.Option("--width", help="Image width W in pixels.", show_default=False)
-    ],
     classes: Annotated[
         int, typer.Option("--classes", help="Number of classes K (2 to 65535).", show_default=False)
     ],
@@ -38,10 +32,44 @@ def synth(
             show_default=False,
         ),
     ],
+    height: Annotated[
+        int | None,
+        typer.Option(
+            "--height", help="Image height H in pixels (or use --sizes).", show_default=False
+        ),
+    ] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            "--width", help="Image width W in pixels (or use --sizes).", show_default=False
+        ),
+    ] = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--sizes",
+            metavar="HxW,...",
+            help="Image sizes, dealt out to the images by the seed, e.g. 96x128,80x112 "
+            "(instead of --height and --width; several sizes need --layout folder).",
+            show_default=False,
+        ),
+    ] = None,
     dtype: Annotated[
         str, typer.Option("--dtype", metavar="float16|float32", help="dtype of pred_probs.")
     ] = "float32",
-    fmt: Annotated[str, typer.Option("--format", metavar="npy|zarr", help="Store format.")] = "npy",
+    fmt: Annotated[
+        str,
+        typer.Option("--format", metavar="npy|zarr", help="Store format of the stacked layout."),
+    ] = "npy",
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            metavar="stacked|folder",
+            help="stacked: one array per kind (labels.npy, ...); folder: one file per image "
+            "(labels/ID.png, pred_probs/ID.npy, images/ID.png, ...).",
+        ),
+    ] = "stacked",
     corrupt_fraction: Annotated[
         float,
         typer.Option("--corrupt-fraction", help="Fraction of images given annotation errors."),
@@ -69,12 +97,17 @@ def synth(
 
     OUT gets labels (noisy), pred_probs, images, true_labels, is_corrupted, synth.json.
 
+    --layout folder writes one file per image: labels/ID.png, pred_probs/ID.npy, images/ID.png.
+
     Examples:
 
         segaudit synth data/synthetic --images 60 --height 512 --width 1024 --classes 19 --seed 0
 
         segaudit synth data/small --images 8 --height 96 --width 128 --classes 8 --seed 1 \\
             --format zarr
+
+        segaudit synth data/folder --images 8 --sizes 96x128,80x112 --classes 8 --seed 0 \\
+            --layout folder
     """
     from segaudit.synth import generate
 
@@ -88,16 +121,24 @@ def synth(
         seed=seed,
         dtype=dtype,
         fmt=fmt,
+        layout=layout,
+        sizes=sizes,
         corrupt_fraction=corrupt_fraction,
         class_names=names,
         force=force,
         progress=make_progress(quiet),
     )
     if not quiet:
-        corrupted = len(report["corrupted_images"])
-        console.print(
-            f"Wrote {images} images ({height}×{width}, {classes} classes, {corrupted} with "
-            f"annotation errors) to {out}.",
-            highlight=False,
-            markup=False,
-        )
+        console.print(_summary(report, out), highlight=False, markup=False)
+
+
+def _summary(report: dict[str, Any], out: Path) -> str:
+    """One line: how many images of which sizes and classes, how many corrupted, where."""
+    parameters = report["parameters"]
+    sizes = parameters.get("sizes") or [[parameters["height"], parameters["width"]]]
+    shown = " or ".join(f"{h}×{w}" for h, w in sizes)
+    corrupted = len(report["corrupted_images"])
+    return (
+        f"Wrote {parameters['images']} images ({shown}, {parameters['classes']} classes, "
+        f"{corrupted} with annotation errors) to {out}."
+    )

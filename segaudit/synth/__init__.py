@@ -1,0 +1,49 @@
+"""Synthetic segmentation datasets with known annotation errors.
+
+:func:`generate` writes a dataset in a layout segaudit reads: noisy ``labels``, model
+``pred_probs``, ``images``, plus the ground truth (``true_labels``, ``is_corrupted``,
+``synth.json``) so tests and benchmarks can check what was found. The stacked layout holds
+one array per kind; the folder layout one file per image and kind, in several sizes.
+
+Everything is a deterministic function of the seed and the options: each image draws from
+its own random streams (scene, annotation errors, model, photo), so changing the corrupt
+fraction changes only the noisy labels. Images are generated and written one at a time,
+so a multi-GB dataset never sits in memory. Only vectorised numpy is used.
+
+Modules, in the order data flows: :mod:`~segaudit.synth.options` (checks),
+:mod:`~segaudit.synth.world` (random streams, class roles, colours),
+:mod:`~segaudit.synth.scene` (true maps), :mod:`~segaudit.synth.annotation_errors`,
+:mod:`~segaudit.synth.model` (probabilities), :mod:`~segaudit.synth.photo`,
+:mod:`~segaudit.synth.image` (one image, and the worker threads),
+:mod:`~segaudit.synth.stacked` and :mod:`~segaudit.synth.folder` (the layouts, through
+:mod:`~segaudit.synth.writers`), :mod:`~segaudit.synth.output` (the folder, ``synth.json``)
+and :mod:`~segaudit.synth.dataset` (:func:`generate`).
+"""
+
+from __future__ import annotations
+
+from segaudit.synth.annotation_errors import ERROR_KINDS
+from segaudit.synth.dataset import generate
+from segaudit.synth.options import (
+    DEFAULT_CLASS_NAMES,
+    DTYPES,
+    FORMATS,
+    LAYOUTS,
+    OutputNotEmptyError,
+    SynthOptionError,
+    parse_sizes,
+)
+from segaudit.synth.output import ARRAY_NAMES
+
+__all__ = [
+    "ARRAY_NAMES",
+    "DEFAULT_CLASS_NAMES",
+    "DTYPES",
+    "ERROR_KINDS",
+    "FORMATS",
+    "LAYOUTS",
+    "OutputNotEmptyError",
+    "SynthOptionError",
+    "generate",
+    "parse_sizes",
+]

@@ -1,0 +1,89 @@
+""":func:`generate`: check the options, choose the corrupted images, write one layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit.errors import OutputWriteError
+from segaudit.progress import NullProgress, Progress
+from segaudit.synth.folder import FolderLayout
+from segaudit.synth.options import Size, SynthOptions, check_options
+from segaudit.synth.output import cleanup, new_report, prepare_out, write_small_files
+from segaudit.synth.stacked import StackedLayout
+from segaudit.synth.world import CHOICE, World, rng
+
+
+def generate(
+    out: str | Path,
+    *,
+    images: int,
+    height: int | None = None,
+    width: int | None = None,
+    classes: int,
+    seed: int,
+    dtype: str = "float32",
+    fmt: str = "npy",
+    layout: str = "stacked",
+    sizes: str | Sequence[Size] | None = None,
+    corrupt_fraction: float = 0.3,
+    class_names: Sequence[str] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Write a synthetic dataset with injected annotation errors into ``out``.
+
+    The stacked layout (the default) gives ``out`` the arrays ``labels`` (noisy, what
+    annotators drew), ``pred_probs`` (N, K, H, W) of ``dtype``, ``images`` (N, H, W, 3)
+    uint8, ``true_labels`` and ``is_corrupted`` (N,) as ``.npy`` files or ``.zarr``
+    stores. ``layout="folder"`` writes one file per image instead (see
+    :mod:`segaudit.synth.folder`), in any of ``sizes`` (``"96x128,80x112"`` or pairs;
+    instead of ``height`` and ``width``). Both add ``classes.txt`` and ``synth.json``
+    (written last).
+
+    Exactly ``round(corrupt_fraction * images)`` images get annotation errors; for each,
+    ``synth.json`` lists the events: kind, class, changed pixels and the affected box
+    ``[y0, x0, y1, x1]`` (end-exclusive). Returns what ``synth.json`` holds.
+    """
+    progress = progress or NullProgress()
+    options = check_options(
+        images=images,
+        height=height,
+        width=width,
+        sizes=sizes,
+        classes=classes,
+        seed=seed,
+        dtype=dtype,
+        fmt=fmt,
+        layout=layout,
+        corrupt_fraction=corrupt_fraction,
+        class_names=class_names,
+    )
+    out = Path(out)
+    is_corrupted = _choose_corrupted(options)
+    world = World.build(options.seed, list(options.class_names))
+    writer = (StackedLayout if options.layout == "stacked" else FolderLayout)(out, options)
+    created = prepare_out(out, force, writer.needed_bytes())
+    report = new_report(options, writer.files(), is_corrupted, writer.report_extras(is_corrupted))
+    try:
+        writer.write(world, is_corrupted, report, progress)
+        write_small_files(out, options.class_names, report)
+    except OSError as error:
+        cleanup(out, created)
+        raise OutputWriteError(f"could not write the dataset to {out}: {error}") from None
+    except BaseException:
+        cleanup(out, created)
+        raise
+    return report
+
+
+def _choose_corrupted(options: SynthOptions) -> np.ndarray:
+    """(N,) bool: exactly ``round(corrupt_fraction * N)`` images, chosen by the seed."""
+    n_corrupt = round(options.corrupt_fraction * options.images)
+    chosen = rng(options.seed, CHOICE).choice(options.images, size=n_corrupt, replace=False)
+    is_corrupted = np.zeros(options.images, dtype=bool)
+    is_corrupted[chosen] = True
+    return is_corrupted
