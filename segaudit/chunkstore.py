@@ -131,8 +131,98 @@ class ImageChunkedArray:
                 self._codec.decode(data, out=out[offset])
         return out
 
+    def write_image(self, index: int, value: np.ndarray) -> None:
+        """Store image ``index`` (of the array's one image size)."""
+        self[index : index + 1] = value[None]
+
+    def read_image(self, index: int) -> np.ndarray:
+        """Image ``index`` as written; a missing chunk is an error, never a fill value."""
+        data = self._chunk_path(index).read_bytes()
+        if self._codec is None:
+            return np.frombuffer(data, self._stored).reshape(self.shape[1:]).astype(self.dtype)
+        out = np.empty(self.shape[1:], self.dtype)
+        self._codec.decode(data, out=out)
+        return out
+
     def _bounds(self, key: slice) -> tuple[int, int]:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("ImageChunkedArray supports contiguous image ranges only")
         start, stop, _ = key.indices(self.shape[0])
         return start, stop
+
+
+def _encode(codec: Any, chunk: np.ndarray) -> Any:
+    return chunk.data if codec is None else codec.encode(chunk)
+
+
+def _codec_for(dtype: np.dtype) -> Any:
+    """The blosc codec of arrays of ``dtype`` (None where they are stored raw)."""
+    if not is_compressed(dtype):
+        return None
+    from numcodecs import Blosc  # imported here: 45 ms that raw arrays never pay
+
+    shuffle = Blosc.NOSHUFFLE if blosc_shuffle(dtype) == "noshuffle" else Blosc.SHUFFLE
+    return Blosc(cname=_CNAME, clevel=_CLEVEL, shuffle=shuffle)
+
+
+def _write_file(path: Path, data: Any) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        start_writeback(handle.fileno())
+
+
+GROUP_LAYOUT = "per-image"
+
+
+class PerImageArrays:
+    """Images of different sizes: a Zarr v3 group holding one 2-D array per image.
+
+    ``NAME.zarr/zarr.json`` is a group whose attributes say ``{"segaudit": {"layout":
+    "per-image", "images": N}}``; image i is the array ``NAME.zarr/i`` (its own size, one
+    chunk, chunk file ``i/c.0.0``), compressed as :class:`ImageChunkedArray` compresses.
+    Any Zarr reader opens it: ``zarr.open_group(path)["17"]``.
+    """
+
+    def __init__(self, path: Path, num_images: int, dtype: Any, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self.num_images = int(num_images)
+        self.dtype = np.dtype(dtype)
+        self._stored = self.dtype.newbyteorder("<")
+        self._codec = _codec_for(self.dtype)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+            group = {
+                "zarr_format": 3,
+                "node_type": "group",
+                "attributes": {"segaudit": {"layout": GROUP_LAYOUT, "images": self.num_images}},
+            }
+            (self.path / "zarr.json").write_text(json.dumps(group, indent=2))
+
+    def write_image(self, index: int, value: np.ndarray) -> None:
+        """Store image ``index`` (any 2-D size): its metadata, then its one chunk."""
+        chunk = np.ascontiguousarray(value, dtype=self._stored)
+        folder = self.path / str(index)
+        folder.mkdir(exist_ok=True)
+        metadata = zarr_v3_metadata(chunk.shape, self.dtype)
+        metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(chunk.shape)
+        (folder / "zarr.json").write_text(json.dumps(metadata, indent=2))
+        key = CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * chunk.ndim)])
+        _write_file(folder / key, _encode(self._codec, chunk))
+
+    def read_image(self, index: int) -> np.ndarray:
+        """Image ``index`` as written; a missing image is an error, never a fill value."""
+        folder = self.path / str(index)
+        metadata = json.loads((folder / "zarr.json").read_text())
+        shape = tuple(int(n) for n in metadata["shape"])
+        key = CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * len(shape))])
+        data = (folder / key).read_bytes()
+        if self._codec is None:
+            return np.frombuffer(data, self._stored).reshape(shape).astype(self.dtype)
+        out = np.empty(shape, self.dtype)
+        self._codec.decode(data, out=out)
+        return out
+
+    def folders(self) -> list[Path]:
+        """Where the chunk files are (to flush them to disk early)."""
+        return [p for p in self.path.iterdir() if p.is_dir()]

@@ -1,0 +1,56 @@
+"""Predictions as models write them: bilinear upsampling and row normalisation.
+
+Many models predict at a fraction of the mask's resolution (SegFormer's logits are
+H/4 × W/4) and upsample in their own post-processing; ``--resize-probs bilinear`` does
+that upsampling here, as PyTorch's ``F.interpolate(mode="bilinear",
+align_corners=False)`` does: each output pixel samples the input at
+``(x + 0.5) · in/out − 0.5`` (clamped to the edges), weighting its two neighbours
+along each axis. It is separable and vectorised: two gathers and blends per axis, no
+dense interpolation matrix. With ``--logits`` the logits are upsampled before the
+softmax, as a model's post-processing would; probabilities stay probabilities
+(each output is a convex combination of input pixels).
+
+Some heads emit scores that are not probabilities (Mask2Former's semantic scores do
+not sum to 1 over the classes); ``--normalize`` divides each pixel's scores by their
+sum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESIZE_METHODS = ("bilinear",)
+
+
+def _taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index: the two input indices and the weight of the second."""
+    scale = size_in / size_out
+    source = np.maximum((np.arange(size_out) + 0.5) * scale - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.intp), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, source - low  # float64; callers cast to their working dtype
+
+
+def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(K, h, w) -> (K, height, width), in float32 (float64 for float64 input)."""
+    work = np.float64 if planes.dtype == np.float64 else np.float32
+    _, h, w = planes.shape
+    low, high, weight = _taps(h, height)
+    rows = planes[:, low, :].astype(work)
+    rows += (planes[:, high, :].astype(work) - rows) * weight.astype(work)[None, :, None]
+    low, high, weight = _taps(w, width)
+    out = rows[:, :, low]
+    out += (rows[:, :, high] - out) * weight.astype(work)[None, None, :]
+    return out
+
+
+def normalize_rows(probs: np.ndarray) -> np.ndarray:
+    """(K, ...) scores divided by their sum over the classes, per pixel.
+
+    Pixels whose scores sum to zero (or are not finite) keep NaN, which the kernel
+    reports as a bad value naming the pixel.
+    """
+    work = probs.astype(np.float64 if probs.dtype == np.float64 else np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        work /= work.sum(axis=0, keepdims=True)
+    return work

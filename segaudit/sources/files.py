@@ -1,0 +1,260 @@
+"""One image's files: label masks (PNG, TIFF), predictions (``.npy``, ``.npz``), photos.
+
+Each reader opens one file read-only and either returns its array or raises one
+sentence naming the file. Headers are read without decoding pixels, so a dataset of
+thousands of images is described (sizes, class count, dtype) before anything heavy
+happens; pixels are decoded later, one image at a time, in the engine's workers.
+
+``.npy`` predictions are memory-mapped through :func:`segaudit.io.open_npy` (never
+unpickled); ``.npz`` archives are read member by member with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError
+
+MASK_SUFFIXES = (".png", ".tif", ".tiff")
+PROBS_SUFFIXES = (".npy", ".npz")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+NPZ_KEYS = ("probabilities", "softmax")  # nnU-Net v2, then v1
+PROBS_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def reason(error: BaseException) -> str:
+    """The first line of an exception's message, for a sentence that names a file."""
+    text = str(error).strip().rstrip(".") or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """Refuse a missing path, a folder, a pipe or a device (opening a FIFO blocks forever)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{what} {path} does not exist; check the path.") from None
+    except OSError as error:
+        raise UnreadableStoreError(f"{what} {path} cannot be read ({reason(error)}).") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableStoreError(
+            f"{what} {path} is not a regular file (a folder, pipe or device); "
+            "pass the file itself."
+        )
+
+
+# --- masks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskHeader:
+    """What a mask's header says, before its pixels are decoded."""
+
+    height: int
+    width: int
+    mode: str  # Pillow mode: "L", "P", "I;16", "I", "1", "RGB", ...
+
+    @property
+    def is_colour(self) -> bool:
+        return self.mode in ("RGB", "RGBA")
+
+
+_MASK_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I", "RGB", "RGBA")
+
+
+def _open_image(path: Path, what: str) -> Any:
+    from PIL import Image
+
+    check_regular_file(path, what)
+    try:
+        return Image.open(path)
+    except Exception as error:  # Pillow raises many types for files it cannot identify
+        raise UnreadableStoreError(
+            f"{what} {path} is not a readable image ({reason(error)}); re-export it as PNG."
+        ) from None
+
+
+def mask_header(path: Path) -> MaskHeader:
+    """Size and pixel mode of a label mask, from its header only."""
+    with _open_image(path, "mask") as image:
+        mode = image.mode
+        width, height = image.size
+    if mode not in _MASK_MODES:
+        raise InvalidInputError(
+            f"mask {path} has pixel mode {mode}; label masks are 8- or 16-bit grayscale, "
+            "palette or RGB (with --label-map) images of integer class ids."
+        )
+    return MaskHeader(int(height), int(width), mode)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask's pixels: (H, W) integers, or (H, W, 3) uint8 for a colour-coded mask.
+
+    Palette ("P") images give their pixel indices, which are the class ids (as VOC
+    stores them); the palette's colours are never looked at.
+    """
+    with _open_image(path, "mask") as image:
+        try:
+            if image.mode == "RGBA":
+                pixels = np.asarray(image.convert("RGB"))
+            else:
+                pixels = np.asarray(image)
+        except Exception as error:  # truncated or corrupt data
+            raise UnreadableStoreError(
+                f"mask {path} is corrupt or truncated ({reason(error)}); re-export it."
+            ) from None
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint8)
+    if not pixels.dtype.isnative:  # 16-bit big-endian PNG data
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    if pixels.dtype.kind not in "iu":
+        raise InvalidInputError(
+            f"mask {path} holds {pixels.dtype} values; label masks hold integer class ids."
+        )
+    return pixels
+
+
+# --- predictions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbsHeader:
+    """Shape and dtype of an image's prediction array as stored (singleton axis dropped)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _npz_member(archive: zipfile.ZipFile, path: Path) -> str:
+    """The member holding the probabilities: the only array, or a known nnU-Net key."""
+    arrays = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+    if len(arrays) == 1:
+        return arrays[0]
+    for key in NPZ_KEYS:
+        if key in arrays:
+            return key
+    shown = ", ".join(sorted(arrays)[:8]) or "none"
+    raise InvalidInputError(
+        f"predictions {path} hold several arrays ({shown}) and none is named "
+        f"{' or '.join(NPZ_KEYS)}; save one array per file."
+    )
+
+
+def _npz_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    check_regular_file(path, "predictions")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = _npz_member(archive, path)
+            with archive.open(member + ".npy") as handle:
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except InvalidInputError:
+        raise
+    except Exception as error:  # zipfile and numpy raise many types on garbage
+        raise UnreadableStoreError(
+            f"predictions {path} are not a readable .npz archive ({reason(error)}); "
+            "save them again with numpy.savez."
+        ) from None
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def squeeze_spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop one singleton spatial axis: nnU-Net saves 2-D cases as (K, 1, H, W)."""
+    if len(shape) == 4 and 1 in shape[1:]:
+        axis = 1 + shape[1:].index(1)
+        return shape[:axis] + shape[axis + 1 :]
+    return shape
+
+
+def probs_header(path: Path) -> ProbsHeader:
+    """Shape and dtype of one image's predictions without reading them."""
+    if path.suffix == ".npz":
+        shape, dtype = _npz_header(path)
+    else:
+        from segaudit.io import open_npy
+
+        source = open_npy(path)
+        shape, dtype = source.shape, source.dtype
+    _check_probs_dtype(path, dtype)
+    return ProbsHeader(squeeze_spatial(shape), dtype)
+
+
+def _check_probs_dtype(path: Path, dtype: np.dtype) -> None:
+    if dtype not in PROBS_DTYPES:
+        raise InvalidInputError(
+            f"predictions {path} hold {dtype} values; predictions must be float16, "
+            "float32 or float64."
+        )
+
+
+@dataclass
+class Loaded:
+    """One image's array, and how to give its memory back once it is processed."""
+
+    array: np.ndarray
+    source: Any = None  # the io.ArraySource of a memory map segaudit opened
+
+    def release(self) -> None:
+        """Drop the mapped pages of a processed image (the page cache keeps them)."""
+        if self.source is not None:
+            self.source.release(self.array)
+
+
+def read_probs(path: Path) -> Loaded:
+    """One image's predictions as stored, with a singleton spatial axis dropped.
+
+    A ``.npy`` file is memory-mapped (pages are released after use); an ``.npz``
+    member is decompressed into memory, as zip archives cannot be mapped.
+    """
+    if path.suffix == ".npz":
+        array = _read_npz(path)
+        _check_probs_dtype(path, array.dtype)
+        return Loaded(array.reshape(squeeze_spatial(array.shape)))
+    from segaudit.io import open_npy
+
+    source = open_npy(path)
+    _check_probs_dtype(path, source.dtype)
+    array = source.read(0, source.shape[0]) if source.shape else source.array
+    return Loaded(array.reshape(squeeze_spatial(array.shape)), source)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    check_regular_file(path, "predictions")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            with zipfile.ZipFile(path) as listing:
+                member = _npz_member(listing, path)
+            return np.ascontiguousarray(archive[member])
+    except InvalidInputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # corrupt archives, pickled members, truncation
+        raise UnreadableStoreError(
+            f"predictions {path} are not a readable .npz archive ({reason(error)}); "
+            "save them again with numpy.savez."
+        ) from None
+
+
+# --- photos -------------------------------------------------------------------------------
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """A photo as (H, W, 3) uint8 RGB, whatever its mode (grayscale, palette, alpha)."""
+    with _open_image(path, "photo") as image:
+        try:
+            return np.asarray(image.convert("RGB"))
+        except Exception as error:
+            raise UnreadableStoreError(
+                f"photo {path} is corrupt or truncated ({reason(error)})."
+            ) from None

@@ -1,0 +1,274 @@
+"""Per-file inputs: a folder (or glob, or manifest) holding one file per image.
+
+Finding files: every file under a folder with a known extension, hidden files and
+folders skipped; its id is its path under the folder without the extension
+(:mod:`segaudit.sources.ids`). A glob (``masks/**/*.png``) works the same from the
+part of the pattern before its first wildcard. A manifest CSV (columns ``id``,
+``labels``, ``pred_probs`` and optionally ``image``; paths relative to the manifest)
+names the files of each image explicitly.
+
+Reading: :class:`FolderMasks`, :class:`FolderProbs` and :class:`FolderPhotos` read one
+image's file by id. Masks' headers are read when the dataset is opened (sizes are
+needed to plan the work); pixels only when the engine asks for an image.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from segaudit.errors import InputChangedError, InputNotFoundError, InvalidInputError
+from segaudit.safetext import printable
+from segaudit.sources import files
+from segaudit.sources.ids import check_id, check_unique, id_from_path
+from segaudit.sources.labelmap import LabelMap, identity_needed
+
+_WILDCARDS = set("*?[")
+
+
+def find_files(spec: Path, suffixes: Sequence[str], what: str, strip: str = "") -> dict[str, Path]:
+    """Files of one input by id, from a folder or a glob pattern."""
+    text = str(spec)
+    if any(char in _WILDCARDS for char in text):
+        base, paths = _glob(text)
+    else:
+        if not spec.is_dir():
+            raise InputNotFoundError(f"{what} folder {spec} does not exist; check the path.")
+        base, paths = spec, _walk(spec)
+    found = [p for p in paths if p.suffix.lower() in suffixes]
+    if not found:
+        raise InputNotFoundError(
+            f"{what} {spec} holds no {' or '.join(suffixes)} files; check the path."
+        )
+    ids = [id_from_path(PurePosixPath(p.relative_to(base).as_posix()), strip) for p in found]
+    for image_id in ids:
+        check_id(image_id, f"{what} {spec}")
+    check_unique(ids, f"{what} {spec}")
+    return dict(sorted(zip(ids, found, strict=True)))
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder``, hidden files and folders skipped, sorted.
+
+    Symbolic links to folders are followed (datasets are often assembled from links),
+    each real folder once, so a link cycle cannot loop forever.
+    """
+    found = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+    return found
+
+
+def _glob(pattern: str) -> tuple[Path, list[Path]]:
+    """The folder before the first wildcard, and the files the pattern matches."""
+    parts = PurePosixPath(pattern).parts
+    fixed = []
+    for part in parts:
+        if any(char in _WILDCARDS for char in part):
+            break
+        fixed.append(part)
+    base = Path(*fixed) if fixed else Path(".")
+    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    return base, [p for p in matches if p.is_file()]
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """Rows of a manifest CSV (id, labels, pred_probs[, image]), paths made absolute."""
+    files.check_regular_file(path, "manifest")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InvalidInputError(
+            f"manifest {path} is not a readable UTF-8 CSV file ({files.reason(error)})."
+        ) from None
+    missing = [c for c in ("id", "labels", "pred_probs") if c not in columns]
+    if missing:
+        raise InvalidInputError(
+            f"manifest {path} lacks the column(s) {', '.join(missing)}; its header must be "
+            "id,labels,pred_probs[,image]."
+        )
+    if not rows:
+        raise InvalidInputError(f"manifest {path} lists no images.")
+    base = path.parent
+    for number, row in enumerate(rows, start=2):
+        check_id(row["id"], f"manifest {path}, line {number}")
+        for column in ("labels", "pred_probs", "image"):
+            if row.get(column):
+                row[column] = str(base / row[column])
+    check_unique((row["id"] for row in rows), f"manifest {path}")
+    return rows
+
+
+def files_fingerprint(paths: Sequence[Path]) -> dict[str, Any]:
+    """Identity of many files without reading them: size, times and inode of each.
+
+    A file rewritten in place, even with its modification time restored, gets a new
+    change time (ctime), so any rewrite, growth, replacement or removal changes this.
+    """
+    digest = hashlib.sha256()
+    total = 0
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            digest.update(f"{path}!{error.errno}\n".encode("utf-8", "surrogateescape"))
+            continue
+        total += info.st_size
+        fields = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+        digest.update(f"{path}|{fields}\n".encode("utf-8", "surrogateescape"))
+    return {"files": len(paths), "bytes": total, "sha256_stat": digest.hexdigest()[:16]}
+
+
+class FolderFiles:
+    """One per-file input: a file per image, by id."""
+
+    def __init__(self, paths: Mapping[str, Path], what: str, origin: str) -> None:
+        self.paths = dict(paths)
+        self.ids: list[str] | None = list(self.paths)
+        self.what = what
+        self.origin = origin
+        self.before = files_fingerprint(list(self.paths.values()))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def file_of(self, image_id: str) -> str:
+        return str(self.paths[image_id])
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.origin, "format": "files", **self.before}
+
+    def check_unchanged(self) -> None:
+        if files_fingerprint(list(self.paths.values())) != self.before:
+            raise InputChangedError(
+                f"{self.what} files in {self.origin} changed while segaudit was reading them; "
+                "its results would mix two versions, so nothing was written: rerun once the "
+                "files are stable."
+            )
+
+    def restrict(self, ids: Sequence[str]) -> None:
+        """Keep only ``ids`` (after pairing), and the identity of just those files."""
+        self.paths = {image_id: self.paths[image_id] for image_id in ids}
+        self.ids = list(self.paths)
+        self.before = files_fingerprint(list(self.paths.values()))
+
+
+class FolderMasks(FolderFiles):
+    """Label masks, one file per image, mapped to class ids by an optional label map."""
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        origin: str,
+        label_map: LabelMap | None = None,
+        void_value: int | None = None,
+    ) -> None:
+        super().__init__(paths, "labels", origin)
+        self.label_map = label_map
+        self.void_value = void_value
+        self.headers = {image_id: files.mask_header(path) for image_id, path in self.paths.items()}
+        if label_map is None:
+            for image_id, header in self.headers.items():
+                identity_needed(header.is_colour, self.paths[image_id])
+
+    def size(self, image_id: str) -> tuple[int, int]:
+        header = self.headers[image_id]
+        return header.height, header.width
+
+    def read(self, image_id: str) -> files.Loaded:
+        path = self.paths[image_id]
+        raw = files.read_mask(path)
+        header = self.headers[image_id]
+        if raw.shape[:2] != (header.height, header.width):
+            raise InputChangedError(f"mask {path} changed while segaudit was reading it.")
+        if self.label_map is not None:
+            assert self.void_value is not None
+            raw = self.label_map.apply(raw, self.void_value, path)
+        return files.Loaded(raw)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The integer type of the labels :meth:`read` returns."""
+        if self.label_map is not None:
+            return np.dtype(np.int64)
+        modes = {header.mode for header in self.headers.values()}
+        if "I" in modes:
+            return np.dtype(np.int32)
+        if modes & {"I;16", "I;16L", "I;16B"}:
+            return np.dtype(np.uint16)
+        return np.dtype(np.uint8)
+
+
+class FolderProbs(FolderFiles):
+    """Predictions, one ``.npy``/``.npz`` per image: (K, H, W), or (H, W, K) when
+    ``channels_last``."""
+
+    def __init__(self, paths: Mapping[str, Path], origin: str, channels_last: bool) -> None:
+        super().__init__(paths, "pred_probs", origin)
+        self.channels_last = channels_last
+        first_id = next(iter(self.paths))
+        header = files.probs_header(self.paths[first_id])
+        self.num_classes, self.dtype = self._classes(header, self.paths[first_id]), header.dtype
+
+    def _classes(self, header: files.ProbsHeader, path: Path) -> int:
+        if len(header.shape) != 3:
+            hint = "(H, W, K) with --channels-last" if self.channels_last else "(K, H, W)"
+            raise InvalidInputError(
+                f"predictions {path} have shape {header.shape}; one image's predictions "
+                f"must be {hint}."
+            )
+        return header.shape[2] if self.channels_last else header.shape[0]
+
+    def read(self, image_id: str) -> files.Loaded:
+        path = self.paths[image_id]
+        loaded = files.read_probs(path)
+        array = loaded.array
+        if array.ndim != 3 or self._classes(files.ProbsHeader(array.shape, array.dtype), path) != (
+            self.num_classes
+        ):
+            loaded.release()
+            raise InvalidInputError(
+                f"predictions {path} have shape {array.shape}, but the dataset's first "
+                f"prediction has {self.num_classes} classes; every image needs the same classes."
+            )
+        if array.dtype != self.dtype:
+            loaded.release()
+            raise InvalidInputError(
+                f"predictions {path} hold {array.dtype} values but the dataset's first "
+                f"prediction holds {self.dtype}; save every prediction in one dtype."
+            )
+        return loaded
+
+
+class FolderPhotos(FolderFiles):
+    """Photos (JPEG, PNG), one per image, for the pictures."""
+
+    def __init__(self, paths: Mapping[str, Path], origin: str) -> None:
+        super().__init__(paths, "images", origin)
+
+    def read(self, image_id: str) -> files.Loaded:
+        return files.Loaded(files.read_photo(self.paths[image_id]))
+
+
+def describe_unmatched(missing: Sequence[str], what: str, other: str) -> str:
+    """'3 masks have no prediction: a, b, c' for an error or a warning."""
+    shown = ", ".join(printable(m) for m in missing[:5])
+    more = f", … ({len(missing)} in all)" if len(missing) > 5 else ""
+    return f"{len(missing)} {what} without {other}: {shown}{more}"

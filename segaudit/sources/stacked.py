@@ -1,0 +1,117 @@
+"""Stacked stores: every image of one input in a single ``.npy`` or Zarr array.
+
+labels (N, H, W), pred_probs (N, K, H, W) or (N, H, W, K), photos (N, H, W, 3): the
+images share one size and are known by their index. Each class here reads one image
+at a time from such a store (a view into the memory map for ``.npy``), so the engine
+treats stacked and per-file datasets alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit.errors import InvalidInputError
+from segaudit.io import ArraySource
+from segaudit.sources.files import Loaded
+
+
+def describe_store(source: ArraySource) -> dict[str, Any]:
+    """What summary.json says about a stacked input: where, what, and its identity."""
+    return {
+        "path": str(Path(source.path).absolute()),
+        "format": source.kind,
+        "shape": list(source.shape),
+        "dtype": str(source.dtype),
+        **source.fingerprint(),
+    }
+
+
+class StackedArrays:
+    """One stacked input; image i is ``array[i]``."""
+
+    ids: list[str] | None = None  # images are known by index only
+
+    def __init__(self, source: ArraySource, what: str) -> None:
+        self.source = source
+        self.what = what
+        self.before = source.fingerprint()
+
+    def __len__(self) -> int:
+        return self.source.shape[0]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.source.path)
+
+    def read(self, index: int, populate: bool = True) -> Loaded:
+        array = self.source.read(index, index + 1, populate=populate)[0]
+        return Loaded(array, self.source)
+
+    def describe(self) -> dict[str, Any]:
+        return {**describe_store(self.source), **self.before}
+
+    def file_of(self, index: int) -> str:
+        return f"{self.source.path}[{index}]"
+
+
+class StackedLabels(StackedArrays):
+    """labels (N, H, W) integers."""
+
+    def __init__(self, source: ArraySource) -> None:
+        super().__init__(source, "labels")
+        shape = source.shape
+        if len(shape) != 3:
+            raise InvalidInputError(
+                f"{source.path} has shape {shape}; labels must be (N, H, W)."
+            )
+        if source.dtype.kind not in "iu":
+            raise InvalidInputError(
+                f"{source.path} holds {source.dtype} values; labels must be integers."
+            )
+
+    def size(self, index: int) -> tuple[int, int]:
+        return self.source.shape[1], self.source.shape[2]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.source.dtype
+
+
+class StackedProbs(StackedArrays):
+    """pred_probs (N, K, H, W), or (N, H, W, K) with ``channels_last``."""
+
+    def __init__(self, source: ArraySource, channels_last: bool) -> None:
+        super().__init__(source, "pred_probs")
+        shape = source.shape
+        hint = "(N, H, W, K) with --channels-last" if channels_last else "(N, K, H, W)"
+        if len(shape) != 4:
+            raise InvalidInputError(f"{source.path} has shape {shape}; pred_probs must be {hint}.")
+        self.channels_last = channels_last
+        self.num_classes = shape[3] if channels_last else shape[1]
+        self.dtype = source.dtype
+
+    def size(self, index: int) -> tuple[int, int]:
+        shape = self.source.shape
+        return (shape[1], shape[2]) if self.channels_last else (shape[2], shape[3])
+
+
+class StackedPhotos(StackedArrays):
+    """Photos (N, H, W, 3) uint8."""
+
+    def __init__(self, source: ArraySource) -> None:
+        super().__init__(source, "images")
+        shape = source.shape
+        if len(shape) != 4 or shape[3] != 3:
+            raise InvalidInputError(
+                f"{source.path} has shape {shape}; images must be (N, H, W, 3) uint8 RGB."
+            )
+        if source.dtype != np.uint8:
+            raise InvalidInputError(
+                f"{source.path} holds {source.dtype} values; images must be uint8 RGB."
+            )
+
+    def size(self, index: int) -> tuple[int, int]:
+        return self.source.shape[1], self.source.shape[2]
