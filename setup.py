@@ -19,8 +19,8 @@ COMPILE_ARGS = [
 setup(
     ext_modules=[
         Extension(
-            "segaudit._ckernels",
-            sources=["segaudit/_kernels.c"],
+            "segaudit.engine._ckernels",
+            sources=["segaudit/engine/_kernels.c"],
             extra_compile_args=COMPILE_ARGS,
         )
     ]

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.engine import DEFAULT_MEMORY_BUDGET, MemorySink, Params, default_workers
+from segaudit.engine.stream import DEFAULT_MEMORY_BUDGET, MemorySink, Params, default_workers
 from segaudit.errors import InvalidInputError
-from segaudit.io import ArraySource, as_array_argument
+from segaudit.jobs.scan import CLResult, Engine, confident_learning
 from segaudit.progress import NullProgress
-from segaudit.scan import CLResult, Engine, confident_learning
+from segaudit.sources.stores import ArraySource, as_array_argument
 
 
 def as_source(array: Any, name: str) -> ArraySource:
@@ -154,7 +154,7 @@ def get_label_quality_scores(
     Extension: pixels labelled ``ignore_index`` are left out of the softmin and of the
     num_pixel_issues denominator, and their pixel score is NaN. An image without any
     scored pixel gets the score NaN, with a
-    :class:`~segaudit.scoring.UnscoredImagesWarning`.
+    :class:`~segaudit.jobs.score.UnscoredImagesWarning`.
 
     ``pixel_scores`` is an in-memory numpy array holding the reference's values exactly,
     as float32 (float64 for float64 input): N·H·W·4 bytes. For datasets larger than
@@ -164,8 +164,8 @@ def get_label_quality_scores(
     """
     import warnings
 
-    from segaudit.engine import check_inputs
-    from segaudit.scoring import (
+    from segaudit.engine.stream import check_inputs
+    from segaudit.jobs.score import (
         UnscoredImagesWarning,
         check_method,
         check_temperature,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segaudit.chunkstore import ImageChunkedArray
-from segaudit.rundir import SUMMARY, array_path
+from segaudit.runs.chunkstore import ImageChunkedArray
+from segaudit.runs.rundir import SUMMARY, array_path
 
 
 def write_run(

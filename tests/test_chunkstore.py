@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec
 
-from segaudit.chunkstore import ImageChunkedArray, blosc_shuffle, is_compressed
+from segaudit.runs.chunkstore import ImageChunkedArray, blosc_shuffle, is_compressed
 
 
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16", "int32", "float32", "float64"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segaudit.colors import (
+from segaudit.report.colors import (
     IGNORE_GREY,
     ISSUE_RED,
     MIN_DISTANCE_FIRST_20,

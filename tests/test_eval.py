@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from segaudit.api import find_label_issues, get_label_quality_scores
 from segaudit.cli import app
-from segaudit.evaluate import average_precision, roc_auc
+from segaudit.report.evaluate import average_precision, roc_auc
 
 runner = CliRunner()
 CORRUPTED = [1, 4, 6]

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from segaudit import io
 from segaudit.cli import app
 from segaudit.errors import SegauditError
+from segaudit.sources import stores as io
 
 runner = CliRunner()
 # SEGAUDIT_FUZZ_EXAMPLES=2000 for a deeper (nightly) search; the default keeps CI quick.

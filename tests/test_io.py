@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import zarr
 
-from segaudit import io
 from segaudit.errors import (
     InputChangedError,
     InputNotFoundError,
@@ -24,6 +23,7 @@ from segaudit.errors import (
     SegauditError,
     UnreadableStoreError,
 )
+from segaudit.sources import stores as io
 
 
 def npy_bytes(header: str, body: bytes = b"", version: tuple[int, int] = (1, 0)) -> bytes:

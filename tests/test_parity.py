@@ -8,8 +8,8 @@ from cleanlab.segmentation.filter import find_label_issues as cleanlab_find_labe
 from helpers import PARITY_CASES as CASES
 from helpers import naive_issues, well_posed_case
 
-from segaudit import select
 from segaudit.api import find_label_issues
+from segaudit.engine import cut as select
 
 
 def reference(labels, probs, downsample=1):
@@ -169,7 +169,7 @@ def test_mode_pooling_matches_a_loop_implementation(downsample):
 
 
 def test_mode_pooling_breaks_vote_ties_to_the_smaller_class():
-    from segaudit.pooling import pool_labels
+    from segaudit.engine.pooling import pool_labels
 
     block = np.array([[[3, 1], [1, 3]]])
     assert pool_labels(block, 2, "mode", None)[0, 0, 0] == 1

@@ -19,12 +19,12 @@ from cleanlab.segmentation.rank import get_label_quality_scores as cleanlab_scor
 from helpers import make_probs, naive_issues, softmax, well_posed_case
 from typer.testing import CliRunner
 
-import segaudit.scan
-from segaudit import io
+import segaudit.jobs.scan
 from segaudit.api import as_source, find_label_issues, get_label_quality_scores, issues_from_scores
 from segaudit.cli import app
-from segaudit.engine import Params
+from segaudit.engine.stream import Params
 from segaudit.errors import InputChangedError, InvalidInputError, UnreadableStoreError
+from segaudit.sources import stores as io
 
 runner = CliRunner()
 
@@ -440,7 +440,7 @@ def test_a_scan_notices_a_rewrite_with_the_mtime_restored(tmp_path, monkeypatch)
             rewrite_in_place(target, *at)
         calls.append(stop)
 
-    monkeypatch.setattr(segaudit.scan, "_test_hook_after_batch", rewrite_after_first_image)
+    monkeypatch.setattr(segaudit.jobs.scan, "_test_hook_after_batch", rewrite_after_first_image)
     result = invoke(
         "scan", data, "-o", tmp_path / "run", "-q", "--batch-size", "1", "--workers", "1"
     )

@@ -28,14 +28,14 @@ from helpers import make_probs
 from PIL import Image
 from typer.testing import CliRunner
 
-import segaudit.render
-import segaudit.scan
-from segaudit import rundir
+import segaudit.jobs.scan
+import segaudit.report.render
 from segaudit.cli import app
 from segaudit.errors import RunDirectoryError
-from segaudit.render import display_issues, read_image_scores, render_run
-from segaudit.rundir import open_run
-from segaudit.summaries import common_label_issues, filter_by_class, tally_issues
+from segaudit.report.render import display_issues, read_image_scores, render_run
+from segaudit.report.swaps import common_label_issues, filter_by_class, tally_issues
+from segaudit.runs import rundir
+from segaudit.runs.rundir import open_run
 
 runner = CliRunner()
 SEGAUDIT = [sys.executable, "-c", "from segaudit.cli import main; main()"]
@@ -111,7 +111,7 @@ def temporaries(folder: Path) -> list[str]:
 # ("after-command", outside the command's own error handling).
 SIGNALLED_SCAN = """
 import functools, os, signal, sys
-from segaudit import rundir
+from segaudit.runs import rundir
 signal.signal(signal.SIGINT, signal.default_int_handler)
 signum = int(os.environ["SIGNUM"])
 def send():
@@ -249,14 +249,14 @@ def test_a_read_only_run_is_one_line_and_untouched_and_renders_elsewhere(reviewe
 HELD_SCAN = """
 import os, signal, sys, time
 from pathlib import Path
-import segaudit.scan
+import segaudit.jobs.scan
 signal.signal(signal.SIGINT, signal.default_int_handler)
 def hold(stop):
     if stop >= int(os.environ["HOLD_AFTER"]):
         Path(os.environ["MARKER"]).write_text(str(stop))
         while True:
             time.sleep(0.05)
-segaudit.scan._test_hook_after_batch = hold
+segaudit.jobs.scan._test_hook_after_batch = hold
 sys.argv[0] = "segaudit"
 from segaudit.cli import main
 main()
@@ -308,13 +308,13 @@ def test_a_scan_during_swaps_is_refused_and_the_table_is_the_runs(scene, monkeyp
     shutil.copytree(run, reference)
     assert invoke("swaps", reference, "-q").exit_code == 0
     scans = []
-    real_run_swaps = segaudit.render.run_swaps
+    real_run_swaps = segaudit.report.render.run_swaps
 
     def scan_meanwhile(*args, **kwargs):
         scans.append(invoke("scan", data, "-o", run, "-q"))
         return real_run_swaps(*args, **kwargs)
 
-    monkeypatch.setattr(segaudit.render, "run_swaps", scan_meanwhile)
+    monkeypatch.setattr(segaudit.report.render, "run_swaps", scan_meanwhile)
     assert invoke("swaps", run, "-q").exit_code == 0
     assert "another segaudit process is writing" in one_line_error(scans[0])
     assert (run / "swaps.csv").read_bytes() == (reference / "swaps.csv").read_bytes()
@@ -546,7 +546,7 @@ def test_api_arrays_of_the_wrong_shape_are_named():
 
 
 def test_write_failures_name_the_cause():
-    from segaudit.summaries import write_failure
+    from segaudit.report.swaps import write_failure
 
     full = write_failure("run/swaps.csv", OSError(errno.ENOSPC, "No space left on device"), "run")
     assert str(full) == (

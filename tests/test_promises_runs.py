@@ -25,12 +25,14 @@ import zarr
 from helpers import make_probs
 from typer.testing import CliRunner
 
-import segaudit.scan
-from segaudit import rundir, safetext, scoring
+import segaudit.jobs.scan
+from segaudit import safetext
 from segaudit.cli import app
 from segaudit.cli._common import raise_terminated
-from segaudit.engine import Layout
-from segaudit.scan import write_image_scores
+from segaudit.engine.stream import Layout
+from segaudit.jobs import score as scoring
+from segaudit.jobs.scan import write_image_scores
+from segaudit.runs import rundir
 
 runner = CliRunner()
 NAMES = ["road", "car", "sky", "tree"]
@@ -361,14 +363,14 @@ def test_was_published_speaks_of_the_latest_build_only(tmp_path):
 LIMITED_SCAN = """
 import os, resource, sys
 from pathlib import Path
-import segaudit.scan
+import segaudit.jobs.scan
 def limit(stop):
     if stop == int(os.environ["HOLD_AFTER"]):
         parent = Path(os.environ["RUN"]).parent
         scratch = max(parent.glob(".segaudit-tmp-*/_scratch/cl_scores.*"), key=os.path.getsize)
         size = os.path.getsize(scratch)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
-segaudit.scan._test_hook_after_batch = limit
+segaudit.jobs.scan._test_hook_after_batch = limit
 sys.argv[0] = "segaudit"
 from segaudit.cli import main
 main()
@@ -415,7 +417,7 @@ def test_a_full_disk_under_the_scratch_scores_is_one_sentence(data, tmp_path, mo
 
 
 def test_scratch_arrays_read_back_what_was_written_by_image_range(tmp_path):
-    array = segaudit.scan.ScratchArray(tmp_path / "s.raw", (5, 3, 2), np.float32)
+    array = segaudit.jobs.scan.ScratchArray(tmp_path / "s.raw", (5, 3, 2), np.float32)
     values = np.arange(30, dtype=np.float32).reshape(5, 3, 2)
     array[3:5] = values[3:5]
     array[0:3] = values[0:3]
@@ -483,7 +485,7 @@ def test_a_class_names_file_changed_during_a_scan_writes_nothing(data, tmp_path,
     def rename_a_class(stop: int) -> None:
         (data / "classes.txt").write_text("road\ncar\nsky\nbush\n")
 
-    monkeypatch.setattr(segaudit.scan, "_test_hook_after_batch", rename_a_class)
+    monkeypatch.setattr(segaudit.jobs.scan, "_test_hook_after_batch", rename_a_class)
     message = one_line_error(
         invoke("scan", data, "-o", run, "-q", "--batch-size", "1", "--workers", "1")
     )

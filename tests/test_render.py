@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segaudit.cli import app
-from segaudit.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
 from segaudit.errors import RunDirectoryError
-from segaudit.render import (
+from segaudit.report.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
+from segaudit.report.render import (
     OVERLAY_ALPHA,
     PHOTO_SATURATION,
     display_issues,
@@ -24,7 +24,7 @@ from segaudit.render import (
     render_run,
     swap_heatmap,
 )
-from segaudit.rundir import open_run
+from segaudit.runs.rundir import open_run
 
 IGNORE = 255
 NAMES = ["road", "car <&>", "sky", "tree"]

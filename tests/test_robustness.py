@@ -26,9 +26,10 @@ import zarr
 from helpers import make_probs
 from typer.testing import CliRunner
 
-import segaudit.scan
-from segaudit import __version__, rundir
+import segaudit.jobs.scan
+from segaudit import __version__
 from segaudit.cli import app
+from segaudit.runs import rundir
 
 runner = CliRunner()
 
@@ -41,14 +42,14 @@ SEGAUDIT = [sys.executable, "-c", "from segaudit.cli import main; main()"]
 HELD_SCAN = """
 import os, signal, sys, time
 from pathlib import Path
-import segaudit.scan
+import segaudit.jobs.scan
 signal.signal(signal.SIGINT, signal.default_int_handler)
 def hold(stop):
     if stop >= int(os.environ["HOLD_AFTER"]):
         Path(os.environ["MARKER"]).write_text(str(stop))
         while True:
             time.sleep(0.05)
-segaudit.scan._test_hook_after_batch = hold
+segaudit.jobs.scan._test_hook_after_batch = hold
 sys.argv[0] = "segaudit"
 from segaudit.cli import main
 main()
@@ -58,7 +59,7 @@ main()
 KILLED_IN_SWAP = """
 import os, signal, sys
 from pathlib import Path
-from segaudit import rundir
+from segaudit.runs import rundir
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 where = os.environ["KILL_IN"]
@@ -251,7 +252,7 @@ def test_ctrl_c_message_names_the_run(scene, monkeypatch):
     def interrupt(stop):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(segaudit.scan, "_test_hook_after_batch", interrupt)
+    monkeypatch.setattr(segaudit.jobs.scan, "_test_hook_after_batch", interrupt)
     result = invoke("scan", data, "-o", run, "-q", "--workers", "1", "--batch-size", "1")
     assert result.exit_code == 130
     assert result.stderr.strip() == f"interrupted; previous results in {run} are unchanged"
@@ -373,7 +374,7 @@ def test_inputs_changed_during_a_scan_write_nothing(scene, monkeypatch, change):
             change(data)
         calls.append(stop)
 
-    monkeypatch.setattr(segaudit.scan, "_test_hook_after_batch", change_after_first_image)
+    monkeypatch.setattr(segaudit.jobs.scan, "_test_hook_after_batch", change_after_first_image)
     result = invoke("scan", data, "-o", run, "-q", "--batch-size", "1", "--workers", "1")
     message = one_line_error(result)
     assert "changed while segaudit was reading it" in message and "nothing was written" in message

@@ -1,6 +1,6 @@
 """The run directory is transactional: previous complete run or new complete run, never a mix.
 
-Library-level checks of `segaudit.rundir`; `test_robustness.py` kills real processes.
+Library-level checks of `segaudit.runs.rundir`; `test_robustness.py` kills real processes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from segaudit import rundir
 from segaudit.errors import OutputWriteError, RunDirectoryError
+from segaudit.runs import rundir
 
 
 def tree_digest(path: Path) -> str:

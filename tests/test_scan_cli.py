@@ -121,7 +121,7 @@ def test_scan_reads_a_zarr_group_dataset(tmp_path):
 
 
 def test_scan_reads_pred_probs_exactly_once(dataset, tmp_path, monkeypatch):
-    from segaudit.io import ArraySource
+    from segaudit.sources.stores import ArraySource
 
     folder, _, probs = dataset
     reads: list[tuple[str, int, int]] = []
@@ -300,7 +300,7 @@ def test_the_arrays_are_flushed_while_the_issues_are_worked_out(dataset, tmp_pat
     # Once the pass has written the per-pixel arrays, a thread flushes their chunk files
     # while selection and the issue mask are computed; scratch files, deleted unwritten,
     # are never flushed; the sync before publishing waits for that thread first.
-    from segaudit import rundir
+    from segaudit.runs import rundir
 
     folder, _, _ = dataset
     flushed: list[tuple[str, str]] = []

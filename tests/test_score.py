@@ -18,11 +18,11 @@ from helpers import PARITY_CASES as CASES
 from helpers import make_probs, naive_issues, well_posed_case
 from typer.testing import CliRunner
 
-from segaudit import scoring
 from segaudit.api import get_label_quality_scores, issues_from_scores
 from segaudit.cli import app
 from segaudit.errors import InvalidInputError
-from segaudit.scoring import UnscoredImagesWarning
+from segaudit.jobs import score as scoring
+from segaudit.jobs.score import UnscoredImagesWarning
 
 runner = CliRunner()
 
@@ -265,7 +265,7 @@ def test_softmin_maps_one_image_of_a_npy_at_a_time(
 ):
     # The gather keeps only the pages it touches mapped until the batch is released, and
     # that depends on how many classes each image holds: one image per batch bounds it.
-    from segaudit.io import ArraySource
+    from segaudit.sources.stores import ArraySource
 
     folder, labels, probs = dataset
     reads: list[tuple[int, int]] = []

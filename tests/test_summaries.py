@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from segaudit.cli import app
 from segaudit.errors import InvalidInputError
-from segaudit.summaries import (
+from segaudit.report.swaps import (
     ArgmaxView,
     common_label_issues,
     filter_by_class,
@@ -154,7 +154,7 @@ def test_rows_are_sorted_by_pixels_then_given_then_predicted() -> None:
     pixels = np.array([[0, 5, 2], [5, 0, 7], [2, 5, 0]])
     rows = tally_issues(np.zeros((0, 1, 1), bool), None, None, 3).rows(["a", "b", "c"])
     assert rows == []
-    from segaudit.summaries import IssueTally
+    from segaudit.report.swaps import IssueTally
 
     tally = IssueTally(pixels, (pixels > 0).astype(int), np.array([26]))
     order = [(r["given_id"], r["predicted_id"]) for r in tally.rows(["a", "b", "c"])]

@@ -88,7 +88,7 @@ def interrupted(error: KeyboardInterrupt) -> typer.Exit:
     summary and gate checks may be missing), which is what a CI job or supervisor must
     learn from the status.
     """
-    from segaudit.rundir import was_published
+    from segaudit.runs.rundir import was_published
     from segaudit.safetext import printable
 
     signum = getattr(error, "signum", signal.SIGINT)

@@ -46,8 +46,8 @@ def _check_top(top: int) -> None:
 
 def _open(run: Path, class_: list[str] | None, exclude: list[str] | None) -> tuple[Any, list, list]:
     """The opened run and the class filters resolved to ids."""
-    from segaudit.rundir import open_run
-    from segaudit.summaries import resolve_classes
+    from segaudit.report.swaps import resolve_classes
+    from segaudit.runs.rundir import open_run
 
     opened = open_run(run)
     names = opened.class_names
@@ -97,7 +97,7 @@ def swaps(
 
         segaudit swaps runs/sample --class car --exclude sky --json
     """
-    from segaudit.render import write_run_swaps
+    from segaudit.report.render import write_run_swaps
     from segaudit.safetext import markup
 
     _check_top(top)
@@ -150,7 +150,7 @@ def render(
 
         segaudit render runs/sample --class person --zoom 2 --out review/
     """
-    from segaudit.render import render_run
+    from segaudit.report.render import render_run
     from segaudit.safetext import markup
 
     _check_top(top)

@@ -136,11 +136,11 @@ def scan(
 
         segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
     """
-    from segaudit.engine import Params, default_workers
+    from segaudit.engine.stream import Params, default_workers
     from segaudit.errors import InvalidInputError
-    from segaudit.io import resolve_dataset
-    from segaudit.scan import Engine
-    from segaudit.scan import scan as run_scan
+    from segaudit.jobs.scan import Engine
+    from segaudit.jobs.scan import scan as run_scan
+    from segaudit.sources.stores import resolve_dataset
 
     _check_temperature(temperature)
     paths = resolve_dataset(
@@ -185,8 +185,8 @@ def scan(
 
 def warn_absent_chunks(summary: dict[str, Any]) -> None:
     """A warning on stderr for each input read with absent Zarr chunks (even with --quiet)."""
+    from segaudit.jobs.scan import absent_chunk_warnings
     from segaudit.safetext import markup
-    from segaudit.scan import absent_chunk_warnings
 
     for warning in absent_chunk_warnings(summary):
         err_console.print(f"[bold yellow]warning:[/] {markup(warning)}", highlight=False)

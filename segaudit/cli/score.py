@@ -112,11 +112,11 @@ def score(
 
         segaudit score data/ -o runs/nightly --method num_pixel_issues --ignore-index 255
     """
-    from segaudit.engine import Params, default_workers
-    from segaudit.io import resolve_dataset
-    from segaudit.scan import Engine
-    from segaudit.scoring import check_temperature, unscored_message
-    from segaudit.scoring import score as run_score
+    from segaudit.engine.stream import Params, default_workers
+    from segaudit.jobs.scan import Engine
+    from segaudit.jobs.score import check_temperature, unscored_message
+    from segaudit.jobs.score import score as run_score
+    from segaudit.sources.stores import resolve_dataset
 
     check_temperature(temperature)
     paths = resolve_dataset(dataset, labels=labels, pred_probs=pred_probs, class_names=class_names)
@@ -156,7 +156,7 @@ def score(
 
 
 def _worst(result: Any, top: int) -> list[dict[str, Any]]:
-    from segaudit.scoring import worst_rows
+    from segaudit.jobs.score import worst_rows
 
     rows = worst_rows(result, top)
     for row in rows:  # JSON has no NaN: an image without scored pixels shows null
@@ -248,7 +248,7 @@ def evaluate(
 
         segaudit eval runs/scores --truth data/synthetic --json
     """
-    from segaudit.evaluate import evaluate_run
+    from segaudit.report.evaluate import evaluate_run
     from segaudit.safetext import markup
 
     metrics = evaluate_run(run, truth, progress=make_progress(quiet or json_output))

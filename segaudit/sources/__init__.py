@@ -179,7 +179,7 @@ def _locate(
     folder: Path | None, name: str, override: str | None, *, required: bool
 ) -> tuple[str, Any] | None:
     """Where one input is: ("stacked", path) or ("files", folder-or-glob), or None."""
-    from segaudit.io import is_zarr_path
+    from segaudit.sources.stores import is_zarr_path
 
     if override is not None:
         text = str(override)
@@ -212,14 +212,14 @@ def _locate(
 
 def _group_has(folder: Path, name: str) -> bool:
     """Whether the Zarr group ``folder`` holds an array ``name``."""
-    from segaudit.io import _group_arrays
+    from segaudit.sources.stores import _group_arrays
 
     arrays = _group_arrays(folder)
     return arrays is not None and name in arrays
 
 
 def _open_probs(where: tuple[str, Any] | None, spec: DatasetSpec) -> Any:
-    from segaudit.io import open_store
+    from segaudit.sources.stores import open_store
 
     assert where is not None
     kind, target = where
@@ -230,7 +230,7 @@ def _open_probs(where: tuple[str, Any] | None, spec: DatasetSpec) -> Any:
 
 
 def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void: Any) -> Any:
-    from segaudit.io import open_store
+    from segaudit.sources.stores import open_store
 
     assert where is not None
     kind, target = where
@@ -245,7 +245,7 @@ def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void
 
 
 def _open_photos(where: tuple[str, Any]) -> Any:
-    from segaudit.io import open_store
+    from segaudit.sources.stores import open_store
 
     kind, target = where
     if kind == "stacked":
@@ -262,7 +262,7 @@ def _class_names_path(folder: Path | None, spec: DatasetSpec) -> Path | None:
 
 
 def _class_names(path: Path | None, num_classes: int) -> list[str] | None:
-    from segaudit.io import read_class_names
+    from segaudit.sources.stores import read_class_names
 
     return read_class_names(path, num_classes) if path is not None else None
 

@@ -245,7 +245,7 @@ class Dataset:
 
     def check_unchanged(self) -> None:
         """Raise when an input changed since the dataset was opened."""
-        from segaudit.io import check_unchanged
+        from segaudit.sources.stores import check_unchanged
 
         for source in (self.labels, self.probs, self.photos):
             if source is None:

@@ -5,7 +5,7 @@ sentence naming the file. Headers are read without decoding pixels, so a dataset
 thousands of images is described (sizes, class count, dtype) before anything heavy
 happens; pixels are decoded later, one image at a time, in the engine's workers.
 
-``.npy`` predictions are memory-mapped through :func:`segaudit.io.open_npy` (never
+``.npy`` predictions are memory-mapped through :func:`segaudit.sources.stores.open_npy` (never
 unpickled); ``.npz`` archives are read member by member with ``allow_pickle=False``.
 """
 
@@ -181,7 +181,7 @@ def probs_header(path: Path) -> ProbsHeader:
     if path.suffix == ".npz":
         shape, dtype = _npz_header(path)
     else:
-        from segaudit.io import open_npy
+        from segaudit.sources.stores import open_npy
 
         source = open_npy(path)
         shape, dtype = source.shape, source.dtype
@@ -220,7 +220,7 @@ def read_probs(path: Path) -> Loaded:
         array = _read_npz(path)
         _check_probs_dtype(path, array.dtype)
         return Loaded(array.reshape(squeeze_spatial(array.shape)))
-    from segaudit.io import open_npy
+    from segaudit.sources.stores import open_npy
 
     source = open_npy(path)
     _check_probs_dtype(path, source.dtype)

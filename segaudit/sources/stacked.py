@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from segaudit.errors import InvalidInputError
-from segaudit.io import ArraySource
 from segaudit.sources.files import Loaded
+from segaudit.sources.stores import ArraySource
 
 
 def describe_store(source: ArraySource) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from segaudit.errors import InputNotFoundError, InvalidInputError, RunDirectoryError
-from segaudit.io import ArraySource, open_store, store_fingerprint
 from segaudit.progress import NullProgress, Progress
-from segaudit.rundir import Run, array_path, open_run
+from segaudit.runs.rundir import Run, array_path, open_run
+from segaudit.sources.stores import ArraySource, open_store, store_fingerprint
 
 SCORE_COLUMNS = ("score", "softmin_score")  # score runs, then scan runs
 BATCH_BYTES = 16 * 2**20

@@ -1,7 +1,7 @@
 """Pictures a reviewer looks at: issue panels, the class legend and the swap heat map.
 
 Panels are built pixel by pixel with numpy and Pillow, so every colour is
-exact: class colours from :func:`segaudit.colors.distinct_colors`, issues in
+exact: class colours from :func:`segaudit.report.colors.distinct_colors`, issues in
 pure red, ignored pixels in neutral grey and never red. Each page shows, side
 by side and at native resolution (or scaled to ``max_width``):
 
@@ -37,7 +37,6 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from segaudit.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
 from segaudit.errors import (
     InputChangedError,
     InputNotFoundError,
@@ -46,8 +45,8 @@ from segaudit.errors import (
     SegauditError,
 )
 from segaudit.progress import NullProgress, Progress
-from segaudit.safetext import from_csv_cell, printable
-from segaudit.summaries import (
+from segaudit.report.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
+from segaudit.report.swaps import (
     DEFAULT_TOP,
     ArgmaxView,
     IssueTally,
@@ -66,6 +65,7 @@ from segaudit.summaries import (
     write_swap_rows,
     writing_into_run,
 )
+from segaudit.safetext import from_csv_cell, printable
 
 OVERLAY_ALPHA = 0.6
 PHOTO_SATURATION = 0.3
@@ -782,7 +782,7 @@ def open_images(path: str | os.PathLike[str], shape: tuple[int, int, int]) -> Ph
     Opened like every input: a pipe, a device or an unreadable store is refused with one
     sentence instead of being waited on or failing later.
     """
-    from segaudit.io import open_store
+    from segaudit.sources.stores import open_store
 
     path = Path(path)
     if not os.path.lexists(path):
@@ -806,7 +806,7 @@ def check_recorded_images(path: str | os.PathLike[str], recorded: dict[str, Any]
     time or content (replaced, regenerated, or another dataset's) would be drawn under
     this run's labels. Only the fingerprint fields the run recorded are compared.
     """
-    from segaudit.io import store_fingerprint
+    from segaudit.sources.stores import store_fingerprint
 
     now = store_fingerprint(Path(path))
     changed = [key for key, value in now.items() if key in recorded and recorded[key] != value]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segaudit.kernels import (
+from segaudit.engine.kernels import (
     BAD_SUM,
     FLOAT16_TABLE,
     PROBLEM_KINDS,
@@ -30,7 +30,7 @@ from segaudit.kernels import (
 
 __all__ = ["PROBLEM_KINDS", "ABOVE_ONE", "softmin"]
 
-# Problem rows, shared with :mod:`segaudit.kernels`; BAD_SUM here means "above 1".
+# Problem rows, shared with :mod:`segaudit.engine.kernels`; BAD_SUM here means "above 1".
 ABOVE_ONE = BAD_SUM
 
 
@@ -53,7 +53,7 @@ def softmin(
 
     ``probs`` (b, K*P) float16/32/64, each image flattened (class planes, or pixels
     with ``class_stride`` 1 for channels-last); ``labels`` (b, P) of any integer type,
-    uint64 included (read in place: see :func:`segaudit.kernels.labels_arg`, which
+    uint64 included (read in place: see :func:`segaudit.engine.kernels.labels_arg`, which
     also says how ``ignore``, any Python int, is compared). Fills ``s`` (b, P; float32
     for float16 input, which it holds exactly; -0.0 reads as +0.0) with p[label] (NaN
     where the label is ignored or invalid), ``scores`` and ``scored`` (b,), and

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from segaudit import kernels
+from segaudit.engine import kernels
+from segaudit.engine.pooling import LABEL_POOLINGS, check_divisible, pool_labels, pool_probs
 from segaudit.errors import InvalidInputError
-from segaudit.io import ArraySource
-from segaudit.pooling import LABEL_POOLINGS, check_divisible, pool_labels, pool_probs
 from segaudit.progress import NullProgress, Progress
+from segaudit.sources.stores import ArraySource
 
 HIST_BINS = 1 << 16
 DEFAULT_MEMORY_BUDGET = 512 * 2**20

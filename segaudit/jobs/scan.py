@@ -1,8 +1,8 @@
 """The main job: scan a dataset into a run directory.
 
-One streaming read of pred_probs (:mod:`segaudit.engine`), then thresholds, the
+One streaming read of pred_probs (:mod:`segaudit.engine.stream`), then thresholds, the
 issue count, exact top-m selection and the full-resolution cross-check over the
-compact arrays (:mod:`segaudit.select`), then the tables and ``summary.json``
+compact arrays (:mod:`segaudit.engine.cut`), then the tables and ``summary.json``
 (written last; the directory is swapped into place only when complete).
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from segaudit import __version__, rundir, safetext
-from segaudit.chunkstore import ImageChunkedArray
-from segaudit.engine import (
+from segaudit import __version__, safetext
+from segaudit.engine.cut import count_issues, find_cut, thresholds, write_issues
+from segaudit.engine.stream import (
     DEFAULT_MEMORY_BUDGET,
     Layout,
     Params,
@@ -33,9 +33,16 @@ from segaudit.engine import (
     sum_tolerance,
 )
 from segaudit.errors import InputChangedError, InvalidInputError
-from segaudit.io import ArraySource, DatasetPaths, open_store, read_class_names, store_fingerprint
 from segaudit.progress import NullProgress, Progress
-from segaudit.select import count_issues, find_cut, thresholds, write_issues
+from segaudit.runs import rundir
+from segaudit.runs.chunkstore import ImageChunkedArray
+from segaudit.sources.stores import (
+    ArraySource,
+    DatasetPaths,
+    open_store,
+    read_class_names,
+    store_fingerprint,
+)
 
 IMAGE_SCORE_COLUMNS = ("image", "id", "softmin_score", "issue_pixels", "issue_fraction", "rank")
 
@@ -320,7 +327,7 @@ def shown_images(images: list[int], limit: int = 5) -> str:
 class Inputs:
     """A dataset's inputs opened for one command.
 
-    Each input's identity (:func:`segaudit.io.store_fingerprint`) is taken before any
+    Each input's identity (:func:`segaudit.sources.stores.store_fingerprint`) is taken before any
     of its data is read, the class-names file included, so a change during the run is
     caught by :meth:`check_unchanged` and a later command can tell whether an input is
     still the one a run was made from.

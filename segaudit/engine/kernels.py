@@ -54,10 +54,10 @@ _LABEL_TYPES = {
 
 
 def _load_library() -> ctypes.CDLL:
-    spec = importlib.util.find_spec("segaudit._ckernels")
+    spec = importlib.util.find_spec("segaudit.engine._ckernels")
     if spec is None or spec.origin is None:
         raise ImportError(
-            "segaudit's compiled kernels (segaudit/_ckernels) are not built; "
+            "segaudit's compiled kernels (segaudit/engine/_ckernels) are not built; "
             "reinstall the package (pip install -e . in a checkout)."
         )
     return ctypes.CDLL(spec.origin)
@@ -81,7 +81,7 @@ class Summary(ctypes.Structure):
     for the softmin. When ``hist`` is set: the histogram of the scores' top 16 bits, up
     to bin ``hist_top`` (higher scores are not counted), and the records of the
     mispredicted pixels, ``found`` of them, in buffers as long as the batch (see
-    :data:`segaudit.engine.RECORD_FIELDS`).
+    :data:`segaudit.engine.stream.RECORD_FIELDS`).
     """
 
     _fields_ = [

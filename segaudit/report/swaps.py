@@ -372,7 +372,7 @@ def writing_into_run(run: Any, command: str, *, elsewhere: str = "") -> Iterator
     this command while a scan runs. The run must still be the one ``run`` was opened
     as. ``elsewhere`` names the option writing outside the run, for the read-only hint.
     """
-    from segaudit.rundir import run_lock
+    from segaudit.runs.rundir import run_lock
 
     path = Path(os.path.realpath(run.path))
     if not os.access(path, os.W_OK):
@@ -395,7 +395,7 @@ def writing_into_run(run: Any, command: str, *, elsewhere: str = "") -> Iterator
 
 def check_same_run(run: Any, command: str) -> None:
     """Refuse when the run at ``run.path`` is no longer the one ``run`` was opened as."""
-    from segaudit.rundir import open_run
+    from segaudit.runs.rundir import open_run
 
     try:
         now = open_run(run.path).summary

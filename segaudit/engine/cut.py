@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.engine import HIST_BINS, PassStats, Sink, score_bits, score_key_shift
+from segaudit.engine.stream import HIST_BINS, PassStats, Sink, score_bits, score_key_shift
 
 THRESHOLD_FLOOR = 2e-6
 COMPARISON_MARGIN = 1e-6

@@ -3,10 +3,10 @@
 - pixel score: p[given label], the probability of each pixel's given label;
 - ``softmin`` image score: sum_i s_i·w_i, w = softmax((1 - s)/T) over the image's
   scored pixels. No Confident Learning: :func:`softmin_pass` reads pred_probs once,
-  streaming, and only p[given label] of most pixels (see :mod:`segaudit.score_kernels`),
+  streaming, and only p[given label] of most pixels (see :mod:`segaudit.engine.score_kernels`),
   with flat memory;
 - ``num_pixel_issues`` image score: 1 - issue pixels / scored pixels, from a scan
-  (:func:`segaudit.scan.confident_learning`).
+  (:func:`segaudit.jobs.scan.confident_learning`).
 
 Deliberate extension of the reference: pixels with the ignore label are left out of
 the softmin and of the ``num_pixel_issues`` denominator (their pixel score is NaN). An
@@ -41,9 +41,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from segaudit import __version__, kernels, rundir, safetext, score_kernels
-from segaudit.chunkstore import ImageChunkedArray
-from segaudit.engine import (
+from segaudit import __version__, safetext
+from segaudit.engine import kernels, score_kernels
+from segaudit.engine.stream import (
     DEFAULT_MEMORY_BUDGET,
     WORKSPACE,
     Layout,
@@ -54,9 +54,7 @@ from segaudit.engine import (
     sum_tolerance,
 )
 from segaudit.errors import InvalidInputError, RunDirectoryError
-from segaudit.io import ArraySource, DatasetPaths, read_class_names
-from segaudit.progress import NullProgress, Progress
-from segaudit.scan import (
+from segaudit.jobs.scan import (
     Engine,
     Inputs,
     RunSink,
@@ -66,6 +64,10 @@ from segaudit.scan import (
     open_inputs,
     rank_images,
 )
+from segaudit.progress import NullProgress, Progress
+from segaudit.runs import rundir
+from segaudit.runs.chunkstore import ImageChunkedArray
+from segaudit.sources.stores import ArraySource, DatasetPaths, read_class_names
 
 METHODS = ("softmin", "num_pixel_issues")
 LOGITS_FIX = "these look like logits: apply a softmax first, or use `segaudit scan --logits`."
@@ -574,7 +576,7 @@ def score(
     inputs or parameters raises :class:`ScanMismatchError` unless ``replace``.
     ``pixel_scores`` always ends with ``pixel_scores.zarr`` in the run: a kept scan's
     own (the same values), else computed. ``allow_absent_chunks``: see
-    :func:`segaudit.scan.open_inputs`.
+    :func:`segaudit.jobs.scan.open_inputs`.
     """
     params, engine = params or Params(), engine or Engine()
     check_method(method)

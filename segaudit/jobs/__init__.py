@@ -1,0 +1,1 @@
+"""The jobs that wire the stages together: ``scan`` and ``score``."""

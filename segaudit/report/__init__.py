@@ -1,0 +1,1 @@
+"""What a reviewer reads: one module per output (swaps, pictures, evaluation)."""
