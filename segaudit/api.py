@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.engine.stream import DEFAULT_MEMORY_BUDGET, MemorySink, Params, default_workers
+from segaudit.engine.learning import CLResult, confident_learning
+from segaudit.engine.params import DEFAULT_MEMORY_BUDGET, Execution, Params
+from segaudit.engine.sinks import MemorySink
+from segaudit.engine.stream import default_workers
 from segaudit.errors import InvalidInputError
-from segaudit.jobs.scan import CLResult, Engine, confident_learning
-from segaudit.progress import NullProgress
+from segaudit.sources.dataset import Dataset
+from segaudit.sources.stacked import StackedLabels, StackedProbs
 from segaudit.sources.stores import ArraySource, as_array_argument
 
 
@@ -37,6 +40,13 @@ def as_source(array: Any, name: str) -> ArraySource:
 
 def _is_zarr_array(array: Any) -> bool:
     return type(array).__module__.split(".")[0] == "zarr" and hasattr(array, "metadata")
+
+
+def array_dataset(labels: Any, pred_probs: Any, channels_last: bool = False) -> Dataset:
+    """A caller's arrays, labels (N,H,W) and pred_probs (N,K,H,W), as a dataset."""
+    label_source = StackedLabels(as_source(labels, "labels"))
+    probs_source = StackedProbs(as_source(pred_probs, "pred_probs"), channels_last)
+    return Dataset(label_source, probs_source)
 
 
 def _count(value: Any, name: str) -> int | None:
@@ -79,14 +89,14 @@ def run_confident_learning(
 ) -> tuple[CLResult, MemorySink]:
     """Run steps 1–5 in memory; return the result and the per-pixel arrays."""
     params = Params(ignore_index, downsample, label_pooling, channels_last, logits, temperature)
-    label_source, probs_source = as_source(labels, "labels"), as_source(pred_probs, "pred_probs")
-    engine = Engine(
+    dataset = array_dataset(labels, pred_probs, channels_last)
+    execution = Execution(
         workers=_workers(n_jobs),
-        batch_size=_images_per_batch(batch_size, probs_source),
+        batch_size=_images_per_batch(batch_size, dataset.probs.source),
         memory_budget=memory_budget,
     )
     sink = MemorySink()
-    result = confident_learning(label_source, probs_source, params, sink, engine, NullProgress())
+    result = confident_learning(dataset, params, sink, execution)
     return result, sink
 
 
@@ -164,13 +174,11 @@ def get_label_quality_scores(
     """
     import warnings
 
-    from segaudit.engine.stream import check_inputs
+    from segaudit.engine.softmin import check_temperature, softmin_pass
     from segaudit.jobs.score import (
         UnscoredImagesWarning,
         check_method,
-        check_temperature,
         issue_scores,
-        softmin_pass,
         unscored_message,
     )
 
@@ -184,11 +192,11 @@ def get_label_quality_scores(
         channels_last=channels_last,
         temperature=temperature,
     )
-    label_source, probs_source = as_source(labels, "labels"), as_source(pred_probs, "pred_probs")
+    dataset = array_dataset(labels, pred_probs, channels_last)
     if method == "num_pixel_issues":
         result, sink = run_confident_learning(
-            label_source,
-            probs_source,
+            dataset.labels.source,
+            dataset.probs.source,
             batch_size=batch_size,
             downsample=downsample,
             ignore_index=ignore_index,
@@ -207,24 +215,14 @@ def get_label_quality_scores(
                 "softmin scores every pixel at full resolution.",
                 stacklevel=2,
             )
-        layout = check_inputs(
-            label_source.array,
-            probs_source.array,
-            params,
-            (str(label_source.path), str(probs_source.path)),
-        )
-        pixel_scores = np.empty(
-            (layout.num_images, layout.height, layout.width), layout.score_dtype
-        )
-        softmin = softmin_pass(
-            label_source,
-            probs_source,
-            params,
-            pixel_out=pixel_scores,
+        sink = MemorySink()
+        execution = Execution(
             workers=_workers(n_jobs),
-            batch_size=_images_per_batch(batch_size, probs_source),
+            batch_size=_images_per_batch(batch_size, dataset.probs.source),
         )
+        softmin = softmin_pass(dataset, params, pixel_sink=sink, execution=execution)
         image_scores, scored = softmin.scores, softmin.scored
+        pixel_scores = sink.get("pixel_scores")
     unscored = np.flatnonzero(scored == 0)
     if len(unscored):
         warnings.warn(unscored_message(unscored), UnscoredImagesWarning, stacklevel=2)

@@ -157,3 +157,29 @@ def well_posed_case(n, k, h, w, dtype, *, absent=(), downsample=1, seed=0):
             continue
         return labels, probs, naive
     raise AssertionError("no well-posed data found in 40 seeds")
+
+
+# Columns of a run's tables that name the files an image was read from: they differ
+# between two copies of one dataset, and nothing else in a run may.
+SOURCE_COLUMNS = {"images.csv": ("labels", "pred_probs", "photo"), "image_scores.csv": ("file",)}
+
+
+def run_file_bytes(run, file) -> bytes:
+    """A run file's bytes, with the columns naming source files blanked out."""
+    import csv
+    import io
+
+    data = file.read_bytes()
+    dropped = SOURCE_COLUMNS.get(file.name) if file.parent == run else None
+    if not dropped:
+        return data
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    for row in rows:
+        for column in dropped:
+            row[column] = ""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue().encode("utf-8")

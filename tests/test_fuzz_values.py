@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from helpers import run_file_bytes
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -142,7 +143,7 @@ def scan_outputs(folder: Path, labels: np.ndarray, probs: np.ndarray, flags: lis
     found = {"summary": summary}
     for file in sorted(run.rglob("*")):
         if file.is_file() and file.name != "summary.json":
-            found[str(file.relative_to(run))] = file.read_bytes()
+            found[str(file.relative_to(run))] = run_file_bytes(run, file)
     return 0, result.stderr, found
 
 

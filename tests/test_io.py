@@ -23,6 +23,7 @@ from segaudit.errors import (
     SegauditError,
     UnreadableStoreError,
 )
+from segaudit.sources import DatasetSpec, open_dataset
 from segaudit.sources import stores as io
 
 
@@ -221,36 +222,41 @@ def test_corrupt_zarr_chunks_fail_on_read(tmp_path, fmt):
         source.read(1, 2)
 
 
+def open_folder(path):
+    return open_dataset(DatasetSpec(dataset=path))
+
+
 def test_zarr_datasets_that_are_not_groups(tmp_path):
     zarr_store(tmp_path / "array.zarr", 3)
     with pytest.raises(InvalidInputError, match="single Zarr array, not a dataset"):
-        io.resolve_dataset(tmp_path / "array.zarr")
+        open_folder(tmp_path / "array.zarr")
     (tmp_path / "empty.zarr").mkdir()
     with pytest.raises(UnreadableStoreError, match="not a readable Zarr group"):
-        io.resolve_dataset(tmp_path / "empty.zarr")
+        open_folder(tmp_path / "empty.zarr")
     (tmp_path / "file.zarr").write_text("x")
     with pytest.raises(SegauditError):
-        io.resolve_dataset(tmp_path / "file.zarr")
+        open_folder(tmp_path / "file.zarr")
     (tmp_path / "plain").write_text("x")
     with pytest.raises(InvalidInputError, match="is a file, not a folder"):
-        io.resolve_dataset(tmp_path / "plain")
+        open_folder(tmp_path / "plain")
     # A plain folder whose name merely ends in .zarr is still a folder dataset.
     folder = tmp_path / "named.zarr"
     folder.mkdir()
     np.save(folder / "labels.npy", np.zeros((1, 2, 2), np.uint8))
     np.save(folder / "pred_probs.npy", np.full((1, 2, 2, 2), 0.5, np.float32))
-    assert io.resolve_dataset(folder).labels == folder / "labels.npy"
+    assert open_folder(folder).labels.path == folder / "labels.npy"
 
 
 def test_zarr_group_dataset_finds_its_arrays(tmp_path):
     group = zarr.open_group(str(tmp_path / "ds.zarr"), mode="w")
     group.create_array("labels", data=np.zeros((1, 2, 2), np.uint8))
     group.create_array("pred_probs", data=np.full((1, 2, 2, 2), 0.5, np.float32))
-    paths = io.resolve_dataset(tmp_path / "ds.zarr")
-    assert paths.labels == paths.pred_probs == tmp_path / "ds.zarr" and paths.images is None
-    assert io.open_store(paths.pred_probs, "pred_probs").shape == (1, 2, 2, 2)
+    dataset = open_folder(tmp_path / "ds.zarr")
+    assert dataset.labels.path == dataset.probs.path == tmp_path / "ds.zarr"
+    assert dataset.photos is None
+    assert dataset.probs.source.shape == (1, 2, 2, 2)
     with pytest.raises(InvalidInputError, match="without an array named 'images'"):
-        io.open_store(paths.labels, "images")
+        io.open_store(tmp_path / "ds.zarr", "images")
 
 
 def test_class_names_file_must_be_a_regular_text_file(tmp_path):

@@ -16,13 +16,13 @@ import pytest
 import zarr
 from cleanlab.segmentation.filter import find_label_issues as cleanlab_find_label_issues
 from cleanlab.segmentation.rank import get_label_quality_scores as cleanlab_scores
-from helpers import make_probs, naive_issues, softmax, well_posed_case
+from helpers import make_probs, naive_issues, run_file_bytes, softmax, well_posed_case
 from typer.testing import CliRunner
 
 import segaudit.jobs.scan
 from segaudit.api import as_source, find_label_issues, get_label_quality_scores, issues_from_scores
 from segaudit.cli import app
-from segaudit.engine.stream import Params
+from segaudit.engine.params import Params
 from segaudit.errors import InputChangedError, InvalidInputError, UnreadableStoreError
 from segaudit.sources import stores as io
 
@@ -58,7 +58,7 @@ def run_outputs(run: Path) -> dict[str, object]:
     found: dict[str, object] = {"summary": summary}
     for file in sorted(run.rglob("*")):
         if file.is_file() and file.name != "summary.json":
-            found[str(file.relative_to(run))] = file.read_bytes()
+            found[str(file.relative_to(run))] = run_file_bytes(run, file)
     return found
 
 
@@ -246,7 +246,7 @@ def test_an_unreadable_chunk_is_named_with_its_images(tmp_path, damage):
 def test_the_cli_names_an_unreadable_chunk(tmp_path, damage):
     data = tmp_path / "data"
     data.mkdir()
-    probs = softmax(np.random.default_rng(0).normal(size=(7, 3, 4, 6))).astype(np.float32)
+    probs = softmax(np.random.default_rng(0).normal(size=(7, 4, 4, 6))).astype(np.float32)
     np.save(data / "pred_probs.npy", probs)
     path = data / "labels.zarr"
     if damage == "folder":

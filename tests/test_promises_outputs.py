@@ -35,7 +35,7 @@ from segaudit.errors import RunDirectoryError
 from segaudit.report.render import display_issues, read_image_scores, render_run
 from segaudit.report.swaps import common_label_issues, filter_by_class, tally_issues
 from segaudit.runs import rundir
-from segaudit.runs.rundir import open_run
+from segaudit.runs.run import open_run
 
 runner = CliRunner()
 SEGAUDIT = [sys.executable, "-c", "from segaudit.cli import main; main()"]

@@ -29,10 +29,9 @@ import segaudit.jobs.scan
 from segaudit import safetext
 from segaudit.cli import app
 from segaudit.cli._common import raise_terminated
-from segaudit.engine.stream import Layout
-from segaudit.jobs import score as scoring
-from segaudit.jobs.scan import write_image_scores
+from segaudit.report.tables import score_rows, write_scan_scores, write_score_table
 from segaudit.runs import rundir
+from segaudit.runs.sink import ScratchImages
 
 runner = CliRunner()
 NAMES = ["road", "car", "sky", "tree"]
@@ -416,12 +415,16 @@ def test_a_full_disk_under_the_scratch_scores_is_one_sentence(data, tmp_path, mo
     assert tree_digest(run) == before and leftovers(tmp_path) == []
 
 
-def test_scratch_arrays_read_back_what_was_written_by_image_range(tmp_path):
-    array = segaudit.jobs.scan.ScratchArray(tmp_path / "s.raw", (5, 3, 2), np.float32)
-    values = np.arange(30, dtype=np.float32).reshape(5, 3, 2)
-    array[3:5] = values[3:5]
-    array[0:3] = values[0:3]
-    assert np.array_equal(array[0:5], values) and np.array_equal(array[2:4], values[2:4])
+def test_scratch_arrays_read_back_what_was_written_by_image(tmp_path):
+    sizes = np.array([[3, 2], [4, 5], [1, 1], [3, 2]])
+    array = ScratchImages(tmp_path / "s.raw", sizes, np.float32)
+    values = [
+        np.arange(h * w, dtype=np.float32).reshape(h, w) + i
+        for i, (h, w) in enumerate(sizes)
+    ]
+    for index in (3, 0, 2, 1):
+        array.write_image(index, values[index])
+    assert all(np.array_equal(array.read_image(i), values[i]) for i in range(4))
     array.close()
 
 
@@ -507,7 +510,10 @@ def test_image_ids_in_a_scans_csv_cannot_be_formulas(tmp_path):
     n = len(HOSTILE_IDS)
     scores = np.linspace(0.1, 0.9, n)  # image order is rank order
     path = tmp_path / "image_scores.csv"
-    write_image_scores(path, scores, np.zeros(n, np.int64), np.ones(n, np.int64), HOSTILE_IDS)
+    files = [f"labels/{i}.png" for i in range(n)]
+    write_scan_scores(
+        path, scores, np.zeros(n, np.int64), np.ones(n, np.int64), HOSTILE_IDS, files
+    )
     cells = read_ids(path)
     assert all(not cell.startswith(safetext.FORMULA_PREFIXES) for cell in cells)
     assert [safetext.from_csv_cell(cell) for cell in cells] == HOSTILE_IDS
@@ -515,12 +521,9 @@ def test_image_ids_in_a_scans_csv_cannot_be_formulas(tmp_path):
 
 def test_image_ids_in_a_scores_csv_cannot_be_formulas(tmp_path):
     n = len(HOSTILE_IDS)
-    layout = Layout(n, 2, 1, 1, np.dtype(np.float32))
-    result = scoring.ImageScores(
-        layout, "softmin", 0.1, np.linspace(0.1, 0.9, n), np.ones(n, np.int64)
-    )
     path = tmp_path / "image_scores.csv"
-    scoring.write_scores_csv(path, result, HOSTILE_IDS)
+    rows = score_rows(np.linspace(0.1, 0.9, n), HOSTILE_IDS)
+    write_score_table(path, rows, [f"labels/{i}.png" for i in range(n)])
     cells = read_ids(path)
     assert all(not cell.startswith(safetext.FORMULA_PREFIXES) for cell in cells)
     assert [safetext.from_csv_cell(cell) for cell in cells] == HOSTILE_IDS

@@ -24,7 +24,7 @@ from segaudit.report.render import (
     render_run,
     swap_heatmap,
 )
-from segaudit.runs.rundir import open_run
+from segaudit.runs.run import open_run
 
 IGNORE = 255
 NAMES = ["road", "car <&>", "sky", "tree"]

@@ -134,7 +134,7 @@ def test_scan_reads_pred_probs_exactly_once(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(ArraySource, "read", counting_read)
     assert invoke("scan", folder, "-o", tmp_path / "run", "-q", "--batch-size", "3").exit_code == 0
     probs_reads = sorted((a, b) for name, a, b in reads if name == "pred_probs.npy")
-    assert probs_reads == [(0, 3), (3, 4)]
+    assert probs_reads == [(i, i + 1) for i in range(len(probs))]  # each image once
 
 
 def test_gates_exit_one_when_exceeded(dataset, tmp_path):

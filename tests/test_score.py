@@ -234,12 +234,13 @@ def test_score_writes_a_complete_run(dataset, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [
         ".segaudit-run",
         "image_scores.csv",
+        "images.csv",
         "pixel_scores.zarr",
         "summary.json",
     ]
     image_scores, pixel_scores = get_label_quality_scores(labels, probs, temperature=0.2)
     rows = read_csv(run / "image_scores.csv")
-    assert list(rows[0]) == ["image", "id", "score", "rank"]
+    assert list(rows[0]) == ["image", "id", "score", "rank", "file"]
     order = np.lexsort((np.arange(6), image_scores))
     assert [int(r["image"]) for r in rows] == order.tolist()
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -253,16 +254,8 @@ def test_score_writes_a_complete_run(dataset, tmp_path):
     assert summary["inputs"]["pred_probs"]["shape"] == [6, 5, 16, 24]
 
 
-@pytest.mark.parametrize(
-    ("options", "batches"),
-    [
-        ((), [(i, i + 1) for i in range(6)]),  # a mapped .npy: one image's pages at a time
-        (("--batch-size", "4"), [(0, 4), (4, 6)]),  # the user's batch size still rules
-    ],
-)
-def test_softmin_maps_one_image_of_a_npy_at_a_time(
-    dataset, tmp_path, monkeypatch, options, batches
-):
+@pytest.mark.parametrize("options", [(), ("--batch-size", "4")])
+def test_softmin_maps_one_image_of_a_npy_at_a_time(dataset, tmp_path, monkeypatch, options):
     # The gather keeps only the pages it touches mapped until the batch is released, and
     # that depends on how many classes each image holds: one image per batch bounds it.
     from segaudit.sources.stores import ArraySource
@@ -279,7 +272,7 @@ def test_softmin_maps_one_image_of_a_npy_at_a_time(
     monkeypatch.setattr(ArraySource, "read", counting_read)
     run = tmp_path / "run"
     assert invoke("score", folder, "-o", run, "-q", "--workers", "1", *options).exit_code == 0
-    assert sorted(reads) == batches
+    assert sorted(reads) == [(i, i + 1) for i in range(6)]  # whatever the batch size
     image_scores, _ = get_label_quality_scores(labels, probs)
     rows = sorted(read_csv(run / "image_scores.csv"), key=lambda r: int(r["image"]))
     assert [float(r["score"]) for r in rows] == image_scores.tolist()
@@ -315,7 +308,9 @@ def test_num_pixel_issues_runs_a_scan_then_reuses_it(dataset, tmp_path):
     assert (run / "issues.zarr").exists() and not (run / "pixel_scores.zarr").exists()
     image_scores, _ = get_label_quality_scores(labels, probs, method="num_pixel_issues")
     rows = read_csv(run / "image_scores.csv")
-    assert list(rows[0]) == ["image", "id", "score", "rank", "issue_pixels", "scored_pixels"]
+    assert list(rows[0]) == [
+        "image", "id", "score", "rank", "issue_pixels", "scored_pixels", "file"
+    ]  # fmt: skip
     assert {int(r["image"]): float(r["score"]) for r in rows} == dict(enumerate(image_scores))
     again = invoke("score", folder, "-o", run, "--method", "num_pixel_issues", "--json")
     assert json.loads(again.stdout)["scores"]["scan"] == "kept"

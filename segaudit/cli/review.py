@@ -47,7 +47,7 @@ def _check_top(top: int) -> None:
 def _open(run: Path, class_: list[str] | None, exclude: list[str] | None) -> tuple[Any, list, list]:
     """The opened run and the class filters resolved to ids."""
     from segaudit.report.swaps import resolve_classes
-    from segaudit.runs.rundir import open_run
+    from segaudit.runs.run import open_run
 
     opened = open_run(run)
     names = opened.class_names

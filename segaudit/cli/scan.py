@@ -3,75 +3,39 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from segaudit.cli._common import console, err_console, make_progress, parse_size, user_errors
+from segaudit.cli._common import console, err_console, make_progress, user_errors
+from segaudit.cli._options import (
+    AbsentChunksOpt,
+    BatchOpt,
+    BudgetOpt,
+    ChannelsOpt,
+    DatasetArg,
+    IgnoreOpt,
+    ImagesOpt,
+    LabelMapOpt,
+    LabelsOpt,
+    LayoutOpt,
+    LogitsOpt,
+    ManifestOpt,
+    NamesOpt,
+    NormalizeOpt,
+    OutOpt,
+    Pooling,
+    ProbsOpt,
+    QuietOpt,
+    ResizeOpt,
+    SkipUnmatchedOpt,
+    SplitOpt,
+    WorkersOpt,
+    dataset_spec,
+    execution,
+)
 
-
-class Pooling(str, Enum):
-    mode = "mode"
-    mean = "mean"
-
-
-DatasetArg = Annotated[
-    Path | None,
-    typer.Argument(
-        help="Dataset folder holding labels.{npy,zarr}, pred_probs.{npy,zarr}, "
-        "optional images.{npy,zarr} and classes.txt (or a Zarr group with those arrays).",
-        show_default=False,
-    ),
-]
-OutOpt = Annotated[
-    Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
-]
-LabelsOpt = Annotated[
-    Path | None, typer.Option("--labels", help="Labels store (N,H,W); overrides DATASET.")
-]
-ProbsOpt = Annotated[
-    Path | None, typer.Option("--pred-probs", help="pred_probs store (N,K,H,W); overrides DATASET.")
-]
-ImagesOpt = Annotated[
-    Path | None, typer.Option("--images", help="Photos (N,H,W,3) uint8; overrides DATASET.")
-]
-NamesOpt = Annotated[
-    Path | None, typer.Option("--class-names", help="Text file, one class name per line.")
-]
-BatchOpt = Annotated[
-    int | None,
-    typer.Option("--batch-size", min=1, help="Images per batch (default: from --memory-budget)."),
-]
-BudgetOpt = Annotated[
-    str, typer.Option("--memory-budget", help="Memory for in-flight batches, e.g. 512M, 2G.")
-]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--workers", min=1, help="Batches processed at once on local cores (default: all)."
-    ),
-]
-IgnoreOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--ignore-index", help="Label value of unlabelled pixels (e.g. 255): never issues."
-    ),
-]
-ChannelsOpt = Annotated[bool, typer.Option("--channels-last", help="pred_probs is (N,H,W,K).")]
-LogitsOpt = Annotated[
-    bool, typer.Option("--logits", help="pred_probs holds logits: apply a softmax first.")
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
-AbsentChunksOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-absent-chunks",
-        help="Read absent Zarr chunks of pred_probs as the fill value instead of refusing "
-        "them (absent chunks of labels and images are always allowed, with a warning).",
-    ),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
 
@@ -83,6 +47,11 @@ def scan(
     pred_probs: ProbsOpt = None,
     images: ImagesOpt = None,
     class_names: NamesOpt = None,
+    manifest: ManifestOpt = None,
+    layout: LayoutOpt = None,
+    split: SplitOpt = None,
+    label_map: LabelMapOpt = None,
+    skip_unmatched: SkipUnmatchedOpt = False,
     downsample: Annotated[
         int,
         typer.Option(
@@ -100,6 +69,8 @@ def scan(
     ignore_index: IgnoreOpt = None,
     channels_last: ChannelsOpt = False,
     logits: LogitsOpt = False,
+    normalize: NormalizeOpt = False,
+    resize_probs: ResizeOpt = None,
     temperature: Annotated[
         float, typer.Option("--temperature", help="Softmin temperature of the image scores.")
     ] = 0.1,
@@ -127,24 +98,37 @@ def scan(
 ) -> None:
     """Flag mislabeled pixels with Confident Learning and rank images for review.
 
-    Reads pred_probs once, streaming, and writes RUN/: issues.zarr, pred_labels.zarr,
-    pixel_scores.zarr, labels.zarr, image_scores.csv and summary.json (last).
+    Reads pred_probs once, streaming, and writes RUN/: issues.zarr and issues/ID.png,
+    pred_labels.zarr, pixel_scores.zarr, labels.zarr, images.csv, image_scores.csv and
+    summary.json (last).
 
     Examples:
 
         segaudit scan sample_data -o runs/sample
 
+        segaudit scan ~/data/cityscapes --layout cityscapes --split val --pred-probs preds/ -o run
+
         segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
     """
-    from segaudit.engine.stream import Params, default_workers
+    from segaudit.engine.params import Params
     from segaudit.errors import InvalidInputError
-    from segaudit.jobs.scan import Engine
     from segaudit.jobs.scan import scan as run_scan
-    from segaudit.sources.stores import resolve_dataset
 
     _check_temperature(temperature)
-    paths = resolve_dataset(
-        dataset, labels=labels, pred_probs=pred_probs, images=images, class_names=class_names
+    spec = dataset_spec(
+        dataset,
+        labels=labels,
+        pred_probs=pred_probs,
+        images=images,
+        class_names=class_names,
+        manifest=manifest,
+        layout=layout,
+        split=split,
+        label_map=label_map,
+        skip_unmatched=skip_unmatched,
+        channels_last=channels_last,
+        ignore_index=ignore_index,
+        allow_absent_chunks=allow_absent_chunks,
     )
     params = Params(
         ignore_index=ignore_index,
@@ -153,23 +137,19 @@ def scan(
         channels_last=channels_last,
         logits=logits,
         temperature=temperature,
-    )
-    engine = Engine(
-        workers=workers or default_workers(),
-        batch_size=batch_size,
-        memory_budget=parse_size(memory_budget),
+        normalize=normalize,
+        resize_probs=resize_probs.value if resize_probs is not None else None,
     )
     if max_issue_fraction is not None and not 0 <= max_issue_fraction <= 1:
         raise InvalidInputError(
             f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}."
         )
     summary = run_scan(
-        paths,
+        spec,
         out,
         params,
-        engine=engine,
+        execution=execution(workers, batch_size, memory_budget),
         progress=make_progress(quiet or json_output),
-        allow_absent_chunks=allow_absent_chunks,
     )
     warn_absent_chunks(summary)
     if json_output:
@@ -185,10 +165,11 @@ def scan(
 
 def warn_absent_chunks(summary: dict[str, Any]) -> None:
     """A warning on stderr for each input read with absent Zarr chunks (even with --quiet)."""
-    from segaudit.jobs.scan import absent_chunk_warnings
+    from segaudit.jobs.scan import absent_chunk_warnings, skipped_warning
     from segaudit.safetext import markup
 
-    for warning in absent_chunk_warnings(summary):
+    warnings = absent_chunk_warnings(summary) + [w for w in [skipped_warning(summary)] if w]
+    for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {markup(warning)}", highlight=False)
 
 
@@ -218,6 +199,15 @@ def check_gates(
     return failures
 
 
+def image_sizes(data: dict[str, Any]) -> str:
+    """``× 512×1024``, or the range of sizes of a dataset whose images differ."""
+    if "height" in data:
+        return f"× {data['height']}×{data['width']}"
+    sizes = data.get("sizes") or {}
+    small, large = sizes.get("smallest", ["?", "?"]), sizes.get("largest", ["?", "?"])
+    return f"of {sizes.get('distinct', '?')} sizes ({small[0]}×{small[1]} to {large[0]}×{large[1]})"
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     """A readable account of a scan: totals, the classes involved, the worst images."""
     from rich.table import Table
@@ -227,7 +217,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     totals, classes = summary["totals"], summary["classes"]
     data = summary["dataset"]
     console.print(
-        f"[bold]segaudit scan[/] {data['num_images']} images × {data['height']}×{data['width']}, "
+        f"[bold]segaudit scan[/] {data['num_images']} images {image_sizes(data)}, "
         f"{data['num_classes']} classes → [bold]{markup(out)}[/]"
     )
     console.print(

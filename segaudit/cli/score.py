@@ -9,22 +9,32 @@ from typing import Annotated, Any
 
 import typer
 
-from segaudit.cli._common import console, err_console, make_progress, parse_size, user_errors
-from segaudit.cli.scan import (
+from segaudit.cli._common import console, err_console, make_progress, user_errors
+from segaudit.cli._options import (
     AbsentChunksOpt,
     BatchOpt,
     BudgetOpt,
     ChannelsOpt,
     DatasetArg,
+    ImagesOpt,
+    LabelMapOpt,
     LabelsOpt,
+    LayoutOpt,
+    ManifestOpt,
     NamesOpt,
+    NormalizeOpt,
     OutOpt,
     Pooling,
     ProbsOpt,
     QuietOpt,
+    ResizeOpt,
+    SkipUnmatchedOpt,
+    SplitOpt,
     WorkersOpt,
-    warn_absent_chunks,
+    dataset_spec,
+    execution,
 )
+from segaudit.cli.scan import image_sizes, warn_absent_chunks
 
 IgnoreOpt = Annotated[
     int | None,
@@ -49,7 +59,13 @@ def score(
     dataset: DatasetArg = None,
     labels: LabelsOpt = None,
     pred_probs: ProbsOpt = None,
+    images: ImagesOpt = None,
     class_names: NamesOpt = None,
+    manifest: ManifestOpt = None,
+    layout: LayoutOpt = None,
+    split: SplitOpt = None,
+    label_map: LabelMapOpt = None,
+    skip_unmatched: SkipUnmatchedOpt = False,
     method: Annotated[
         Method,
         typer.Option(
@@ -76,6 +92,8 @@ def score(
     top: Annotated[int, typer.Option("--top", min=1, help="Worst images shown.")] = 10,
     ignore_index: IgnoreOpt = None,
     channels_last: ChannelsOpt = False,
+    normalize: NormalizeOpt = False,
+    resize_probs: ResizeOpt = None,
     downsample: Annotated[
         int,
         typer.Option("--downsample", min=1, help="num_pixel_issues: scan on d×d blocks."),
@@ -112,36 +130,45 @@ def score(
 
         segaudit score data/ -o runs/nightly --method num_pixel_issues --ignore-index 255
     """
-    from segaudit.engine.stream import Params, default_workers
-    from segaudit.jobs.scan import Engine
-    from segaudit.jobs.score import check_temperature, unscored_message
+    from segaudit.engine.params import Params
+    from segaudit.engine.softmin import check_temperature
     from segaudit.jobs.score import score as run_score
-    from segaudit.sources.stores import resolve_dataset
+    from segaudit.jobs.score import unscored_message
 
     check_temperature(temperature)
-    paths = resolve_dataset(dataset, labels=labels, pred_probs=pred_probs, class_names=class_names)
+    spec = dataset_spec(
+        dataset,
+        labels=labels,
+        pred_probs=pred_probs,
+        images=images,
+        class_names=class_names,
+        manifest=manifest,
+        layout=layout,
+        split=split,
+        label_map=label_map,
+        skip_unmatched=skip_unmatched,
+        channels_last=channels_last,
+        ignore_index=ignore_index,
+        allow_absent_chunks=allow_absent_chunks,
+    )
     params = Params(
         ignore_index=ignore_index,
         downsample=downsample,
         label_pooling=label_pooling.value,
         channels_last=channels_last,
         temperature=temperature,
-    )
-    engine = Engine(
-        workers=workers or default_workers(),
-        batch_size=batch_size,
-        memory_budget=parse_size(memory_budget),
+        normalize=normalize,
+        resize_probs=resize_probs.value if resize_probs is not None else None,
     )
     summary, result = run_score(
-        paths,
+        spec,
         out,
         params,
         method=method.value,
-        engine=engine,
+        execution=execution(workers, batch_size, memory_budget),
         pixel_scores=pixel_scores,
         replace=replace,
         progress=make_progress(quiet or json_output),
-        allow_absent_chunks=allow_absent_chunks,
     )
     warn_absent_chunks(summary)
     if len(result.unscored):
@@ -156,9 +183,7 @@ def score(
 
 
 def _worst(result: Any, top: int) -> list[dict[str, Any]]:
-    from segaudit.jobs.score import worst_rows
-
-    rows = worst_rows(result, top)
+    rows = result.rows(top)
     for row in rows:  # JSON has no NaN: an image without scored pixels shows null
         row["score"] = None if row["score"] != row["score"] else row["score"]
     return rows
@@ -183,8 +208,8 @@ def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         how += f" (temperature {block['temperature']:g})"
     scan = _SCAN_NOTES.get((block["scan"], block["method"]), "")
     console.print(
-        f"[bold]segaudit score[/] {data['num_images']} images × {data['height']}×"
-        f"{data['width']}, {data['num_classes']} classes, {how} → [bold]{markup(out)}[/]; "
+        f"[bold]segaudit score[/] {data['num_images']} images {image_sizes(data)}, "
+        f"{data['num_classes']} classes, {how} → [bold]{markup(out)}[/]; "
         f"{summary['timing']['seconds']:.2f} s{scan}"
     )
     table = Table(

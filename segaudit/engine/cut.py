@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.engine.stream import HIST_BINS, PassStats, Sink, score_bits, score_key_shift
+from segaudit.engine.params import HIST_BINS
+from segaudit.engine.pixels import score_bits, score_key_shift
+from segaudit.engine.sinks import Sink
+from segaudit.engine.stream import PassStats
 
 THRESHOLD_FLOOR = 2e-6
 COMPARISON_MARGIN = 1e-6
@@ -82,7 +85,7 @@ def find_cut(
     if m == 0:
         return Cut(0, 0, None, 0)
     hist, need = stats.s_hist, m
-    score_dtype = np.dtype(stats.layout.score_dtype)
+    score_dtype = np.dtype(stats.extent.score_dtype)
     shift = score_key_shift(score_dtype)
     prefix = 0
     while True:
@@ -136,12 +139,11 @@ def write_issues(
     stats: PassStats,
     cut: Cut,
     sink: Sink,
-    downsample: int,
     ignore: int | None,
     progress: Any = None,
     workers: int = 1,
 ) -> IssueCounts:
-    """Cross-check candidates at full resolution and write the ``issues`` array.
+    """Cross-check candidates at full resolution and write each image's ``issues``.
 
     Issues are candidates whose prediction differs from the given label, so at full
     resolution, with no ties at the cut to share out, they come straight from the
@@ -149,28 +151,27 @@ def write_issues(
     are read back. Batches run on ``workers`` threads, except when ties at the cut
     must be shared out in flat order; then they run in image order.
     """
-    layout = stats.layout
-    k = layout.num_classes
+    extent = stats.extent
+    k = extent.num_classes
     counts = IssueCounts(
-        np.zeros(layout.num_images, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
+        np.zeros(extent.num_images, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
     )
+    from_records = stats.downsample == 1 and cut.ties is None
 
     def one_batch(bounds: tuple[int, int], tie_offset: int) -> tuple[int, int, np.ndarray, int]:
         lo, hi = bounds
-        if downsample == 1 and cut.ties is None:
-            issues, labels, pred, per_image = _issues_from_records(sink, lo, hi, cut, layout.pixels)
+        if from_records:
+            masks = _issues_from_records(sink, lo, hi, cut, extent.sizes)
             used = 0
         else:
-            issues, labels, pred, used = _batch_issues(
-                sink, lo, hi, cut, tie_offset, downsample, ignore
-            )
-            labels, pred = labels[issues], pred[issues]
-            per_image = issues.reshape(hi - lo, -1).sum(axis=1)
-        sink.get("issues")[lo:hi] = issues.reshape(hi - lo, layout.height, layout.width)
-        counts.per_image[lo:hi] = per_image
-        given = np.bincount(labels.astype(np.intp), minlength=k)[:k]
-        predicted = np.bincount(pred.astype(np.intp), minlength=k)[:k]
-        return lo, hi, np.stack([given, predicted]), used
+            masks, used = _read_back_issues(sink, stats, lo, hi, cut, tie_offset, ignore)
+        by_class = np.zeros((2, k), np.int64)
+        for index, (mask, given, predicted) in zip(range(lo, hi), masks, strict=True):
+            sink.write("issues", index, mask)
+            counts.per_image[index] = len(given)
+            by_class[0] += np.bincount(given.astype(np.intp), minlength=k)[:k]
+            by_class[1] += np.bincount(predicted.astype(np.intp), minlength=k)[:k]
+        return lo, hi, by_class, used
 
     def fold(result: tuple[int, int, np.ndarray, int]) -> int:
         lo, hi, by_class, used = result
@@ -191,38 +192,60 @@ def write_issues(
     return counts
 
 
+# One image's issue mask (H, W), and the given and predicted classes of its issue pixels.
+ImageIssues = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def _issues_from_records(
-    sink: Sink, lo: int, hi: int, cut: Cut, pixels: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Issue mask (flat) of images lo:hi from their mispredicted pixels' records, the
-    given and predicted classes of its pixels, and its count per image. Only valid at
-    full resolution with no ties at the cut (every record with a key up to the cut's is
-    an issue)."""
-    issues = np.zeros((hi - lo) * pixels, bool)
+    sink: Sink, lo: int, hi: int, cut: Cut, sizes: np.ndarray
+) -> list[ImageIssues]:
+    """Issue masks of images lo:hi from their mispredicted pixels' records. Only valid
+    at full resolution with no ties at the cut (every record with a key up to the cut's
+    is an issue)."""
     records = sink.records(lo, ("index", "s", "pred", "label"))
     if cut.count == 0:
         chosen = np.zeros(len(records["s"]), bool)
     else:
         chosen = (score_bits(records["s"]) >> cut.shift) <= cut.key
     index = records["index"][chosen]
-    issues[index] = True
-    per_image = np.bincount(index // pixels, minlength=hi - lo)
-    return issues, records["label"][chosen], records["pred"][chosen], per_image
+    given, predicted = records["label"][chosen], records["pred"][chosen]
+    pixels = sizes[lo:hi, 0] * sizes[lo:hi, 1]
+    starts = np.concatenate([[0], np.cumsum(pixels)])
+    image_of = np.searchsorted(starts, index, side="right") - 1
+    bounds = np.searchsorted(image_of, np.arange(hi - lo + 1))
+    masks = []
+    for row in range(hi - lo):
+        mask = np.zeros(int(pixels[row]), bool)
+        part = slice(bounds[row], bounds[row + 1])
+        mask[index[part] - starts[row]] = True
+        masks.append((mask.reshape(sizes[lo + row]), given[part], predicted[part]))
+    return masks
 
 
-def _batch_issues(
-    sink: Sink, lo: int, hi: int, cut: Cut, tie_offset: int, downsample: int, ignore: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Issue mask of images lo:hi: candidates (expanded to full resolution) whose
-    full-resolution prediction differs from the given label; also the labels and
-    predictions read, and the ties used."""
-    scores_name = "pixel_scores" if downsample == 1 else "cl_scores"
-    candidate, used = cut.candidates(np.asarray(sink.get(scores_name)[lo:hi]), tie_offset)
-    if downsample != 1:
-        candidate = candidate.repeat(downsample, axis=1).repeat(downsample, axis=2)
-    labels = np.asarray(sink.get("labels")[lo:hi])
-    pred = np.asarray(sink.get("pred_labels")[lo:hi])
-    issues = candidate & (pred != labels)
-    if ignore is not None:
-        issues &= labels != ignore
-    return issues, labels, pred, used
+def _read_back_issues(
+    sink: Sink,
+    stats: PassStats,
+    lo: int,
+    hi: int,
+    cut: Cut,
+    tie_offset: int,
+    ignore: int | None,
+) -> tuple[list[ImageIssues], int]:
+    """Issue masks of images lo:hi, image by image in flat order: candidates (expanded
+    to full resolution) whose full-resolution prediction differs from the given label;
+    and how many ties at the cut they used."""
+    d = stats.downsample
+    scores_name = "pixel_scores" if d == 1 else "cl_scores"
+    masks, used = [], 0
+    for index in range(lo, hi):
+        candidate, ties = cut.candidates(sink.read(scores_name, index), tie_offset + used)
+        used += ties
+        if d != 1:
+            candidate = candidate.repeat(d, axis=0).repeat(d, axis=1)
+        labels = np.asarray(sink.read("labels", index))
+        pred = np.asarray(sink.read("pred_labels", index))
+        issues = candidate & (pred != labels)
+        if ignore is not None:
+            issues &= labels != ignore
+        masks.append((issues, labels[issues], pred[issues]))
+    return masks, used

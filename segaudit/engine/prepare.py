@@ -17,7 +17,11 @@ sum.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from segaudit.errors import InvalidInputError
 
 RESIZE_METHODS = ("bilinear",)
 
@@ -54,3 +58,59 @@ def normalize_rows(probs: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         work /= work.sum(axis=0, keepdims=True)
     return work
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the class axis (0) of (K, H, W) logits, with the usual max shift."""
+    work = logits.astype(np.float64 if logits.dtype == np.float64 else np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits: the kernel says so
+        work -= work.max(axis=0, keepdims=True)
+        np.exp(work, out=work)
+        work /= work.sum(axis=0, keepdims=True)
+    return work
+
+
+def prepare_probs(
+    raw: np.ndarray,
+    size: tuple[int, int],
+    *,
+    channels_last: bool = False,
+    logits: bool = False,
+    normalize: bool = False,
+    resize: str | None = None,
+    where: str = "pred_probs",
+) -> np.ndarray:
+    """One image's predictions as stored -> (K, H, W) probabilities the kernel reads.
+
+    In order: classes moved to the front (``channels_last``), upsampled to the mask's
+    ``size`` (``resize``; on logits when ``logits``), softmax (``logits``), rows divided by
+    their sums (``normalize``). Without any of them the stored array is used as it is (a
+    view of the memory map). Sizes that differ from the mask's are refused naming the
+    file and the option that fixes them.
+    """
+    probs = raw.transpose(2, 0, 1) if channels_last else raw
+    height, width = size
+    if probs.shape[1:] != (height, width):
+        probs = _fit_size(probs, height, width, resize, where)
+    if logits:
+        probs = softmax(probs)
+    if normalize:
+        probs = normalize_rows(probs)
+    return np.ascontiguousarray(probs)
+
+
+def _fit_size(probs: np.ndarray, height: int, width: int, resize: str | None, where: str) -> Any:
+    h, w = probs.shape[1:]
+    smaller = h <= height and w <= width
+    if resize is not None and smaller:
+        return resize_bilinear(probs, height, width)
+    if smaller:
+        raise InvalidInputError(
+            f"{where} is {h}×{w} but its mask is {height}×{width}; if the model predicts at "
+            "a lower resolution, pass --resize-probs bilinear to upsample its predictions "
+            "as its own post-processing would."
+        )
+    raise InvalidInputError(
+        f"{where} is {h}×{w} but its mask is {height}×{width}; each image's predictions "
+        "must cover its mask pixel for pixel."
+    )

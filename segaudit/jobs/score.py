@@ -1,82 +1,61 @@
 """Image and pixel label-quality scores that rank images for review.
 
-- pixel score: p[given label], the probability of each pixel's given label;
-- ``softmin`` image score: sum_i s_i·w_i, w = softmax((1 - s)/T) over the image's
-  scored pixels. No Confident Learning: :func:`softmin_pass` reads pred_probs once,
-  streaming, and only p[given label] of most pixels (see :mod:`segaudit.engine.score_kernels`),
-  with flat memory;
-- ``num_pixel_issues`` image score: 1 - issue pixels / scored pixels, from a scan
-  (:func:`segaudit.jobs.scan.confident_learning`).
+- ``softmin`` (:mod:`segaudit.engine.softmin`): sum_i s_i·w_i, w = softmax((1 - s)/T)
+  over each image's scored pixels, s = p[given label]; one read of p[given label], no
+  Confident Learning;
+- ``num_pixel_issues``: 1 - issue pixels / scored pixels, from a scan
+  (:func:`segaudit.engine.learning.confident_learning`).
 
 Deliberate extension of the reference: pixels with the ignore label are left out of
 the softmin and of the ``num_pixel_issues`` denominator (their pixel score is NaN). An
 image without any scored pixel gets the score NaN and ranks last.
 
-What softmin validates: every label (0..K-1 or the ignore value), every probability it
-reads (p[given label]: finite, 0..1), and whole rows (finite, non-negative, summing
-to 1) on the first pixel row of every image, which catches logits and unnormalised
-outputs. Unlike ``segaudit scan`` it does not look at the other classes of the other
-rows, which do not enter the scores.
-
-:func:`score` writes a run directory: ``image_scores.csv``, optionally
-``pixel_scores.zarr``, and ``summary.json`` last. When the run directory already
-holds a scan (``issues.zarr``) of the same inputs and parameters, that scan is kept
-and ``num_pixel_issues`` reuses it instead of recomputing; a scan of other inputs or
-parameters is never discarded silently (:class:`ScanMismatchError` unless ``replace``).
+:func:`score` writes a run directory: ``image_scores.csv``, ``images.csv``, optionally
+``pixel_scores.zarr``, and ``summary.json`` last. When the run directory already holds
+a scan (``issues.zarr``) of the same inputs, class names and parameters, that scan is
+kept and ``num_pixel_issues`` reuses it instead of recomputing; a scan of other inputs
+or parameters is never discarded silently (:class:`ScanMismatchError` unless
+``replace``).
 """
 
 from __future__ import annotations
 
-import csv
-import math
+import dataclasses
 import os
 import shutil
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from segaudit import __version__, safetext
-from segaudit.engine import kernels, score_kernels
-from segaudit.engine.stream import (
-    DEFAULT_MEMORY_BUDGET,
-    WORKSPACE,
-    Layout,
-    Params,
-    check_inputs,
-    describe_problems,
-    plan_batches,
-    sum_tolerance,
-)
+from segaudit.engine.learning import confident_learning
+from segaudit.engine.params import Execution, Extent, Params
+from segaudit.engine.softmin import check_temperature, softmin_pass
 from segaudit.errors import InvalidInputError, RunDirectoryError
-from segaudit.jobs.scan import (
-    Engine,
-    Inputs,
-    RunSink,
-    build_summary,
-    confident_learning,
-    describe_dataset,
-    open_inputs,
-    rank_images,
-)
+from segaudit.jobs.scan import build_summary, describe_dataset, image_table, params_for
 from segaudit.progress import NullProgress, Progress
+from segaudit.report.tables import rank_images, score_rows, write_score_table
 from segaudit.runs import rundir
-from segaudit.runs.chunkstore import ImageChunkedArray
-from segaudit.sources.stores import ArraySource, DatasetPaths, read_class_names
+from segaudit.runs.images import IMAGES_TABLE, write_images_table
+from segaudit.runs.run import Run, is_complete_run, open_run
+from segaudit.runs.sink import RunSink
+from segaudit.sources import Dataset, DatasetSpec, open_dataset
 
 METHODS = ("softmin", "num_pixel_issues")
-LOGITS_FIX = "these look like logits: apply a softmax first, or use `segaudit scan --logits`."
-SCORE_COLUMNS = ("image", "id", "score", "rank")
-ISSUE_COLUMNS = ("issue_pixels", "scored_pixels")
 # Parameters that change a scan's issue mask; a kept scan must agree on all of them.
-SCAN_PARAMETERS = ("ignore_index", "downsample", "label_pooling", "channels_last", "logits")
-
-T = TypeVar("T")
+SCAN_PARAMETERS = (
+    "ignore_index",
+    "downsample",
+    "label_pooling",
+    "channels_last",
+    "logits",
+    "normalize",
+    "resize_probs",
+)
 
 
 class ScanMismatchError(RunDirectoryError):
@@ -94,24 +73,12 @@ def check_method(method: str) -> None:
         )
 
 
-def check_temperature(temperature: float) -> None:
-    """The softmin temperature must be a positive finite number."""
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise InvalidInputError(
-            f"temperature must be a positive finite number, got {temperature}; "
-            "try 0.1 (lower values approach the worst pixel's score)."
-        )
-
-
 @dataclass
 class ImageScores:
     """Per-image results, in image order."""
 
-    layout: Layout
+    extent: Extent
+    ids: list[str]
     method: str
     temperature: float
     scores: np.ndarray  # (N,) float64; NaN where no pixel was scored
@@ -126,6 +93,10 @@ class ImageScores:
     def order(self) -> np.ndarray:
         """Images worst first: ascending score, ties by index, NaN last."""
         return rank_images(self.scores)
+
+    def rows(self, top: int | None = None) -> list[dict[str, Any]]:
+        """The ``top`` worst images (all when None) as table rows."""
+        return score_rows(self.scores, self.ids, top, self.issues, self.scored)
 
 
 def issue_scores(issues: np.ndarray, scored: np.ndarray) -> np.ndarray:
@@ -143,231 +114,24 @@ def unscored_message(unscored: np.ndarray) -> str:
     )
 
 
-# -- softmin: one streaming read of p[given label] --------------------------------------
-
-
-def gathers_from_mapped_planes(probs: ArraySource, params: Params) -> bool:
-    """Whether softmin reads a memory-mapped file's class planes in place.
-
-    Then a batch costs memory only for the pages its gather touches, which depends on
-    how many classes each image holds; those pages stay mapped until the batch is
-    released. One image per batch keeps that to one image's pages (about 80 MB peak on
-    60×19×512×1024 instead of 290, flat as N grows) for about 5% more time.
-    """
-    return probs.kind == "npy" and not params.channels_last
-
-
-def softmin_pass(
-    labels: ArraySource,
-    probs: ArraySource,
-    params: Params,
-    *,
-    pixel_out: Any = None,
-    workers: int = 1,
-    batch_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    progress: Progress | None = None,
-) -> ImageScores:
-    """Softmin image scores; pixel scores go to ``pixel_out`` (N,H,W) when given.
-
-    ``pixel_out`` is any array supporting slice assignment (numpy, Zarr); a numpy
-    array is filled in place without a copy. Malformed input raises
-    :class:`~segaudit.errors.InvalidInputError` naming the file and the first pixel.
-    """
-    if params.logits:
-        raise InvalidInputError(
-            "softmin scores read probabilities, not logits; convert them with a softmax "
-            "or use `segaudit scan --logits`."
-        )
-    check_temperature(params.temperature)
-    progress = progress or NullProgress()
-    names = (str(labels.path), str(probs.path))
-    layout = check_inputs(labels.array, probs.array, params, names)
-    result = ImageScores(
-        layout,
-        "softmin",
-        float(params.temperature),
-        np.empty(layout.num_images),
-        np.empty(layout.num_images, np.int64),
-    )
-    if batch_size is None and gathers_from_mapped_planes(probs, params):
-        batch_size = 1
-    batches = plan_batches(
-        layout.num_images, layout.image_bytes, workers, batch_size, memory_budget
-    )
-
-    def work(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
-        lo, hi = bounds
-        # Class planes: the gather touches only the pages of each pixel's given class, so
-        # mapping the whole batch up front would cost more than it saves.
-        label_batch = labels.read(lo, hi)
-        prob_batch = probs.read(lo, hi, populate=params.channels_last)
-        try:
-            check_rows(lo, label_batch, prob_batch, params, layout, names)
-            view = _rows_view(pixel_out, lo, hi, layout)
-            scores, scored, rows = score_batch(
-                lo, label_batch, prob_batch, params, layout, names, view
-            )
-            if pixel_out is not None and view is None:
-                pixel_out[lo:hi] = rows.reshape(hi - lo, layout.height, layout.width)
-            return lo, scores, scored
-        finally:
-            labels.release(label_batch)
-            probs.release(prob_batch)
-
-    def fold(done: tuple[int, np.ndarray, np.ndarray]) -> None:
-        lo, scores, scored = done
-        result.scores[lo : lo + len(scores)] = scores
-        result.scored[lo : lo + len(scores)] = scored
-        progress.advance(len(scores))
-
-    progress.start("scoring images", layout.num_images)
-    run_in_order(batches, work, fold, workers)
-    progress.finish()
-    return result
-
-
-def _rows_view(pixel_out: Any, lo: int, hi: int, layout: Layout) -> np.ndarray | None:
-    """A (b, P) view into a numpy ``pixel_out`` of the right dtype, else None."""
-    if (
-        isinstance(pixel_out, np.ndarray)
-        and pixel_out.flags.c_contiguous
-        and pixel_out.dtype == layout.score_dtype
-    ):
-        return pixel_out[lo:hi].reshape(hi - lo, layout.pixels)
-    return None
-
-
-def score_batch(
-    start: int,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    params: Params,
-    layout: Layout,
-    names: tuple[str, str],
-    rows: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Softmin scores, scored-pixel counts and pixel scores (b, P) of images ``start:start+b``.
-
-    Pixel scores are written into ``rows`` when given (a view into the caller's output),
-    else into a per-thread buffer that the thread's next batch reuses.
-    """
-    b = labels.shape[0]
-    k, p = layout.num_classes, layout.pixels
-    flat_labels = labels.reshape(b, p)
-    if rows is None:  # this thread's buffer, reused from batch to batch
-        rows = WORKSPACE.get("score-s", (b, p), layout.score_dtype)
-    strides = (1, k) if params.channels_last else (p, 1)
-    ignore = params.ignore_index
-    scores, scored = np.empty(b), np.empty(b, np.int64)
-    problems = np.zeros((score_kernels.PROBLEM_KINDS, 2), np.int64)
-    common = (
-        flat_labels,
-        k,
-        *strides,
-        int(ignore or 0),
-        ignore is not None,
-        float(params.temperature),
-        sum_tolerance(k, probs.dtype),
-        rows,
-        scores,
-        scored,
-        problems,
-    )
-    score_kernels.softmin(probs.reshape(b, -1), *common)
-    message = describe_problems(
-        problems,
-        start,
-        layout,
-        names,
-        flat_labels,
-        sum_problem="has probabilities above 1",
-        logits_fix=LOGITS_FIX,
-    )
-    if message is not None:
-        raise InvalidInputError(message)
-    return scores, scored, rows
-
-
-def check_rows(
-    start: int,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    params: Params,
-    layout: Layout,
-    names: tuple[str, str],
-) -> None:
-    """Whole-row checks (finite, non-negative, sum to 1) on each image's first pixel row."""
-    first = probs[:, 0].transpose(0, 2, 1) if params.channels_last else probs[:, :, 0]
-    first = first.astype(np.float32 if probs.dtype == np.float16 else probs.dtype)  # (b,K,W)
-    with np.errstate(invalid="ignore"):  # NaN and infinities are reported below, not warned
-        totals, low = first.sum(axis=1), first.min(axis=1)
-        bad = {
-            kernels.NONFINITE: ~np.isfinite(totals),
-            kernels.NEGATIVE: low < 0,
-            kernels.BAD_SUM: np.abs(totals - 1) > sum_tolerance(layout.num_classes, probs.dtype),
-        }
-    problems = np.zeros((kernels.PROBLEM_KINDS, 2), np.int64)
-    for kind, mask in bad.items():
-        where = np.flatnonzero(mask)
-        if where.size:
-            problems[kind] = (where.size, where[0])
-    message = describe_problems(
-        problems,
-        start,
-        layout,
-        names,
-        labels[:, 0],
-        pixels_per_image=layout.width,
-        logits_fix=LOGITS_FIX,
-    )
-    if message is not None:
-        raise InvalidInputError(message)
-
-
-def run_in_order(
-    batches: Iterable[tuple[int, int]],
-    work: Callable[[tuple[int, int]], T],
-    fold: Callable[[T], None],
-    workers: int,
-) -> None:
-    """``work`` on local threads (at most ``workers`` in flight); ``fold`` in batch order."""
-    workers = max(1, workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[T]] = deque()
-        try:
-            for bounds in batches:
-                pending.append(pool.submit(work, bounds))
-                if len(pending) >= workers:
-                    fold(pending.popleft().result())
-            while pending:
-                fold(pending.popleft().result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-
-
 # -- num_pixel_issues: from a scan ------------------------------------------------------
 
 
 def counts_from_run(
-    run: rundir.Run, ignore: int | None, progress: Progress | None = None
+    run: Run, ignore: int | None, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Issue pixels and scored pixels per image, read from a run's arrays."""
+    """Issue pixels and scored pixels per image, read from a run's arrays image by image."""
     progress = progress or NullProgress()
-    issues_array, labels_array = run.array("issues"), run.array("labels")
-    n = int(issues_array.shape[0])
-    per_image = max(1, int(np.prod(issues_array.shape[1:])))
-    step = max(1, (64 * 2**20) // per_image)
+    n = run.num_images
     issues, scored = np.empty(n, np.int64), np.empty(n, np.int64)
     progress.start("reading the scan", n)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        issues[lo:hi] = np.asarray(issues_array[lo:hi]).reshape(hi - lo, -1).sum(axis=1)
-        labels = np.asarray(labels_array[lo:hi]).reshape(hi - lo, -1)
-        scored[lo:hi] = per_image if ignore is None else (labels != ignore).sum(axis=1)
-        progress.advance(hi - lo)
+    for index in range(n):
+        issues[index] = int(np.count_nonzero(run.read("issues", index)))
+        if ignore is None:
+            scored[index] = run.images.pixels(index)
+        else:
+            scored[index] = int(np.count_nonzero(run.read("labels", index) != ignore))
+        progress.advance()
     progress.finish()
     return issues, scored
 
@@ -378,16 +142,16 @@ def kept_scan(
     names: list[str],
     params: Params,
     replace: bool,
-) -> rundir.Run | None:
+) -> Run | None:
     """The complete scan in ``run`` if it was made from these very inputs, class names
     and parameters.
 
     None when ``run`` holds no scan (or only scores), or when it holds another scan
     and ``replace`` is set; :class:`ScanMismatchError` when it holds another scan.
     """
-    if not (rundir.is_complete_run(run) and rundir.array_path(run, "issues").exists()):
+    if not (is_complete_run(run) and rundir.array_path(run, "issues").exists()):
         return None
-    opened = rundir.open_run(run)
+    opened = open_run(run)
     difference = scan_difference(opened.summary, inputs, names, params)
     if difference is None:
         return opened
@@ -423,7 +187,7 @@ def scan_difference(
     if stored_names != list(names):
         return f"other class names ({_names_change(stored_names, list(names))})"
     stored_params = summary.get("parameters") or {}
-    wanted = asdict(params)
+    wanted = dataclasses.asdict(params)
     for key in SCAN_PARAMETERS:
         if stored_params.get(key) != wanted[key]:
             return f"other parameters ({key} was {stored_params.get(key)!r}, now {wanted[key]!r})"
@@ -463,40 +227,6 @@ def link_tree(source: Path, target: Path, skip: Iterable[str]) -> None:
 # -- the run directory -----------------------------------------------------------------
 
 
-def write_scores_csv(path: Path, result: ImageScores, ids: list[str] | None = None) -> None:
-    """``image_scores.csv``: image, id, score, rank (+ issue and scored pixels), worst first."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        extra = ISSUE_COLUMNS if result.issues is not None else ()
-        writer.writerow((*SCORE_COLUMNS, *extra))
-        for row in worst_rows(result, None, ids):
-            row["id"] = safetext.csv_cell(row["id"])
-            writer.writerow([_csv_value(row[column]) for column in (*SCORE_COLUMNS, *extra)])
-
-
-def worst_rows(
-    result: ImageScores, top: int | None, ids: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """The ``top`` worst images (all when None) as rows of the scores table."""
-    rows = []
-    for rank, image in enumerate(result.order()[:top].tolist(), start=1):
-        row: dict[str, Any] = {
-            "image": image,
-            "id": ids[image] if ids else str(image),
-            "score": float(result.scores[image]),
-            "rank": rank,
-        }
-        if result.issues is not None:
-            row["issue_pixels"] = int(result.issues[image])
-            row["scored_pixels"] = int(result.scored[image])
-        rows.append(row)
-    return rows
-
-
-def _csv_value(value: Any) -> Any:
-    return "nan" if isinstance(value, float) and math.isnan(value) else value
-
-
 def median(values: np.ndarray) -> float:
     """Median of a non-empty float array without NaN (np.median imports numpy.ma: 20 ms)."""
     ordered = np.sort(values)
@@ -510,12 +240,12 @@ def score_summary(
     result: ImageScores, base: dict[str, Any] | None, info: dict[str, Any]
 ) -> dict[str, Any]:
     """``summary.json`` of a score run; ``base`` is the summary of a scan kept in it."""
-    layout = result.layout
+    extent = result.extent
     scores = result.scores[~np.isnan(result.scores)]
     block = {
         "method": result.method,
         "temperature": result.temperature,
-        "images": layout.num_images,
+        "images": extent.num_images,
         "images_without_scored_pixels": int(len(result.unscored)),
         "min": float(scores.min()) if scores.size else None,
         "median": median(scores) if scores.size else None,
@@ -524,15 +254,15 @@ def score_summary(
         "scan": info["scan"],
     }
     parameters = {
-        **asdict(info["params"]),
+        **dataclasses.asdict(info["params"]),
         "method": result.method,
         "temperature": result.temperature,
     }
     if base is None:
-        pixels = layout.num_images * layout.pixels
+        pixels = extent.total_pixels
         scored = int(result.scored.sum())
         base = {
-            "dataset": describe_dataset(layout),
+            "dataset": info["dataset"],
             "inputs": info["inputs"],
             "classes": {"names": info["class_names"]},
             "totals": {
@@ -555,17 +285,16 @@ def score_summary(
 
 
 def score(
-    paths: DatasetPaths,
+    spec: DatasetSpec,
     out: str | os.PathLike[str],
     params: Params | None = None,
     *,
     method: str = "softmin",
-    engine: Engine | None = None,
+    execution: Execution | None = None,
     pixel_scores: bool = False,
     replace: bool = False,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
-    allow_absent_chunks: bool = False,
 ) -> tuple[dict[str, Any], ImageScores]:
     """Score a dataset's images into the run directory ``out``; return its summary and scores.
 
@@ -575,87 +304,104 @@ def score(
     ``eval`` work on it). A scan in ``out`` is kept whenever it matches; one of other
     inputs or parameters raises :class:`ScanMismatchError` unless ``replace``.
     ``pixel_scores`` always ends with ``pixel_scores.zarr`` in the run: a kept scan's
-    own (the same values), else computed. ``allow_absent_chunks``: see
-    :func:`segaudit.jobs.scan.open_inputs`.
+    own (the same values), else computed.
     """
-    params, engine = params or Params(), engine or Engine()
     check_method(method)
+    params = params or Params()
     check_temperature(params.temperature)
-    progress = progress or NullProgress()
     started = time.perf_counter()
-    inputs = open_inputs(paths, allow_absent_chunks=allow_absent_chunks)
-    labels, probs = inputs.labels, inputs.probs
-    layout = check_inputs(labels.array, probs.array, params, (str(labels.path), str(probs.path)))
-    names = class_names or read_class_names(paths.class_names, layout.num_classes)
-    described = inputs.describe()
-    with rundir.building_run(out, inputs=inputs.paths()) as tmp:
+    dataset = open_dataset(spec)
+    params = params_for(dataset, params)
+    work = _Work(dataset, params, execution or Execution(), progress or NullProgress())
+    names = class_names or dataset.names()
+    described = dataset.inputs()
+    with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
         kept = kept_scan(Path(out).absolute(), described, names, params, replace)
         if kept is not None:
-            link_tree(kept.path, tmp, skip=(rundir.SUMMARY, "image_scores.csv"))
-        work = _Work(tmp, layout, inputs, params, names, engine, progress)
+            link_tree(kept.path, tmp, skip=(rundir.SUMMARY, "image_scores.csv", IMAGES_TABLE))
         # Asked for and not in the run yet (a kept scan may bring its own).
         new_pixel_scores = pixel_scores and not rundir.array_path(tmp, "pixel_scores").exists()
+        base = kept.summary if kept is not None else None
         if method == "softmin":
-            result, base = work.softmin(new_pixel_scores), None
+            result = work.softmin(tmp if new_pixel_scores else None)
         elif kept is not None:
-            result, base = work.from_scan(kept), None
+            result = work.from_scan(kept)
             if new_pixel_scores:
-                work.softmin(pixel_scores=True)  # for the pixel scores alone
+                work.softmin(tmp)  # for the pixel scores alone
         else:
-            result, base = work.scan(pixel_scores)
-        inputs.check_unchanged()
-        write_scores_csv(tmp / "image_scores.csv", result)
+            result, base = work.scan(tmp, pixel_scores, names)
+        dataset.check_unchanged()
+        table = image_table(dataset)
+        write_images_table(tmp / IMAGES_TABLE, table)
+        labels_files = [files["labels"] for files in table.files]
+        write_score_table(tmp / "image_scores.csv", result.rows(), labels_files)
         info = {
             "params": params,
+            "dataset": describe_dataset(dataset, result.extent),
             "inputs": described,
             "class_names": names,
             "pixel_scores": rundir.array_path(tmp, "pixel_scores").exists(),
             "scan": "kept" if kept is not None else ("computed" if base is not None else None),
-            "engine": {"workers": engine.workers, "batch_size": engine.batch_size},
+            "engine": {"workers": work.execution.workers, "batch_size": work.execution.batch_size},
             "timing": {"seconds": round(time.perf_counter() - started, 3)},
         }
-        summary = score_summary(result, kept.summary if kept is not None else base, info)
+        summary = score_summary(result, base, info)
         rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
     return summary, result
 
 
 @dataclass
 class _Work:
-    """What :func:`score` computes inside the run being built at ``tmp``."""
+    """What :func:`score` computes inside the run being built."""
 
-    tmp: Path
-    layout: Layout
-    inputs: Inputs
+    dataset: Dataset
     params: Params
-    names: list[str]
-    engine: Engine
+    execution: Execution
     progress: Progress
 
-    def softmin(self, pixel_scores: bool) -> ImageScores:
-        """Softmin scores, writing ``pixel_scores.zarr`` when asked."""
-        pixel_out = None
-        if pixel_scores:
-            layout = self.layout
-            shape = (layout.num_images, layout.height, layout.width)
-            path = rundir.array_path(self.tmp, "pixel_scores")
-            pixel_out = ImageChunkedArray(path, shape, layout.score_dtype)
-        engine = self.engine
-        return softmin_pass(
-            self.inputs.labels,
-            self.inputs.probs,
+    def softmin(self, pixels_into: Path | None) -> ImageScores:
+        """Softmin scores, writing ``pixel_scores.zarr`` into ``pixels_into`` when given."""
+        sink = _PixelScoresSink(pixels_into) if pixels_into is not None else None
+        found = softmin_pass(
+            self.dataset,
             self.params,
-            pixel_out=pixel_out,
-            workers=engine.workers,
-            batch_size=engine.batch_size,
-            memory_budget=engine.memory_budget,
+            pixel_sink=sink,
+            execution=self.execution,
             progress=self.progress,
         )
-
-    def from_scan(self, kept: rundir.Run) -> ImageScores:
-        """num_pixel_issues from the issue mask of a scan the run already holds."""
-        issues, scored = counts_from_run(kept, self.params.ignore_index, self.progress)
         return ImageScores(
-            self.layout,
+            found.extent,
+            list(self.dataset.ids),
+            "softmin",
+            float(self.params.temperature),
+            found.scores,
+            found.scored,
+        )
+
+    def from_scan(self, kept: Run) -> ImageScores:
+        """num_pixel_issues from the issue masks of a scan the run already holds."""
+        issues, scored = counts_from_run(kept, self.params.ignore_index, self.progress)
+        return self._issue_scores(issues, scored)
+
+    def scan(
+        self, tmp: Path, pixel_scores: bool, names: list[str]
+    ) -> tuple[ImageScores, dict[str, Any]]:
+        """Confident Learning into the run (a full scan's arrays); scores and scan summary."""
+        sink = RunSink(tmp, list(self.dataset.ids))
+        cl = confident_learning(self.dataset, self.params, sink, self.execution, self.progress)
+        sink.discard_scratch()
+        if not pixel_scores:
+            shutil.rmtree(rundir.array_path(tmp, "pixel_scores"), ignore_errors=True)
+        result = self._issue_scores(cl.issues_per_image, cl.stats.scored.copy())
+        summary = build_summary(cl, self.dataset, self.params, names, {}, self.execution)
+        return result, summary
+
+    def _issue_scores(self, issues: np.ndarray, scored: np.ndarray) -> ImageScores:
+        from segaudit.engine.stream import extent_of
+
+        return ImageScores(
+            extent_of(self.dataset, self.params),
+            list(self.dataset.ids),
             "num_pixel_issues",
             float(self.params.temperature),
             issue_scores(issues, scored),
@@ -663,25 +409,18 @@ class _Work:
             issues,
         )
 
-    def scan(self, pixel_scores: bool) -> tuple[ImageScores, dict[str, Any]]:
-        """Confident Learning into the run (a full scan's arrays); scores and scan summary."""
-        sink = RunSink(self.tmp)
-        cl = confident_learning(
-            self.inputs.labels, self.inputs.probs, self.params, sink, self.engine, self.progress
-        )
-        sink.discard_scratch()
-        if not pixel_scores:
-            shutil.rmtree(rundir.array_path(self.tmp, "pixel_scores"), ignore_errors=True)
-        stats = cl.stats
-        result = ImageScores(
-            stats.layout,
-            "num_pixel_issues",
-            float(self.params.temperature),
-            issue_scores(cl.issues_per_image, stats.scored),
-            stats.scored.copy(),
-            cl.issues_per_image,
-        )
-        summary = build_summary(
-            cl, self.inputs.describe(), self.params, self.names, {}, self.engine
-        )
-        return result, summary
+
+class _PixelScoresSink:
+    """Just the ``pixel_scores`` array of a run, for softmin's pixel scores."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.array: Any = None
+
+    def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
+        from segaudit.runs.chunkstore import create_image_array
+
+        self.array = create_image_array(rundir.array_path(self.run, name), sizes, dtype)
+
+    def write(self, name: str, index: int, value: np.ndarray) -> None:
+        self.array.write_image(index, value)

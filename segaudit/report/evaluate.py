@@ -8,8 +8,9 @@ AP and AUROC follow scikit-learn's definitions (AP as the step-wise sum
 so tied scores count one half), in plain numpy.
 
 Pixel level, when the run has ``issues.zarr`` (a scan): precision, recall and F1 of
-the issue mask against the true error mask ``labels != true_labels``, streaming
-image batches; pixels with the run's ignore label take no part.
+the issue masks against the true error masks ``labels != true_labels``, image by
+image; pixels with the run's ignore label take no part. The truth is a stacked
+dataset or a folder one (:class:`Truth`), matched to the run's images by id.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InputNotFoundError, InvalidInputError, RunDirectoryError
+from segaudit.errors import InputNotFoundError, InvalidInputError
 from segaudit.progress import NullProgress, Progress
-from segaudit.runs.rundir import Run, array_path, open_run
+from segaudit.report.tables import read_scores
+from segaudit.runs.run import Run, open_run
+from segaudit.safetext import from_csv_cell
 from segaudit.sources.stores import ArraySource, open_store, store_fingerprint
-
-SCORE_COLUMNS = ("score", "softmin_score")  # score runs, then scan runs
-BATCH_BYTES = 16 * 2**20
 
 
 def _threshold_counts(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,28 +75,7 @@ def _check_pair(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np
 
 def read_image_scores(run: Run) -> tuple[np.ndarray, str]:
     """The run's image scores in image order, and the CSV column they came from."""
-    path = run.path / "image_scores.csv"
-    n = int(run.summary["dataset"]["num_images"])
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            column = next((c for c in SCORE_COLUMNS if c in (reader.fieldnames or [])), None)
-            if column is None:
-                raise RunDirectoryError(
-                    f"{path} has no score column ({' or '.join(SCORE_COLUMNS)}); rerun the scan."
-                )
-            scores = np.full(n, np.nan)
-            seen = np.zeros(n, bool)
-            for row in reader:
-                image = int(row["image"])
-                scores[image] = float(row[column])
-                seen[image] = True
-    except FileNotFoundError:
-        raise RunDirectoryError(f"{path} is missing; rerun `segaudit score`.") from None
-    except (ValueError, IndexError, KeyError) as error:
-        raise RunDirectoryError(f"{path} is malformed ({error}); rerun `segaudit score`.") from None
-    if not seen.all():
-        raise RunDirectoryError(f"{path} lists {int(seen.sum())} of {n} images; rerun the run.")
+    scores, _, column = read_scores(run.path / "image_scores.csv", run.num_images)
     return scores, column
 
 
@@ -153,26 +132,97 @@ def image_metrics(scores: np.ndarray, corrupted: np.ndarray, column: str) -> dic
     }
 
 
-def pixel_metrics(run: Run, true_labels: ArraySource, progress: Progress) -> dict[str, Any]:
-    """Precision, recall and F1 of the run's issue mask against labels != true_labels."""
-    issues, labels = run.array("issues"), run.array("labels")
-    if tuple(true_labels.shape) != tuple(labels.shape):
+class Truth:
+    """What a synthetic dataset knows about its errors, in a run's image order.
+
+    A stacked dataset holds ``is_corrupted.{npy,zarr}`` (N,) and ``true_labels.{npy,zarr}``
+    (N, H, W); a folder dataset (``segaudit synth --layout folder``) holds
+    ``is_corrupted.csv`` (id, is_corrupted) and ``true_labels/ID.png``, matched to the
+    run's images by id.
+    """
+
+    def __init__(self, folder: Path, ids: list[str]) -> None:
+        self.folder, self.ids = folder, ids
+        self.by_id = (folder / "is_corrupted.csv").is_file()
+
+    def corrupted(self) -> np.ndarray:
+        if self.by_id:
+            flags = read_flags_csv(self.folder / "is_corrupted.csv")
+            missing = [image_id for image_id in self.ids if image_id not in flags]
+            if missing:
+                raise InvalidInputError(
+                    f"{self.folder / 'is_corrupted.csv'} has no row for image {missing[0]!r} "
+                    f"({len(missing)} of the run's images); --truth must be the dataset the "
+                    "run scored."
+                )
+            return np.array([flags[image_id] for image_id in self.ids], bool)
+        flags = truth_store(self.folder, "is_corrupted")
+        if flags.shape != (len(self.ids),):
+            raise InvalidInputError(
+                f"{flags.path} has shape {flags.shape} but the run scored {len(self.ids)} "
+                "images; --truth must be the dataset the run scored."
+            )
+        return corrupted_flags(flags, len(self.ids))
+
+    def label_reader(self) -> Any:
+        """``read(i)``: the true labels of the run's image i."""
+        if self.by_id:
+            from segaudit.sources.files import MASK_SUFFIXES
+            from segaudit.sources.folder import FolderMasks, find_files
+
+            found = find_files(self.folder / "true_labels", MASK_SUFFIXES, "true_labels")
+            missing = [image_id for image_id in self.ids if image_id not in found]
+            if missing:
+                raise InputNotFoundError(
+                    f"{self.folder / 'true_labels'} has no mask for image {missing[0]!r}; "
+                    "--truth must be the dataset the run scored."
+                )
+            masks = FolderMasks({i: found[i] for i in self.ids}, str(self.folder))
+            return lambda index: masks.read(self.ids[index]).array
+        store = truth_store(self.folder, "true_labels")
+        if store.shape[0] != len(self.ids):
+            raise InvalidInputError(
+                f"{store.path} holds {store.shape[0]} images but the run has {len(self.ids)}; "
+                "--truth must be the dataset the run scored."
+            )
+        return lambda index: np.array(store.read(index, index + 1)[0])
+
+
+def read_flags_csv(path: Path) -> dict[str, bool]:
+    """``is_corrupted.csv``: id -> flag (0 or 1)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        flags = {}
+        for row in rows:
+            value = row["is_corrupted"].strip()
+            if value not in ("0", "1"):
+                raise ValueError(f"is_corrupted must be 0 or 1, got {value!r}")
+            flags[from_csv_cell(row["id"])] = value == "1"
+    except (OSError, KeyError, ValueError, csv.Error) as error:
         raise InvalidInputError(
-            f"{true_labels.path} has shape {true_labels.shape} but the run's labels have "
-            f"{tuple(labels.shape)}; --truth must be the dataset the run scanned."
-        )
+            f"{path} is not a readable id,is_corrupted table ({error})."
+        ) from None
+    return flags
+
+
+def pixel_metrics(run: Run, truth: Truth, progress: Progress) -> dict[str, Any]:
+    """Precision, recall and F1 of the run's issue masks against labels != true_labels."""
+    read_truth = truth.label_reader()
     ignore = run.ignore_index
-    n = int(labels.shape[0])
-    per_image = max(1, int(np.prod(labels.shape[1:])))
-    step = max(1, BATCH_BYTES // (per_image * 8))
+    n = run.num_images
     counts = np.zeros(4, np.int64)  # true positives, flagged, true errors, scored pixels
     progress.start("comparing with true labels", n)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        given = np.asarray(labels[lo:hi])
-        batch = true_labels.read(lo, hi)
-        flagged = np.asarray(issues[lo:hi], bool)
-        wrong = given != batch
+    for index in range(n):
+        given = run.read("labels", index)
+        true = read_truth(index)
+        if true.shape != given.shape:
+            raise InvalidInputError(
+                f"the true labels of image {run.images.ids[index]!r} are {true.shape} but the "
+                f"run's are {given.shape}; --truth must be the dataset the run scanned."
+            )
+        flagged = run.read("issues", index).astype(bool)
+        wrong = given != true
         if ignore is not None:
             valid = given != ignore
             flagged, wrong = flagged & valid, wrong & valid
@@ -182,8 +232,7 @@ def pixel_metrics(run: Run, true_labels: ArraySource, progress: Progress) -> dic
         counts[0] += int(np.count_nonzero(flagged & wrong))
         counts[1] += int(np.count_nonzero(flagged))
         counts[2] += int(np.count_nonzero(wrong))
-        true_labels.release(batch)
-        progress.advance(hi - lo)
+        progress.advance()
     progress.finish()
     tp, flagged_total, errors, scored = (int(c) for c in counts)
     precision = tp / flagged_total if flagged_total else None
@@ -231,13 +280,8 @@ def evaluate_run(
     if not folder.is_dir():
         raise InputNotFoundError(f"--truth {folder} is not a dataset folder; check the path.")
     scores, column = read_image_scores(opened)
-    flags = truth_store(folder, "is_corrupted")
-    if flags.shape != (len(scores),):
-        raise InvalidInputError(
-            f"{flags.path} has shape {flags.shape} but the run scored {len(scores)} images; "
-            "--truth must be the dataset the run scored."
-        )
-    corrupted = corrupted_flags(flags, len(scores))
+    truth_of = Truth(folder, list(opened.images.ids))
+    corrupted = truth_of.corrupted()
     metrics: dict[str, Any] = {
         "run": str(opened.path),
         "truth": str(folder),
@@ -251,7 +295,7 @@ def evaluate_run(
                 f"image-level {key} is undefined: the truth has "
                 f"{metrics['image']['positives']} corrupted of {len(scores)} images."
             )
-    if array_path(opened.path, "issues").exists():
-        metrics["pixel"] = pixel_metrics(opened, truth_store(folder, "true_labels"), progress)
+    if opened.has("issues"):
+        metrics["pixel"] = pixel_metrics(opened, truth_of, progress)
     metrics["notes"] = notes
     return metrics

@@ -38,14 +38,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from segaudit.errors import (
-    InputChangedError,
-    InputNotFoundError,
     InvalidInputError,
     RunDirectoryError,
     SegauditError,
 )
 from segaudit.progress import NullProgress, Progress
 from segaudit.report.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
+from segaudit.report.photos import run_photos
 from segaudit.report.swaps import (
     DEFAULT_TOP,
     ArgmaxView,
@@ -305,12 +304,13 @@ def build_panels(
         exclude=sources.exclude,
         ignore_index=sources.ignore_index,
     )
-    count = 1 + (sources.photos is not None) + (given is not None) + (predicted is not None)
+    photo_pixels = sources.photos[index] if sources.photos is not None else None
+    count = 1 + (photo_pixels is not None) + (given is not None) + (predicted is not None)
     size = panel_size(*mask.shape, count, max_width, zoom)
     shown = pooled_mask(mask, size)
     panels = []
-    if sources.photos is not None:
-        photo = Image.fromarray(np.ascontiguousarray(sources.photos[index]), "RGB")
+    if photo_pixels is not None:
+        photo = Image.fromarray(np.ascontiguousarray(photo_pixels), "RGB")
         shrinking = size[0] < mask.shape[0]
         method = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
         photo_pixels = np.asarray(photo.resize((size[1], size[0]), method))
@@ -765,64 +765,6 @@ def write_pages(
 # --- run directories -------------------------------------------------------------------------
 
 
-class PhotoReader:
-    """Photos indexed by image, read through the store's checked reader."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.shape = source.shape
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.source.read(index, index + 1, populate=False)[0]
-
-
-def open_images(path: str | os.PathLike[str], shape: tuple[int, int, int]) -> PhotoReader:
-    """Photos (N,H,W,3) uint8 from ``.npy`` (memory-mapped) or Zarr, checked against the labels.
-
-    Opened like every input: a pipe, a device or an unreadable store is refused with one
-    sentence instead of being waited on or failing later.
-    """
-    from segaudit.sources.stores import open_store
-
-    path = Path(path)
-    if not os.path.lexists(path):
-        raise InputNotFoundError(
-            f"images {printable(path)} do not exist; pass --images PATH to the photos."
-        )
-    source = open_store(path, "images")
-    expected = (*shape, 3)
-    if source.shape != expected or source.dtype != np.uint8:
-        raise InvalidInputError(
-            f"images {printable(path)} must be uint8 of shape {expected} to match the labels; "
-            f"got {source.dtype} {source.shape}."
-        )
-    return PhotoReader(source)
-
-
-def check_recorded_images(path: str | os.PathLike[str], recorded: dict[str, Any]) -> None:
-    """Refuse photos that are not the file the run was scanned with.
-
-    A run records its inputs' fingerprints; a file at the same path with another size,
-    time or content (replaced, regenerated, or another dataset's) would be drawn under
-    this run's labels. Only the fingerprint fields the run recorded are compared.
-    """
-    from segaudit.sources.stores import store_fingerprint
-
-    now = store_fingerprint(Path(path))
-    changed = [key for key, value in now.items() if key in recorded and recorded[key] != value]
-    if changed:
-        raise InputChangedError(
-            f"images {printable(path)} are not the photos this run was scanned with (their "
-            f"{', '.join(changed)} changed); pass --images PATH to draw these or other photos."
-        )
-
-
-def recorded_images(run: Any) -> tuple[str | None, dict[str, Any]]:
-    """The photos' path and fingerprint as the run recorded them (None when it had none)."""
-    record = (run.summary.get("inputs") or {}).get("images") or {}
-    return record.get("path"), record
-
-
 def read_image_scores(run_path: Path) -> dict[int, tuple[str, float | None]]:
     """Image id and softmin score per image index, from the run's ``image_scores.csv``."""
     path = run_path / "image_scores.csv"
@@ -908,6 +850,16 @@ def render_run(
         )
 
 
+class RunArray:
+    """One of a run's per-pixel arrays, indexed by image (each at its own size)."""
+
+    def __init__(self, run: Any, name: str) -> None:
+        self.run, self.name = run, name
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.run.read(self.name, index)
+
+
 def _render_sources(
     run: Any,
     classes: Sequence[int],
@@ -916,42 +868,28 @@ def _render_sources(
     progress: Progress | None,
 ) -> tuple[Sources, IssueTally]:
     """The arrays a run's pages are drawn from, and the issue counts that rank them."""
-    labels, predicted = run.array("labels"), run.array("pred_labels")
-    photos = None
-    if images is not None:
-        photos = open_images(images, tuple(labels.shape))
-    else:
-        path, record = recorded_images(run)
-        if path:
-            photos = open_images(path, tuple(labels.shape))
-            check_recorded_images(path, record)
-    issues = run.array("issues")
     sources = Sources(
-        issues, labels, predicted, photos, run.num_classes, run.ignore_index, classes, exclude
-    )
-    filtered = bool(classes or exclude)  # scan never flags ignored pixels: count issues alone
-    tally = tally_issues(
-        issues,
-        labels if filtered else None,
-        predicted if filtered else None,
+        RunArray(run, "issues"),
+        RunArray(run, "labels"),
+        RunArray(run, "pred_labels"),
+        run_photos(run, images),
         run.num_classes,
-        classes=classes,
-        exclude=exclude,
-        ignore_index=run.ignore_index,
-        progress=progress,
+        run.ignore_index,
+        classes,
+        exclude,
     )
+    tally = run_swaps(run, classes=classes, exclude=exclude, progress=progress)
     return sources, tally
 
 
 def _pages(run: Any, tally: IssueTally, top: int) -> list[PageInfo]:
     """The pages for the ``top`` images with the most (filtered) issue pixels, ranked."""
     scores = read_image_scores(run.path)
-    shape = tuple(run.array("issues").shape)
-    per_pixel = int(np.prod(shape[1:]))
     pages = []
     for rank, image in enumerate(worst_images(tally.per_image, top).tolist(), start=1):
-        image_id, score = scores.get(image, (str(image), None))
-        page = PageInfo(rank, image, image_id, int(tally.per_image[image]), per_pixel, score)
+        image_id, score = scores.get(image, (run.images.ids[image], None))
+        pixels = run.images.pixels(image)
+        page = PageInfo(rank, image, image_id, int(tally.per_image[image]), pixels, score)
         page.filename = page_filename(rank, image, image_id, top, len(tally.per_image))
         pages.append(page)
     return pages

@@ -116,6 +116,33 @@ class IssueTally:
     images: np.ndarray
     per_image: np.ndarray
 
+    @classmethod
+    def empty(cls, num_classes: int, num_images: int) -> IssueTally:
+        pairs = (num_classes, num_classes)
+        return cls(
+            np.zeros(pairs, np.int64), np.zeros(pairs, np.int64), np.zeros(num_images, np.int64)
+        )
+
+    def add(
+        self,
+        start: int,
+        keep: np.ndarray,
+        given: np.ndarray | None,
+        predicted: np.ndarray | None,
+    ) -> None:
+        """Count the kept issue pixels of images ``start``, ``start + 1``, ... (arrays of
+        shape (b, ...)) by image and by (given, predicted) pair."""
+        counts = keep.reshape(len(keep), -1).sum(axis=1)
+        self.per_image[start : start + len(counts)] = counts
+        if given is None or predicted is None or not counts.any():
+            return
+        k = self.pixels.shape[0]
+        code = given[keep].astype(np.int64) * k + predicted[keep].astype(np.int64)
+        self.pixels.reshape(-1)[:] += np.bincount(code, minlength=k * k)
+        image_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        pairs_per_image = np.unique(image_of * k * k + code)
+        self.images.reshape(-1)[:] += np.bincount(pairs_per_image % (k * k), minlength=k * k)
+
     @property
     def total(self) -> int:
         return int(self.per_image.sum())
@@ -225,10 +252,7 @@ def tally_issues(
         raise InvalidInputError("class filters need labels or predictions to filter by.")
     progress = progress or NullProgress()
     num_images = shape[0]
-    k2 = num_classes * num_classes
-    pixels = np.zeros(k2, dtype=np.int64)
-    images = np.zeros(k2, dtype=np.int64)
-    per_image = np.zeros(num_images, dtype=np.int64)
+    tally = IssueTally.empty(num_classes, num_images)
     per_pixel = int(np.prod(issues.shape[1:])) if num_images else 0
     bytes_per_image = per_pixel * (1 + (_itemsize(labels) if labels is not None else 0))
     if isinstance(predicted, ArgmaxView):
@@ -249,18 +273,10 @@ def tally_issues(
             exclude=exclude,
             ignore_index=ignore_index,
         )
-        counts = keep.sum(axis=(1, 2))
-        per_image[batch] = counts
-        if given is not None and pred is not None and counts.any():
-            code = given[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
-            pixels += np.bincount(code, minlength=k2)
-            image_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-            pairs_per_image = np.unique(image_of * k2 + code)
-            images += np.bincount(pairs_per_image % k2, minlength=k2)
-        progress.advance(len(counts))
+        tally.add(batch.start, keep, given, pred)
+        progress.advance(len(keep))
     progress.finish()
-    shape = (num_classes, num_classes)
-    return IssueTally(pixels.reshape(shape), images.reshape(shape), per_image)
+    return tally
 
 
 def resolve_classes(specs: Sequence[str | int], class_names: Sequence[str]) -> list[int]:
@@ -395,7 +411,7 @@ def writing_into_run(run: Any, command: str, *, elsewhere: str = "") -> Iterator
 
 def check_same_run(run: Any, command: str) -> None:
     """Refuse when the run at ``run.path`` is no longer the one ``run`` was opened as."""
-    from segaudit.runs.rundir import open_run
+    from segaudit.runs.run import open_run
 
     try:
         now = open_run(run.path).summary
@@ -499,14 +515,23 @@ def run_swaps(
     exclude: Sequence[int] = (),
     progress: Progress | None = None,
 ) -> IssueTally:
-    """The swap tally of a complete run, read from its compact per-pixel arrays."""
-    return tally_issues(
-        run.array("issues"),
-        run.array("labels"),
-        run.array("pred_labels"),
-        run.num_classes,
-        classes=classes,
-        exclude=exclude,
-        ignore_index=run.ignore_index,
-        progress=progress,
-    )
+    """The swap tally of a complete run, read image by image from its compact arrays."""
+    check_filters(run.num_classes, classes, exclude)
+    progress = progress or NullProgress()
+    tally = IssueTally.empty(run.num_classes, run.num_images)
+    progress.start("Counting issue pixels", run.num_images)
+    for index in range(run.num_images):
+        given, predicted = run.read("labels", index), run.read("pred_labels", index)
+        keep = keep_mask(
+            run.read("issues", index),
+            given,
+            predicted,
+            run.num_classes,
+            classes=classes,
+            exclude=exclude,
+            ignore_index=run.ignore_index,
+        )
+        tally.add(index, keep[None], given[None], predicted[None])
+        progress.advance()
+    progress.finish()
+    return tally

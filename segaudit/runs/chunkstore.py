@@ -82,21 +82,23 @@ def zarr_v3_metadata(shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
 class ImageChunkedArray:
     """An (N, ...) Zarr v3 array with one chunk per image, read and written by image range."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
+    def __init__(
+        self, path: Path, shape: tuple[int, ...], dtype: Any, *, create: bool = True
+    ) -> None:
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self._stored = self.dtype.newbyteorder("<")  # chunk bytes are little-endian
         self.fill_value = np.nan if self.dtype.kind == "f" else 0
-        self._codec: Any = None
-        if is_compressed(self.dtype):
-            from numcodecs import Blosc  # imported here: 45 ms that raw arrays never pay
+        self._codec = _codec_for(self.dtype)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+            metadata = zarr_v3_metadata(self.shape, self.dtype)
+            (self.path / "zarr.json").write_text(json.dumps(metadata, indent=2))
 
-            shuffle = Blosc.NOSHUFFLE if blosc_shuffle(self.dtype) == "noshuffle" else Blosc.SHUFFLE
-            self._codec = Blosc(cname=_CNAME, clevel=_CLEVEL, shuffle=shuffle)
-        self.path.mkdir(parents=True, exist_ok=True)
-        metadata = zarr_v3_metadata(self.shape, self.dtype)
-        (self.path / "zarr.json").write_text(json.dumps(metadata, indent=2))
+    @property
+    def num_images(self) -> int:
+        return self.shape[0]
 
     def _chunk_path(self, image: int) -> Path:
         key = CHUNK_KEY_SEPARATOR.join(["c", str(image), *(["0"] * (len(self.shape) - 1))])
@@ -108,12 +110,7 @@ class ImageChunkedArray:
             (stop - start, *self.shape[1:])
         )
         for offset, image in enumerate(range(start, stop)):
-            chunk = value[offset]
-            encoded = chunk.data if self._codec is None else self._codec.encode(chunk)
-            with open(self._chunk_path(image), "wb") as handle:
-                handle.write(encoded)
-                handle.flush()
-                start_writeback(handle.fileno())
+            _write_file(self._chunk_path(image), _encode(self._codec, value[offset]))
 
     def __getitem__(self, key: slice) -> np.ndarray:
         start, stop = self._bounds(key)
@@ -143,6 +140,10 @@ class ImageChunkedArray:
         out = np.empty(self.shape[1:], self.dtype)
         self._codec.decode(data, out=out)
         return out
+
+    def folders(self) -> list[Path]:
+        """Where the chunk files are (to flush them to disk early)."""
+        return [self.path]
 
     def _bounds(self, key: slice) -> tuple[int, int]:
         if not isinstance(key, slice) or key.step not in (None, 1):
@@ -195,7 +196,13 @@ class PerImageArrays:
             group = {
                 "zarr_format": 3,
                 "node_type": "group",
-                "attributes": {"segaudit": {"layout": GROUP_LAYOUT, "images": self.num_images}},
+                "attributes": {
+                    "segaudit": {
+                        "layout": GROUP_LAYOUT,
+                        "images": self.num_images,
+                        "dtype": self.dtype.name,
+                    }
+                },
             }
             (self.path / "zarr.json").write_text(json.dumps(group, indent=2))
 
@@ -226,3 +233,27 @@ class PerImageArrays:
     def folders(self) -> list[Path]:
         """Where the chunk files are (to flush them to disk early)."""
         return [p for p in self.path.iterdir() if p.is_dir()]
+
+
+ImageArray = ImageChunkedArray | PerImageArrays
+
+
+def create_image_array(path: Path, sizes: np.ndarray, dtype: Any) -> ImageArray:
+    """A new per-pixel array for images of ``sizes`` (N, 2): one (N, H, W) Zarr array when
+    every image has one size (any Zarr reader sees the stack), else a group of per-image
+    arrays (:class:`PerImageArrays`)."""
+    sizes = np.asarray(sizes).reshape(-1, 2)
+    if len(sizes) and (sizes == sizes[0]).all():
+        height, width = (int(n) for n in sizes[0])
+        return ImageChunkedArray(path, (len(sizes), height, width), dtype)
+    return PerImageArrays(path, len(sizes), dtype)
+
+
+def open_image_array(path: Path) -> ImageArray:
+    """An array a run holds, in either layout, for reading image by image."""
+    metadata = json.loads((Path(path) / "zarr.json").read_text())
+    if metadata.get("node_type") == "group":
+        info = metadata["attributes"]["segaudit"]
+        return PerImageArrays(path, int(info["images"]), info["dtype"], create=False)
+    dtype = "bool" if metadata["data_type"] == "bool" else metadata["data_type"]
+    return ImageChunkedArray(path, tuple(metadata["shape"]), dtype, create=False)

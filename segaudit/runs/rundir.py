@@ -46,18 +46,16 @@ import signal
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
 from segaudit.libc import LIBC
+from segaudit.runs.run import SUMMARY, is_complete_run
+from segaudit.runs.run import array_path as array_path  # re-exported for writers
 from segaudit.safetext import printable
 
-if TYPE_CHECKING:
-    import zarr
-
-SUMMARY = "summary.json"
 MARKER = ".segaudit-run"
 ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues")
 TEMP_PREFIX = ".segaudit-tmp-"
@@ -80,6 +78,8 @@ RUN_ENTRIES: tuple[RunEntry, ...] = (
     RunEntry(SUMMARY, False, "scan, score (written last)"),
     RunEntry(MARKER, False, "scan, score"),
     RunEntry("image_scores.csv", False, "scan, score"),
+    RunEntry("images.csv", False, "scan, score"),
+    RunEntry("issues", True, "scan (issue masks as PNG, one per image)"),
     *(RunEntry(f"{name}.zarr", True, "scan, score") for name in ARRAY_NAMES),
     RunEntry("_scratch", True, "scan (scratch, removed before the run is published)"),
     RunEntry("swaps.csv", False, "swaps"),
@@ -100,71 +100,6 @@ def was_published(run: str | os.PathLike[str]) -> bool:
     same process (the Python API, a test runner) says nothing about the current one.
     """
     return Path(os.path.abspath(run)) in _PUBLISHED
-
-
-def array_path(run: Path, name: str) -> Path:
-    """Where the run keeps the per-pixel array ``name``."""
-    return run / f"{name}.zarr"
-
-
-@dataclass
-class Run:
-    """A complete run directory, opened read-only."""
-
-    path: Path
-    summary: dict[str, Any]
-    _arrays: dict[str, zarr.Array] = field(default_factory=dict, repr=False)
-
-    def array(self, name: str) -> zarr.Array:
-        """Open one of the per-pixel arrays (``labels``, ``pred_labels``, ...)."""
-        if name not in self._arrays:
-            path = array_path(self.path, name)
-            if not path.exists():
-                raise RunDirectoryError(
-                    f"{path} is missing from the run; rerun `segaudit scan` into {self.path}."
-                )
-            import zarr
-
-            self._arrays[name] = zarr.open_array(str(path), mode="r")
-        return self._arrays[name]
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.summary["dataset"]["num_classes"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.summary["classes"]["names"])
-
-    @property
-    def ignore_index(self) -> int | None:
-        return self.summary["parameters"].get("ignore_index")
-
-
-def open_run(path: str | os.PathLike[str]) -> Run:
-    """Open a complete run, or say plainly why ``path`` is not one."""
-    run = Path(path)
-    if not run.is_dir():
-        raise RunDirectoryError(
-            f"{run} does not exist; create it with `segaudit scan DATASET -o {run}`."
-        )
-    summary_path = run / SUMMARY
-    if not summary_path.is_file():
-        raise RunDirectoryError(
-            f"{run} is not a complete segaudit run (no {SUMMARY}); "
-            f"create it with `segaudit scan DATASET -o {run}`."
-        )
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunDirectoryError(
-            f"{summary_path} is unreadable ({error}); rerun the scan."
-        ) from None
-    return Run(run, summary)
-
-
-def is_complete_run(path: Path) -> bool:
-    return (path / SUMMARY).is_file()
 
 
 # What a killed writer of an entry may leave beside it: write_json_atomic's

@@ -15,6 +15,7 @@ A dataset is found by convention in a folder, or from explicit paths:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class DatasetSpec:
     skip_unmatched: bool = False
     channels_last: bool = False
     ignore_index: int | None = None
+    allow_absent_chunks: bool = False
 
 
 def open_dataset(spec: DatasetSpec) -> Dataset:
@@ -78,8 +80,8 @@ def default_void(num_classes: int) -> int:
 
 def _from_folder(spec: DatasetSpec) -> Dataset:
     folder = spec.dataset
-    if folder is not None and not folder.exists():
-        raise InputNotFoundError(f"dataset folder {folder} does not exist; check the path.")
+    if folder is not None:
+        _check_dataset_folder(folder)
     probs = _open_probs(_locate(folder, "pred_probs", spec.pred_probs, required=True), spec)
     names_path = _class_names_path(folder, spec)
     names = _class_names(names_path, probs.num_classes)
@@ -96,13 +98,14 @@ def _from_folder(spec: DatasetSpec) -> Dataset:
         ignore_index=void,
         skip_unmatched=spec.skip_unmatched,
         class_names_path=names_path,
+        allow_absent_chunks=spec.allow_absent_chunks,
     )
 
 
 def _from_manifest(spec: DatasetSpec) -> Dataset:
     assert spec.manifest is not None
     rows = read_manifest(spec.manifest)
-    origin = str(spec.manifest)
+    origin = os.path.abspath(spec.manifest)
     probs = FolderProbs(
         {row["id"]: Path(row["pred_probs"]) for row in rows}, origin, spec.channels_last
     )
@@ -114,7 +117,13 @@ def _from_manifest(spec: DatasetSpec) -> Dataset:
     with_photos = {row["id"]: Path(row["image"]) for row in rows if row.get("image")}
     photos = FolderPhotos(with_photos, origin) if with_photos else None
     return Dataset(
-        labels, probs, photos, class_names=names, ignore_index=void, class_names_path=names_path
+        labels,
+        probs,
+        photos,
+        class_names=names,
+        ignore_index=void,
+        class_names_path=names_path,
+        allow_absent_chunks=spec.allow_absent_chunks,
     )
 
 
@@ -141,7 +150,7 @@ def _from_layout(spec: DatasetSpec) -> Dataset:
     )
     label_map.check_classes(probs.num_classes)
     void = spec.ignore_index if spec.ignore_index is not None else default_void(probs.num_classes)
-    origin = f"{spec.dataset} ({layout.name} layout)"
+    origin = f"{os.path.abspath(spec.dataset)} ({layout.name} layout)"
     labels = FolderMasks({e.image_id: e.mask for e in entries}, origin, label_map, void)
     with_photos = {e.image_id: e.photo for e in entries if e.photo is not None}
     photos = FolderPhotos(with_photos, origin) if with_photos else None
@@ -154,6 +163,7 @@ def _from_layout(spec: DatasetSpec) -> Dataset:
         skip_unmatched=spec.skip_unmatched,
         layout=layout.name,
         class_names_path=names_path,
+        allow_absent_chunks=spec.allow_absent_chunks,
     )
 
 
@@ -173,6 +183,21 @@ def _layout_probs(spec: DatasetSpec, layout: KnownLayout, chosen: set[str]) -> F
             f"{', '.join(sorted(chosen))}; predictions are PRED_DIR/SPLIT/.../NAME.npy."
         )
     return FolderProbs(kept, str(spec.pred_probs), spec.channels_last)
+
+
+def _check_dataset_folder(folder: Path) -> None:
+    """DATASET must be a folder (or a Zarr group holding the arrays)."""
+    from segaudit.sources.stores import group_arrays, is_zarr_path
+
+    if not folder.exists():
+        raise InputNotFoundError(f"dataset folder {folder} does not exist; check the path.")
+    if is_zarr_path(folder):
+        group_arrays(folder)  # one sentence when it is an array, or unreadable
+    elif not folder.is_dir():
+        raise InvalidInputError(
+            f"dataset {folder} is a file, not a folder; pass the folder that holds it, "
+            "or the file itself with --labels or --pred-probs."
+        )
 
 
 def _locate(
@@ -212,9 +237,9 @@ def _locate(
 
 def _group_has(folder: Path, name: str) -> bool:
     """Whether the Zarr group ``folder`` holds an array ``name``."""
-    from segaudit.sources.stores import _group_arrays
+    from segaudit.sources.stores import group_arrays
 
-    arrays = _group_arrays(folder)
+    arrays = group_arrays(folder)
     return arrays is not None and name in arrays
 
 
@@ -226,7 +251,7 @@ def _open_probs(where: tuple[str, Any] | None, spec: DatasetSpec) -> Any:
     if kind == "stacked":
         return StackedProbs(open_store(target, "pred_probs"), spec.channels_last)
     found = find_files(Path(target), PROBS_SUFFIXES, "pred_probs")
-    return FolderProbs(found, str(target), spec.channels_last)
+    return FolderProbs(found, os.path.abspath(target), spec.channels_last)
 
 
 def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void: Any) -> Any:
@@ -241,7 +266,7 @@ def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void
             )
         return StackedLabels(open_store(target, "labels"))
     found = find_files(Path(target), MASK_SUFFIXES, "labels")
-    return FolderMasks(found, str(target), label_map, void)
+    return FolderMasks(found, os.path.abspath(target), label_map, void)
 
 
 def _open_photos(where: tuple[str, Any]) -> Any:
@@ -250,7 +275,9 @@ def _open_photos(where: tuple[str, Any]) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedPhotos(open_store(target, "images"))
-    return FolderPhotos(find_files(Path(target), PHOTO_SUFFIXES, "images"), str(target))
+    return FolderPhotos(
+        find_files(Path(target), PHOTO_SUFFIXES, "images"), os.path.abspath(target)
+    )
 
 
 def _class_names_path(folder: Path | None, spec: DatasetSpec) -> Path | None:

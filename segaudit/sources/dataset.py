@@ -9,6 +9,7 @@ have different sizes; the engine reads them one at a time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InvalidInputError
+from segaudit.errors import InputChangedError, InvalidInputError
 from segaudit.sources.files import Loaded
 from segaudit.sources.folder import describe_unmatched
 
@@ -71,8 +72,21 @@ def pair_inputs(labels: Any, probs: Any, photos: Any | None, skip_unmatched: boo
     return Pairing(ids, label_keys, probs_keys, photo_keys, skipped)
 
 
+def _check_stacked_shapes(labels: Any, probs: Any) -> None:
+    """Two stacked inputs must agree on N, H and W."""
+    if len(labels) == len(probs) and (len(labels) == 0 or labels.size(0) == probs.size(0)):
+        return
+    layout = "(N, H, W, K) with --channels-last" if probs.channels_last else "(N, K, H, W)"
+    raise InvalidInputError(
+        f"{probs.path} has shape {probs.source.shape} but {labels.path} has "
+        f"{labels.source.shape}; N, H and W must match (pred_probs is read as {layout})."
+    )
+
+
 def _pair_by_order(labels: Any, probs: Any) -> tuple[list[str], list[Any], list[Any]]:
     """A stacked input with another input: index i is the i-th image in sorted id order."""
+    if labels.ids is None and probs.ids is None:
+        _check_stacked_shapes(labels, probs)
     if len(labels) != len(probs):
         raise InvalidInputError(
             f"{_where(labels)} holds {len(labels)} images but {_where(probs)} holds "
@@ -103,6 +117,30 @@ def _where(source: Any) -> str:
     return str(getattr(source, "path", None) or getattr(source, "origin", source.what))
 
 
+@dataclass(frozen=True)
+class Where:
+    """How messages name one image's inputs: the labels' and predictions' file names,
+    and the image's place in them (``"image 3, "`` in a stacked store, else empty)."""
+
+    labels: str
+    probs: str
+    labels_place: str = ""
+    probs_place: str = ""
+
+    @property
+    def probs_image(self) -> str:
+        """The predictions of this one image: ``p.npy (image 3)`` or the file itself."""
+        place = self.probs_place.rstrip(", ")
+        return f"{self.probs} ({place})" if place else self.probs
+
+
+def _name_in(source: Any, key: Any) -> tuple[str, str]:
+    """(file name, place) of one image in an input: a stacked store names the image."""
+    if source.ids is None:
+        return str(source.path), f"image {key}, "
+    return source.file_of(key), ""
+
+
 class Dataset:
     """What every command reads images through, whatever the stores (see module doc)."""
 
@@ -117,7 +155,14 @@ class Dataset:
         skip_unmatched: bool = False,
         layout: str | None = None,
         class_names_path: Path | None = None,
+        allow_absent_chunks: bool = False,
     ) -> None:
+        from segaudit.sources.stores import store_fingerprint
+
+        refuse_absent_probs(probs, allow_absent_chunks)
+        self._names_identity = (
+            store_fingerprint(class_names_path) if class_names_path is not None else None
+        )
         self.labels, self.probs, self.photos = labels, probs, photos
         pairing = pair_inputs(labels, probs, photos, skip_unmatched)
         photo_keys = [key for key in pairing.photos or [] if key is not None]
@@ -138,9 +183,7 @@ class Dataset:
         self.layout = layout
         self.class_names_path = class_names_path
         self.class_names = list(class_names) if class_names is not None else None
-        self.sizes = np.array([labels.size(key) for key in pairing.labels], np.int64).reshape(
-            -1, 2
-        )
+        self.sizes = np.array([labels.size(key) for key in pairing.labels], np.int64).reshape(-1, 2)
         if self.num_classes < 2:
             raise InvalidInputError(
                 f"{_where(probs)} has {self.num_classes} class(es); at least 2 are needed."
@@ -156,6 +199,11 @@ class Dataset:
     @property
     def num_images(self) -> int:
         return len(self.ids)
+
+    @property
+    def probs_name(self) -> str:
+        """Where the predictions are, for messages about all of them."""
+        return _where(self.probs)
 
     @property
     def uniform(self) -> bool:
@@ -209,6 +257,12 @@ class Dataset:
         assert self.photos is not None
         return np.asarray(self.photos.read(self._keys[2][index]).array)
 
+    def where(self, index: int) -> Where:
+        """Names of image ``index``'s labels and predictions, for messages."""
+        labels, labels_place = _name_in(self.labels, self._keys[0][index])
+        probs, probs_place = _name_in(self.probs, self._keys[1][index])
+        return Where(labels, probs, labels_place, probs_place)
+
     def files_of(self, index: int) -> dict[str, str]:
         """Where image ``index`` comes from, per input (for tables and messages)."""
         found = {
@@ -223,18 +277,23 @@ class Dataset:
     # -- identity ---------------------------------------------------------------------
 
     def inputs(self) -> dict[str, Any]:
-        """Each input's description and identity, for summary.json."""
+        """Each input's description and identity (absolute paths), for summary.json."""
         described = {"labels": self.labels.describe(), "pred_probs": self.probs.describe()}
         if self.photos is not None:
             described["images"] = self.photos.describe()
+        if self._names_identity is not None:
+            assert self.class_names_path is not None
+            described["class_names"] = {
+                "path": os.path.abspath(self.class_names_path),
+                "format": "text",
+                **self._names_identity,
+            }
         return described
 
     def input_paths(self) -> list[Path]:
         """Every file or folder this dataset reads (a run may not be written over them)."""
         paths: list[Path] = []
-        for source in (self.labels, self.probs, self.photos):
-            if source is None:
-                continue
+        for source in self._sources():
             if source.ids is None:
                 paths.append(Path(source.path))
             else:
@@ -244,13 +303,47 @@ class Dataset:
         return paths
 
     def check_unchanged(self) -> None:
-        """Raise when an input changed since the dataset was opened."""
-        from segaudit.sources.stores import check_unchanged
+        """Raise when an input (the class-names file included) changed since it was opened."""
+        from segaudit.sources.stores import store_fingerprint
 
-        for source in (self.labels, self.probs, self.photos):
-            if source is None:
-                continue
-            if source.ids is None:
-                check_unchanged(source.source, source.before)
-            else:
-                source.check_unchanged()
+        for source in self._sources():
+            source.check_unchanged()
+        if self._names_identity is not None:
+            assert self.class_names_path is not None
+            if store_fingerprint(self.class_names_path) != self._names_identity:
+                raise InputChangedError(
+                    f"{self.class_names_path} changed while segaudit was reading it; rerun "
+                    "once the file is stable."
+                )
+
+    def absent_chunk_images(self) -> dict[str, list[int]]:
+        """Images with absent Zarr chunks, per stacked input that has any."""
+        return {
+            name: source.absent
+            for name, source in (
+                ("labels", self.labels),
+                ("pred_probs", self.probs),
+                ("images", self.photos),
+            )
+            if source is not None and source.absent
+        }
+
+    def _sources(self) -> list[Any]:
+        return [s for s in (self.labels, self.probs, self.photos) if s is not None]
+
+
+def shown_images(images: list[int], limit: int = 5) -> str:
+    """``0, 4, 7, ...`` for messages: the first few image indices."""
+    return ", ".join(str(i) for i in images[:limit]) + (", ..." if len(images) > limit else "")
+
+
+def refuse_absent_probs(probs: Any, allowed: bool) -> None:
+    """Absent pred_probs chunks can only mean one constant row for a whole image."""
+    missing = probs.absent
+    if missing and not allowed:
+        raise InvalidInputError(
+            f"{probs.path} has absent Zarr chunks in {len(missing)} image(s) "
+            f"({shown_images(missing)}), which would read as one constant value instead of "
+            "the model's probabilities; write those chunks, or pass --allow-absent-chunks "
+            "to read them as the fill value."
+        )

@@ -140,7 +140,7 @@ class FolderFiles:
     """One per-file input: a file per image, by id."""
 
     def __init__(self, paths: Mapping[str, Path], what: str, origin: str) -> None:
-        self.paths = dict(paths)
+        self.paths = {image_id: Path(os.path.abspath(path)) for image_id, path in paths.items()}
         self.ids: list[str] | None = list(self.paths)
         self.what = what
         self.origin = origin
@@ -154,6 +154,10 @@ class FolderFiles:
 
     def describe(self) -> dict[str, Any]:
         return {"path": self.origin, "format": "files", **self.before}
+
+    @property
+    def absent(self) -> list[int]:
+        return []
 
     def check_unchanged(self) -> None:
         if files_fingerprint(list(self.paths.values())) != self.before:

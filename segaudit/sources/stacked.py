@@ -8,6 +8,7 @@ treats stacked and per-file datasets alike.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +16,20 @@ import numpy as np
 
 from segaudit.errors import InvalidInputError
 from segaudit.sources.files import Loaded
-from segaudit.sources.stores import ArraySource
+from segaudit.sources.stores import ArraySource, check_unchanged
+
+# Images with absent chunks named in summary.json per store (the count is always exact).
+ABSENT_LISTED = 100
 
 
-def describe_store(source: ArraySource) -> dict[str, Any]:
-    """What summary.json says about a stacked input: where, what, and its identity."""
-    return {
-        "path": str(Path(source.path).absolute()),
-        "format": source.kind,
-        "shape": list(source.shape),
-        "dtype": str(source.dtype),
-        **source.fingerprint(),
-    }
+def absolute(path: Any) -> str:
+    """``path`` made absolute without resolving symbolic links.
+
+    A later command run from another folder then opens what the user named (a link to
+    ``latest/`` still means the latest), and the recorded fingerprint tells it whether
+    that is still the same file.
+    """
+    return os.path.abspath(path)
 
 
 class StackedArrays:
@@ -38,6 +41,7 @@ class StackedArrays:
         self.source = source
         self.what = what
         self.before = source.fingerprint()
+        self.absent = source.absent_images()
 
     def __len__(self) -> int:
         return self.source.shape[0]
@@ -51,10 +55,24 @@ class StackedArrays:
         return Loaded(array, self.source)
 
     def describe(self) -> dict[str, Any]:
-        return {**describe_store(self.source), **self.before}
+        """What summary.json says about this input: where, what, and its identity."""
+        return {
+            "path": absolute(self.source.path),
+            "format": self.source.kind,
+            "shape": list(self.source.shape),
+            "dtype": str(self.source.dtype),
+            **self.before,
+            "absent_chunk_images": {
+                "count": len(self.absent),
+                "images": self.absent[:ABSENT_LISTED],
+            },
+        }
+
+    def check_unchanged(self) -> None:
+        check_unchanged(self.source, self.before)
 
     def file_of(self, index: int) -> str:
-        return f"{self.source.path}[{index}]"
+        return f"{absolute(self.source.path)}[{index}]"
 
 
 class StackedLabels(StackedArrays):

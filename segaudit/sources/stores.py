@@ -638,75 +638,14 @@ def open_store(path: str | os.PathLike[str], name: str) -> ArraySource:
     return open_npy(path)
 
 
-@dataclass
-class DatasetPaths:
-    """Where a dataset's stores are, after conventions and explicit overrides."""
-
-    labels: Path
-    pred_probs: Path
-    images: Path | None
-    class_names: Path | None
+def _holds_inputs(folder: Path) -> bool:
+    """Whether a folder holds labels or pred_probs as stores or folders of files."""
+    names = ("labels", "pred_probs")
+    suffixes = (".npy", ".zarr", "")
+    return any((folder / f"{n}{suffix}").exists() for n in names for suffix in suffixes)
 
 
-def _find(folder: Path, name: str) -> Path | None:
-    for suffix in (".npy", ".zarr"):
-        candidate = folder / f"{name}{suffix}"
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def resolve_dataset(
-    dataset: str | os.PathLike[str] | None,
-    *,
-    labels: str | os.PathLike[str] | None = None,
-    pred_probs: str | os.PathLike[str] | None = None,
-    images: str | os.PathLike[str] | None = None,
-    class_names: str | os.PathLike[str] | None = None,
-) -> DatasetPaths:
-    """Find a dataset's stores by convention (``DATASET/labels.npy`` ...) with overrides.
-
-    A DATASET that is itself a Zarr group holding ``labels`` and ``pred_probs`` works too.
-    """
-    folder = Path(dataset) if dataset is not None else None
-    if folder is not None and not folder.exists():
-        raise InputNotFoundError(f"dataset folder {folder} does not exist; check the path.")
-    group_arrays = _group_arrays(folder) if folder is not None else None
-    group = group_arrays is not None
-    if folder is not None and not group and not folder.is_dir():
-        raise InvalidInputError(
-            f"dataset {folder} is a file, not a folder; pass the folder that holds it, "
-            "or the file itself with --labels or --pred-probs."
-        )
-
-    def pick(override: Any, name: str, required: bool) -> Path | None:
-        if override is not None:
-            return Path(override)
-        if folder is None:
-            return None
-        if group:
-            return folder
-        found = _find(folder, name)
-        if found is None and required:
-            raise InputNotFoundError(
-                f"{folder} has no {name}.npy or {name}.zarr; pass --{name.replace('_', '-')} PATH."
-            )
-        return found
-
-    labels_path = pick(labels, "labels", True)
-    probs_path = pick(pred_probs, "pred_probs", True)
-    if labels_path is None or probs_path is None:
-        raise InputNotFoundError("give a DATASET folder or both --labels and --pred-probs.")
-    images_path = pick(images, "images", False)
-    if group and images is None and "images" not in (group_arrays or []):
-        images_path = None
-    names_path = Path(class_names) if class_names is not None else None
-    if names_path is None and folder is not None and (folder / "classes.txt").is_file():
-        names_path = folder / "classes.txt"
-    return DatasetPaths(labels_path, probs_path, images_path, names_path)
-
-
-def _group_arrays(folder: Path) -> list[str] | None:
+def group_arrays(folder: Path) -> list[str] | None:
     """The array names of a DATASET that is a Zarr group; None for a plain folder."""
     if not is_zarr_path(folder):
         return None
@@ -715,7 +654,7 @@ def _group_arrays(folder: Path) -> list[str] | None:
     try:
         node = zarr.open(str(folder), mode="r")
     except Exception as error:  # zarr raises many types for bad metadata
-        if folder.is_dir() and (_find(folder, "labels") or _find(folder, "pred_probs")):
+        if folder.is_dir() and _holds_inputs(folder):
             return None  # a plain dataset folder that merely ends in .zarr
         raise UnreadableStoreError(
             f"dataset {folder} is not a readable Zarr group ({_reason(error)}); "

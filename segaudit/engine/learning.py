@@ -1,0 +1,84 @@
+"""Confident Learning, steps 1–5: one streaming pass, then the cut over compact arrays.
+
+:func:`confident_learning` reads every image's predictions once
+(:func:`segaudit.engine.stream.stream`), then computes the thresholds, the issue count
+m, the exact cut at the m lowest scores and the issue masks
+(:mod:`segaudit.engine.cut`), all over what the sink kept: a few bytes a pixel.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segaudit.engine.cut import count_issues, find_cut, thresholds, write_issues
+from segaudit.engine.params import Execution, Params
+from segaudit.engine.pixels import sum_tolerance
+from segaudit.engine.sinks import Sink
+from segaudit.engine.stream import ImageSource, PassStats, stream
+from segaudit.progress import NullProgress, Progress
+
+
+@dataclass
+class CLResult:
+    """Everything Confident Learning produced, before it is written to tables."""
+
+    stats: PassStats
+    class_thresholds: np.ndarray
+    num_candidates: int
+    issues_per_image: np.ndarray
+    issues_given: np.ndarray
+    issues_predicted: np.ndarray
+    stages: dict[str, float]
+
+
+def confident_learning(
+    dataset: ImageSource,
+    params: Params,
+    sink: Sink,
+    execution: Execution | None = None,
+    progress: Progress | None = None,
+    on_batch: Any = None,
+) -> CLResult:
+    """Confident Learning steps 1–5 into ``sink`` (which gains an ``issues`` array)."""
+    execution = execution or Execution()
+    progress = progress or NullProgress()
+    clock = time.perf_counter()
+    stats = stream(dataset, params, sink, execution, progress=progress, on_batch=on_batch)
+    sink.pass_written()
+    stages = {"read_pred_probs": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    class_thresholds = thresholds(stats.class_sum, stats.class_count)
+    m = count_issues(sink, class_thresholds)
+    extent = stats.extent
+    scores_name = "pixel_scores" if params.downsample == 1 else "cl_scores"
+    # Every pixel's top probability is at least (1 - tol) / K (its row sums to 1 within
+    # tol), so pixels scoring below that are all mispredicted: all in the records.
+    below_any_max = (1 - sum_tolerance(extent.num_classes, extent.dtype)) / extent.num_classes
+
+    def stored_scores(lo: int, hi: int) -> np.ndarray:
+        return np.concatenate([sink.read(scores_name, i).ravel() for i in range(lo, hi)])
+
+    def mispredicted_scores(lo: int, hi: int) -> np.ndarray:
+        return sink.records(lo, ("s",))["s"]
+
+    cut = find_cut(stats, m, stored_scores, mispredicted_scores, below_any_max)
+    stages["select"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    sink.create("issues", extent.sizes, bool)
+    progress.start("flagging issues", extent.num_images)
+    counts = write_issues(stats, cut, sink, params.ignore_index, progress, execution.workers)
+    progress.finish()
+    stages["write_issues"] = time.perf_counter() - clock
+    return CLResult(
+        stats,
+        class_thresholds,
+        m,
+        counts.per_image,
+        counts.given,
+        counts.predicted,
+        {k: round(v, 3) for k, v in stages.items()},
+    )

@@ -1,0 +1,83 @@
+"""Where the pass puts what it keeps: per-image arrays and the mispredicted pixels.
+
+A :class:`Sink` stores each image's compact arrays (labels, predicted class, score,
+issues) by image index, at the image's own size, and the records of mispredicted
+pixels by batch. The run directory's sink (:class:`segaudit.runs.sink.RunSink`) writes
+them to disk as they come; :class:`MemorySink` keeps them in memory for the Python API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from segaudit.engine.pixels import Records
+
+
+class Sink(Protocol):
+    """Per-image arrays and per-batch records of one pass."""
+
+    def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
+        """Make room for the array ``name`` of images of ``sizes`` (N, 2); ``scratch``
+        arrays are working data, dropped before the results are published."""
+        ...
+
+    def write(self, name: str, index: int, value: np.ndarray) -> None:
+        """Store image ``index`` of ``name`` (threads write different images at once)."""
+        ...
+
+    def read(self, name: str, index: int) -> np.ndarray:
+        """Image ``index`` of ``name`` as written."""
+        ...
+
+    def add_records(self, start: int, records: Records) -> None:
+        """Keep the records of the batch starting at image ``start``."""
+        ...
+
+    def records(self, start: int, fields: tuple[str, ...]) -> Records: ...
+
+    def record_starts(self) -> list[int]: ...
+
+    def pass_written(self) -> None:
+        """The streaming pass has written every per-pixel array it makes."""
+        ...
+
+
+class MemorySink:
+    """Keeps everything in memory: an (N, H, W) array per name when the images share a
+    size (what the Python API returns), else a list of per-image arrays."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, Any] = {}
+        self._records: dict[int, Records] = {}
+
+    def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
+        sizes = np.asarray(sizes).reshape(-1, 2)
+        if len(sizes) and (sizes == sizes[0]).all():
+            height, width = (int(n) for n in sizes[0])
+            self.arrays[name] = np.empty((len(sizes), height, width), dtype)
+        else:
+            self.arrays[name] = [np.empty((int(h), int(w)), dtype) for h, w in sizes]
+
+    def write(self, name: str, index: int, value: np.ndarray) -> None:
+        self.arrays[name][index][...] = value
+
+    def read(self, name: str, index: int) -> np.ndarray:
+        return self.arrays[name][index]
+
+    def get(self, name: str) -> Any:
+        """The whole array ``name``: (N, H, W), or a list of (H_i, W_i) arrays."""
+        return self.arrays[name]
+
+    def add_records(self, start: int, records: Records) -> None:
+        self._records[start] = {name: np.array(values) for name, values in records.items()}
+
+    def records(self, start: int, fields: tuple[str, ...]) -> Records:
+        return {name: self._records[start][name] for name in fields}
+
+    def record_starts(self) -> list[int]:
+        return sorted(self._records)
+
+    def pass_written(self) -> None:
+        pass

@@ -1,0 +1,39 @@
+"""Issue masks as images: ``RUN/issues/ID.png``, for annotation tools and image viewers.
+
+One 8-bit grayscale PNG per image, the image's own size: 0 where the label looks right,
+255 where it is flagged. Sub-folders of ids are kept (``issues/val/munich/x.png``).
+Ids were checked when the dataset was opened (:mod:`segaudit.sources.ids`), so a path
+built from one stays inside the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ISSUES_FOLDER = "issues"
+ISSUE_VALUE = 255
+
+
+def issue_mask_path(run: Path, image_id: str) -> Path:
+    """Where the run keeps image ``image_id``'s issue mask."""
+    return run / ISSUES_FOLDER / f"{image_id}.png"
+
+
+def write_issue_mask(run: Path, image_id: str, mask: np.ndarray) -> None:
+    """Write one image's issue mask (fast zlib level: masks are mostly zeros)."""
+    from PIL import Image
+
+    path = issue_mask_path(run, image_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.where(np.asarray(mask, bool), np.uint8(ISSUE_VALUE), np.uint8(0))
+    Image.fromarray(pixels).save(path, format="PNG", compress_level=1)
+
+
+def read_issue_mask(run: Path, image_id: str) -> np.ndarray:
+    """An issue mask as written, as booleans."""
+    from PIL import Image
+
+    with Image.open(issue_mask_path(run, image_id)) as image:
+        return np.asarray(image) == ISSUE_VALUE

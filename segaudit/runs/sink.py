@@ -1,0 +1,151 @@
+"""The run being built as the pass's sink: per-image arrays written to disk as they come.
+
+Arrays go to ``NAME.zarr`` (:func:`segaudit.runs.chunkstore.create_image_array`: one
+(N, H, W) array when the images share a size, else one array per image). Each
+image's issue mask is also written as ``issues/ID.png`` (0 = fine, 255 = issue), the
+form annotation tools and any image viewer open. Scratch data (scores at Confident
+Learning's resolution, the mispredicted pixels' records) goes to raw files in
+``_scratch/`` through ``write()``, never a memory map, so a full disk is an error
+naming the file rather than a SIGBUS; it is removed before the run is published.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit.engine.pixels import Records
+from segaudit.runs import rundir
+from segaudit.runs.chunkstore import ImageArray, create_image_array
+from segaudit.runs.masks import write_issue_mask
+
+
+class ScratchImages:
+    """Images of any sizes in one raw file, written and read by image with pwrite/pread.
+
+    Threads may write different images at once: each has its own byte range.
+    """
+
+    def __init__(self, path: Path, sizes: np.ndarray, dtype: Any) -> None:
+        self.path = Path(path)
+        self.sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
+        self.dtype = np.dtype(dtype)
+        pixels = self.sizes[:, 0] * self.sizes[:, 1]
+        self._offsets = np.concatenate([[0], np.cumsum(pixels)]) * self.dtype.itemsize
+        self._fd: int | None = os.open(
+            self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
+    def write_image(self, index: int, value: np.ndarray) -> None:
+        data = np.ascontiguousarray(value, dtype=self.dtype).reshape(-1)
+        view = memoryview(data).cast("B")
+        offset = int(self._offsets[index])
+        size = int(self._offsets[index + 1]) - offset
+        if len(view) != size:
+            raise ValueError(f"{len(view)} bytes do not fill image {index} ({size} bytes)")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(self._descriptor(), view[done:], offset + done)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
+
+    def read_image(self, index: int) -> np.ndarray:
+        out = np.empty(tuple(int(n) for n in self.sizes[index]), self.dtype)
+        view = memoryview(out.reshape(-1)).cast("B")
+        offset, done = int(self._offsets[index]), 0
+        while done < len(view):
+            got = os.preadv(self._descriptor(), [view[done:]], offset + done)
+            if got == 0:
+                raise OSError(f"{self.path} ends before image {index}")
+            done += got
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class RunSink:
+    """Per-image arrays in the run being built at ``run``; issue masks also as PNGs
+    named by image id (``ids``)."""
+
+    def __init__(self, run: Path, ids: list[str]) -> None:
+        self.run = run
+        self.ids = ids
+        self.scratch_dir = run / "_scratch"
+        self.scratch_dir.mkdir()
+        self.arrays: dict[str, ImageArray | ScratchImages] = {}
+        self._records: dict[int, dict[str, tuple[np.dtype, int, int]]] = {}
+
+    def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
+        if scratch:
+            self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", sizes, dtype)
+        else:
+            self.arrays[name] = create_image_array(rundir.array_path(self.run, name), sizes, dtype)
+
+    def write(self, name: str, index: int, value: np.ndarray) -> None:
+        self.arrays[name].write_image(index, value)
+        if name == "issues":
+            write_issue_mask(self.run, self.ids[index], value)
+
+    def read(self, name: str, index: int) -> np.ndarray:
+        return self.arrays[name].read_image(index)
+
+    def _record_path(self, start: int) -> Path:
+        return self.scratch_dir / f"records-{start:012d}.bin"
+
+    def add_records(self, start: int, records: Records) -> None:
+        """One raw file per batch, fields one after the other; only where each field
+        lies is kept in memory (a few numbers a batch), so memory stays flat."""
+        where: dict[str, tuple[np.dtype, int, int]] = {}
+        offset = 0
+        with open(self._record_path(start), "wb") as handle:
+            for name, values in records.items():
+                values = np.ascontiguousarray(values)
+                handle.write(values.data)
+                where[name] = (values.dtype, offset, len(values))
+                offset += values.nbytes
+        self._records[start] = where
+
+    def records(self, start: int, fields: tuple[str, ...]) -> Records:
+        where = self._records[start]
+        out = {}
+        with open(self._record_path(start), "rb") as handle:
+            for name in fields:
+                dtype, offset, count = where[name]
+                handle.seek(offset)
+                out[name] = np.fromfile(handle, dtype, count)
+        return out
+
+    def record_starts(self) -> list[int]:
+        return sorted(self._records)
+
+    def pass_written(self) -> None:
+        """The bulk of the run is written: start flushing it while the rest is worked out."""
+        folders: list[Path] = []
+        for array in self.arrays.values():
+            if isinstance(array, ScratchImages):
+                continue
+            folders += array.folders()
+        rundir.start_flush(self.run, folders)
+
+    def discard_scratch(self) -> None:
+        for array in self.arrays.values():
+            if isinstance(array, ScratchImages):
+                array.close()
+        self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, ScratchImages)}
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
