@@ -32,7 +32,9 @@ class Sink(Protocol):
         ...
 
     def add_records(self, start: int, records: Records) -> None:
-        """Keep the records of the batch starting at image ``start``."""
+        """Append records to the batch starting at image ``start`` (its images add theirs
+        in image order, one thread per batch). They are views into the caller's reused
+        buffers, valid only during the call."""
         ...
 
     def records(self, start: int, fields: tuple[str, ...]) -> Records: ...
@@ -50,7 +52,7 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.arrays: dict[str, Any] = {}
-        self._records: dict[int, Records] = {}
+        self._records: dict[int, list[Records]] = {}
 
     def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
         sizes = np.asarray(sizes).reshape(-1, 2)
@@ -71,10 +73,12 @@ class MemorySink:
         return self.arrays[name]
 
     def add_records(self, start: int, records: Records) -> None:
-        self._records[start] = {name: np.array(values) for name, values in records.items()}
+        parts = self._records.setdefault(start, [])
+        parts.append({name: np.array(values) for name, values in records.items()})
 
     def records(self, start: int, fields: tuple[str, ...]) -> Records:
-        return {name: self._records[start][name] for name in fields}
+        parts = self._records[start]
+        return {name: np.concatenate([part[name] for part in parts]) for name in fields}
 
     def record_starts(self) -> list[int]:
         return sorted(self._records)

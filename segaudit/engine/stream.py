@@ -27,7 +27,7 @@ import numpy as np
 
 from segaudit.engine import kernels
 from segaudit.engine.params import HIST_BINS, Execution, Extent, Params, check_extent
-from segaudit.engine.pixels import RECORD_FIELDS, Records, Where, describe_problems, pixel_pass
+from segaudit.engine.pixels import Where, describe_problems, pixel_pass
 from segaudit.engine.pooling import pool_labels, pool_probs
 from segaudit.engine.prepare import prepare_probs
 from segaudit.engine.sinks import Sink
@@ -119,14 +119,22 @@ def create_outputs(sink: Sink, extent: Extent, labels_dtype: np.dtype, params: P
 
 @dataclass
 class ImageResult:
-    """One image's contribution to the reductions, and its records (owned copies)."""
+    """One image's contribution to the reductions (its records are in the sink)."""
 
     class_sum: np.ndarray
     class_count: np.ndarray
     hist: np.ndarray
     softmin: float
     scored: int
-    records: Records
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an image's records go: its batch (by first image) and the batch's pixels
+    (at Confident Learning's resolution) before it."""
+
+    batch: int
+    offset: int
 
 
 def process_image(
@@ -136,8 +144,10 @@ def process_image(
     extent: Extent,
     sink: Sink,
     labels_dtype: np.dtype,
+    place: Place | None = None,
 ) -> ImageResult:
-    """All per-pixel work for one image; writes its per-pixel arrays to ``sink``."""
+    """All per-pixel work for one image; writes its per-pixel arrays and its mispredicted
+    pixels' records (to the batch ``place`` names) to ``sink``."""
     labels_loaded = dataset.read_labels(index)
     probs_loaded = dataset.read_probs(index)
     try:
@@ -153,7 +163,10 @@ def process_image(
             resize=params.resize_probs,
             where=where.probs_image,
         )
-        return _scan_prepared(index, labels, probs, params, extent, sink, labels_dtype, where)
+        place = place or Place(index, 0)
+        return _scan_prepared(
+            index, labels, probs, params, extent, sink, labels_dtype, where, place
+        )
     finally:
         labels_loaded.release()
         probs_loaded.release()
@@ -168,6 +181,7 @@ def _scan_prepared(
     sink: Sink,
     labels_dtype: np.dtype,
     where: Where,
+    place: Place,
 ) -> ImageResult:
     """The kernel over one image's (K, H, W) probabilities and (H, W) labels."""
     at_full_resolution = params.downsample == 1
@@ -203,13 +217,10 @@ def _scan_prepared(
         )
         sink.write("cl_scores", index, cl.s.reshape(small_labels.shape[1:]))
     assert cl.hist is not None and cl.records is not None
+    cl.records["index"] += place.offset  # this thread's buffer: no copy
+    sink.add_records(place.batch, cl.records)
     return ImageResult(
-        cl.class_sum[0],
-        cl.class_count[0],
-        cl.hist,
-        float(softmin[0]),
-        int(full.scored[0]),
-        {name: values.copy() for name, values in cl.records.items()},
+        cl.class_sum[0], cl.class_count[0], cl.hist, float(softmin[0]), int(full.scored[0])
     )
 
 
@@ -222,8 +233,9 @@ def process_batch(
     sink: Sink,
     labels_dtype: np.dtype,
 ) -> BatchResult:
-    """Images ``start:stop`` one after the other; their records go to ``sink`` together,
-    indexed by pixel within the batch (the images' CL-resolution pixels end to end)."""
+    """Images ``start:stop`` one after the other; their records go to ``sink`` as the
+    batch ``start``'s, indexed by pixel within the batch (the images' CL-resolution
+    pixels end to end)."""
     count = stop - start
     result = BatchResult(
         start,
@@ -235,19 +247,15 @@ def process_batch(
     )
     cl_pixels = extent.scaled(params.downsample).prod(axis=1)
     offset = 0
-    parts: list[Records] = []
     for row, index in enumerate(range(start, stop)):
-        image = process_image(index, dataset, params, extent, sink, labels_dtype)
+        place = Place(start, offset)
+        image = process_image(index, dataset, params, extent, sink, labels_dtype, place)
         result.class_sum[row] = image.class_sum
         result.class_count[row] = image.class_count
         result.s_hist += image.hist
         result.softmin[row] = image.softmin
         result.scored[row] = image.scored
-        image.records["index"] += offset
-        parts.append(image.records)
         offset += int(cl_pixels[index])
-    records = {name: np.concatenate([part[name] for part in parts]) for name in RECORD_FIELDS}
-    sink.add_records(start, records)
     return result
 
 

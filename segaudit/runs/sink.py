@@ -89,7 +89,7 @@ class RunSink:
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageArray | ScratchImages] = {}
-        self._records: dict[int, dict[str, tuple[np.dtype, int, int]]] = {}
+        self._records: dict[int, list[dict[str, tuple[np.dtype, int, int]]]] = {}
 
     def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
         if scratch:
@@ -109,27 +109,31 @@ class RunSink:
         return self.scratch_dir / f"records-{start:012d}.bin"
 
     def add_records(self, start: int, records: Records) -> None:
-        """One raw file per batch, fields one after the other; only where each field
-        lies is kept in memory (a few numbers a batch), so memory stays flat."""
+        """One raw file per batch; each image appends its fields one after the other, and
+        only where each lies is kept in memory (a few numbers an image): memory stays
+        flat, and the records are written straight from the kernel's buffers."""
+        segments = self._records.setdefault(start, [])
+        mode = "ab" if segments else "wb"
         where: dict[str, tuple[np.dtype, int, int]] = {}
-        offset = 0
-        with open(self._record_path(start), "wb") as handle:
+        with open(self._record_path(start), mode) as handle:
+            offset = handle.tell()
             for name, values in records.items():
                 values = np.ascontiguousarray(values)
                 handle.write(values.data)
                 where[name] = (values.dtype, offset, len(values))
                 offset += values.nbytes
-        self._records[start] = where
+        segments.append(where)
 
     def records(self, start: int, fields: tuple[str, ...]) -> Records:
-        where = self._records[start]
-        out = {}
+        segments = self._records[start]
+        out: dict[str, list[np.ndarray]] = {name: [] for name in fields}
         with open(self._record_path(start), "rb") as handle:
-            for name in fields:
-                dtype, offset, count = where[name]
-                handle.seek(offset)
-                out[name] = np.fromfile(handle, dtype, count)
-        return out
+            for where in segments:
+                for name in fields:
+                    dtype, offset, count = where[name]
+                    handle.seek(offset)
+                    out[name].append(np.fromfile(handle, dtype, count))
+        return {name: np.concatenate(parts) for name, parts in out.items()}
 
     def record_starts(self) -> list[int]:
         return sorted(self._records)
