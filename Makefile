@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 DEMO_RUN ?= demo-run
+DEMO_FOLDER_RUN ?= demo-run-folder
 
 .PHONY: demo test lint bench clean
 
@@ -25,6 +26,8 @@ demo: $(RUNTIME)
 	$(VENV)/bin/segaudit swaps $(DEMO_RUN) --top 8
 	$(VENV)/bin/segaudit render $(DEMO_RUN) --top 4 --zoom 2
 	$(VENV)/bin/segaudit eval $(DEMO_RUN) --truth sample_data
+	$(VENV)/bin/segaudit scan sample_data/folder -o $(DEMO_FOLDER_RUN)
+	$(VENV)/bin/segaudit eval $(DEMO_FOLDER_RUN) --truth sample_data/folder
 
 test: $(DEV)
 	$(PY) -m pytest -q
@@ -36,4 +39,4 @@ bench: $(DEV)
 	$(PY) bench/run.py --repeat 3
 
 clean:
-	rm -rf $(DEMO_RUN) .pytest_cache
+	rm -rf $(DEMO_RUN) $(DEMO_FOLDER_RUN) .pytest_cache

@@ -21,7 +21,7 @@ from segaudit.engine.sinks import MemorySink
 from segaudit.engine.stream import default_workers
 from segaudit.errors import InvalidInputError
 from segaudit.sources.dataset import Dataset
-from segaudit.sources.stacked import StackedLabels, StackedProbs
+from segaudit.sources.stacked import ImageList, StackedLabels, StackedProbs, is_image_list
 from segaudit.sources.stores import ArraySource, as_array_argument
 
 
@@ -43,10 +43,29 @@ def _is_zarr_array(array: Any) -> bool:
 
 
 def array_dataset(labels: Any, pred_probs: Any, channels_last: bool = False) -> Dataset:
-    """A caller's arrays, labels (N,H,W) and pred_probs (N,K,H,W), as a dataset."""
+    """A caller's arrays as a dataset: labels (N,H,W) and pred_probs (N,K,H,W), or lists of
+    per-image arrays (H_i,W_i) and (K,H_i,W_i) for images of different sizes."""
+    listed = is_image_list(labels), is_image_list(pred_probs)
+    if any(listed):
+        if not all(listed):
+            raise TypeError(
+                "labels and pred_probs must both be arrays or both be lists of per-image "
+                "arrays; got one of each."
+            )
+        return Dataset(
+            ImageList(list(labels), "labels"),
+            ImageList(list(pred_probs), "pred_probs", channels_last),
+        )
     label_source = StackedLabels(as_source(labels, "labels"))
     probs_source = StackedProbs(as_source(pred_probs, "pred_probs"), channels_last)
     return Dataset(label_source, probs_source)
+
+
+def _as_given(result: Any, labels: Any) -> Any:
+    """Per-image results as the caller gave the labels: a list for a list, else (N,H,W)."""
+    if is_image_list(labels):
+        return list(result)
+    return result
 
 
 def _count(value: Any, name: str) -> int | None:
@@ -60,12 +79,14 @@ def _count(value: Any, name: str) -> int | None:
     return int(value)
 
 
-def _images_per_batch(batch_size: int | None, pred_probs: ArraySource) -> int | None:
-    """The reference's ``batch_size`` counts probability values; turn it into whole images."""
+def _images_per_batch(batch_size: int | None, dataset: Dataset) -> int | None:
+    """The reference's ``batch_size`` counts probability values; turn it into whole images
+    (of the dataset's largest image)."""
     batch_size = _count(batch_size, "batch_size")
-    if batch_size is None:
+    if batch_size is None or dataset.num_images == 0:
         return None
-    per_image = max(1, int(np.prod(pred_probs.shape[1:])))
+    per_image = max(1, max(dataset.image_bytes(i) for i in range(dataset.num_images)))
+    per_image //= dataset.probs_dtype.itemsize
     return max(batch_size // per_image, 1)
 
 
@@ -92,7 +113,7 @@ def run_confident_learning(
     dataset = array_dataset(labels, pred_probs, channels_last)
     execution = Execution(
         workers=_workers(n_jobs),
-        batch_size=_images_per_batch(batch_size, dataset.probs.source),
+        batch_size=_images_per_batch(batch_size, dataset),
         memory_budget=memory_budget,
     )
     sink = MemorySink()
@@ -119,6 +140,11 @@ def find_label_issues(
     (with ``label_pooling="mean"`` when ``downsample > 1``), plus ``ignore_index``
     for unlabelled pixels. ``batch_size`` counts probability values, as in the
     reference; ``n_jobs`` is the number of worker threads (default: all cores).
+
+    Images of different sizes: pass lists, ``labels[i]`` (H_i, W_i) and ``pred_probs[i]``
+    (K, H_i, W_i); the result is a list of per-image masks. Thresholds and the cut are
+    over all pixels of all images, so the masks laid end to end equal the reference's on
+    all pixels laid end to end.
     """
     del verbose  # the library never prints
     _, sink = run_confident_learning(
@@ -132,7 +158,7 @@ def find_label_issues(
         channels_last=channels_last,
         logits=logits,
     )
-    return sink.get("issues")
+    return _as_given(sink.get("issues"), labels)
 
 
 def get_label_quality_scores(
@@ -171,6 +197,7 @@ def get_label_quality_scores(
     memory use ``segaudit score``, which streams them to ``pixel_scores.zarr``.
     ``batch_size`` counts probability values, as in the reference; ``n_jobs`` is the
     number of worker threads (default: all cores). Bad input raises ``ValueError``.
+    Lists of per-image arrays (images of different sizes) give a list of pixel scores.
     """
     import warnings
 
@@ -195,8 +222,8 @@ def get_label_quality_scores(
     dataset = array_dataset(labels, pred_probs, channels_last)
     if method == "num_pixel_issues":
         result, sink = run_confident_learning(
-            dataset.labels.source,
-            dataset.probs.source,
+            labels,
+            pred_probs,
             batch_size=batch_size,
             downsample=downsample,
             ignore_index=ignore_index,
@@ -218,7 +245,7 @@ def get_label_quality_scores(
         sink = MemorySink()
         execution = Execution(
             workers=_workers(n_jobs),
-            batch_size=_images_per_batch(batch_size, dataset.probs.source),
+            batch_size=_images_per_batch(batch_size, dataset),
         )
         softmin = softmin_pass(dataset, params, pixel_sink=sink, execution=execution)
         image_scores, scored = softmin.scores, softmin.scored
@@ -226,7 +253,7 @@ def get_label_quality_scores(
     unscored = np.flatnonzero(scored == 0)
     if len(unscored):
         warnings.warn(unscored_message(unscored), UnscoredImagesWarning, stacklevel=2)
-    return image_scores, pixel_scores
+    return image_scores, _as_given(pixel_scores, labels)
 
 
 def issues_from_scores(

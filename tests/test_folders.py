@@ -163,3 +163,23 @@ def test_every_command_works_on_a_folder_of_several_sizes(tmp_path):
     assert scores.exit_code == 0, scores.output
     data = summary["dataset"]
     assert data["num_images"] == 4 and "height" not in data and data["sizes"]["distinct"] == 3
+
+
+def test_the_api_takes_lists_of_images_of_several_sizes(tmp_path):
+    from segaudit.api import find_label_issues, get_label_quality_scores
+
+    images, _ = well_posed_folder(tmp_path / "ds")
+    labels = [lab for lab, _ in images.values()]
+    probs = [p for _, p in images.values()]
+    flat_labels, flat_probs = end_to_end(images)
+    masks = find_label_issues(labels, probs)
+    assert [m.shape for m in masks] == [lab.shape for lab in labels]
+    expected = cleanlab_issues(flat_labels, flat_probs, verbose=False, n_jobs=1).ravel()
+    assert np.array_equal(np.concatenate([m.ravel() for m in masks]), expected)
+    scores, pixels = get_label_quality_scores(labels, probs)
+    for score, pixel, lab, prob in zip(scores, pixels, labels, probs, strict=True):
+        reference, reference_pixels = cleanlab_scores(lab[None], prob[None], verbose=False)
+        assert score == pytest.approx(reference[0], abs=1e-12)
+        assert np.array_equal(pixel, reference_pixels[0])
+    with pytest.raises(TypeError, match="both be arrays or both be lists"):
+        find_label_issues(labels, np.stack([probs[0], probs[0]]))

@@ -85,7 +85,7 @@ def _check_stacked_shapes(labels: Any, probs: Any) -> None:
 
 def _pair_by_order(labels: Any, probs: Any) -> tuple[list[str], list[Any], list[Any]]:
     """A stacked input with another input: index i is the i-th image in sorted id order."""
-    if labels.ids is None and probs.ids is None:
+    if hasattr(labels, "source") and hasattr(probs, "source"):
         _check_stacked_shapes(labels, probs)
     if len(labels) != len(probs):
         raise InvalidInputError(

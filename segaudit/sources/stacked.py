@@ -133,3 +133,74 @@ class StackedPhotos(StackedArrays):
 
     def size(self, index: int) -> tuple[int, int]:
         return self.source.shape[1], self.source.shape[2]
+
+
+class ImageList:
+    """Images handed over one array each, in memory (the Python API's lists): image i is
+    ``arrays[i]``, of its own size. Used for labels (H, W) and predictions (K, H, W)."""
+
+    ids: list[str] | None = None
+    absent: list[int] = []  # noqa: RUF012 - never absent: the arrays are in memory
+
+    def __init__(self, arrays: list[Any], what: str, channels_last: bool = False) -> None:
+        self.arrays, self.what = arrays, what
+        self.path = Path(f"<{what}>")
+        self.channels_last = channels_last
+        dims = 3 if what == "pred_probs" else 2
+        for index, array in enumerate(arrays):
+            if np.ndim(array) != dims:
+                shape = "(H, W, K)" if channels_last else "(K, H, W)"
+                expected = shape if dims == 3 else "(H, W)"
+                raise InvalidInputError(
+                    f"{what}[{index}] has shape {np.shape(array)}; each image's {what} must "
+                    f"be {expected}."
+                )
+        first = np.asarray(arrays[0]) if arrays else np.zeros((0,) * dims)
+        self.dtype = first.dtype
+        if dims == 3:
+            self.num_classes = first.shape[2] if channels_last else first.shape[0]
+            mixed = {np.asarray(a).dtype for a in arrays}
+            if len(mixed) > 1 or any(self._classes(a) != self.num_classes for a in arrays):
+                raise InvalidInputError(
+                    f"{what} arrays differ in dtype or class count; give every image's "
+                    "predictions the same classes and dtype."
+                )
+        elif any(np.asarray(a).dtype.kind not in "iu" for a in arrays):
+            raise InvalidInputError(f"{what} must hold integers (class ids).")
+        else:
+            self.dtype = np.result_type(*[np.asarray(a).dtype for a in arrays])
+
+    def _classes(self, array: Any) -> int:
+        shape = np.shape(array)
+        return int(shape[2] if self.channels_last else shape[0])
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def size(self, index: int) -> tuple[int, int]:
+        shape = np.shape(self.arrays[index])
+        if len(shape) == 2:
+            return int(shape[0]), int(shape[1])
+        return (int(shape[0]), int(shape[1])) if self.channels_last else (
+            int(shape[1]), int(shape[2]))  # fmt: skip
+
+    def read(self, index: int, populate: bool = True) -> Loaded:
+        return Loaded(np.ascontiguousarray(self.arrays[index]))
+
+    def file_of(self, index: int) -> str:
+        return f"{self.path}[{index}]"
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "format": "arrays", "images": len(self.arrays)}
+
+    def check_unchanged(self) -> None:
+        pass
+
+
+def is_image_list(value: Any) -> bool:
+    """Whether an API argument is a list of per-image arrays (rather than one array)."""
+    return (
+        isinstance(value, list | tuple)
+        and len(value) > 0
+        and all(hasattr(item, "shape") and hasattr(item, "dtype") for item in value)
+    )
