@@ -88,13 +88,12 @@ def test_a_folder_of_several_sizes_scans_to_cleanlabs_exact_result(tmp_path, dty
     assert list(masks) == sorted(SIZES)
     got = np.concatenate([masks[i].ravel() for i in sorted(SIZES)])
     assert got.any() and np.array_equal(got, expected)
-    for image_id, (lab, prob) in images.items():
+    for image_id in images:
         assert masks[image_id].shape == SIZES[image_id]
         png = read_issue_mask(tmp_path / "run", image_id)
         assert np.array_equal(png, masks[image_id])
         raw = np.asarray(Image.open(tmp_path / "run" / "issues" / f"{image_id}.png"))
         assert raw.dtype == np.uint8 and set(np.unique(raw)) <= {0, 255}
-        del lab, prob
 
 
 def test_each_images_softmin_is_cleanlabs_for_that_image(tmp_path):
@@ -183,3 +182,62 @@ def test_the_api_takes_lists_of_images_of_several_sizes(tmp_path):
         assert np.array_equal(pixel, reference_pixels[0])
     with pytest.raises(TypeError, match="both be arrays or both be lists"):
         find_label_issues(labels, np.stack([probs[0], probs[0]]))
+
+
+def candidates_naive(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Confident Learning's candidates (steps 2-4) on pixels laid end to end, ties at the
+    cut to the lowest flat index."""
+    result = naive_issues(labels, probs)
+    flat_probs = np.moveaxis(probs, 1, -1).reshape(-1, probs.shape[1])
+    flat_labels = labels.ravel()
+    s = flat_probs[np.arange(len(flat_labels)), flat_labels]
+    order = np.lexsort((np.arange(len(s)), s))
+    chosen = np.zeros(len(s), bool)
+    chosen[order[: result.m]] = True
+    return chosen
+
+
+def test_downsampled_folders_of_several_sizes_follow_the_exact_rule(tmp_path):
+    from helpers import pool_mean_reference
+
+    sizes = {"a": (16, 24), "b": (8, 12), "c": (12, 8)}
+    rng = np.random.default_rng(3)
+    images = {}
+    for image_id, (h, w) in sizes.items():
+        labels, probs = make_probs(rng, 1, K, h, w)
+        images[image_id] = (labels[0], probs[0])
+    write_folder(tmp_path / "ds", images)
+    result = invoke("scan", tmp_path / "ds", "-o", tmp_path / "run", "-q",
+                    "--downsample", 2, "--label-pooling", "mean")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pooled = [pool_mean_reference(lab[None], p[None], 2) for lab, p in images.values()]
+    small_labels = np.concatenate([lab.ravel() for lab, _ in pooled]).reshape(1, 1, -1)
+    small_probs = np.concatenate([p.reshape(K, -1) for _, p in pooled], 1).reshape(1, K, 1, -1)
+    chosen = candidates_naive(small_labels, small_probs)
+    masks = run_masks(tmp_path / "run")
+    start = 0
+    for image_id, (labels, probs) in images.items():
+        h, w = sizes[image_id]
+        candidate = chosen[start : start + (h // 2) * (w // 2)].reshape(h // 2, w // 2)
+        start += (h // 2) * (w // 2)
+        full = candidate.repeat(2, axis=0).repeat(2, axis=1)
+        expected = full & (probs.argmax(axis=0) != labels)
+        assert np.array_equal(masks[image_id], expected), image_id
+    assert any(mask.any() for mask in masks.values())
+
+
+def test_ties_at_the_cut_across_images_go_to_the_lowest_flat_index(tmp_path):
+    rng = np.random.default_rng(5)
+    images = {}
+    for image_id, (h, w) in sorted(SIZES.items()):
+        labels, probs = make_probs(rng, 1, K, h, w)
+        coarse = np.round(probs[0] * 8) + 1e-3  # few distinct values: many exact ties
+        images[image_id] = (labels[0], (coarse / coarse.sum(axis=0)).astype(np.float32))
+    write_folder(tmp_path / "ds", images)
+    labels, probs = end_to_end(images)
+    naive = naive_issues(labels, probs)
+    assert naive.tie_at_cut, "the data should tie at the cut"
+    assert invoke("scan", tmp_path / "ds", "-o", tmp_path / "run", "-q").exit_code == 0
+    masks = run_masks(tmp_path / "run")
+    got = np.concatenate([masks[i].ravel() for i in sorted(SIZES)])
+    assert np.array_equal(got, naive.issues.ravel())

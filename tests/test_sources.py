@@ -308,7 +308,7 @@ def test_layout_image_without_prediction_is_named_or_skipped(tmp_path):
     refused(
         tmp_path,
         InvalidInputError,
-        "1 masks without a prediction: val/lindau/lindau_000000_000019",
+        "1 mask without a prediction: val/lindau/lindau_000000_000019",
         "--skip-unmatched",
         **spec,
     )
@@ -488,7 +488,7 @@ def test_label_map_missing_a_value_fails_on_read_naming_it(tmp_path):
     dataset = open_dataset(DatasetSpec(dataset=built.root, label_map=label_map))
     before = listing(tmp_path)
     with pytest.raises(
-        InvalidInputError, match=r"holds the value #ffffff \(\d+ pixels\)"
+        InvalidInputError, match=r"holds the value #ffffff at pixel \(\d+, \d+\)"
     ) as caught:
         dataset.read_labels(0)
     assert str(label_map) in str(caught.value) and "\n" not in str(caught.value)

@@ -136,6 +136,7 @@ def scan_dataset(
         result = confident_learning(
             dataset, params, sink, execution, progress, on_batch=_test_hook_after_batch
         )
+        sink.finish()
         sink.discard_scratch()
         dataset.check_unchanged()
         table = image_table(dataset)

@@ -369,6 +369,8 @@ class _Work:
             execution=self.execution,
             progress=self.progress,
         )
+        if sink is not None:
+            sink.array.finish()
         return ImageScores(
             found.extent,
             list(self.dataset.ids),
@@ -389,6 +391,7 @@ class _Work:
         """Confident Learning into the run (a full scan's arrays); scores and scan summary."""
         sink = RunSink(tmp, list(self.dataset.ids))
         cl = confident_learning(self.dataset, self.params, sink, self.execution, self.progress)
+        sink.finish()
         sink.discard_scratch()
         if not pixel_scores:
             shutil.rmtree(rundir.array_path(tmp, "pixel_scores"), ignore_errors=True)
@@ -418,9 +421,9 @@ class _PixelScoresSink:
         self.array: Any = None
 
     def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
-        from segaudit.runs.chunkstore import create_image_array
+        from segaudit.runs.chunkstore import ImageChunkWriter
 
-        self.array = create_image_array(rundir.array_path(self.run, name), sizes, dtype)
+        self.array = ImageChunkWriter(rundir.array_path(self.run, name), dtype)
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
         self.array.write_image(index, value)

@@ -12,6 +12,7 @@ ordinary Zarr v3 array (the tests check that, and that the metadata equals Zarr'
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -209,13 +210,26 @@ class PerImageArrays:
     def write_image(self, index: int, value: np.ndarray) -> None:
         """Store image ``index`` (any 2-D size): its metadata, then its one chunk."""
         chunk = np.ascontiguousarray(value, dtype=self._stored)
+        folder = self._image_folder(index, chunk.shape)
+        _write_file(folder / self._key(chunk.ndim), _encode(self._codec, chunk))
+
+    def adopt_chunk(self, index: int, chunk: Path, shape: tuple[int, ...]) -> None:
+        """Make an encoded chunk file image ``index`` of the group (renamed, not copied)."""
+        folder = self._image_folder(index, shape)
+        os.rename(chunk, folder / self._key(len(shape)))
+
+    def _image_folder(self, index: int, shape: tuple[int, ...]) -> Path:
+        """Image ``index``'s folder with its metadata: one array of ``shape``, one chunk."""
         folder = self.path / str(index)
         folder.mkdir(exist_ok=True)
-        metadata = zarr_v3_metadata(chunk.shape, self.dtype)
-        metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(chunk.shape)
+        metadata = zarr_v3_metadata(shape, self.dtype)
+        metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(shape)
         (folder / "zarr.json").write_text(json.dumps(metadata, indent=2))
-        key = CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * chunk.ndim)])
-        _write_file(folder / key, _encode(self._codec, chunk))
+        return folder
+
+    @staticmethod
+    def _key(ndim: int) -> str:
+        return CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * ndim)])
 
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` as written; a missing image is an error, never a fill value."""
@@ -238,15 +252,69 @@ class PerImageArrays:
 ImageArray = ImageChunkedArray | PerImageArrays
 
 
-def create_image_array(path: Path, sizes: np.ndarray, dtype: Any) -> ImageArray:
-    """A new per-pixel array for images of ``sizes`` (N, 2): one (N, H, W) Zarr array when
-    every image has one size (any Zarr reader sees the stack), else a group of per-image
-    arrays (:class:`PerImageArrays`)."""
-    sizes = np.asarray(sizes).reshape(-1, 2)
-    if len(sizes) and (sizes == sizes[0]).all():
-        height, width = (int(n) for n in sizes[0])
-        return ImageChunkedArray(path, (len(sizes), height, width), dtype)
-    return PerImageArrays(path, len(sizes), dtype)
+class ImageChunkWriter:
+    """A run array written image by image, before every image's size is known.
+
+    Each image's chunk is written as it comes, as ``NAME.zarr/c.I.0.0`` — the chunk of
+    an (N, H, W) array — and :meth:`finish` writes the metadata once all are in: one
+    (N, H, W) array (:class:`ImageChunkedArray`) when the images share a size, else a
+    group of per-image arrays (:class:`PerImageArrays`), each chunk renamed into its
+    image's folder (bytes unchanged). A pass that learns the sizes as it goes (images
+    streamed from a model) and one that knew them all along write the same run.
+    """
+
+    def __init__(self, path: Path, dtype: Any) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self._stored = self.dtype.newbyteorder("<")
+        self._codec = _codec_for(self.dtype)
+        self.shapes: dict[int, tuple[int, ...]] = {}
+        self.finished = False
+        self.per_image = False  # finished as a group of per-image arrays
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def _chunk_path(self, index: int) -> Path:
+        if self.per_image:
+            return self.path / str(index) / CHUNK_KEY_SEPARATOR.join(("c", "0", "0"))
+        return self.path / CHUNK_KEY_SEPARATOR.join(("c", str(index), "0", "0"))
+
+    def write_image(self, index: int, value: np.ndarray) -> None:
+        """Store image ``index`` (any 2-D size); threads may write different images."""
+        chunk = np.ascontiguousarray(value, dtype=self._stored)
+        _write_file(self._chunk_path(index), _encode(self._codec, chunk))
+        self.shapes[index] = chunk.shape
+
+    def read_image(self, index: int) -> np.ndarray:
+        shape = self.shapes[index]
+        data = self._chunk_path(index).read_bytes()
+        if self._codec is None:
+            return np.frombuffer(data, self._stored).reshape(shape).astype(self.dtype)
+        out = np.empty(shape, self.dtype)
+        self._codec.decode(data, out=out)
+        return out
+
+    def folders(self) -> list[Path]:
+        """Where the chunk files are (to flush them to disk early)."""
+        if self.per_image:
+            return [self.path / str(index) for index in range(len(self.shapes))]
+        return [self.path]
+
+    def finish(self) -> None:
+        """Write the metadata of images 0..N-1 in the layout their sizes call for."""
+        self.finished = True
+        count = len(self.shapes)
+        if sorted(self.shapes) != list(range(count)):
+            raise ValueError(f"{self.path}: images {sorted(self.shapes)[:5]}... are not 0..N-1")
+        sizes = {self.shapes[i] for i in range(count)}
+        if len(sizes) <= 1:
+            size = next(iter(sizes), (0, 0))
+            metadata = zarr_v3_metadata((count, *size), self.dtype)
+            (self.path / "zarr.json").write_text(json.dumps(metadata, indent=2))
+            return
+        group = PerImageArrays(self.path, count, self.dtype)
+        for index in range(count):
+            group.adopt_chunk(index, self._chunk_path(index), self.shapes[index])
+        self.per_image = True
 
 
 def open_image_array(path: Path) -> ImageArray:

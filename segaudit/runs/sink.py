@@ -20,7 +20,7 @@ import numpy as np
 
 from segaudit.engine.pixels import Records
 from segaudit.runs import rundir
-from segaudit.runs.chunkstore import ImageArray, create_image_array
+from segaudit.runs.chunkstore import ImageChunkWriter
 from segaudit.runs.masks import write_issue_mask
 
 
@@ -88,14 +88,14 @@ class RunSink:
         self.ids = ids
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
-        self.arrays: dict[str, ImageArray | ScratchImages] = {}
+        self.arrays: dict[str, ImageChunkWriter | ScratchImages] = {}
         self._records: dict[int, list[dict[str, tuple[np.dtype, int, int]]]] = {}
 
     def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
         if scratch:
             self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", sizes, dtype)
         else:
-            self.arrays[name] = create_image_array(rundir.array_path(self.run, name), sizes, dtype)
+            self.arrays[name] = ImageChunkWriter(rundir.array_path(self.run, name), dtype)
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
         self.arrays[name].write_image(index, value)
@@ -139,13 +139,21 @@ class RunSink:
         return sorted(self._records)
 
     def pass_written(self) -> None:
-        """The bulk of the run is written: start flushing it while the rest is worked out."""
+        """The bulk of the run is written: complete its arrays, and start flushing them
+        while the rest is worked out."""
+        self.finish()
         folders: list[Path] = []
         for array in self.arrays.values():
-            if isinstance(array, ScratchImages):
-                continue
-            folders += array.folders()
+            if isinstance(array, ImageChunkWriter):
+                folders += array.folders()
         rundir.start_flush(self.run, folders)
+
+    def finish(self) -> None:
+        """Write the metadata of every array not completed yet (its layout follows from
+        the images' sizes)."""
+        for array in self.arrays.values():
+            if isinstance(array, ImageChunkWriter) and not array.finished:
+                array.finish()
 
     def discard_scratch(self) -> None:
         for array in self.arrays.values():

@@ -62,6 +62,11 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
     """Open the dataset ``spec`` describes, checking everything that can be checked
     without decoding pixels; one sentence (a :class:`~segaudit.errors.SegauditError`)
     when something is missing or inconsistent."""
+    if spec.splits and spec.layout is None:
+        raise InvalidInputError(
+            "--split picks splits of a public dataset read with --layout; without --layout, "
+            "point DATASET (or --labels and --pred-probs) at the split's files instead."
+        )
     if spec.manifest is not None:
         return _from_manifest(spec)
     if spec.layout is not None:
@@ -174,6 +179,11 @@ def _layout_probs(spec: DatasetSpec, layout: KnownLayout, chosen: set[str]) -> F
     """PRED_DIR's predictions for the chosen splits: with --split val, the predictions
     PRED_DIR/train/... of the dataset's other splits are not images of this run."""
     assert spec.dataset is not None and spec.pred_probs is not None
+    if Path(spec.pred_probs).is_file():
+        raise InvalidInputError(
+            f"--layout {layout.name} reads predictions per image: --pred-probs must be a "
+            f"folder holding ID.npy or ID.npz for each image, not the file {spec.pred_probs}."
+        )
     found = find_files(Path(spec.pred_probs), PROBS_SUFFIXES, "pred_probs")
     others = set(layout.splits(layout.root(spec.dataset))) - chosen
     kept = {i: path for i, path in found.items() if i.split("/", 1)[0] not in others}

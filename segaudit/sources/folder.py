@@ -275,4 +275,5 @@ def describe_unmatched(missing: Sequence[str], what: str, other: str) -> str:
     """'3 masks have no prediction: a, b, c' for an error or a warning."""
     shown = ", ".join(printable(m) for m in missing[:5])
     more = f", … ({len(missing)} in all)" if len(missing) > 5 else ""
-    return f"{len(missing)} {what} without {other}: {shown}{more}"
+    noun = what if len(missing) != 1 else what.removesuffix("s")
+    return f"{len(missing)} {noun} without {other}: {shown}{more}"

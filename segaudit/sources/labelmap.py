@@ -99,12 +99,20 @@ class LabelMap:
         if found.all():
             return
         if self.default == "error":
-            first = values[~found].ravel()[0]
+            at = int(np.flatnonzero(~found.ravel())[0])
+            row, col = divmod(at, values.shape[1])
+            first = values.ravel()[at]
             shown = f"#{int(first):06x}" if self.colour else str(int(first))
             count = int(np.count_nonzero(~found))
+            more = f" (and {count - 1} more pixels)" if count > 1 else ""
+            fix = (
+                "add it to the map (or a '*, void' line)"
+                if self.origin.startswith("label map")
+                else "fix the mask, or pass --label-map FILE to say what it means"
+            )
             raise InvalidInputError(
-                f"mask {path} holds the value {shown} ({count} pixels), which {self.origin} "
-                "does not map; add it to the map (or a '*, void' line)."
+                f"mask {path} holds the value {shown} at pixel ({row}, {col}){more}, which "
+                f"{self.origin} does not map; {fix}."
             )
         mapped[~found] = _VOID_ENTRY if self.default is VOID else int(self.default)
 
