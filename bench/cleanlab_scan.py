@@ -2,13 +2,25 @@
 
     python bench/cleanlab_scan.py filter DATASET OUT_PREFIX
     python bench/cleanlab_scan.py score  DATASET OUT_PREFIX
+    python bench/cleanlab_scan.py flat   FOLDER_DATASET OUT_PREFIX
 
-labels and pred_probs are opened with ``np.load(..., mmap_mode="r")``, as a user would.
-``filter`` runs ``cleanlab.segmentation.filter.find_label_issues(..., n_jobs=1)`` and
-saves the mask to OUT_PREFIX-mask.npy; ``score`` runs
+``filter`` and ``score`` read a stacked dataset: labels and pred_probs are opened with
+``np.load(..., mmap_mode="r")``, as a user would. ``filter`` runs
+``cleanlab.segmentation.filter.find_label_issues(..., n_jobs=1)`` and saves the mask to
+OUT_PREFIX-mask.npy; ``score`` runs
 ``cleanlab.segmentation.rank.get_label_quality_scores(..., method="softmin", n_jobs=1)``
 and saves OUT_PREFIX-image.npy and OUT_PREFIX-pixel.npy. One JSON line on stdout with
 the seconds spent importing cleanlab, in the call itself, and saving the result.
+
+``flat`` is what a cleanlab user must do today with a folder dataset
+(``labels/ID.png`` masks, ``pred_probs/ID.npy`` (K,H,W) predictions) whose images have
+different sizes: they cannot be stacked into (N,K,H,W), so every mask and prediction is
+decoded into memory, in sorted id order, and all pixels are laid end to end as one
+1×P image — labels (1, 1, P), pred_probs (1, K, 1, P) — for
+``find_label_issues(..., n_jobs=1, verbose=False)``. Exact Confident Learning (downsample
+1) does not depend on image boundaries, so the result is the per-image result laid end
+to end. Saves the flat (P,) mask to OUT_PREFIX-flat-mask.npy and the ids and sizes, in
+that order, to OUT_PREFIX-flat-ids.json. Its "seconds" (the work) = decoding + the call.
 """
 
 from __future__ import annotations
@@ -19,10 +31,72 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+
+def decode_end_to_end(dataset: Path) -> tuple[np.ndarray, np.ndarray, list[list]]:
+    """Every mask and prediction of a folder dataset, in memory, pixels end to end:
+    labels (1, 1, P) and pred_probs (1, K, 1, P), in sorted id order; and [id, H, W] of
+    each image."""
+    ids = sorted(p.stem for p in (dataset / "labels").glob("*.png"))
+    masks = [np.asarray(Image.open(dataset / "labels" / f"{i}.png")) for i in ids]
+    sizes = [[i, int(m.shape[0]), int(m.shape[1])] for i, m in zip(ids, masks, strict=True)]
+    total = sum(m.size for m in masks)
+    labels = np.empty((1, 1, total), dtype=masks[0].dtype)
+    pred_probs = None
+    start = 0
+    for i, mask in zip(ids, masks, strict=True):
+        probs = np.load(dataset / "pred_probs" / f"{i}.npy", allow_pickle=False)
+        k, h, w = probs.shape
+        if (h, w) != mask.shape:
+            raise SystemExit(f"{i}: mask {mask.shape}, prediction {probs.shape}")
+        if pred_probs is None:
+            pred_probs = np.empty((1, k, 1, total), dtype=probs.dtype)
+        stop = start + mask.size
+        labels[0, 0, start:stop] = mask.reshape(-1)
+        pred_probs[0, :, 0, start:stop] = probs.reshape(k, -1)
+        start = stop
+    if pred_probs is None:
+        raise SystemExit(f"no masks in {dataset / 'labels'}")
+    return labels, pred_probs, sizes
+
+
+def flat(dataset: Path, prefix: str) -> None:
+    t0 = time.perf_counter()
+    import cleanlab
+    from cleanlab.segmentation.filter import find_label_issues
+
+    t1 = time.perf_counter()
+    labels, pred_probs, sizes = decode_end_to_end(dataset)
+    t2 = time.perf_counter()
+    mask = find_label_issues(labels, pred_probs, n_jobs=1, verbose=False)
+    t3 = time.perf_counter()
+    np.save(f"{prefix}-flat-mask.npy", np.asarray(mask, dtype=bool).reshape(-1))
+    Path(f"{prefix}-flat-ids.json").write_text(json.dumps(sizes) + "\n")
+    t4 = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "seconds": t3 - t1,
+                "decode_s": t2 - t1,
+                "call_s": t3 - t2,
+                "import_s": t1 - t0,
+                "save_s": t4 - t3,
+                "images": len(sizes),
+                "pixels": int(labels.size),
+                "pred_probs_bytes": int(pred_probs.nbytes),
+                "cleanlab_version": cleanlab.__version__,
+                "issue_pixels": int(np.count_nonzero(mask)),
+            }
+        )
+    )
 
 
 def main() -> None:
     mode, dataset, prefix = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    if mode == "flat":
+        flat(dataset, prefix)
+        return
     t0 = time.perf_counter()
     import cleanlab
     from cleanlab.segmentation.filter import find_label_issues
@@ -46,7 +120,7 @@ def main() -> None:
         np.save(f"{prefix}-image.npy", np.asarray(image_scores, dtype=np.float64))
         np.save(f"{prefix}-pixel.npy", np.asarray(pixel_scores))
     else:
-        raise SystemExit(f"unknown mode {mode!r}: use filter or score")
+        raise SystemExit(f"unknown mode {mode!r}: use filter, score or flat")
     t4 = time.perf_counter()
     print(
         json.dumps(

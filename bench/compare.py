@@ -2,12 +2,17 @@
 
     python bench/compare.py mask   RUN  CLEANLAB-mask.npy  DATASET
     python bench/compare.py scores RUN  CLEANLAB-image.npy [CLEANLAB-pixel.npy]
+    python bench/compare.py flatmask RUN CLEANLAB-flat-mask.npy CLEANLAB-flat-ids.json DATASET
 
 ``mask`` compares RUN/issues.zarr with cleanlab's ``find_label_issues`` mask, image by
 image, and counts the differing pixels; for up to 5 of them it prints what the inputs
 hold there (to tell ties from real disagreements). ``scores`` compares the image scores
 in RUN/image_scores.csv (``softmin_score`` or ``score``) and, when given, RUN's
-pixel_scores.zarr with cleanlab's ``get_label_quality_scores`` outputs. One JSON line.
+pixel_scores.zarr with cleanlab's ``get_label_quality_scores`` outputs. ``flatmask``
+compares a folder dataset's run (its per-image ``issues``, laid end to end in
+images.csv order) with the flat mask of ``cleanlab_scan.py flat`` (all pixels end to
+end, in the order of CLEANLAB-flat-ids.json: sorted ids), after checking that both list
+the same images, of the same sizes, in the same order. One JSON line.
 """
 
 from __future__ import annotations
@@ -68,6 +73,91 @@ def compare_mask(run: Path, mask_path: str, dataset: Path) -> dict:
     }
 
 
+def compare_flat_mask(run_path: Path, mask_path: str, ids_path: str, dataset: Path) -> dict:
+    from PIL import Image
+
+    from segaudit.runs.run import open_run
+
+    run = open_run(run_path)
+    table = run.images
+    ours_order = [[i, int(h), int(w)] for i, (h, w) in zip(table.ids, table.sizes, strict=True)]
+    theirs_order = json.loads(Path(ids_path).read_text())
+    if ours_order != theirs_order:
+        first = next(
+            (n for n, (a, b) in enumerate(zip(ours_order, theirs_order, strict=False)) if a != b),
+            min(len(ours_order), len(theirs_order)),
+        )
+        return {
+            "error": f"image order differs: segaudit images.csv has {len(ours_order)} images, "
+            f"cleanlab {len(theirs_order)}; first difference at position {first}: "
+            f"{ours_order[first : first + 1]} vs {theirs_order[first : first + 1]}"
+        }
+    theirs = np.load(mask_path, mmap_mode="r")
+    total = sum(h * w for _, h, w in ours_order)
+    if theirs.shape != (total,):
+        return {"error": f"cleanlab's flat mask has shape {theirs.shape}, expected ({total},)"}
+    differing = only_ours = only_theirs = n_ours = n_theirs = 0
+    examples = []
+    s_values: set[float] = set()  # the given label's probability at every differing pixel
+    start = 0
+    for i, (image_id, h, w) in enumerate(ours_order):
+        a = np.asarray(run.read("issues", i), dtype=bool)
+        if a.shape != (h, w):
+            return {"error": f"issues of image {i} ({image_id}) are {a.shape}, not {(h, w)}"}
+        b = np.asarray(theirs[start : start + h * w], dtype=bool).reshape(h, w)
+        start += h * w
+        n_ours += int(a.sum())
+        n_theirs += int(b.sum())
+        diff = a != b
+        nd = int(diff.sum())
+        if nd:
+            differing += nd
+            only_ours += int((a & ~b).sum())
+            only_theirs += int((~a & b).sum())
+            if len(examples) < 5:
+                examples += [
+                    (i, image_id, int(r), int(c), bool(a[r, c]), bool(b[r, c]))
+                    for r, c in np.argwhere(diff)[: 5 - len(examples)]
+                ]
+            rows, cols = np.nonzero(diff)
+            label = np.asarray(Image.open(dataset / "labels" / f"{image_id}.png"))[rows, cols]
+            probs = np.load(dataset / "pred_probs" / f"{image_id}.npy", mmap_mode="r")
+            inside = label.astype(np.int64) < probs.shape[0]
+            s_values.update(
+                float(v) for v in np.unique(probs[label[inside], rows[inside], cols[inside]])
+            )
+    details = []
+    for i, image_id, r, c, ours_value, theirs_value in examples:
+        label = int(np.asarray(Image.open(dataset / "labels" / f"{image_id}.png"))[r, c])
+        probs = np.load(dataset / "pred_probs" / f"{image_id}.npy", mmap_mode="r")
+        p = np.asarray(probs[:, r, c], dtype=np.float64)
+        top = np.argsort(-p, kind="stable")[:2]
+        details.append(
+            {
+                "pixel": [i, image_id, r, c],
+                "label": label,
+                "s": float(p[label]) if label < p.size else None,
+                "top2": [[int(k), float(p[k])] for k in top],
+                "segaudit": ours_value,
+                "cleanlab": theirs_value,
+            }
+        )
+    return {
+        "images": len(ours_order),
+        "pixels": total,
+        "differing_pixels": differing,
+        "only_segaudit": only_ours,
+        "only_cleanlab": only_theirs,
+        "segaudit_issue_pixels": n_ours,
+        "cleanlab_issue_pixels": n_theirs,
+        # One value here means the differing pixels are ties: they share the self-confidence
+        # at which the ranking is cut.
+        "s_distinct_at_differing": len(s_values),
+        "s_at_differing": sorted(s_values)[:10],
+        "examples": details,
+    }
+
+
 def read_image_scores(run: Path) -> np.ndarray:
     with open(run / "image_scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -117,8 +207,10 @@ def main() -> None:
     elif mode == "scores":
         pixel = sys.argv[4] if len(sys.argv) > 4 else None
         result = compare_scores(Path(sys.argv[2]), sys.argv[3], pixel)
+    elif mode == "flatmask":
+        result = compare_flat_mask(Path(sys.argv[2]), sys.argv[3], sys.argv[4], Path(sys.argv[5]))
     else:
-        raise SystemExit(f"unknown mode {mode!r}: use mask or scores")
+        raise SystemExit(f"unknown mode {mode!r}: use mask, scores or flatmask")
     print(json.dumps(result))
 
 

@@ -3,6 +3,12 @@
     python bench/run.py                 # 60×19×512×1024 float32 (2.5 GB) and a 30-image half set
     python bench/run.py --quick         # 8 and 4 images: a smoke run
     python bench/run.py --images 100 --skip-cleanlab --repeat 2
+    python bench/run.py --skip-folder   # without the folder-dataset rows
+
+Folder datasets (unless --skip-folder): 200 images, half 512×1024 and half 640×960,
+19 classes, labels/ID.png masks and pred_probs/ID.npy float16 (4.3 GB), and a
+100-image half set; rows: decode pass (the floor), segaudit scan w=1/w=2, and the
+cleanlab path (every pixel decoded into memory and laid end to end as one image).
 
 Generates the datasets under bench/data/ once (a JSON stamp records their parameters;
 they are reused while it matches), warms the page cache, then runs every measurement
@@ -43,6 +49,10 @@ MIB = 1024 * 1024
 # sandbox machines): otherwise every row would pay for compiling segaudit's sources.
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 SCAN_KEYS = ("scan_w1_big", "scan_w2_big", "scan_w1_half", "scan_w2_half")
+FOLDER_SCAN_KEYS = tuple(f"folder_{k}" for k in SCAN_KEYS)
+FLAT_MEMORY = 1.2  # a big/half peak RSS ratio at most this counts as flat in N
+FOLDER_IMAGES, FOLDER_SIZES = 200, "512x1024,640x960"  # 4.33 GB of float16 predictions
+QUICK_FOLDER_IMAGES, QUICK_FOLDER_SIZES = 16, "128x256,160x240"
 
 
 def log(message: str) -> None:
@@ -102,11 +112,137 @@ class Dataset:
             "format": "npy",
         }
 
+    @property
+    def pixels(self) -> int:
+        return self.n * self.h * self.w
+
     def files(self) -> list[Path]:
         return [self.path / "labels.npy", self.path / "pred_probs.npy"]
 
+    def synth_args(self) -> list[str]:
+        return [
+            "--images",
+            str(self.n),
+            "--height",
+            str(self.h),
+            "--width",
+            str(self.w),
+            "--classes",
+            str(self.k),
+            "--seed",
+            str(self.seed),
+        ]
 
-def stamp_ok(ds: Dataset) -> bool:
+    def stamp_files(self) -> list[Path]:
+        """The files whose sizes the stamp records (and checks)."""
+        return [f for f in sorted(self.path.iterdir()) if f.suffix == ".npy"]
+
+    def complete(self) -> bool:
+        return all(f.exists() for f in self.files())
+
+
+@dataclass
+class FolderDataset:
+    """A folder dataset: labels/ID.png masks and pred_probs/ID.npy (K,H,W) float16
+    predictions, one file per image, in several sizes (dealt out in turn by
+    `segaudit synth --layout folder`, so two sizes are used half each when N is even)."""
+
+    role: str  # "big" or "half"
+    n: int
+    k: int
+    sizes: tuple[tuple[int, int], ...]
+    seed: int
+    dtype: str = "float16"
+
+    @property
+    def sizes_text(self) -> str:
+        return ",".join(f"{h}x{w}" for h, w in self.sizes)
+
+    @property
+    def name(self) -> str:
+        short = {"float16": "f16", "float32": "f32"}.get(self.dtype, self.dtype)
+        return (
+            f"folder-n{self.n}-k{self.k}-{self.sizes_text.replace(',', '-')}-{short}-s{self.seed}"
+        )
+
+    @property
+    def path(self) -> Path:
+        return DATA / self.name
+
+    def counts(self) -> list[int]:
+        """How many images get each size (synth deals them out in turn)."""
+        return [len(range(i, self.n, len(self.sizes))) for i in range(len(self.sizes))]
+
+    @property
+    def pixels(self) -> int:
+        return sum(c * h * w for c, (h, w) in zip(self.counts(), self.sizes, strict=True))
+
+    @property
+    def pred_bytes(self) -> int:
+        return self.pixels * self.k * np.dtype(self.dtype).itemsize
+
+    @property
+    def shape(self) -> str:
+        sizes = ", ".join(f"{h}×{w}" for h, w in self.sizes)
+        return f"{self.n}×{self.k}×({sizes})"
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "images": self.n,
+            "classes": self.k,
+            "sizes": self.sizes_text,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "layout": "folder",
+        }
+
+    def files(self) -> list[Path]:
+        return [self.path / "labels", self.path / "pred_probs"]
+
+    def synth_args(self) -> list[str]:
+        return [
+            "--layout",
+            "folder",
+            "--sizes",
+            self.sizes_text,
+            "--images",
+            str(self.n),
+            "--classes",
+            str(self.k),
+            "--dtype",
+            self.dtype,
+            "--seed",
+            str(self.seed),
+        ]
+
+    def stamp_files(self) -> list[Path]:
+        return [f for d in self.files() for f in sorted(d.iterdir()) if f.is_file()]
+
+    def complete(self) -> bool:
+        try:
+            return (
+                len(list((self.path / "labels").glob("*.png"))) == self.n
+                and len(list((self.path / "pred_probs").glob("*.npy"))) == self.n
+            )
+        except OSError:
+            return False
+
+
+AnyDataset = Dataset | FolderDataset
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """Image sizes: "512x1024,640x960" -> ((512, 1024), (640, 960))."""
+    sizes = []
+    for part in text.split(","):
+        h, sep, w = part.strip().lower().partition("x")
+        if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
+            raise ValueError(f"{part!r} is not HxW (e.g. 512x1024)")
+        sizes.append((int(h), int(w)))
+    return tuple(sizes)
+
+
+def stamp_ok(ds: AnyDataset) -> bool:
     stamp_path = ds.path / "bench_stamp.json"
     try:
         stamp = json.loads(stamp_path.read_text())
@@ -118,17 +254,17 @@ def stamp_ok(ds: Dataset) -> bool:
         f = ds.path / name
         if not f.exists() or f.stat().st_size != size:
             return False
-    return (ds.path / "pred_probs.npy").exists() and (ds.path / "labels.npy").exists()
+    return ds.complete()
 
 
-def ensure_dataset(ds: Dataset) -> dict[str, Any]:
+def ensure_dataset(ds: AnyDataset) -> dict[str, Any]:
     """Reuse bench/data/NAME when its stamp matches; otherwise generate it with segaudit synth."""
     if stamp_ok(ds):
         stamp = json.loads((ds.path / "bench_stamp.json").read_text())
         log(f"data  {ds.role:4} {ds.path.relative_to(ROOT)} reused ({ds.pred_bytes / 1e9:.2f} GB)")
         return {**stamp, "reused": True}
     DATA.mkdir(parents=True, exist_ok=True)
-    need = ds.pred_bytes * 1.1 + ds.n * ds.h * ds.w * 6
+    need = ds.pred_bytes * 1.1 + ds.pixels * 6
     free = shutil.disk_usage(DATA).free
     if free < need:
         raise RuntimeError(
@@ -137,22 +273,7 @@ def ensure_dataset(ds: Dataset) -> dict[str, Any]:
     shutil.rmtree(ds.path, ignore_errors=True)
     tmp = ds.path.with_name(ds.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [
-        *SEGAUDIT,
-        "synth",
-        str(tmp),
-        "--images",
-        str(ds.n),
-        "--height",
-        str(ds.h),
-        "--width",
-        str(ds.w),
-        "--classes",
-        str(ds.k),
-        "--seed",
-        str(ds.seed),
-        "--quiet",
-    ]
+    cmd = [*SEGAUDIT, "synth", str(tmp), *ds.synth_args(), "--quiet"]
     log(
         f"data  {ds.role:4} generating {ds.path.relative_to(ROOT)} "
         f"({ds.pred_bytes / 1e9:.2f} GB): {shlex.join(cmd)}"
@@ -166,7 +287,7 @@ def ensure_dataset(ds: Dataset) -> dict[str, Any]:
             f"segaudit synth failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
         )
     tmp.rename(ds.path)
-    sizes = {f.name: f.stat().st_size for f in sorted(ds.path.iterdir()) if f.suffix == ".npy"}
+    sizes = {f.relative_to(ds.path).as_posix(): f.stat().st_size for f in ds.stamp_files()}
     stamp = {
         "parameters": ds.parameters(),
         "command": shlex.join(cmd),
@@ -333,6 +454,7 @@ class Row:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    section: str = "stacked"  # "stacked" (one .npy per kind) or "folder" (one file per image)
 
 
 @dataclass
@@ -367,7 +489,14 @@ class Bench:
         return row
 
     def skip(
-        self, key: str, what: str, ds: Dataset | None, status: str, note: str, gb: bool = True
+        self,
+        key: str,
+        what: str,
+        ds: AnyDataset | None,
+        status: str,
+        note: str,
+        gb: bool = True,
+        section: str = "stacked",
     ) -> None:
         self.add(
             Row(
@@ -378,6 +507,7 @@ class Bench:
                 "",
                 status=status,
                 note=note,
+                section=section,
             )
         )
 
@@ -385,7 +515,7 @@ class Bench:
         self,
         key: str,
         what: str,
-        ds: Dataset,
+        ds: AnyDataset,
         cmd: list[str],
         *,
         warm_paths: list[Path],
@@ -393,9 +523,17 @@ class Bench:
         work_from: str = "none",
         reads_probs: bool = True,
         needs: str | None = None,
+        section: str = "stacked",
     ) -> None:
         row = self.add(
-            Row(key, what, ds.shape, ds.pred_bytes / 1e9 if reads_probs else None, shlex.join(cmd))
+            Row(
+                key,
+                what,
+                ds.shape,
+                ds.pred_bytes / 1e9 if reads_probs else None,
+                shlex.join(cmd),
+                section=section,
+            )
         )
         self.jobs.append(Job(row, cmd, warm_paths, run_dir, work_from, needs))
 
@@ -480,6 +618,59 @@ class Bench:
                 row.details[extra] = best[extra]
 
 
+def plan_folder_rows(bench: Bench, ds: FolderDataset, cl: bool) -> None:
+    """The folder-dataset rows of one set: decode pass, scan w=1 and w=2, and on the big
+    set the cleanlab path (every pixel decoded into memory, laid end to end)."""
+    role, f = ds.role, "folder"
+    inputs = ds.files()
+    bench.plan(
+        f"folder_decode_{role}",
+        "decode pass (PNG masks + mmap .npy, one thread)",
+        ds,
+        helper("decode_pass.py", ds.path),
+        warm_paths=inputs,
+        work_from="stdout",
+        section=f,
+    )
+    if role == "big":
+        bench.plan(
+            "folder_decode_float_big",
+            "decode pass, float16 max (contrast: numpy's float16 max is not vectorised)",
+            ds,
+            helper("decode_pass.py", ds.path, "--float-max"),
+            warm_paths=inputs,
+            work_from="stdout",
+            section=f,
+        )
+    for w in (1, 2):
+        run = RUNS / f"folder-scan-{role}-w{w}"
+        bench.plan(
+            f"folder_scan_w{w}_{role}",
+            f"segaudit scan --workers {w}",
+            ds,
+            [*SEGAUDIT, "scan", str(ds.path), "-o", str(run), "--quiet", "--workers", str(w)],
+            warm_paths=[*inputs, ds.path / "images"],
+            run_dir=run,
+            work_from="summary",
+            section=f,
+        )
+    if role != "big":
+        return
+    what = "cleanlab find_label_issues n_jobs=1, pixels end to end (decode + call)"
+    if cl:
+        bench.plan(
+            f"folder_cl_flat_{role}",
+            what,
+            ds,
+            helper("cleanlab_scan.py", "flat", ds.path, RUNS / f"folder-cleanlab-{role}"),
+            warm_paths=inputs,
+            work_from="stdout",
+            section=f,
+        )
+    else:
+        bench.skip(f"folder_cl_flat_{role}", what, ds, "skipped", "", section=f)
+
+
 def helper(name: str, *args: str | Path) -> list[str]:
     return [PY, str(BENCH / name), *map(str, args)]
 
@@ -560,27 +751,59 @@ def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
 
-    def speed(name: str, num: str, den: str, how: str) -> None:
-        out.append(
-            {
-                "name": name,
-                "value": ratio(g(num, "wall_s"), g(den, "wall_s")),
-                "second": ratio(g(num, "work_s"), g(den, "work_s")),
-                "second_kind": "work",
-                "how": how,
-            }
-        )
+    def speed(name: str, num: str, den: str, how: str, section: str = "stacked") -> dict[str, Any]:
+        entry = {
+            "name": name,
+            "value": ratio(g(num, "wall_s"), g(den, "wall_s")),
+            "second": ratio(g(num, "work_s"), g(den, "work_s")),
+            "second_kind": "work",
+            "how": how,
+            "section": section,
+        }
+        out.append(entry)
+        return entry
 
-    def memory(name: str, key: str, how: str) -> dict[str, Any]:
+    def memory(name: str, key: str, how: str, section: str = "stacked") -> dict[str, Any]:
         entry = {
             "name": name,
             "value": ratio(g(f"{key}_big", "max_rss_mib"), g(f"{key}_half", "max_rss_mib")),
             "second": ratio(g(f"{key}_big", "peak_anon_mib"), g(f"{key}_half", "peak_anon_mib")),
             "second_kind": "anon",
             "how": how,
+            "section": section,
         }
         out.append(entry)
         return entry
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else "met" if ok else "NOT met"
+
+    def speed_target(entry: dict[str, Any], limit: float, at_most: bool) -> None:
+        """Judge a time ratio against its target, on wall and on work time."""
+
+        def ok(v: float | None) -> bool | None:
+            return None if v is None else (v <= limit if at_most else v >= limit)
+
+        sign = "≤" if at_most else "≥"
+        entry["target"] = {"op": sign, "limit": limit, "wall_met": ok(entry["value"])}
+        entry["target"]["work_met"] = ok(entry["second"])
+        entry["how"] += (
+            f"; target {sign} {limit:g}×: wall {verdict(ok(entry['value']))}, "
+            f"work {verdict(ok(entry['second']))}"
+        )
+
+    def memory_target(entry: dict[str, Any], key: str, flat: float, limit_mib: float) -> None:
+        """Flat in N (big/half ≤ flat) and under limit_mib peak RSS on the big set."""
+        peak = g(f"{key}_big", "max_rss_mib")
+        is_flat = None if entry["value"] is None else entry["value"] <= flat
+        small = None if peak is None else peak < limit_mib
+        entry["target"] = {"flat": flat, "flat_met": is_flat, "limit_mib": limit_mib}
+        entry["target"]["limit_met"] = small
+        peak_text = "n/a" if peak is None else f"{peak:.0f} MiB"
+        entry["how"] += (
+            f"; target flat (≤ {flat:g}×): {verdict(is_flat)}; "
+            f"big peak RSS < {limit_mib / 1024:g} GiB ({peak_text}): {verdict(small)}"
+        )
 
     speed(
         "scan w=1 speed-up vs cleanlab", "cl_filter_big", "scan_w1_big", "cleanlab / scan, big set"
@@ -614,6 +837,57 @@ def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
     swaps["how"] = "target ≤ 1.2×: " + (
         "n/a" if value is None else "met" if value <= 1.2 else "NOT met"
     )
+
+    # Folder datasets (PNG masks + one float16 .npy per image, two sizes).
+    if not any(key.startswith("folder_") for key in rows):
+        return out
+    f = "folder"
+    floor = "1.0 = as fast as decoding every mask and reading every prediction once"
+    speed_target(
+        speed("folder scan w=2 / decode pass", "folder_scan_w2_big", "folder_decode_big", floor, f),
+        1.5,
+        at_most=True,
+    )
+    speed("folder scan w=1 / decode pass", "folder_scan_w1_big", "folder_decode_big", floor, f)
+    speed(
+        "folder scan w=2 / decode pass with float16 max",
+        "folder_scan_w2_big",
+        "folder_decode_float_big",
+        "for contrast: against a floor that also pays numpy's unvectorised float16 max",
+        f,
+    )
+    speed_target(
+        speed(
+            "folder scan w=2 speed-up vs cleanlab (pixels end to end)",
+            "folder_cl_flat_big",
+            "folder_scan_w2_big",
+            "cleanlab path (decode + find_label_issues) / scan, big folder set",
+            f,
+        ),
+        10.0,
+        at_most=False,
+    )
+    speed(
+        "folder scan w=1 speed-up vs cleanlab (pixels end to end)",
+        "folder_cl_flat_big",
+        "folder_scan_w1_big",
+        "cleanlab path (decode + find_label_issues) / scan, big folder set",
+        f,
+    )
+    speed(
+        "folder scan w=1 → w=2 speed-up",
+        "folder_scan_w1_big",
+        "folder_scan_w2_big",
+        "two cores vs one",
+        f,
+    )
+    for w in (2, 1):
+        key = f"folder_scan_w{w}"
+        entry = memory(f"folder scan w={w} peak RSS big/half", key, "N doubles; 1.0 = flat", f)
+        memory_target(entry, key, FLAT_MEMORY, 1024.0)
+    memory(
+        "folder decode pass peak RSS big/half", "folder_decode", "for contrast (mapped pages)", f
+    )
     return out
 
 
@@ -622,6 +896,17 @@ def ratio_text(entry: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{v:.2f}×"
 
     return f"{x(entry['value'])} ({entry['second_kind']}: {x(entry['second'])})"
+
+
+def table_intro(folder: dict[str, Any]) -> str:
+    big, half = folder["big"], folder["half"]
+    return (
+        f"Big set: {big['images']} images ({big['sizes']}), {big['gb']:.2f} GB of predictions; "
+        f"half set: {half['images']} images, {half['gb']:.2f} GB. "
+        "`decode pass` = `bench/decode_pass.py` (the floor); the cleanlab row decodes every "
+        "mask and prediction into memory and lays all pixels end to end as one 1×P image "
+        "(work = decoding + the call)."
+    )
 
 
 def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[str]) -> str:
@@ -638,26 +923,58 @@ def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[st
         f"- load average at start / end: {report['loadavg_start']} / {report['loadavg_end']}",
         f"- rounds: {report['repeat']} (every row once per round, round-robin; best wall kept)",
         "",
-        "| what | N×K×H×W | GB | wall s | work s | CPU % | peak RSS MiB | peak anon MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for key in order:
-        r = rows[key]
-        gb = fmt(r.gb) if r.gb is not None else "—"
-        if r.status == "ok":
-            cells = [
-                fmt(r.wall_s),
-                fmt(r.work_s),
-                str(r.cpu_percent) if r.cpu_percent is not None else "n/a",
-                fmt(r.max_rss_mib, 0),
-                fmt(r.peak_anon_mib, 0),
+
+    def table(section: str) -> None:
+        lines.extend(
+            [
+                "| what | N×K×H×W | GB | wall s | work s | CPU % | peak RSS MiB | peak anon MiB |",
+                "|---|---|---:|---:|---:|---:|---:|---:|",
             ]
-        else:
-            cells = [r.status] + ["—"] * 4
-        what = r.what + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {what} | {r.shape} | {gb} | " + " | ".join(cells) + " |")
-    lines += ["", "## Ratios (from this run)", "", "| ratio | value | meaning |", "|---|---:|---|"]
-    lines += [f"| {e['name']} | {ratio_text(e)} | {e['how']} |" for e in report["ratios"]]
+        )
+        for key in order:
+            r = rows[key]
+            if r.section != section:
+                continue
+            gb = fmt(r.gb) if r.gb is not None else "—"
+            if r.status == "ok":
+                cells = [
+                    fmt(r.wall_s),
+                    fmt(r.work_s),
+                    str(r.cpu_percent) if r.cpu_percent is not None else "n/a",
+                    fmt(r.max_rss_mib, 0),
+                    fmt(r.peak_anon_mib, 0),
+                ]
+            else:
+                cells = [r.status] + ["—"] * 4
+            what = r.what + (f" ({r.note})" if r.note else "")
+            lines.append(f"| {what} | {r.shape} | {gb} | " + " | ".join(cells) + " |")
+
+    def ratio_table(section: str) -> None:
+        lines.extend(["| ratio | value | meaning |", "|---|---:|---|"])
+        lines.extend(
+            f"| {e['name']} | {ratio_text(e)} | {e['how']} |"
+            for e in report["ratios"]
+            if e.get("section", "stacked") == section
+        )
+
+    lines.append("## Stacked datasets (labels.npy + pred_probs.npy float32, one size)")
+    lines.append("")
+    table("stacked")
+    lines.append("")
+    folder_note = report.get("folder")
+    lines.append(
+        "## Folder datasets (labels/ID.png + pred_probs/ID.npy float16, two sizes)"
+        + ("" if folder_note else ": skipped (--skip-folder)")
+    )
+    if folder_note:
+        lines += ["", table_intro(folder_note), ""]
+        table("folder")
+    lines += ["", "## Ratios (from this run)", "", "### Stacked", ""]
+    ratio_table("stacked")
+    if folder_note:
+        lines += ["", "### Folder", ""]
+        ratio_table("folder")
     lines += ["", "## Parity with cleanlab", ""]
     checks = report.get("checks", {})
     if not checks:
@@ -728,10 +1045,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-runs", action="store_true", help="keep bench/results/runs/ afterwards"
     )
+    parser.add_argument(
+        "--skip-folder",
+        action="store_true",
+        help="no folder-dataset rows (PNG masks + per-image float16 .npy)",
+    )
+    parser.add_argument(
+        "--folder-images",
+        type=int,
+        default=None,
+        help=f"N of the big folder set (default {FOLDER_IMAGES}; "
+        f"{QUICK_FOLDER_IMAGES} with --quick)",
+    )
+    parser.add_argument(
+        "--folder-sizes",
+        default=None,
+        help=f"image sizes of the folder sets, dealt out in turn (default {FOLDER_SIZES}; "
+        f"{QUICK_FOLDER_SIZES} with --quick)",
+    )
     args = parser.parse_args(argv)
     n = args.images or (8 if args.quick else 60)
     if n < 2:
         parser.error("--images must be at least 2 (the half set needs one image)")
+    folder_n = args.folder_images or (QUICK_FOLDER_IMAGES if args.quick else FOLDER_IMAGES)
+    if folder_n < 2:
+        parser.error("--folder-images must be at least 2 (the half set needs one image)")
+    try:
+        folder_sizes = parse_sizes(
+            args.folder_sizes or (QUICK_FOLDER_SIZES if args.quick else FOLDER_SIZES)
+        )
+    except ValueError as e:
+        parser.error(f"--folder-sizes: {e}")
     args.repeat = max(1, args.repeat)
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -740,11 +1084,20 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([sys.executable, *sys.argv])
     big = Dataset("big", n, args.classes, args.height, args.width, args.seed)
     half = Dataset("half", n // 2, args.classes, args.height, args.width, args.seed)
+    folder = not args.skip_folder
+    folder_sets: tuple[FolderDataset, ...] = ()
+    if folder:
+        folder_sets = (
+            FolderDataset("big", folder_n, args.classes, folder_sizes, args.seed),
+            FolderDataset("half", folder_n // 2, args.classes, folder_sizes, args.seed),
+        )
 
     data_info: dict[str, Any] = {}
     try:
         for ds in (big, half):
             data_info[ds.role] = ensure_dataset(ds)
+        for fds in folder_sets:
+            data_info[f"folder_{fds.role}"] = ensure_dataset(fds)
     except (RuntimeError, OSError) as e:
         log(f"error: could not prepare the benchmark data: {e}")
         return 2
@@ -757,6 +1110,14 @@ def main(argv: list[str] | None = None) -> int:
     # Compile segaudit's bytecode once, before any row is timed (see CHILD_ENV).
     warm = "import segaudit.cli, segaudit.jobs.scan, segaudit.jobs.score, segaudit.report.swaps"
     subprocess.run([PY, "-c", warm], env=CHILD_ENV, check=False)
+    if folder:  # also the modules only a folder dataset needs (file sources, PNG codecs)
+        small = RUNS / "warm-folder"
+        synth = [*SEGAUDIT, "synth", str(small / "data"), "--layout", "folder"]
+        synth += ["--sizes", "8x16,16x8", "--images", "2", "--classes", "3", "--seed", "0"]
+        subprocess.run([*synth, "--quiet"], env=CHILD_ENV, capture_output=True, check=False)
+        scan = [*SEGAUDIT, "scan", str(small / "data"), "-o", str(small / "run"), "--quiet"]
+        subprocess.run(scan, env=CHILD_ENV, capture_output=True, check=False)
+        shutil.rmtree(small, ignore_errors=True)
 
     for ds in (big, half):
         role = ds.role
@@ -870,6 +1231,8 @@ def main(argv: list[str] | None = None) -> int:
             reads_probs=False,
             needs=f"scan_w1_{role}",
         )
+    for fds in folder_sets:
+        plan_folder_rows(bench, fds, cl)
     bench.measure_all()
 
     # Parity checks (untimed).
@@ -903,6 +1266,21 @@ def main(argv: list[str] | None = None) -> int:
                             f"{prefix}-pixel.npy",
                         )
                     )
+        for fds in folder_sets:
+            prefix = RUNS / f"folder-cleanlab-{fds.role}"
+            cl_row = bench.rows.get(f"folder_cl_flat_{fds.role}")
+            scan_row = bench.rows[f"folder_scan_w1_{fds.role}"]
+            if cl_row is not None and cl_row.status == "ok" and scan_row.status == "ok":
+                checks[f"issues mask, folder {fds.role} ({fds.shape}), end to end"] = run_check(
+                    helper(
+                        "compare.py",
+                        "flatmask",
+                        RUNS / f"folder-scan-{fds.role}-w1",
+                        f"{prefix}-flat-mask.npy",
+                        f"{prefix}-flat-ids.json",
+                        fds.path,
+                    )
+                )
         for name, result in checks.items():
             log(f"      {name}: {json.dumps(result)}")
 
@@ -911,13 +1289,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = bench.rows
     cleanlab_version = None
-    for key in ("cl_filter_big", "cl_score_big", "cl_filter_half"):
+    for key in ("cl_filter_big", "cl_score_big", "cl_filter_half", "folder_cl_flat_big"):
         helper_out = rows[key].details.get("helper") if key in rows else None
         if helper_out:
             cleanlab_version = helper_out.get("cleanlab_version")
             break
+    scan_keys = SCAN_KEYS + (FOLDER_SCAN_KEYS if folder else ())
     scan_stages = {
-        f"{rows[k].what} ({k.rsplit('_', 1)[1]})": {
+        f"{rows[k].what} ({'folder ' if k.startswith('folder_') else ''}{k.rsplit('_', 1)[1]})": {
             **{
                 s: v
                 for s, v in rows[k].details.get("timing", {}).items()
@@ -928,7 +1307,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[k].wall_s - rows[k].work_s if rows[k].work_s is not None else None
             ),
         }
-        for k in SCAN_KEYS
+        for k in scan_keys
         if rows[k].status == "ok"
     }
     report: dict[str, Any] = {
@@ -940,9 +1319,27 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),
         "data": {
-            ds.role: {"path": str(ds.path), "shape": ds.shape, **data_info[ds.role]}
-            for ds in (big, half)
+            **{
+                ds.role: {"path": str(ds.path), "shape": ds.shape, **data_info[ds.role]}
+                for ds in (big, half)
+            },
+            **{
+                f"folder_{ds.role}": {
+                    "path": str(ds.path),
+                    "shape": ds.shape,
+                    "pred_probs_bytes": ds.pred_bytes,
+                    **{k: v for k, v in data_info[f"folder_{ds.role}"].items() if k != "sizes"},
+                    "files": len(data_info[f"folder_{ds.role}"].get("sizes", {})),
+                    "file_bytes": sum(data_info[f"folder_{ds.role}"].get("sizes", {}).values()),
+                }
+                for ds in folder_sets
+            },
         },
+        "folder": {
+            ds.role: {"images": ds.n, "sizes": ds.sizes_text, "gb": ds.pred_bytes / 1e9}
+            for ds in folder_sets
+        }
+        or None,
         "rows": [asdict(rows[k]) for k in bench.order],
         "checks": checks,
         "scan_stages": scan_stages,
@@ -958,7 +1355,7 @@ def main(argv: list[str] | None = None) -> int:
     log("")
     log(md)
     log(f"written: {RESULTS.relative_to(ROOT)}/latest.md, latest.json (and {stamp}.*)")
-    failed_scans = [k for k in SCAN_KEYS if rows[k].status != "ok"]
+    failed_scans = [k for k in scan_keys if rows[k].status != "ok"]
     if failed_scans:
         log(f"error: segaudit scan failed: {', '.join(failed_scans)}")
         return 1

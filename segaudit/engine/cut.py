@@ -146,22 +146,24 @@ def write_issues(
     """Cross-check candidates at full resolution and write each image's ``issues``.
 
     Issues are candidates whose prediction differs from the given label, so at full
-    resolution, with no ties at the cut to share out, they come straight from the
-    mispredicted pixels' records. Otherwise the stored scores, labels and predictions
-    are read back. Batches run on ``workers`` threads, except when ties at the cut
-    must be shared out in flat order; then they run in image order.
+    resolution they come straight from the mispredicted pixels' records; ties at the
+    cut are shared out first (:func:`tied_candidates`), reading the scores of only as
+    many images as it takes. With downsampling the stored scores, labels and
+    predictions are read back. Batches run on ``workers`` threads, except when ties
+    must be shared out while reading back; then they run in image order.
     """
     extent = stats.extent
     k = extent.num_classes
     counts = IssueCounts(
         np.zeros(extent.num_images, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
     )
-    from_records = stats.downsample == 1 and cut.ties is None
+    from_records = stats.downsample == 1
+    taken = tied_candidates(sink, stats, cut) if from_records and cut.ties is not None else {}
 
     def one_batch(bounds: tuple[int, int], tie_offset: int) -> tuple[int, int, np.ndarray, int]:
         lo, hi = bounds
         if from_records:
-            masks = _issues_from_records(sink, lo, hi, cut, extent.sizes)
+            masks = _issues_from_records(sink, lo, hi, cut, extent.sizes, taken)
             used = 0
         else:
             masks, used = _read_back_issues(sink, stats, lo, hi, cut, tie_offset, ignore)
@@ -181,7 +183,7 @@ def write_issues(
             progress.advance(hi - lo)
         return used
 
-    if cut.ties is not None:
+    if cut.ties is not None and not from_records:
         offset = 0
         for bounds in stats.batches:
             offset += fold(one_batch(bounds, offset))
@@ -196,21 +198,55 @@ def write_issues(
 ImageIssues = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def tied_candidates(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.ndarray]:
+    """The pixels at the cut's exact score that are candidates: the first ``cut.ties`` of
+    them in flat order over the dataset, per image (flat indices within the image).
+
+    Only the stored scores of the first images are read, until the ties are shared out
+    (at full resolution, ties leave ``cut.shift`` at 0: keys are whole bit patterns).
+    """
+    assert cut.ties is not None and cut.shift == 0
+    taken: dict[int, np.ndarray] = {}
+    remaining = cut.ties
+    for index in range(stats.extent.num_images):
+        if remaining == 0:
+            break
+        bits = score_bits(np.ascontiguousarray(sink.read("pixel_scores", index)).ravel())
+        at_cut = np.flatnonzero(bits == cut.key)[:remaining]
+        if len(at_cut):
+            taken[index] = at_cut
+            remaining -= len(at_cut)
+    return taken
+
+
 def _issues_from_records(
-    sink: Sink, lo: int, hi: int, cut: Cut, sizes: np.ndarray
+    sink: Sink,
+    lo: int,
+    hi: int,
+    cut: Cut,
+    sizes: np.ndarray,
+    taken: dict[int, np.ndarray] | None = None,
 ) -> list[ImageIssues]:
-    """Issue masks of images lo:hi from their mispredicted pixels' records. Only valid
-    at full resolution with no ties at the cut (every record with a key up to the cut's
-    is an issue)."""
+    """Issue masks of images lo:hi from their mispredicted pixels' records, at full
+    resolution: records below the cut's key, and at the key those ``taken`` (ties
+    shared out in flat order; None or no entry: all of them when the cut has no ties)."""
     records = sink.records(lo, ("index", "s", "pred", "label"))
+    pixels = sizes[lo:hi, 0] * sizes[lo:hi, 1]
+    starts = np.concatenate([[0], np.cumsum(pixels)])
     if cut.count == 0:
         chosen = np.zeros(len(records["s"]), bool)
     else:
-        chosen = (score_bits(records["s"]) >> cut.shift) <= cut.key
+        keys = score_bits(records["s"]) >> cut.shift
+        chosen = keys < cut.key
+        at_cut = keys == cut.key
+        if cut.ties is None:
+            chosen |= at_cut
+        elif taken:
+            wanted = [starts[i - lo] + taken[i] for i in range(lo, hi) if i in taken]
+            if wanted:
+                chosen |= at_cut & np.isin(records["index"], np.concatenate(wanted))
     index = records["index"][chosen]
     given, predicted = records["label"][chosen], records["pred"][chosen]
-    pixels = sizes[lo:hi, 0] * sizes[lo:hi, 1]
-    starts = np.concatenate([[0], np.cumsum(pixels)])
     image_of = np.searchsorted(starts, index, side="right") - 1
     bounds = np.searchsorted(image_of, np.arange(hi - lo + 1))
     masks = []
