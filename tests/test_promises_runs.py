@@ -417,7 +417,7 @@ def test_a_full_disk_under_the_scratch_scores_is_one_sentence(data, tmp_path, mo
 
 def test_scratch_arrays_read_back_what_was_written_by_image(tmp_path):
     sizes = np.array([[3, 2], [4, 5], [1, 1], [3, 2]])
-    array = ScratchImages(tmp_path / "s.raw", sizes, np.float32)
+    array = ScratchImages(tmp_path / "s.raw", np.float32)
     values = [
         np.arange(h * w, dtype=np.float32).reshape(h, w) + i
         for i, (h, w) in enumerate(sizes)

@@ -435,6 +435,55 @@ static int half_problem(const uint16_t *pixel, int64_t K, int64_t P)
     return negative ? NEGATIVE : -1;
 }
 
+/* One float16 plane's bits VALUE for one pixel of class slot l: the running float32 sum
+ * (bits shifted into a float32 and rescaled by 2**112: exact for normals, subnormals and
+ * zero), first maximum and largest pattern (any malformed one is larger than every
+ * valid one), and the own-class bits. Branch-free, so that it vectorises. */
+#define HALF_STEP(VALUE, K_INDEX)                                                                  \
+    {                                                                                              \
+        uint32_t v = half_bits(VALUE), shifted = (v & 0x7FFF) << 13;                               \
+        float value;                                                                               \
+        memcpy(&value, &shifted, sizeof value);                                                    \
+        sum += value * rescale;                                                                    \
+        a = v > top ? (int32_t)(K_INDEX) : a;                                                      \
+        top = v > top ? v : top;                                                                   \
+        high = v > high ? v : high;                                                                \
+        own = l == (int32_t)(K_INDEX) ? v : own;                                                   \
+    }
+
+/* Planes k .. k+NP-1 of one tile folded into its running state in one pass, as
+ * PLANES_PASS does for float32 (the state stays in registers across the NP planes; each
+ * pixel's sum still adds its planes in class order, so results do not change). */
+#define HALF_PLANES_PASS(NP)                                                                       \
+    {                                                                                              \
+        const uint16_t *p[8]; /* planes past NP alias plane k: never read */                      \
+        for (int j = 0; j < 8; j++)                                                                \
+            p[j] = img + (k + (j < NP ? j : 0)) * P + t0;                                          \
+        const uint16_t *restrict p0 = p[0], *restrict p1 = p[1], *restrict p2 = p[2];              \
+        const uint16_t *restrict p3 = p[3], *restrict p4 = p[4], *restrict p5 = p[5];              \
+        const uint16_t *restrict p6 = p[6], *restrict p7 = p[7];                                   \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            uint32_t top = bst[q], high = wst[q], own = ow[q];                                     \
+            float sum = tt[q];                                                                     \
+            int32_t a = ag[q], l = sl[q];                                                          \
+            HALF_STEP(p0[q], k)                                                                    \
+            if (NP > 1)                                                                            \
+                HALF_STEP(p1[q], k + 1)                                                            \
+            if (NP > 2) {                                                                          \
+                HALF_STEP(p2[q], k + 2)                                                            \
+                HALF_STEP(p3[q], k + 3)                                                            \
+            }                                                                                      \
+            if (NP > 4) {                                                                          \
+                HALF_STEP(p4[q], k + 4)                                                            \
+                HALF_STEP(p5[q], k + 5)                                                            \
+                HALF_STEP(p6[q], k + 6)                                                            \
+                HALF_STEP(p7[q], k + 7)                                                            \
+            }                                                                                      \
+            bst[q] = (uint16_t)top, wst[q] = (uint16_t)high, ow[q] = (uint16_t)own;                \
+            tt[q] = sum, ag[q] = a;                                                                \
+        }                                                                                          \
+    }
+
 /*
  * The float16 twin of scan_f32, on the raw bits. Non-negative float16 values order
  * like uint16, so maxima are integer compares; "table" maps bits to float32 values
@@ -473,20 +522,15 @@ EXPORT HOT int scan_f16(const uint16_t *bits, const float *table, int64_t b, int
                 uint16_t v = half_bits(plane[q]);
                 bst[q] = v, wst[q] = v, ag[q] = 0, tt[q] = table[v], ow[q] = v;
             }
-            for (int64_t k = 1; k < K; k++) {
-                const uint16_t *restrict pk = img + k * P + t0;
-                for (int64_t q = 0; q < n; q++) { /* branch-free so that it vectorises */
-                    uint32_t v = half_bits(pk[q]), top = bst[q], high = wst[q];
-                    uint32_t shifted = (v & 0x7FFF) << 13;
-                    float value;
-                    memcpy(&value, &shifted, sizeof value);
-                    tt[q] += value * rescale;
-                    ag[q] = v > top ? (int32_t)k : ag[q];
-                    bst[q] = (uint16_t)(v > top ? v : top);
-                    wst[q] = (uint16_t)(v > high ? v : high);
-                    ow[q] = sl[q] == (int32_t)k ? (uint16_t)v : ow[q];
-                }
-            }
+            int64_t k = 1; /* eight, four, two, then one plane per pass over the state */
+            for (; k + 8 <= K; k += 8)
+                HALF_PLANES_PASS(8)
+            for (; k + 4 <= K; k += 4)
+                HALF_PLANES_PASS(4)
+            for (; k + 2 <= K; k += 2)
+                HALF_PLANES_PASS(2)
+            for (; k < K; k++)
+                HALF_PLANES_PASS(1)
             store_pred(pred, pred_wide, at, arg, n);
             float *restrict out = s + at;
             for (int64_t q = 0; q < n; q++)

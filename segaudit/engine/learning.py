@@ -49,7 +49,23 @@ def confident_learning(
     clock = time.perf_counter()
     stats = stream(dataset, params, sink, execution, progress=progress, on_batch=on_batch)
     sink.pass_written()
-    stages = {"read_pred_probs": time.perf_counter() - clock}
+    read = round(time.perf_counter() - clock, 3)
+    result = flag_issues(stats, params, sink, execution, progress)
+    result.stages = {"read_pred_probs": read, **result.stages}
+    return result
+
+
+def flag_issues(
+    stats: PassStats,
+    params: Params,
+    sink: Sink,
+    execution: Execution | None = None,
+    progress: Progress | None = None,
+) -> CLResult:
+    """Steps 2–5 over what a streaming pass kept (``stats`` and the ``sink``): thresholds,
+    the issue count m, the exact cut at the m lowest scores, and each image's issues."""
+    execution = execution or Execution()
+    progress = progress or NullProgress()
     clock = time.perf_counter()
     class_thresholds = thresholds(stats.class_sum, stats.class_count)
     m = count_issues(sink, class_thresholds)
@@ -66,7 +82,7 @@ def confident_learning(
         return sink.records(lo, ("s",))["s"]
 
     cut = find_cut(stats, m, stored_scores, mispredicted_scores, below_any_max)
-    stages["select"] = time.perf_counter() - clock
+    stages = {"select": time.perf_counter() - clock}
     clock = time.perf_counter()
     sink.create("issues", extent.sizes, bool)
     progress.start("flagging issues", extent.num_images)

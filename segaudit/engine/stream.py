@@ -164,26 +164,27 @@ def process_image(
             where=where.probs_image,
         )
         place = place or Place(index, 0)
-        return _scan_prepared(
-            index, labels, probs, params, extent, sink, labels_dtype, where, place
+        return scan_prepared(
+            index, labels, probs, params, extent.num_classes, sink, labels_dtype, where, place
         )
     finally:
         labels_loaded.release()
         probs_loaded.release()
 
 
-def _scan_prepared(
+def scan_prepared(
     index: int,
     labels: np.ndarray,
     probs: np.ndarray,
     params: Params,
-    extent: Extent,
+    num_classes: int,
     sink: Sink,
     labels_dtype: np.dtype,
     where: Where,
     place: Place,
 ) -> ImageResult:
-    """The kernel over one image's (K, H, W) probabilities and (H, W) labels."""
+    """The kernel over one image's prepared (K, H, W) probabilities and (H, W) labels;
+    per-pixel arrays and records to ``sink``, the image's sums returned."""
     at_full_resolution = params.downsample == 1
     full = pixel_pass(
         probs[None],
@@ -192,9 +193,7 @@ def _scan_prepared(
         check_sums=not params.logits,
         summarize=at_full_resolution,
     )
-    message = describe_problems(
-        full.problems, where, labels, labels.shape[1], extent.num_classes
-    )
+    message = describe_problems(full.problems, where, labels, labels.shape[1], num_classes)
     if message is not None:
         raise InvalidInputError(message)
     sink.write("labels", index, labels.astype(labels_dtype, copy=False))

@@ -64,7 +64,7 @@ def describe_dataset(dataset: Dataset, extent: Extent) -> dict[str, Any]:
             "smallest": [int(n) for n in sizes[np.argmin(extent.pixel_counts)]],
             "largest": [int(n) for n in sizes[np.argmax(extent.pixel_counts)]],
         }
-    if dataset.skipped:
+    if any(value for key, value in dataset.skipped.items() if key != "examples"):
         block["skipped"] = dataset.skipped
     return block
 
@@ -173,6 +173,25 @@ def scan(
         class_names=class_names,
         progress=progress,
     )
+
+
+def gate_results(
+    summary: dict[str, Any], max_fraction: float | None, max_images: int | None
+) -> dict[str, dict[str, Any]]:
+    """Each gate asked for: its limit, the run's value, and whether the run passed it."""
+    totals = summary["totals"]
+    gates: dict[str, dict[str, Any]] = {}
+    if max_fraction is not None:
+        value = totals["issue_fraction"]
+        gates["max_issue_fraction"] = {
+            "limit": max_fraction, "value": value, "passed": value <= max_fraction
+        }  # fmt: skip
+    if max_images is not None:
+        value = totals["images_with_issues"]
+        gates["max_images_with_issues"] = {
+            "limit": max_images, "value": value, "passed": value <= max_images
+        }  # fmt: skip
+    return gates
 
 
 def absent_chunk_warnings(summary: dict[str, Any]) -> list[str]:

@@ -114,13 +114,16 @@ def run_photos(run: Any, images: str | os.PathLike[str] | None) -> Any:
     path, record = recorded_images(run)
     if not path:
         return None
+    recorded = [table.photo(i) for i in range(table.num_images)]
+    if record.get("format") == "run":  # kept in the run itself (a Scanner's photos)
+        return FilePhotos([run.path / p if p else None for p in recorded], table.sizes)
     if record.get("format") != "files":
         photos = open_images(path, (table.num_images, *_one_size(run, path)))
         check_recorded_images(path, record)
         return photos
     from segaudit.sources.folder import files_fingerprint
 
-    paths = [Path(p) if p else None for p in (table.photo(i) for i in range(table.num_images))]
+    paths = [Path(p) if p else None for p in recorded]
     _refuse_changed(path, files_fingerprint([p for p in paths if p is not None]), record)
     return FilePhotos(paths, table.sizes)
 

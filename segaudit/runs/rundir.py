@@ -80,6 +80,7 @@ RUN_ENTRIES: tuple[RunEntry, ...] = (
     RunEntry("image_scores.csv", False, "scan, score"),
     RunEntry("images.csv", False, "scan, score"),
     RunEntry("issues", True, "scan (issue masks as PNG, one per image)"),
+    RunEntry("photos", True, "a Scanner given photos (for the pictures)"),
     *(RunEntry(f"{name}.zarr", True, "scan, score") for name in ARRAY_NAMES),
     RunEntry("_scratch", True, "scan (scratch, removed before the run is published)"),
     RunEntry("swaps.csv", False, "swaps"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,16 @@ from segaudit.runs.masks import write_issue_mask
 class ScratchImages:
     """Images of any sizes in one raw file, written and read by image with pwrite/pread.
 
-    Threads may write different images at once: each has its own byte range.
+    Each image gets the next free byte range when it is first written (sizes need not
+    be known ahead), so threads may write different images at once.
     """
 
-    def __init__(self, path: Path, sizes: np.ndarray, dtype: Any) -> None:
+    def __init__(self, path: Path, dtype: Any) -> None:
         self.path = Path(path)
-        self.sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
         self.dtype = np.dtype(dtype)
-        pixels = self.sizes[:, 0] * self.sizes[:, 1]
-        self._offsets = np.concatenate([[0], np.cumsum(pixels)]) * self.dtype.itemsize
+        self._places: dict[int, tuple[int, tuple[int, ...]]] = {}
+        self._end = 0
+        self._lock = threading.Lock()
         self._fd: int | None = os.open(
             self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
@@ -46,12 +48,13 @@ class ScratchImages:
         return self._fd
 
     def write_image(self, index: int, value: np.ndarray) -> None:
-        data = np.ascontiguousarray(value, dtype=self.dtype).reshape(-1)
-        view = memoryview(data).cast("B")
-        offset = int(self._offsets[index])
-        size = int(self._offsets[index + 1]) - offset
-        if len(view) != size:
-            raise ValueError(f"{len(view)} bytes do not fill image {index} ({size} bytes)")
+        data = np.ascontiguousarray(value, dtype=self.dtype)
+        view = memoryview(data.reshape(-1)).cast("B")
+        with self._lock:
+            if index in self._places:
+                raise ValueError(f"{self.path}: image {index} is written already")
+            offset, self._end = self._end, self._end + len(view)
+            self._places[index] = (offset, data.shape)
         done = 0
         try:
             while done < len(view):
@@ -60,9 +63,10 @@ class ScratchImages:
             raise OSError(error.errno, error.strerror, str(self.path)) from None
 
     def read_image(self, index: int) -> np.ndarray:
-        out = np.empty(tuple(int(n) for n in self.sizes[index]), self.dtype)
+        offset, shape = self._places[index]
+        out = np.empty(shape, self.dtype)
         view = memoryview(out.reshape(-1)).cast("B")
-        offset, done = int(self._offsets[index]), 0
+        done = 0
         while done < len(view):
             got = os.preadv(self._descriptor(), [view[done:]], offset + done)
             if got == 0:
@@ -91,9 +95,13 @@ class RunSink:
         self.arrays: dict[str, ImageChunkWriter | ScratchImages] = {}
         self._records: dict[int, list[dict[str, tuple[np.dtype, int, int]]]] = {}
 
-    def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
+    def create(
+        self, name: str, sizes: np.ndarray | None, dtype: Any, scratch: bool = False
+    ) -> None:
+        """Make room for the array ``name``; images' sizes are learnt as they are written,
+        so ``sizes`` may be None (a pass fed by a model, one batch at a time)."""
         if scratch:
-            self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", sizes, dtype)
+            self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", dtype)
         else:
             self.arrays[name] = ImageChunkWriter(rundir.array_path(self.run, name), dtype)
 
