@@ -64,6 +64,7 @@ from segaudit.report.swaps import (
     write_swap_rows,
     writing_into_run,
 )
+from segaudit.runs.rundir import pid_alive
 from segaudit.safetext import from_csv_cell, printable
 
 OVERLAY_ALPHA = 0.6
@@ -593,16 +594,6 @@ def _stage_name(out: Path, kind: str) -> Path:
     return out.parent / f".{out.name}.segaudit-{kind}-{os.getpid():08x}{nonce}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def clean_stale_stages(out: Path) -> None:
     """Remove what killed renders into ``out`` left beside it; bring back a lost previous one."""
     stale: list[tuple[Path, str]] = []
@@ -612,7 +603,7 @@ def clean_stale_stages(out: Path) -> None:
             for entry in entries
             if (match := _STAGE.fullmatch(entry.name))
             and match["name"] == out.name
-            and not _pid_alive(int(match["pid"], 16))
+            and not pid_alive(int(match["pid"], 16))
         ]
     for path, kind in sorted(stale, key=lambda item: item[1] == "tmp"):
         if kind == "old" and not os.path.lexists(out) and (path / MARKER).is_file():

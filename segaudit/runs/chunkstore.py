@@ -136,11 +136,7 @@ class ImageChunkedArray:
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` as written; a missing chunk is an error, never a fill value."""
         data = self._chunk_path(index).read_bytes()
-        if self._codec is None:
-            return np.frombuffer(data, self._stored).reshape(self.shape[1:]).astype(self.dtype)
-        out = np.empty(self.shape[1:], self.dtype)
-        self._codec.decode(data, out=out)
-        return out
+        return _decode(self._codec, data, self._stored, self.shape[1:])
 
     def folders(self) -> list[Path]:
         """Where the chunk files are (to flush them to disk early)."""
@@ -155,6 +151,15 @@ class ImageChunkedArray:
 
 def _encode(codec: Any, chunk: np.ndarray) -> Any:
     return chunk.data if codec is None else codec.encode(chunk)
+
+
+def _decode(codec: Any, data: bytes, stored: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """One chunk's bytes as an array of ``shape`` (the array's dtype, native order)."""
+    if codec is None:
+        return np.frombuffer(data, stored).reshape(shape).astype(stored.newbyteorder("="))
+    out = np.empty(shape, stored.newbyteorder("="))
+    codec.decode(data, out=out)
+    return out
 
 
 def _codec_for(dtype: np.dtype) -> Any:
@@ -237,12 +242,7 @@ class PerImageArrays:
         metadata = json.loads((folder / "zarr.json").read_text())
         shape = tuple(int(n) for n in metadata["shape"])
         key = CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * len(shape))])
-        data = (folder / key).read_bytes()
-        if self._codec is None:
-            return np.frombuffer(data, self._stored).reshape(shape).astype(self.dtype)
-        out = np.empty(shape, self.dtype)
-        self._codec.decode(data, out=out)
-        return out
+        return _decode(self._codec, (folder / key).read_bytes(), self._stored, shape)
 
     def folders(self) -> list[Path]:
         """Where the chunk files are (to flush them to disk early)."""
@@ -285,13 +285,8 @@ class ImageChunkWriter:
         self.shapes[index] = chunk.shape
 
     def read_image(self, index: int) -> np.ndarray:
-        shape = self.shapes[index]
         data = self._chunk_path(index).read_bytes()
-        if self._codec is None:
-            return np.frombuffer(data, self._stored).reshape(shape).astype(self.dtype)
-        out = np.empty(shape, self.dtype)
-        self._codec.decode(data, out=out)
-        return out
+        return _decode(self._codec, data, self._stored, self.shapes[index])
 
     def folders(self) -> list[Path]:
         """Where the chunk files are (to flush them to disk early)."""

@@ -371,7 +371,8 @@ def _leftovers(parent: Path, run_name: str) -> list[tuple[Path, str, int]]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -394,7 +395,7 @@ def clean_stale_temporaries(parent: Path, run_name: str, *, locked: bool = False
     ``.segaudit-old-`` folder: that folder is moved back instead of being deleted.
     """
     run = parent / run_name
-    leftovers = [item for item in _leftovers(parent, run_name) if locked or not _pid_alive(item[2])]
+    leftovers = [item for item in _leftovers(parent, run_name) if locked or not pid_alive(item[2])]
     if locked and not os.path.lexists(run):
         olds = [path for path, prefix, _ in leftovers if prefix == OLD_PREFIX]
         complete = [path for path in olds if is_complete_run(path)]
