@@ -74,6 +74,8 @@ def flag_issues(
     # Every pixel's top probability is at least (1 - tol) / K (its row sums to 1 within
     # tol), so pixels scoring below that are all mispredicted: all in the records.
     below_any_max = (1 - sum_tolerance(extent.num_classes, extent.dtype)) / extent.num_classes
+    if not params.rows_sum_to_one:
+        below_any_max = 0.0  # no bound under a pixel's top score: refine from stored scores
 
     def stored_scores(lo: int, hi: int) -> np.ndarray:
         return np.concatenate([sink.read(scores_name, i).ravel() for i in range(lo, hi)])

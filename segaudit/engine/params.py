@@ -37,7 +37,9 @@ class Params:
     How predictions are read (:func:`segaudit.engine.prepare.prepare_probs`):
     ``channels_last`` (K last), ``logits`` (softmax first), ``normalize`` (divide each
     pixel's scores by their sum), ``resize_probs`` ("bilinear": upsample predictions
-    smaller than their mask).
+    smaller than their mask). ``unnormalized`` takes rows as they are, whatever they sum
+    to, as the reference library does (its compatibility layer sets it; the command line
+    refuses such rows instead, as they usually mean logits).
     """
 
     ignore_index: int | None = None
@@ -48,6 +50,13 @@ class Params:
     temperature: float = 0.1
     normalize: bool = False
     resize_probs: str | None = None
+    unnormalized: bool = False
+
+    @property
+    def rows_sum_to_one(self) -> bool:
+        """Whether the probabilities Confident Learning counts on sum to one per pixel
+        (downsampling renormalises them)."""
+        return not self.unnormalized or self.downsample != 1
 
     def __post_init__(self) -> None:
         if self.ignore_index is not None:

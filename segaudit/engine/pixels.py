@@ -97,12 +97,14 @@ def pixel_pass(
     check_sums: bool,
     tag: str = "full",
     summarize: bool = False,
+    rows_sum_to_one: bool = True,
 ) -> PixelPass:
     """Run the compiled kernel on one batch: probs (b,K,H,W), labels (b,H,W).
 
     With ``summarize`` it also yields the histogram of the scores and the mispredicted
-    pixels' records (the pass at Confident Learning's resolution does). The per-pixel
-    outputs live in this thread's workspace until its next batch.
+    pixels' records (the pass at Confident Learning's resolution does); the histogram
+    counts only the bins a cut can reach when rows sum to one, every bin otherwise. The
+    per-pixel outputs live in this thread's workspace until its next batch.
     """
     b, k, h, w = probs.shape
     flat = probs.reshape(b, k, h * w)
@@ -126,7 +128,7 @@ def pixel_pass(
             name: WORKSPACE.get(f"mis-{name}", (b * h * w,), types[name]) for name in RECORD_FIELDS
         }
     tol = sum_tolerance(k, probs.dtype)
-    top = histogram_top(score_dtype, tol)
+    top = histogram_top(score_dtype, tol) if rows_sum_to_one else HIST_BINS - 1
     summary = kernels.make_summary(out.low, out.scored, out.hist, out.records, top)
     tile = kernels.tile_pixels(k, probs.dtype.itemsize)
     common = (out.pred, out.s, out.class_sum, out.class_count, out.problems, summary)

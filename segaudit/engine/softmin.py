@@ -135,7 +135,7 @@ def score_image(
                 where=where.probs_image,
             )
             channels_last = False
-        check_first_row(raw, labels, channels_last, extent, where)
+        check_first_row(raw, labels, channels_last, extent, where, not params.unnormalized)
         return _gather(raw, labels, channels_last, params, extent, where)
     finally:
         labels_loaded.release()
@@ -186,9 +186,15 @@ def _gather(
 
 
 def check_first_row(
-    probs: np.ndarray, labels: np.ndarray, channels_last: bool, extent: Extent, where: Where
+    probs: np.ndarray,
+    labels: np.ndarray,
+    channels_last: bool,
+    extent: Extent,
+    where: Where,
+    check_sums: bool = True,
 ) -> None:
-    """Whole-row checks (finite, non-negative, sum to 1) on an image's first pixel row."""
+    """Whole-row checks (finite, non-negative, and with ``check_sums`` summing to 1) on
+    an image's first pixel row."""
     first = probs[0].T if channels_last else probs[:, 0]  # (K, W)
     first = first.astype(np.float32 if probs.dtype == np.float16 else probs.dtype)
     with np.errstate(invalid="ignore"):  # NaN and infinities are reported below, not warned
@@ -196,7 +202,8 @@ def check_first_row(
         bad: dict[int, Any] = {
             kernels.NONFINITE: ~np.isfinite(totals),
             kernels.NEGATIVE: low < 0,
-            kernels.BAD_SUM: np.abs(totals - 1) > sum_tolerance(extent.num_classes, probs.dtype),
+            kernels.BAD_SUM: check_sums
+            & (np.abs(totals - 1) > sum_tolerance(extent.num_classes, probs.dtype)),
         }
     problems = np.zeros((kernels.PROBLEM_KINDS, 2), np.int64)
     for kind, mask in bad.items():

@@ -190,8 +190,9 @@ def scan_prepared(
         probs[None],
         labels[None],
         params.ignore_index,
-        check_sums=not params.logits,
+        check_sums=not (params.logits or params.unnormalized),
         summarize=at_full_resolution,
+        rows_sum_to_one=params.rows_sum_to_one,
     )
     message = describe_problems(full.problems, where, labels, labels.shape[1], num_classes)
     if message is not None:
