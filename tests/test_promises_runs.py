@@ -512,8 +512,9 @@ def test_image_ids_in_a_scans_csv_cannot_be_formulas(tmp_path):
     path = tmp_path / "image_scores.csv"
     files = [f"labels/{i}.png" for i in range(n)]
     write_scan_scores(
-        path, scores, np.zeros(n, np.int64), np.ones(n, np.int64), HOSTILE_IDS, files
-    )
+        path, scores, np.zeros(n, np.int64), np.ones(n, np.int64), HOSTILE_IDS, files,
+        np.ones(n),
+    )  # fmt: skip
     cells = read_ids(path)
     assert all(not cell.startswith(safetext.FORMULA_PREFIXES) for cell in cells)
     assert [safetext.from_csv_cell(cell) for cell in cells] == HOSTILE_IDS

@@ -191,3 +191,15 @@ def test_gates_are_reported_in_the_summary(tmp_path):
     assert gates["max_images_with_issues"]["passed"] is False
     assert gates["max_issue_fraction"]["passed"] is True
     shutil.rmtree(tmp_path / "run")
+
+
+def test_two_workers_scan_a_batch_as_one_does(tmp_path):
+    labels, probs = make_probs(np.random.default_rng(11), 9, 5, 20, 24)
+    outputs = []
+    for workers in (1, 2, 2, 2):
+        run = tmp_path / f"w{workers}-{len(outputs)}"
+        with segaudit.Scanner(run, num_classes=5, workers=workers) as scan:
+            for lo in range(0, 9, 4):
+                scan.add(labels[lo : lo + 4], probs[lo : lo + 4])
+        outputs.append(run_contents(run))
+    assert all(output == outputs[0] for output in outputs)

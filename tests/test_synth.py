@@ -25,9 +25,15 @@ from segaudit.synth.folder import assign_sizes, id_digits
 
 runner = CliRunner()
 SMALL = ["--images", "6", "--height", "40", "--width", "56", "--classes", "6"]
-NPY_FILES = ["labels", "pred_probs", "images", "true_labels", "is_corrupted"]
+NPY_FILES = ["labels", "pred_probs", "images", "true_labels", "is_corrupted", "errors"]
 SAMPLE_FOLDER = Path(__file__).resolve().parent.parent / "sample_data" / "folder"
-FOLDER_KINDS = {"labels": ".png", "pred_probs": ".npy", "images": ".png", "true_labels": ".png"}
+FOLDER_KINDS = {
+    "labels": ".png",
+    "pred_probs": ".npy",
+    "images": ".png",
+    "true_labels": ".png",
+    "errors": ".png",
+}
 
 
 def synth(*args: object):

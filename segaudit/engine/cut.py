@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from segaudit.engine.params import HIST_BINS
-from segaudit.engine.pixels import score_bits, score_key_shift
-from segaudit.engine.sinks import Sink
+from segaudit.engine.pixels import RECORD_FIELDS, Records, score_bits, score_key_shift
+from segaudit.engine.regions import IssuePixels
+from segaudit.engine.sinks import CL, FULL, Sink
 from segaudit.engine.stream import PassStats
 
 THRESHOLD_FLOOR = 2e-6
@@ -142,8 +143,10 @@ def write_issues(
     ignore: int | None,
     progress: Any = None,
     workers: int = 1,
+    on_image: Callable[[int, np.ndarray, IssuePixels], None] | None = None,
 ) -> IssueCounts:
-    """Cross-check candidates at full resolution and write each image's ``issues``.
+    """Cross-check candidates at full resolution and write each image's ``issues``
+    (``on_image(index, mask, pixels)`` then sees each image's issues, on the worker).
 
     Issues are candidates whose prediction differs from the given label, so at full
     resolution they come straight from the mispredicted pixels' records; ties at the
@@ -168,11 +171,13 @@ def write_issues(
         else:
             masks, used = _read_back_issues(sink, stats, lo, hi, cut, tie_offset, ignore)
         by_class = np.zeros((2, k), np.int64)
-        for index, (mask, given, predicted) in zip(range(lo, hi), masks, strict=True):
+        for index, (mask, pixels) in zip(range(lo, hi), masks, strict=True):
             sink.write("issues", index, mask)
-            counts.per_image[index] = len(given)
-            by_class[0] += np.bincount(given.astype(np.intp), minlength=k)[:k]
-            by_class[1] += np.bincount(predicted.astype(np.intp), minlength=k)[:k]
+            counts.per_image[index] = len(pixels.index)
+            by_class[0] += np.bincount(pixels.given.astype(np.intp), minlength=k)[:k]
+            by_class[1] += np.bincount(pixels.predicted.astype(np.intp), minlength=k)[:k]
+            if on_image is not None:
+                on_image(index, mask, pixels)
         return lo, hi, by_class, used
 
     def fold(result: tuple[int, int, np.ndarray, int]) -> int:
@@ -194,8 +199,8 @@ def write_issues(
     return counts
 
 
-# One image's issue mask (H, W), and the given and predicted classes of its issue pixels.
-ImageIssues = tuple[np.ndarray, np.ndarray, np.ndarray]
+# One image's issue mask (H, W), and its issue pixels (classes and probabilities).
+ImageIssues = tuple[np.ndarray, IssuePixels]
 
 
 def tied_candidates(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.ndarray]:
@@ -230,7 +235,7 @@ def _issues_from_records(
     """Issue masks of images lo:hi from their mispredicted pixels' records, at full
     resolution: records below the cut's key, and at the key those ``taken`` (ties
     shared out in flat order; None or no entry: all of them when the cut has no ties)."""
-    records = sink.records(lo, ("index", "s", "pred", "label"))
+    records = sink.records(lo, RECORD_FIELDS)
     pixels = sizes[lo:hi, 0] * sizes[lo:hi, 1]
     starts = np.concatenate([[0], np.cumsum(pixels)])
     if cut.count == 0:
@@ -245,17 +250,38 @@ def _issues_from_records(
             wanted = [starts[i - lo] + taken[i] for i in range(lo, hi) if i in taken]
             if wanted:
                 chosen |= at_cut & np.isin(records["index"], np.concatenate(wanted))
-    index = records["index"][chosen]
-    given, predicted = records["label"][chosen], records["pred"][chosen]
+    picked = {name: values[chosen] for name, values in records.items()}
+    return [
+        (_mask(part.index, sizes[lo + row]), part)
+        for row, part in enumerate(_split_by_image(picked, starts))
+    ]
+
+
+def _split_by_image(records: Records, starts: np.ndarray) -> list[IssuePixels]:
+    """A batch's records (flat indices ascending, over its images end to end) cut into
+    each image's issue pixels, indices within the image."""
+    index = records["index"]
     image_of = np.searchsorted(starts, index, side="right") - 1
-    bounds = np.searchsorted(image_of, np.arange(hi - lo + 1))
-    masks = []
-    for row in range(hi - lo):
-        mask = np.zeros(int(pixels[row]), bool)
+    bounds = np.searchsorted(image_of, np.arange(len(starts)))
+    parts = []
+    for row in range(len(starts) - 1):
         part = slice(bounds[row], bounds[row + 1])
-        mask[index[part] - starts[row]] = True
-        masks.append((mask.reshape(sizes[lo + row]), given[part], predicted[part]))
-    return masks
+        parts.append(
+            IssuePixels(
+                index[part] - starts[row],
+                records["label"][part],
+                records["pred"][part],
+                records["s"][part],
+                records["pmax"][part],
+            )
+        )
+    return parts
+
+
+def _mask(index: np.ndarray, size: np.ndarray) -> np.ndarray:
+    mask = np.zeros(int(size[0] * size[1]), bool)
+    mask[index] = True
+    return mask.reshape(int(size[0]), int(size[1]))
 
 
 def _read_back_issues(
@@ -269,11 +295,16 @@ def _read_back_issues(
 ) -> tuple[list[ImageIssues], int]:
     """Issue masks of images lo:hi, image by image in flat order: candidates (expanded
     to full resolution) whose full-resolution prediction differs from the given label;
-    and how many ties at the cut they used."""
+    and how many ties at the cut they used. Each issue pixel's scores come from the
+    full-resolution records (every issue pixel is a mispredicted one)."""
     d = stats.downsample
     scores_name = "pixel_scores" if d == 1 else "cl_scores"
+    sizes = stats.extent.sizes
+    starts = np.concatenate([[0], np.cumsum(sizes[lo:hi, 0] * sizes[lo:hi, 1])])
+    resolution = CL if d == 1 else FULL
+    mispredicted = _split_by_image(sink.records(lo, RECORD_FIELDS, resolution), starts)
     masks, used = [], 0
-    for index in range(lo, hi):
+    for row, index in enumerate(range(lo, hi)):
         candidate, ties = cut.candidates(sink.read(scores_name, index), tie_offset + used)
         used += ties
         if d != 1:
@@ -283,5 +314,13 @@ def _read_back_issues(
         issues = candidate & (pred != labels)
         if ignore is not None:
             issues &= labels != ignore
-        masks.append((issues, labels[issues], pred[issues]))
+        masks.append((issues, _pick(mispredicted[row], np.flatnonzero(issues))))
     return masks, used
+
+
+def _pick(pixels: IssuePixels, index: np.ndarray) -> IssuePixels:
+    """The mispredicted pixels at ``index`` (all of which are among them)."""
+    at = np.searchsorted(pixels.index, index)
+    return IssuePixels(
+        index, pixels.given[at], pixels.predicted[at], pixels.score[at], pixels.top[at]
+    )

@@ -9,7 +9,8 @@ m, the exact cut at the m lowest scores and the issue masks
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from segaudit.engine.cut import count_issues, find_cut, thresholds, write_issues
 from segaudit.engine.params import Execution, Params
 from segaudit.engine.pixels import sum_tolerance
+from segaudit.engine.regions import IssuePixels, image_regions
 from segaudit.engine.sinks import Sink
 from segaudit.engine.stream import ImageSource, PassStats, stream
 from segaudit.progress import NullProgress, Progress
@@ -33,6 +35,28 @@ class CLResult:
     issues_given: np.ndarray
     issues_predicted: np.ndarray
     stages: dict[str, float]
+    regions: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def region_finder(
+    sink: Sink, ignore: int | None, min_pixels: int, found: dict[int, dict[str, np.ndarray]]
+) -> Callable[[int, np.ndarray, IssuePixels], None]:
+    """What each image's issues go through: their regions (:mod:`segaudit.engine.regions`)
+    into ``found`` and the region map into the sink's ``regions`` array."""
+
+    def on_image(index: int, mask: np.ndarray, pixels: IssuePixels) -> None:
+        if pixels.index.size == 0:
+            sink.write("regions", index, np.zeros(mask.shape, np.uint32))
+            found[index] = image_regions(mask.shape, pixels, mask).columns
+            return
+        labels = np.asarray(sink.read("labels", index))
+        regions = image_regions(
+            mask.shape, pixels, labels, ignore=ignore, min_pixels=min_pixels
+        )
+        sink.write("regions", index, regions.region_map)
+        found[index] = regions.columns
+
+    return on_image
 
 
 def confident_learning(
@@ -42,15 +66,17 @@ def confident_learning(
     execution: Execution | None = None,
     progress: Progress | None = None,
     on_batch: Any = None,
+    min_region_pixels: int | None = None,
 ) -> CLResult:
-    """Confident Learning steps 1–5 into ``sink`` (which gains an ``issues`` array)."""
+    """Confident Learning steps 1–5 into ``sink`` (which gains an ``issues`` array, and
+    with ``min_region_pixels`` a ``regions`` array: see :func:`flag_issues`)."""
     execution = execution or Execution()
     progress = progress or NullProgress()
     clock = time.perf_counter()
     stats = stream(dataset, params, sink, execution, progress=progress, on_batch=on_batch)
     sink.pass_written()
     read = round(time.perf_counter() - clock, 3)
-    result = flag_issues(stats, params, sink, execution, progress)
+    result = flag_issues(stats, params, sink, execution, progress, min_region_pixels)
     result.stages = {"read_pred_probs": read, **result.stages}
     return result
 
@@ -61,9 +87,12 @@ def flag_issues(
     sink: Sink,
     execution: Execution | None = None,
     progress: Progress | None = None,
+    min_region_pixels: int | None = None,
 ) -> CLResult:
     """Steps 2–5 over what a streaming pass kept (``stats`` and the ``sink``): thresholds,
-    the issue count m, the exact cut at the m lowest scores, and each image's issues."""
+    the issue count m, the exact cut at the m lowest scores, and each image's issues;
+    with ``min_region_pixels``, also each image's issue regions (and a ``regions``
+    array)."""
     execution = execution or Execution()
     progress = progress or NullProgress()
     clock = time.perf_counter()
@@ -87,8 +116,15 @@ def flag_issues(
     stages = {"select": time.perf_counter() - clock}
     clock = time.perf_counter()
     sink.create("issues", extent.sizes, bool)
+    regions: dict[int, dict[str, np.ndarray]] = {}
+    on_image = None
+    if min_region_pixels is not None:
+        sink.create("regions", extent.sizes, np.uint32)
+        on_image = region_finder(sink, params.ignore_index, min_region_pixels, regions)
     progress.start("flagging issues", extent.num_images)
-    counts = write_issues(stats, cut, sink, params.ignore_index, progress, execution.workers)
+    counts = write_issues(
+        stats, cut, sink, params.ignore_index, progress, execution.workers, on_image
+    )
     progress.finish()
     stages["write_issues"] = time.perf_counter() - clock
     return CLResult(
@@ -99,4 +135,5 @@ def flag_issues(
         counts.given,
         counts.predicted,
         {k: round(v, 3) for k, v in stages.items()},
+        regions,
     )

@@ -14,6 +14,8 @@ import numpy as np
 
 from segaudit.engine.pixels import Records
 
+CL, FULL = "cl", "full"  # the two resolutions records are kept at (see Sink.add_records)
+
 
 class Sink(Protocol):
     """Per-image arrays and per-batch records of one pass."""
@@ -31,13 +33,15 @@ class Sink(Protocol):
         """Image ``index`` of ``name`` as written."""
         ...
 
-    def add_records(self, start: int, records: Records) -> None:
+    def add_records(self, start: int, records: Records, resolution: str = CL) -> None:
         """Append records to the batch starting at image ``start`` (its images add theirs
         in image order, one thread per batch). They are views into the caller's reused
-        buffers, valid only during the call."""
+        buffers, valid only during the call. ``resolution``: the records at Confident
+        Learning's resolution (``CL``), or, when that is downsampled, at full
+        resolution (``FULL``)."""
         ...
 
-    def records(self, start: int, fields: tuple[str, ...]) -> Records: ...
+    def records(self, start: int, fields: tuple[str, ...], resolution: str = CL) -> Records: ...
 
     def record_starts(self) -> list[int]: ...
 
@@ -52,7 +56,7 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.arrays: dict[str, Any] = {}
-        self._records: dict[int, list[Records]] = {}
+        self._records: dict[tuple[str, int], list[Records]] = {}
 
     def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
         sizes = np.asarray(sizes).reshape(-1, 2)
@@ -72,16 +76,16 @@ class MemorySink:
         """The whole array ``name``: (N, H, W), or a list of (H_i, W_i) arrays."""
         return self.arrays[name]
 
-    def add_records(self, start: int, records: Records) -> None:
-        parts = self._records.setdefault(start, [])
+    def add_records(self, start: int, records: Records, resolution: str = CL) -> None:
+        parts = self._records.setdefault((resolution, start), [])
         parts.append({name: np.array(values) for name, values in records.items()})
 
-    def records(self, start: int, fields: tuple[str, ...]) -> Records:
-        parts = self._records[start]
+    def records(self, start: int, fields: tuple[str, ...], resolution: str = CL) -> Records:
+        parts = self._records[(resolution, start)]
         return {name: np.concatenate([part[name] for part in parts]) for name in fields}
 
     def record_starts(self) -> list[int]:
-        return sorted(self._records)
+        return sorted(start for resolution, start in self._records if resolution == CL)
 
     def pass_written(self) -> None:
         pass

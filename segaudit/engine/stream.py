@@ -30,7 +30,7 @@ from segaudit.engine.params import HIST_BINS, Execution, Extent, Params, check_e
 from segaudit.engine.pixels import Where, describe_problems, pixel_pass
 from segaudit.engine.pooling import pool_labels, pool_probs
 from segaudit.engine.prepare import prepare_probs
-from segaudit.engine.sinks import Sink
+from segaudit.engine.sinks import FULL, Sink
 from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
 
@@ -130,11 +130,12 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class Place:
-    """Where an image's records go: its batch (by first image) and the batch's pixels
-    (at Confident Learning's resolution) before it."""
+    """Where an image's records go: its batch (by first image), and the batch's pixels
+    before it at Confident Learning's resolution and at full resolution."""
 
     batch: int
     offset: int
+    full_offset: int = 0
 
 
 def process_image(
@@ -191,12 +192,16 @@ def scan_prepared(
         labels[None],
         params.ignore_index,
         check_sums=not (params.logits or params.unnormalized),
-        summarize=at_full_resolution,
+        summarize=True,
         rows_sum_to_one=params.rows_sum_to_one,
     )
     message = describe_problems(full.problems, where, labels, labels.shape[1], num_classes)
     if message is not None:
         raise InvalidInputError(message)
+    if not at_full_resolution:  # the full-resolution records, for the issues' regions
+        assert full.records is not None
+        full.records["index"] += place.full_offset  # this thread's buffer: no copy
+        sink.add_records(place.batch, full.records, FULL)
     sink.write("labels", index, labels.astype(labels_dtype, copy=False))
     sink.write("pred_labels", index, full.pred.reshape(labels.shape))
     sink.write("pixel_scores", index, full.s.reshape(labels.shape))
@@ -246,9 +251,10 @@ def process_batch(
         np.empty(count, np.int64),
     )
     cl_pixels = extent.scaled(params.downsample).prod(axis=1)
-    offset = 0
+    full_pixels = extent.pixel_counts
+    offset = full_offset = 0
     for row, index in enumerate(range(start, stop)):
-        place = Place(start, offset)
+        place = Place(start, offset, full_offset)
         image = process_image(index, dataset, params, extent, sink, labels_dtype, place)
         result.class_sum[row] = image.class_sum
         result.class_count[row] = image.class_count
@@ -256,6 +262,7 @@ def process_batch(
         result.softmin[row] = image.softmin
         result.scored[row] = image.scored
         offset += int(cl_pixels[index])
+        full_offset += int(full_pixels[index])
     return result
 
 

@@ -12,6 +12,8 @@ import dataclasses
 import os
 import platform
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,16 @@ import numpy as np
 from segaudit import __version__
 from segaudit.engine.learning import CLResult, confident_learning
 from segaudit.engine.params import Execution, Extent, Params
+from segaudit.engine.regions import DEFAULT_MIN_PIXELS
 from segaudit.progress import NullProgress, Progress
+from segaudit.report.regions import (
+    REGIONS_TABLE,
+    RegionTable,
+    build_region_table,
+    image_region_scores,
+    region_summary,
+    write_regions_table,
+)
 from segaudit.report.tables import write_scan_scores
 from segaudit.runs import rundir
 from segaudit.runs.images import IMAGES_TABLE, ImageTable, write_images_table
@@ -116,6 +127,44 @@ def build_summary(
     }
 
 
+@dataclass(frozen=True)
+class RegionOptions:
+    """How issue pixels are grouped into regions: the smallest region kept, and which
+    classes are background-like (None: the layout's, else the first class)."""
+
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    background: tuple[int, ...] | None = None
+
+    def background_of(self, dataset: Any) -> tuple[int, ...]:
+        if self.background is not None:
+            return self.background
+        return getattr(dataset, "background", None) or (0,)
+
+
+def write_scan_tables(
+    tmp: Path,
+    result: CLResult,
+    table: ImageTable,
+    names: list[str],
+    background: tuple[int, ...],
+) -> RegionTable:
+    """``images.csv``, ``image_scores.csv`` and ``regions.csv`` of a scan."""
+    num_images = table.num_images
+    regions = build_region_table(result.regions, num_images, background)
+    write_images_table(tmp / IMAGES_TABLE, table)
+    write_scan_scores(
+        tmp / "image_scores.csv",
+        result.stats.softmin,
+        result.issues_per_image,
+        result.stats.scored,
+        table.ids,
+        [files["labels"] for files in table.files],
+        image_region_scores(regions, num_images),
+    )
+    write_regions_table(tmp / REGIONS_TABLE, regions, table.ids, names)
+    return regions
+
+
 def scan_dataset(
     dataset: Dataset,
     out: str | os.PathLike[str],
@@ -124,33 +173,36 @@ def scan_dataset(
     execution: Execution | None = None,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
+    regions: RegionOptions | None = None,
 ) -> dict[str, Any]:
     """Scan an opened dataset into the run directory ``out``; return its summary."""
     started = time.perf_counter()
     params = params_for(dataset, params or Params())
     execution = execution or Execution()
     progress = progress or NullProgress()
+    regions = regions or RegionOptions()
     names = class_names or dataset.names()
+    background = regions.background_of(dataset)
     with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
         sink = RunSink(tmp, dataset.ids)
         result = confident_learning(
-            dataset, params, sink, execution, progress, on_batch=_test_hook_after_batch
+            dataset,
+            params,
+            sink,
+            execution,
+            progress,
+            on_batch=_test_hook_after_batch,
+            min_region_pixels=regions.min_pixels,
         )
         sink.finish()
         sink.discard_scratch()
         dataset.check_unchanged()
-        table = image_table(dataset)
-        write_images_table(tmp / IMAGES_TABLE, table)
-        write_scan_scores(
-            tmp / "image_scores.csv",
-            result.stats.softmin,
-            result.issues_per_image,
-            result.stats.scored,
-            table.ids,
-            [files["labels"] for files in table.files],
-        )
+        clock = time.perf_counter()
+        region_table = write_scan_tables(tmp, result, image_table(dataset), names, background)
+        result.stages["tables"] = round(time.perf_counter() - clock, 3)
         timing = {"seconds": round(time.perf_counter() - started, 3), **result.stages}
         summary = build_summary(result, dataset, params, names, timing, execution)
+        summary["regions"] = region_summary(region_table, regions.min_pixels, background)
         rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
     return summary
 
@@ -163,6 +215,7 @@ def scan(
     execution: Execution | None = None,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
+    regions: RegionOptions | None = None,
 ) -> dict[str, Any]:
     """Open the dataset ``spec`` describes and scan it into ``out``; return the summary."""
     return scan_dataset(
@@ -172,6 +225,7 @@ def scan(
         execution=execution,
         class_names=class_names,
         progress=progress,
+        regions=regions,
     )
 
 

@@ -39,12 +39,13 @@ from segaudit.engine.params import (
     score_dtype,
 )
 from segaudit.engine.prepare import prepare_probs
+from segaudit.engine.regions import DEFAULT_MIN_PIXELS
 from segaudit.engine.stream import ImageResult, PassStats, Place, scan_prepared, stored_label_dtype
 from segaudit.errors import InvalidInputError
-from segaudit.jobs.scan import build_summary, gate_results
-from segaudit.report.tables import write_scan_scores
+from segaudit.jobs.scan import RegionOptions, build_summary, gate_results, write_scan_tables
+from segaudit.report.regions import region_summary
 from segaudit.runs import rundir
-from segaudit.runs.images import IMAGES_TABLE, ImageTable, write_images_table
+from segaudit.runs.images import ImageTable
 from segaudit.runs.sink import RunSink
 from segaudit.sources.dataset import Where
 from segaudit.sources.ids import check_id
@@ -93,6 +94,8 @@ class Scanner:
         workers: int = 1,
         max_issue_fraction: float | None = None,
         max_images_with_issues: int | None = None,
+        min_region_pixels: int = DEFAULT_MIN_PIXELS,
+        background: list[int] | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
             raise TypeError(f"num_classes must be an integer, got {num_classes!r}.")
@@ -112,6 +115,9 @@ class Scanner:
         )
         self.execution = Execution(workers=max(1, int(workers)))
         self.gates = (max_issue_fraction, max_images_with_issues)
+        self.regions = RegionOptions(
+            min_region_pixels, tuple(background) if background is not None else None
+        )
         self.summary: dict[str, Any] | None = None
         self._state = "new"
         self._building: Any = None
@@ -214,10 +220,9 @@ class Scanner:
         if start == 0:
             self._create_outputs(labels_dtype)
         jobs = []
-        offset = 0
         for row in range(count):
-            place = Place(start, offset)
-            offset += _cl_pixels(labels[row].shape, self.params.downsample)
+            # Each image keeps its own records (the batch's images run on several threads).
+            place = Place(start + row, 0, 0)
             where = Where(f"labels of batch {batch}", f"pred_probs of batch {batch}",
                           f"image {row}, ", f"image {row}, ")  # fmt: skip
             jobs.append((start + row, labels[row], probs[row], params, labels_dtype, where, place))
@@ -227,7 +232,8 @@ class Scanner:
             self._images.add_result(start + row, result)
             if photos is not None:
                 self._write_photo(start + row, names[row], photos[row])
-        self._images.end_batch(start, start + count)
+        for index in range(start, start + count):
+            self._images.end_batch(index, index + 1)
 
     def _create_outputs(self, labels_dtype: np.dtype) -> None:
         """The run's per-pixel arrays, as a scan creates them (sizes come as images do)."""
@@ -284,20 +290,15 @@ class Scanner:
             raise InvalidInputError("the Scanner was given no images; nothing to scan.")
         stats = self._images.stats(self.params)
         self._sink.pass_written()
-        result: CLResult = flag_issues(stats, self.params, self._sink, self.execution)
+        result: CLResult = flag_issues(
+            stats, self.params, self._sink, self.execution,
+            min_region_pixels=self.regions.min_pixels,
+        )  # fmt: skip
         self._sink.finish()
         self._sink.discard_scratch()
-        table = self._images.table()
-        write_images_table(self._tmp / IMAGES_TABLE, table)
-        write_scan_scores(
-            self._tmp / "image_scores.csv",
-            stats.softmin,
-            result.issues_per_image,
-            stats.scored,
-            table.ids,
-            [files["labels"] for files in table.files],
-        )
         names = self.class_names or [f"class_{k}" for k in range(self.num_classes)]
+        background = self.regions.background_of(None)
+        region_table = write_scan_tables(self._tmp, result, self._images.table(), names, background)
         timing = {
             "seconds": round(time.perf_counter() - self._started, 3),
             "add_batches": round(self._busy, 3),
@@ -305,6 +306,7 @@ class Scanner:
         }
         summary = build_summary(result, _StreamedInputs(self._images), self.params, names,
                                 timing, self.execution)  # fmt: skip
+        summary["regions"] = region_summary(region_table, self.regions.min_pixels, background)
         summary["gates"] = gate_results(summary, *self.gates)
         rundir.write_json_atomic(self._tmp / rundir.SUMMARY, summary)
         return summary
@@ -317,10 +319,6 @@ _STATE_ERRORS = {
     "failed": "this Scanner's with block ended with an error; nothing was published.",
     "published": "this Scanner's run is published; start a new Scanner for another run.",
 }
-
-
-def _cl_pixels(shape: tuple[int, ...], downsample: int) -> int:
-    return (shape[0] // downsample) * (shape[1] // downsample)
 
 
 def _batch_arrays(

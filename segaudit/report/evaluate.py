@@ -5,26 +5,65 @@ dataset's ``is_corrupted`` (N,) flags, where a *lower* score means *more likely
 corrupted*. Images without a score (NaN: nothing scored) count as least suspicious.
 AP and AUROC follow scikit-learn's definitions (AP as the step-wise sum
 Σ (R_n - R_{n-1}) P_n over distinct score thresholds; AUROC by the trapezoid rule,
-so tied scores count one half), in plain numpy.
+so tied scores count one half), in plain numpy. Any score column of
+``image_scores.csv`` may be ranked (:data:`SCORE_COLUMNS`): ``score`` or
+``softmin_score`` (the default, lower is worse), ``region_score`` (the image's worst
+region, 1.0 without regions; lower is worse) and ``issue_fraction`` (*higher* is worse,
+so it is negated before ranking; NaN, nothing scored, is still least suspicious).
 
 Pixel level, when the run has ``issues.zarr`` (a scan): precision, recall and F1 of
 the issue masks against the true error masks ``labels != true_labels``, image by
 image; pixels with the run's ignore label take no part. The truth is a stacked
 dataset or a folder one (:class:`Truth`), matched to the run's images by id.
+
+Region level, when the run has ``regions.csv`` and the truth has error maps
+(``errors.{npy,zarr}`` or ``errors/ID.png``, pixel value e = the image's e-th event in
+``synth.json``): every found region (pixels of value r in ``regions.zarr``) is compared
+with every injected error (pixels of value e in the error map) of its image, and
+*matches* it when their intersection over union, counted in pixels, is at least
+:data:`REGION_IOU` (0.3). An injected error is one event with at least one pixel in the
+map (an event wholly overwritten by a later one has nothing left to find).
+
+- precision = found regions matching at least one injected error / found regions;
+- recall = injected errors matched by at least one found region / injected errors;
+- average precision: the found regions ranked by score, ascending (most suspicious
+  first), AP = Σ_t P(t) · ΔN(t) / E over the distinct scores t, where P(t) is the
+  precision of the regions scored ≤ t, ΔN(t) the injected errors first matched by the
+  regions scored exactly t, and E the injected errors. Without ties this is
+  Σ_k P@k · (errors the k-th region is first to match) / E. A ranking that puts every
+  matching region first and finds every error scores 1.0; AP never exceeds recall.
+
+One-to-many matches: an injected error matched by several found regions (say, a
+dropped object found as two pieces) counts once for recall and AP, and each of those
+regions counts as a true positive for precision; a region matching several errors
+counts once for precision and adds each error to recall.
+
+Per kind, each found-region kind is paired with the injected kind it should find
+(:data:`KIND_PAIRS`: missing ↔ object_dropped, wrong-class ↔ class_swapped, boundary ↔
+boundary_shifted, spurious ↔ spurious_object). Precision is per *found* kind (the
+``kind`` column of ``regions.csv``: of the regions called "boundary", how many match any
+injected error); recall is per *injected* kind (of the ``boundary_shifted`` errors, how
+many any found region matches, whatever its kind); AP ranks the regions of the found
+kind and credits the errors of its paired injected kind (E = the injected errors of
+that kind), so it also asks whether the region was given the right kind.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InputNotFoundError, InvalidInputError
+from segaudit.errors import InputNotFoundError, InvalidInputError, RunDirectoryError
 from segaudit.progress import NullProgress, Progress
-from segaudit.report.tables import read_scores
+from segaudit.report.tables import SCORE_COLUMN_NAMES, read_scores
 from segaudit.runs.run import Run, open_run
 from segaudit.safetext import from_csv_cell
 from segaudit.sources.stores import ArraySource, open_store, store_fingerprint
@@ -104,6 +143,7 @@ def truth_store(folder: Path, name: str) -> ArraySource:
 TRUTH_KINDS = {
     "is_corrupted": ("biu", "bool flags (or integers 0 and 1), one per image"),
     "true_labels": ("iu", "integer class ids, like labels"),
+    "errors": ("iu", "integer event numbers (uint16), one map per image"),
 }
 
 
@@ -130,6 +170,71 @@ def image_metrics(scores: np.ndarray, corrupted: np.ndarray, column: str) -> dic
         "average_precision": average_precision(corrupted, suspicion),
         "auroc": roc_auc(corrupted, suspicion),
     }
+
+
+# Image-score columns eval can rank images by: True where a higher value is more suspicious.
+SCORE_COLUMNS = {
+    "score": False,
+    "softmin_score": False,
+    "region_score": False,
+    "issue_fraction": True,
+}
+
+
+def read_score_columns(path: Path, num_images: int) -> dict[str, np.ndarray]:
+    """Every column of :data:`SCORE_COLUMNS` that ``image_scores.csv`` holds, in image order."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            present = [c for c in SCORE_COLUMNS if c in (reader.fieldnames or [])]
+            values = {column: np.full(num_images, np.nan) for column in present}
+            seen = np.zeros(num_images, bool)
+            for row in reader:
+                image = _image_index(row["image"], num_images)
+                for column in present:
+                    values[column][image] = float(row[column])
+                seen[image] = True
+    except FileNotFoundError:
+        raise RunDirectoryError(f"{path} is missing; rerun the scan.") from None
+    except (OSError, ValueError, TypeError, KeyError, csv.Error) as error:
+        raise RunDirectoryError(f"{path} is malformed ({error}); rerun the scan.") from None
+    if not seen.all():
+        raise RunDirectoryError(f"{path} lists {int(seen.sum())} of {num_images} images; rerun.")
+    return values
+
+
+def _image_index(text: str, num_images: int) -> int:
+    """A run image number from a CSV cell; ValueError unless it is one of the run's."""
+    image = int(text)
+    if not 0 <= image < num_images:
+        raise ValueError(f"image {image} is not one of the run's {num_images} images")
+    return image
+
+
+def choose_score_column(columns: dict[str, np.ndarray], requested: str | None, path: Path) -> str:
+    """The column images are ranked by: ``requested``, else the run's own score column."""
+    if requested is None:
+        default = next((c for c in SCORE_COLUMN_NAMES if c in columns), None)
+        if default is None:
+            raise RunDirectoryError(
+                f"{path} has no score column ({' or '.join(SCORE_COLUMN_NAMES)}); rerun the scan."
+            )
+        return default
+    if requested not in columns:
+        have = ", ".join(columns) or "none"
+        raise InvalidInputError(
+            f"{path} has no {requested} column (its score columns: {have}); "
+            "pass one of those to --score-column."
+        )
+    return requested
+
+
+def column_metrics(column: str, values: np.ndarray, corrupted: np.ndarray) -> dict[str, Any]:
+    """:func:`image_metrics` of one score column, negated where higher is more suspicious."""
+    higher = SCORE_COLUMNS[column]
+    metrics = image_metrics(-values if higher else values, corrupted, column)
+    metrics["more_suspicious"] = "higher" if higher else "lower"
+    return metrics
 
 
 class Truth:
@@ -164,22 +269,59 @@ class Truth:
             )
         return corrupted_flags(flags, len(self.ids))
 
-    def label_reader(self) -> Any:
+    def label_reader(self) -> Callable[[int], np.ndarray]:
         """``read(i)``: the true labels of the run's image i."""
+        return self._reader("true_labels")
+
+    def has_error_maps(self) -> bool:
+        """Whether the dataset holds error maps (datasets from older generators do not)."""
+        if self.by_id:
+            return (self.folder / "errors").is_dir()
+        return any((self.folder / f"errors{suffix}").exists() for suffix in (".npy", ".zarr"))
+
+    def error_reader(self) -> Callable[[int], np.ndarray]:
+        """``read(i)``: the error map of the run's image i (0 = untouched, e = event e)."""
+        return self._reader("errors")
+
+    def event_kinds(self) -> list[list[str]]:
+        """Per run image, the kind of each event ``synth.json`` lists (event e is item e-1)."""
+        path = self.folder / "synth.json"
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            listed = {
+                entry["id"] if self.by_id else int(entry["image"]): [
+                    str(event["kind"]) for event in entry["events"]
+                ]
+                for entry in report["corruptions"]
+            }
+        except FileNotFoundError:
+            raise InputNotFoundError(
+                f"{self.folder} has error maps but no synth.json; region-level metrics need "
+                "the events it lists."
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InvalidInputError(
+                f"{path} is not a synth.json as `segaudit synth` writes it ({error})."
+            ) from None
+        keys: Iterable[Any] = self.ids if self.by_id else range(len(self.ids))
+        return [listed.get(key, []) for key in keys]
+
+    def _reader(self, name: str) -> Callable[[int], np.ndarray]:
+        """``read(i)``: image i (in run order) of the per-image truth ``name``."""
         if self.by_id:
             from segaudit.sources.files import MASK_SUFFIXES
             from segaudit.sources.folder import FolderMasks, find_files
 
-            found = find_files(self.folder / "true_labels", MASK_SUFFIXES, "true_labels")
+            found = find_files(self.folder / name, MASK_SUFFIXES, name)
             missing = [image_id for image_id in self.ids if image_id not in found]
             if missing:
                 raise InputNotFoundError(
-                    f"{self.folder / 'true_labels'} has no mask for image {missing[0]!r}; "
+                    f"{self.folder / name} has no mask for image {missing[0]!r}; "
                     "--truth must be the dataset the run scored."
                 )
             masks = FolderMasks({i: found[i] for i in self.ids}, str(self.folder))
             return lambda index: masks.read(self.ids[index]).array
-        store = truth_store(self.folder, "true_labels")
+        store = truth_store(self.folder, name)
         if store.shape[0] != len(self.ids):
             raise InvalidInputError(
                 f"{store.path} holds {store.shape[0]} images but the run has {len(self.ids)}; "

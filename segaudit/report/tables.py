@@ -1,6 +1,7 @@
 """``image_scores.csv``: one row per image, worst first, keyed by id, with its source file.
 
-A scan writes ``image, id, softmin_score, issue_pixels, issue_fraction, rank, file``;
+A scan writes ``image, id, softmin_score, issue_pixels, issue_fraction, rank, file,
+region_score`` (the image's worst region score, 1.0 without regions);
 a score run writes ``image, id, score, rank`` (plus ``issue_pixels, scored_pixels`` for
 ``num_pixel_issues``) and ``file``. ``file`` is the image's label mask (or
 ``labels.npy[3]`` for image 3 of a stacked store): where a reviewer fixes it. Ids and
@@ -21,7 +22,10 @@ import numpy as np
 from segaudit.errors import RunDirectoryError
 from segaudit.safetext import csv_cell, from_csv_cell
 
-SCAN_COLUMNS = ("image", "id", "softmin_score", "issue_pixels", "issue_fraction", "rank", "file")
+SCAN_COLUMNS = (
+    "image", "id", "softmin_score", "issue_pixels", "issue_fraction", "rank", "file",
+    "region_score",
+)  # fmt: skip
 SCORE_COLUMNS = ("image", "id", "score", "rank")
 ISSUE_COLUMNS = ("issue_pixels", "scored_pixels")
 SCORE_COLUMN_NAMES = ("score", "softmin_score")  # score runs, then scan runs
@@ -44,8 +48,10 @@ def write_scan_scores(
     scored: np.ndarray,
     ids: Sequence[str],
     files: Sequence[str],
+    region_scores: np.ndarray,
 ) -> None:
-    """A scan's ``image_scores.csv``: softmin score and issue pixels per image, worst first."""
+    """A scan's ``image_scores.csv``: softmin score, issue pixels and the worst region's
+    score per image, worst first (by softmin)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(SCAN_COLUMNS)
@@ -60,6 +66,7 @@ def write_scan_scores(
                     _number(fraction),
                     rank,
                     csv_cell(files[image]),
+                    _number(region_scores[image]),
                 ]
             )
 

@@ -57,7 +57,7 @@ from segaudit.runs.run import array_path as array_path  # re-exported for writer
 from segaudit.safetext import printable
 
 MARKER = ".segaudit-run"
-ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues")
+ARRAY_NAMES = ("labels", "pred_labels", "pixel_scores", "issues", "regions")
 TEMP_PREFIX = ".segaudit-tmp-"
 OLD_PREFIX = ".segaudit-old-"
 COMMANDS = ("scan", "score")  # the commands that write whole runs (summary.json "command")
@@ -79,6 +79,7 @@ RUN_ENTRIES: tuple[RunEntry, ...] = (
     RunEntry(MARKER, False, "scan, score"),
     RunEntry("image_scores.csv", False, "scan, score"),
     RunEntry("images.csv", False, "scan, score"),
+    RunEntry("regions.csv", False, "scan"),
     RunEntry("issues", True, "scan (issue masks as PNG, one per image)"),
     RunEntry("photos", True, "a Scanner given photos (for the pictures)"),
     *(RunEntry(f"{name}.zarr", True, "scan, score") for name in ARRAY_NAMES),

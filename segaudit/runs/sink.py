@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from segaudit.engine.pixels import Records
+from segaudit.engine.sinks import CL
 from segaudit.runs import rundir
 from segaudit.runs.chunkstore import ImageChunkWriter
 from segaudit.runs.masks import write_issue_mask
@@ -93,7 +94,7 @@ class RunSink:
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageChunkWriter | ScratchImages] = {}
-        self._records: dict[int, list[dict[str, tuple[np.dtype, int, int]]]] = {}
+        self._records: dict[tuple[str, int], list[dict[str, tuple[np.dtype, int, int]]]] = {}
 
     def create(
         self, name: str, sizes: np.ndarray | None, dtype: Any, scratch: bool = False
@@ -113,17 +114,17 @@ class RunSink:
     def read(self, name: str, index: int) -> np.ndarray:
         return self.arrays[name].read_image(index)
 
-    def _record_path(self, start: int) -> Path:
-        return self.scratch_dir / f"records-{start:012d}.bin"
+    def _record_path(self, start: int, resolution: str) -> Path:
+        return self.scratch_dir / f"records-{resolution}-{start:012d}.bin"
 
-    def add_records(self, start: int, records: Records) -> None:
+    def add_records(self, start: int, records: Records, resolution: str = CL) -> None:
         """One raw file per batch; each image appends its fields one after the other, and
         only where each lies is kept in memory (a few numbers an image): memory stays
         flat, and the records are written straight from the kernel's buffers."""
-        segments = self._records.setdefault(start, [])
+        segments = self._records.setdefault((resolution, start), [])
         mode = "ab" if segments else "wb"
         where: dict[str, tuple[np.dtype, int, int]] = {}
-        with open(self._record_path(start), mode) as handle:
+        with open(self._record_path(start, resolution), mode) as handle:
             offset = handle.tell()
             for name, values in records.items():
                 values = np.ascontiguousarray(values)
@@ -132,10 +133,10 @@ class RunSink:
                 offset += values.nbytes
         segments.append(where)
 
-    def records(self, start: int, fields: tuple[str, ...]) -> Records:
-        segments = self._records[start]
+    def records(self, start: int, fields: tuple[str, ...], resolution: str = CL) -> Records:
+        segments = self._records[(resolution, start)]
         out: dict[str, list[np.ndarray]] = {name: [] for name in fields}
-        with open(self._record_path(start), "rb") as handle:
+        with open(self._record_path(start, resolution), "rb") as handle:
             for where in segments:
                 for name in fields:
                     dtype, offset, count = where[name]
@@ -144,7 +145,7 @@ class RunSink:
         return {name: np.concatenate(parts) for name, parts in out.items()}
 
     def record_starts(self) -> list[int]:
-        return sorted(self._records)
+        return sorted(start for resolution, start in self._records if resolution == CL)
 
     def pass_written(self) -> None:
         """The bulk of the run is written: complete its arrays, and start flushing them

@@ -167,6 +167,7 @@ def _from_layout(spec: DatasetSpec) -> Dataset:
         ignore_index=void,
         skip_unmatched=spec.skip_unmatched,
         layout=layout.name,
+        background=layout.background,
         class_names_path=names_path,
         allow_absent_chunks=spec.allow_absent_chunks,
     )

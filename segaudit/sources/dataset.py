@@ -156,6 +156,7 @@ class Dataset:
         layout: str | None = None,
         class_names_path: Path | None = None,
         allow_absent_chunks: bool = False,
+        background: Sequence[int] | None = None,
     ) -> None:
         from segaudit.sources.stores import store_fingerprint
 
@@ -181,6 +182,7 @@ class Dataset:
         self.channels_last = bool(probs.channels_last)
         self.ignore_index = ignore_index
         self.layout = layout
+        self.background = tuple(background) if background is not None else None
         self.class_names_path = class_names_path
         self.class_names = list(class_names) if class_names is not None else None
         self.sizes = np.array([labels.size(key) for key in pairing.labels], np.int64).reshape(-1, 2)

@@ -92,6 +92,7 @@ class KnownLayout:
     default_splits: Callable[[list[str]], list[str]]
     entries: Callable[[Path, str], list[Entry]]  # one split's images, sorted by id
     root: Callable[[Path], Path] = lambda folder: folder
+    background: tuple[int, ...] = (0,)  # "stuff" classes: what a missed object looks like
 
     def find(self, folder: Path, splits: Sequence[str] = ()) -> list[Entry]:
         """Every image of the chosen splits (default: the layout's default splits)."""
@@ -168,6 +169,7 @@ CITYSCAPES = KnownLayout(
     splits=lambda root: _subfolders(root / "gtFine"),
     default_splits=lambda present: present,
     entries=_cityscapes_entries,
+    background=(0, 1, 2, 3, 4, 8, 9, 10),  # road .. fence, vegetation, terrain, sky
 )
 
 
@@ -256,6 +258,9 @@ ADE20K = KnownLayout(
     default_splits=lambda present: present,
     entries=_ade_entries,
     root=_ade_root,
+    # wall, building, sky, floor, tree, ceiling, road, grass, sidewalk, earth, mountain,
+    # water, sea, field
+    background=(0, 1, 2, 3, 4, 5, 6, 9, 11, 13, 16, 21, 26, 29),
 )
 
 
@@ -286,6 +291,7 @@ CAMVID = KnownLayout(
     default_splits=lambda present: present,
     entries=_camvid_entries,
     root=_camvid_root,
+    background=(0, 1, 3, 4, 5),  # sky, building, road, pavement, tree
 )
 
 LAYOUTS = {layout.name: layout for layout in (CITYSCAPES, VOC, ADE20K, CAMVID)}

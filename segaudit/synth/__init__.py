@@ -2,7 +2,8 @@
 
 :func:`generate` writes a dataset in a layout segaudit reads: noisy ``labels``, model
 ``pred_probs``, ``images``, plus the ground truth (``true_labels``, ``is_corrupted``,
-``synth.json``) so tests and benchmarks can check what was found. The stacked layout holds
+``synth.json``, and ``errors``: which injected error changed each pixel) so tests and
+benchmarks can check what was found. The stacked layout holds
 one array per kind; the folder layout one file per image and kind, in several sizes.
 
 Everything is a deterministic function of the seed and the options: each image draws from

@@ -3,6 +3,13 @@
 Each error edits the noisy copy of the true map in place and returns one event: its kind,
 class, changed pixels and the affected box ``[y0, x0, y1, x1]`` (end-exclusive), as
 ``synth.json`` lists them.
+
+:func:`corrupt_with_map` also returns the image's *error map*: (H, W) uint16, 0 where the
+pixel is untouched and ``e >= 1`` where the e-th event (in the order ``synth.json`` lists
+the image's events) changed it. A pixel changed by several events belongs to the last
+one that changed it (later events win). A pixel that ends up with its true label again
+(an event undid an earlier one) counts as untouched, so the map is non-zero exactly where
+the noisy labels differ from the truth.
 """
 
 from __future__ import annotations
@@ -16,21 +23,36 @@ from segaudit.synth.scene import Scene, shape_mask
 from segaudit.synth.world import World
 
 ERROR_KINDS = ("object_dropped", "class_swapped", "boundary_shifted", "spurious_object")
+ERROR_MAP_DTYPE = np.uint16  # event numbers of the error map; 0 = untouched
 
 Event = dict[str, Any]
 
 
 def corrupt(rng: np.random.Generator, scene: Scene, world: World) -> tuple[np.ndarray, list[Event]]:
     """Copy the true map and inject 1-3 kinds of annotation error; return it and the log."""
+    noisy, events, _ = corrupt_with_map(rng, scene, world)
+    return noisy, events
+
+
+def corrupt_with_map(
+    rng: np.random.Generator, scene: Scene, world: World
+) -> tuple[np.ndarray, list[Event], np.ndarray]:
+    """:func:`corrupt`, plus the error map: which event (1, 2, ...) changed each pixel.
+
+    Draws exactly the random numbers :func:`corrupt` draws, so the labels and events are
+    the same; the map is bookkeeping only.
+    """
     noisy = scene.truth.copy()
+    error_map = np.zeros(noisy.shape, dtype=ERROR_MAP_DTYPE)
     h, w = noisy.shape
     min_area = max(12, 0.004 * h * w)
     areas = np.bincount(scene.inst.ravel(), minlength=len(scene.objects) + 1)[1:]
     eligible = list(np.flatnonzero(areas >= min_area))
     rng.shuffle(eligible)
     kinds = list(rng.choice(ERROR_KINDS, size=int(rng.integers(1, 4)), replace=False))
-    events = []
+    events: list[Event] = []
     for kind in kinds:
+        before = noisy.copy()
         if kind == "spurious_object":
             event = _add_spurious(rng, noisy, scene, world)
         elif eligible:
@@ -39,9 +61,22 @@ def corrupt(rng: np.random.Generator, scene: Scene, world: World) -> tuple[np.nd
             event = None
         if event is not None and event["pixels"] > 0:  # 0: e.g. same class as an earlier error
             events.append(event)
+            _mark_changed(error_map, noisy, before, event["box"], len(events))
     if not np.any(noisy != scene.truth):  # nothing took: a spurious object always does
+        before = noisy.copy()
         events.append(_add_spurious(rng, noisy, scene, world))
-    return noisy, events
+        _mark_changed(error_map, noisy, before, events[-1]["box"], len(events))
+    error_map[noisy == scene.truth] = 0  # changed, then changed back
+    return noisy, events, error_map
+
+
+def _mark_changed(
+    error_map: np.ndarray, noisy: np.ndarray, before: np.ndarray, box: list[int], number: int
+) -> None:
+    """Give event ``number`` every pixel of its box whose label it changed (later wins)."""
+    y0, x0, y1, x1 = box
+    changed = noisy[y0:y1, x0:x1] != before[y0:y1, x0:x1]
+    error_map[y0:y1, x0:x1][changed] = number
 
 
 def kinds_of(events: list[Event]) -> list[str]:

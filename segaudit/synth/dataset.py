@@ -46,7 +46,10 @@ def generate(
 
     Exactly ``round(corrupt_fraction * images)`` images get annotation errors; for each,
     ``synth.json`` lists the events: kind, class, changed pixels and the affected box
-    ``[y0, x0, y1, x1]`` (end-exclusive). Returns what ``synth.json`` holds.
+    ``[y0, x0, y1, x1]`` (end-exclusive). Every layout also writes an error map per image
+    (``errors``: (N, H, W) uint16 stacked, ``errors/ID.png`` 16-bit in a folder): 0 for an
+    untouched pixel, e for a pixel the image's e-th event changed (the later event where
+    two overlap). Returns what ``synth.json`` holds.
     """
     progress = progress or NullProgress()
     options = check_options(

@@ -3,7 +3,10 @@
 - ``OUT/labels/ID.png``: the noisy labels, 8-bit grayscale ("L"), or 16-bit ("I;16")
   past 256 classes; ``OUT/true_labels/ID.png``: the clean labels, likewise;
 - ``OUT/pred_probs/ID.npy``: (K, H, W) probabilities of the chosen dtype;
-- ``OUT/images/ID.png``: RGB photos; ``OUT/is_corrupted.csv``: ``id,is_corrupted`` (0/1).
+- ``OUT/images/ID.png``: RGB photos; ``OUT/is_corrupted.csv``: ``id,is_corrupted`` (0/1);
+- ``OUT/errors/ID.png``: the error map, 16-bit grayscale ("I;16"): 0 where the pixel is
+  untouched, e where the image's e-th event in ``synth.json`` changed it (see
+  :mod:`~segaudit.synth.annotation_errors`); all zeros for a clean image.
 
 Ids are ``img_00000``, ``img_00001``, ... Images may have several sizes, dealt out by the
 seed. Each worker thread makes one image and writes its files itself, so only a few
@@ -32,7 +35,7 @@ from segaudit.synth.output import label_dtype, record_image
 from segaudit.synth.world import SIZES, World, rng
 from segaudit.synth.writers import NpyWriter, write_png
 
-_PNG_FOLDERS = ("labels", "true_labels", "images")
+_PNG_FOLDERS = ("labels", "true_labels", "images", "errors")
 _CSV_NAME = "is_corrupted.csv"
 _NPY_HEADER_BYTES = 128
 
@@ -117,13 +120,14 @@ class FolderLayout:
     def _write_image(
         self, world: World, i: int, corrupted: bool, buffers: ThreadBuffers
     ) -> tuple[list[Event], int]:
-        """Make image ``i`` and write its four files; return its errors and noisy pixels."""
+        """Make image ``i`` and write its five files; return its errors and noisy pixels."""
         h, w = (int(n) for n in self.sizes[i])
         image = make_image(world, i, corrupted, h, w)
         name = f"{self.image_id(i)}.png"
         write_png(self.out / "labels" / name, image.noisy.astype(self.label_dtype))
         write_png(self.out / "true_labels" / name, image.truth.astype(self.label_dtype))
         write_png(self.out / "images" / name, image.photo)
+        write_png(self.out / "errors" / name, image.errors)
         self._write_probs(self.out / "pred_probs" / f"{self.image_id(i)}.npy", image, buffers)
         return image.events, image.noisy_pixels if corrupted else 0
 

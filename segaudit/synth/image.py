@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from segaudit.synth.annotation_errors import Event, corrupt
+from segaudit.synth.annotation_errors import ERROR_MAP_DTYPE, Event, corrupt_with_map
 from segaudit.synth.model import Model
 from segaudit.synth.photo import photo
 from segaudit.synth.scene import make_scene
@@ -31,13 +31,18 @@ T = TypeVar("T")
 
 @dataclass
 class SynthImage:
-    """Everything of one image except its probabilities, which are made band by band."""
+    """Everything of one image except its probabilities, which are made band by band.
+
+    ``errors`` is the error map (see :mod:`~segaudit.synth.annotation_errors`): all zeros
+    for an image without annotation errors.
+    """
 
     truth: np.ndarray
     noisy: np.ndarray
     events: list[Event]
     photo: np.ndarray
     model: Model
+    errors: np.ndarray
 
     @property
     def noisy_pixels(self) -> int:
@@ -49,11 +54,12 @@ def make_image(world: World, i: int, corrupted: bool, h: int, w: int) -> SynthIm
     """Image ``i``, from its own random streams (so any thread may make it)."""
     scene = make_scene(rng(world.seed, SCENE, i), h, w, world)
     noisy, events = scene.truth, []
+    errors = np.zeros((h, w), dtype=ERROR_MAP_DTYPE)
     if corrupted:
-        noisy, events = corrupt(rng(world.seed, ERRORS, i), scene, world)
+        noisy, events, errors = corrupt_with_map(rng(world.seed, ERRORS, i), scene, world)
     picture = photo(rng(world.seed, PHOTO, i), scene, world)
     model = Model.build(rng(world.seed, MODEL, i), scene, world)
-    return SynthImage(scene.truth, noisy, events, picture, model)
+    return SynthImage(scene.truth, noisy, events, picture, model, errors)
 
 
 def band_rows(classes: int, height: int, width: int) -> int:

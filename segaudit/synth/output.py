@@ -19,8 +19,11 @@ from segaudit.errors import OutputWriteError
 from segaudit.synth.annotation_errors import Event, kinds_of
 from segaudit.synth.options import FORMATS, OutputNotEmptyError, SynthOptions
 
-ARRAY_NAMES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted")
-FOLDER_ENTRIES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted.csv")
+ARRAY_NAMES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted", "errors")
+FOLDER_ENTRIES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted.csv", "errors")
+# The error maps are not listed under "files" in synth.json: that record keeps the keys
+# it always had, so datasets made before the maps existed read the same.
+UNRECORDED_FILES = ("errors",)
 _SHARED_FILES = ("classes.txt", "synth.json", "synth.json.tmp")
 
 

@@ -1,7 +1,10 @@
 """The stacked layout: one ``.npy`` file or Zarr store per array, images along axis 0.
 
 ``labels`` and ``true_labels`` (N, H, W), ``pred_probs`` (N, K, H, W), ``images``
-(N, H, W, 3) and ``is_corrupted`` (N,), every image of one size.
+(N, H, W, 3), ``is_corrupted`` (N,) and ``errors`` (N, H, W) uint16, every image of one
+size. ``errors`` holds each image's error map (see
+:mod:`~segaudit.synth.annotation_errors`): 0 where the pixel is untouched, e where the
+image's e-th event in ``synth.json`` changed it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from segaudit.progress import Progress
+from segaudit.synth.annotation_errors import ERROR_MAP_DTYPE
 from segaudit.synth.image import (
     SynthImage,
     band_rows,
@@ -21,7 +25,7 @@ from segaudit.synth.image import (
     probability_bands,
 )
 from segaudit.synth.options import SynthOptions
-from segaudit.synth.output import label_dtype, record_image
+from segaudit.synth.output import UNRECORDED_FILES, label_dtype, record_image
 from segaudit.synth.world import World
 from segaudit.synth.writers import NpyWriter, ZarrWriter
 
@@ -45,10 +49,12 @@ class StackedLayout:
         return sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt, _ in self.specs.values())
 
     def files(self) -> dict[str, Any]:
-        """What ``synth.json`` says about the files: shape and dtype of each array."""
+        """What ``synth.json`` says about the files: shape and dtype of each array (the
+        error maps left out, see :data:`~segaudit.synth.output.UNRECORDED_FILES`)."""
         return {
             name: {"shape": list(s[0]), "dtype": np.dtype(s[1]).name}
             for name, s in self.specs.items()
+            if name not in UNRECORDED_FILES
         }
 
     def report_extras(self, is_corrupted: np.ndarray) -> dict[str, Any]:
@@ -75,6 +81,7 @@ class StackedLayout:
                 writers["true_labels"].put(i, image.truth)
                 writers["labels"].put(i, image.noisy)
                 writers["images"].put(i, image.photo)
+                writers["errors"].put(i, image.errors)
                 for r0, probs in probability_bands(image.model, self.band, buffer):
                     writers["pred_probs"].put(i, probs.astype(dtype, copy=False), r0)
                 progress.advance(1)
@@ -94,6 +101,7 @@ def _array_specs(options: SynthOptions, height: int, width: int, band: int) -> S
         "images": ((n, height, width, 3), np.uint8, (1, height, width, 3)),
         "true_labels": ((n, height, width), labels, (1, height, width)),
         "is_corrupted": ((n,), np.bool_, (n,)),
+        "errors": ((n, height, width), ERROR_MAP_DTYPE, (1, height, width)),
     }
 
 

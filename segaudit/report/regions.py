@@ -1,0 +1,158 @@
+"""``regions.csv``: every issue region of a run, worst first, for a reviewer to work through.
+
+Columns: ``image, id, region, given_class, predicted_class, given_name,
+predicted_name, pixels, x0, y0, x1, y1, centroid_x, centroid_y, mean_self_confidence,
+mean_predicted_probability, score, kind, rank`` (bounding box inclusive, in pixels of
+the full-resolution image; ``region`` numbers regions within their image from 1 in the
+raster order of their first pixel; ``rank`` 1 is the lowest score, ties by image then
+region), then the features the score came from: ``edge_fraction, thickness,
+pair_share``. Each region's pixels are ``RUN/regions.zarr`` (image i's region
+numbers, 0 elsewhere).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segaudit.engine.region_scores import (
+    KINDS,
+    pair_shares,
+    region_kinds,
+    region_scores,
+    score_formula,
+)
+from segaudit.engine.regions import REGION_COLUMNS
+from segaudit.errors import RunDirectoryError
+from segaudit.safetext import csv_cell, from_csv_cell
+
+REGIONS_TABLE = "regions.csv"
+CSV_COLUMNS = (
+    "image", "id", "region", "given_class", "predicted_class", "given_name", "predicted_name",
+    "pixels", "x0", "y0", "x1", "y1", "centroid_x", "centroid_y", "mean_self_confidence",
+    "mean_predicted_probability", "score", "kind", "rank", "edge_fraction", "thickness",
+    "pair_share",
+)  # fmt: skip
+INTEGER_COLUMNS = (
+    "image", "region", "given_class", "predicted_class", "pixels", "x0", "y0", "x1", "y1",
+    "rank", "thickness",
+)  # fmt: skip
+
+
+@dataclass
+class RegionTable:
+    """All regions of a run as columns, in image then region order, with their kind,
+    pair share and score; ``order`` lists them worst first."""
+
+    columns: dict[str, np.ndarray]
+    kinds: np.ndarray
+    shares: np.ndarray
+    scores: np.ndarray
+    order: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.scores)
+
+
+def build_region_table(
+    per_image: dict[int, dict[str, np.ndarray]], num_images: int, background: Sequence[int]
+) -> RegionTable:
+    """The run's region table from each image's regions (:func:`image_regions` columns)."""
+    images = sorted(per_image)
+    columns = {
+        name: np.concatenate([per_image[i][name] for i in images]) if images else np.zeros(0)
+        for name in REGION_COLUMNS
+    }
+    columns["image"] = np.concatenate(
+        [np.full(len(per_image[i]["region"]), i, np.int64) for i in images]
+    ) if images else np.zeros(0, np.int64)  # fmt: skip
+    for name in ("region", "given_class", "predicted_class", "pixels", "thickness"):
+        columns[name] = columns[name].astype(np.int64)
+    kinds = region_kinds(columns, background)
+    shares = pair_shares(
+        columns["image"], columns["given_class"], columns["predicted_class"], num_images
+    )
+    scores = region_scores(columns, shares)
+    order = np.lexsort((columns["region"], columns["image"], scores))
+    return RegionTable(columns, kinds, shares, scores, order)
+
+
+def image_region_scores(table: RegionTable, num_images: int) -> np.ndarray:
+    """Each image's worst (lowest) region score; 1.0 for an image without regions."""
+    best = np.ones(num_images)
+    np.minimum.at(best, table.columns["image"].astype(np.intp), table.scores)
+    return best
+
+
+def region_summary(table: RegionTable, min_pixels: int, background: Sequence[int]) -> dict:
+    """The ``regions`` block of summary.json."""
+    return {
+        "count": table.count,
+        "by_kind": {kind: int(np.count_nonzero(table.kinds == kind)) for kind in KINDS},
+        "images_with_regions": int(len(np.unique(table.columns["image"]))),
+        "min_region_pixels": min_pixels,
+        "background_classes": [int(k) for k in background],
+        "score": score_formula(),
+    }
+
+
+def write_regions_table(
+    path: Path, table: RegionTable, ids: Sequence[str], names: Sequence[str]
+) -> None:
+    """``regions.csv``, worst first (names and ids are CSV-injection safe)."""
+    columns = table.columns
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for rank, at in enumerate(table.order.tolist(), start=1):
+            image = int(columns["image"][at])
+            given, predicted = int(columns["given_class"][at]), int(columns["predicted_class"][at])
+            row = {
+                **{name: _cell(columns[name][at]) for name in REGION_COLUMNS},
+                "image": image,
+                "id": csv_cell(ids[image]),
+                "given_name": csv_cell(names[given]),
+                "predicted_name": csv_cell(names[predicted]),
+                "score": repr(float(table.scores[at])),
+                "kind": table.kinds[at],
+                "rank": rank,
+                "pair_share": repr(float(table.shares[at])),
+            }
+            writer.writerow([row[name] for name in CSV_COLUMNS])
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**53 else repr(number)
+    return value
+
+
+def read_regions_table(run: Path) -> list[dict[str, Any]]:
+    """A run's ``regions.csv`` rows, worst first, with numbers as numbers."""
+    path = run / REGIONS_TABLE
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise RunDirectoryError(
+            f"{path} is missing; rerun `segaudit scan` (regions come with every scan)."
+        ) from None
+    except (OSError, csv.Error) as error:
+        raise RunDirectoryError(f"{path} is unreadable ({error}); rerun the scan.") from None
+    for row in rows:
+        for name in ("id", "given_name", "predicted_name"):
+            row[name] = from_csv_cell(row[name])
+        for name in CSV_COLUMNS:
+            if name in ("id", "given_name", "predicted_name", "kind") or name not in row:
+                continue
+            row[name] = int(row[name]) if name in INTEGER_COLUMNS else float(row[name])
+    return rows
