@@ -162,6 +162,25 @@ AbsentChunksOpt = Annotated[
     ),
 ]
 
+MinRegionOpt = Annotated[
+    int,
+    typer.Option(
+        "--min-region-pixels",
+        min=1,
+        help="Leave regions smaller than this out of regions.csv (the issue mask keeps "
+        "every pixel).",
+    ),
+]
+BackgroundOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--background",
+        help="A background-like class (id or name; repeatable), for region kinds "
+        "(missing, spurious). Default: the layout's stuff classes, else class 0.",
+        show_default=False,
+    ),
+]
+
 
 def dataset_spec(
     dataset: Path | None,

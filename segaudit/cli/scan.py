@@ -11,6 +11,7 @@ import typer
 from segaudit.cli._common import console, err_console, make_progress, user_errors
 from segaudit.cli._options import (
     AbsentChunksOpt,
+    BackgroundOpt,
     BatchOpt,
     BudgetOpt,
     ChannelsOpt,
@@ -22,6 +23,7 @@ from segaudit.cli._options import (
     LayoutOpt,
     LogitsOpt,
     ManifestOpt,
+    MinRegionOpt,
     NamesOpt,
     NormalizeOpt,
     OutOpt,
@@ -36,6 +38,7 @@ from segaudit.cli._options import (
     execution,
 )
 
+DEFAULT_MIN_REGION_PIXELS = 10  # segaudit.engine.regions.DEFAULT_MIN_PIXELS (kept light)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
 
@@ -92,6 +95,8 @@ def scan(
             help="Gate: exit 1 when more images than this have at least one issue pixel.",
         ),
     ] = None,
+    min_region_pixels: MinRegionOpt = DEFAULT_MIN_REGION_PIXELS,
+    background: BackgroundOpt = None,
     allow_absent_chunks: AbsentChunksOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -99,8 +104,9 @@ def scan(
     """Flag mislabeled pixels with Confident Learning and rank images for review.
 
     Reads pred_probs once, streaming, and writes RUN/: issues.zarr and issues/ID.png,
-    pred_labels.zarr, pixel_scores.zarr, labels.zarr, images.csv, image_scores.csv and
-    summary.json (last).
+    pred_labels.zarr, pixel_scores.zarr, labels.zarr, images.csv, image_scores.csv,
+    regions.csv and regions.zarr (issue pixels grouped into regions), and summary.json
+    (last).
 
     Examples:
 
@@ -112,6 +118,7 @@ def scan(
     """
     from segaudit.engine.params import Params
     from segaudit.errors import InvalidInputError
+    from segaudit.jobs.scan import RegionOptions
     from segaudit.jobs.scan import scan as run_scan
 
     _check_temperature(temperature)
@@ -150,6 +157,7 @@ def scan(
         params,
         execution=execution(workers, batch_size, memory_budget),
         progress=make_progress(quiet or json_output),
+        regions=RegionOptions(min_region_pixels, tuple(background) if background else None),
     )
     warn_absent_chunks(summary)
     if json_output:

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from segaudit import __version__
 from segaudit.engine.learning import CLResult, confident_learning
 from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.regions import DEFAULT_MIN_PIXELS
+from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
 from segaudit.report.regions import (
     REGIONS_TABLE,
@@ -35,6 +37,7 @@ from segaudit.report.tables import write_scan_scores
 from segaudit.runs import rundir
 from segaudit.runs.images import IMAGES_TABLE, ImageTable, write_images_table
 from segaudit.runs.sink import RunSink
+from segaudit.safetext import printable
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
 from segaudit.sources.dataset import shown_images
 
@@ -130,15 +133,43 @@ def build_summary(
 @dataclass(frozen=True)
 class RegionOptions:
     """How issue pixels are grouped into regions: the smallest region kept, and which
-    classes are background-like (None: the layout's, else the first class)."""
+    classes are background-like, as ids or names (None: the layout's, else the first
+    class)."""
 
     min_pixels: int = DEFAULT_MIN_PIXELS
-    background: tuple[int, ...] | None = None
+    background: tuple[int | str, ...] | None = None
 
-    def background_of(self, dataset: Any) -> tuple[int, ...]:
-        if self.background is not None:
-            return self.background
-        return getattr(dataset, "background", None) or (0,)
+    def __post_init__(self) -> None:
+        if self.min_pixels < 1:
+            raise InvalidInputError(
+                f"--min-region-pixels must be at least 1, got {self.min_pixels}."
+            )
+
+    def background_of(self, dataset: Any, names: Sequence[str]) -> tuple[int, ...]:
+        """The background-like class ids: as given (names resolved against ``names``),
+        else the dataset's (a layout's stuff classes), else the first class."""
+        if self.background is None:
+            return tuple(getattr(dataset, "background", None) or (0,))
+        return tuple(sorted({class_id(value, names) for value in self.background}))
+
+
+def class_id(value: int | str, names: Sequence[str]) -> int:
+    """A class given by id (``3``, ``"3"``) or by name, checked against ``names``."""
+    text = str(value).strip()
+    if text in names:
+        return list(names).index(text)
+    if text.lstrip("-").isdigit():
+        number = int(text)
+        if 0 <= number < len(names):
+            return number
+        raise InvalidInputError(
+            f"class {number} is out of range: the dataset has classes 0 to {len(names) - 1}."
+        )
+    shown = ", ".join(printable(n) for n in list(names)[:12])
+    raise InvalidInputError(
+        f"no class is named {printable(text)}; the classes are {shown}"
+        f"{', ...' if len(names) > 12 else ''}."
+    )
 
 
 def write_scan_tables(
@@ -182,7 +213,7 @@ def scan_dataset(
     progress = progress or NullProgress()
     regions = regions or RegionOptions()
     names = class_names or dataset.names()
-    background = regions.background_of(dataset)
+    background = regions.background_of(dataset, names)
     with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
         sink = RunSink(tmp, dataset.ids)
         result = confident_learning(

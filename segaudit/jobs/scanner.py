@@ -74,7 +74,8 @@ class Scanner:
 
     Options are ``scan``'s: ``num_classes`` (checked on every batch), ``class_names``,
     ``ignore_index``, ``downsample`` and ``label_pooling``, ``temperature``, ``workers``
-    (images of one batch scanned at once), and the gates ``max_issue_fraction`` and
+    (images of one batch scanned at once), ``min_region_pixels`` and ``background``
+    (class ids or names) for the regions, and the gates ``max_issue_fraction`` and
     ``max_images_with_issues``, reported in the summary (``summary["gates"]``). The run
     is published when the ``with`` block ends without an error; on an error nothing is
     published and a previous run at ``run`` is left as it was. After an error the
@@ -95,7 +96,7 @@ class Scanner:
         max_issue_fraction: float | None = None,
         max_images_with_issues: int | None = None,
         min_region_pixels: int = DEFAULT_MIN_PIXELS,
-        background: list[int] | None = None,
+        background: list[int | str] | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
             raise TypeError(f"num_classes must be an integer, got {num_classes!r}.")
@@ -118,6 +119,7 @@ class Scanner:
         self.regions = RegionOptions(
             min_region_pixels, tuple(background) if background is not None else None
         )
+        self._background = self.regions.background_of(None, self._names())
         self.summary: dict[str, Any] | None = None
         self._state = "new"
         self._building: Any = None
@@ -284,6 +286,9 @@ class Scanner:
 
     # -- the end ---------------------------------------------------------------------------
 
+    def _names(self) -> list[str]:
+        return self.class_names or [f"class_{k}" for k in range(self.num_classes)]
+
     def _finish(self) -> dict[str, Any]:
         assert self._sink is not None and self._tmp is not None
         if not self._images.ids:
@@ -296,8 +301,8 @@ class Scanner:
         )  # fmt: skip
         self._sink.finish()
         self._sink.discard_scratch()
-        names = self.class_names or [f"class_{k}" for k in range(self.num_classes)]
-        background = self.regions.background_of(None)
+        names = self._names()
+        background = self._background
         region_table = write_scan_tables(self._tmp, result, self._images.table(), names, background)
         timing = {
             "seconds": round(time.perf_counter() - self._started, 3),
