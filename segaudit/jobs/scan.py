@@ -323,4 +323,3 @@ def _test_hook_after_batch(stop: int) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-

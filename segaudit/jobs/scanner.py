@@ -487,4 +487,3 @@ class _StreamedInputs:
         if self.images.photos:
             block["images"] = {"path": PHOTOS_FOLDER, "format": "run"}
         return block
-
