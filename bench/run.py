@@ -4,11 +4,17 @@
     python bench/run.py --quick         # 8 and 4 images: a smoke run
     python bench/run.py --images 100 --skip-cleanlab --repeat 2
     python bench/run.py --skip-folder   # without the folder-dataset rows
+    python bench/run.py --quick --only scanner   # the Scanner section alone
 
 Folder datasets (unless --skip-folder): 200 images, half 512×1024 and half 640×960,
 19 classes, labels/ID.png masks and pred_probs/ID.npy float16 (4.3 GB), and a
 100-image half set; rows: decode pass (the floor), segaudit scan w=1/w=2, and the
 cleanlab path (every pixel decoded into memory and laid end to end as one image).
+
+Scanner (unless --skip-scanner): bench/scanner_loop.py makes 60 images of 512×1024 with
+19 float32 probabilities a pixel in memory (synth's simulated model, batches of 4), and
+runs the loop alone, feeding segaudit.Scanner (w=1, w=2), and saving a folder dataset
+that `segaudit scan` then reads; produce and Scanner w=1 again on 30 images.
 
 Generates the datasets under bench/data/ once (a JSON stamp records their parameters;
 they are reused while it matches), warms the page cache, then runs every measurement
@@ -53,6 +59,12 @@ FOLDER_SCAN_KEYS = tuple(f"folder_{k}" for k in SCAN_KEYS)
 FLAT_MEMORY = 1.2  # a big/half peak RSS ratio at most this counts as flat in N
 FOLDER_IMAGES, FOLDER_SIZES = 200, "512x1024,640x960"  # 4.33 GB of float16 predictions
 QUICK_FOLDER_IMAGES, QUICK_FOLDER_SIZES = 16, "128x256,160x240"
+# The Scanner section: an in-memory "model" loop (bench/scanner_loop.py), batches of 4.
+SCANNER_IMAGES, SCANNER_SIZE = 60, "512x1024"  # as the stacked big set: 2.39 GB float32
+QUICK_SCANNER_IMAGES, QUICK_SCANNER_SIZE = 8, "128x256"
+SCANNER_BATCH = 4
+SCANNER_FAIL_KEYS = ("scanner_w1_big", "scanner_w2_big", "scanner_w1_half", "scanner_scan_big")
+SECTIONS = ("stacked", "folder", "scanner")
 
 
 def log(message: str) -> None:
@@ -231,6 +243,51 @@ class FolderDataset:
 AnyDataset = Dataset | FolderDataset
 
 
+@dataclass
+class LoopSet:
+    """The images bench/scanner_loop.py's "model" makes in memory: N images of one size,
+    K float32 probabilities a pixel, in batches of ``batch`` (no dataset on disk)."""
+
+    role: str  # "big" or "half"
+    n: int
+    k: int
+    h: int
+    w: int
+    seed: int
+    batch: int = SCANNER_BATCH
+
+    @property
+    def shape(self) -> str:
+        return f"{self.n}×{self.k}×{self.h}×{self.w}"
+
+    @property
+    def pixels(self) -> int:
+        return self.n * self.h * self.w
+
+    @property
+    def pred_bytes(self) -> int:
+        return self.pixels * self.k * 4
+
+    def loop_args(self) -> list[str]:
+        return [
+            "--images",
+            str(self.n),
+            "--height",
+            str(self.h),
+            "--width",
+            str(self.w),
+            "--classes",
+            str(self.k),
+            "--seed",
+            str(self.seed),
+            "--batch",
+            str(self.batch),
+        ]
+
+
+Shaped = Dataset | FolderDataset | LoopSet  # anything a row can be measured on
+
+
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     """Image sizes: "512x1024,640x960" -> ((512, 1024), (640, 960))."""
     sizes = []
@@ -322,6 +379,13 @@ def warm(paths: list[Path]) -> float:
             while fh.readinto(view):
                 pass
     return time.perf_counter() - t0
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 # --------------------------------------------------------------------------- timing
@@ -454,7 +518,8 @@ class Row:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     note: str = ""
-    section: str = "stacked"  # "stacked" (one .npy per kind) or "folder" (one file per image)
+    section: str = "stacked"  # "stacked" (one .npy per kind), "folder" (a file an image), "scanner"
+    bytes_written: int | None = None  # what the row left on disk (rows that record it)
 
 
 @dataclass
@@ -467,6 +532,8 @@ class Job:
     run_dir: Path | None = None
     work_from: str = "none"  # "summary" (run_dir/summary.json), "stdout" (JSON line), "none"
     needs: str | None = None  # key of a row whose run this one reads
+    clean: list[Path] = field(default_factory=list)  # deleted before every attempt (untimed)
+    written: Path | None = None  # the bytes of the files under it are recorded after a run
     best: dict[str, Any] | None = None
     failed: bool = False
     unmet: bool = False  # the row it needs failed: shown as n/a
@@ -492,7 +559,7 @@ class Bench:
         self,
         key: str,
         what: str,
-        ds: AnyDataset | None,
+        ds: Shaped | None,
         status: str,
         note: str,
         gb: bool = True,
@@ -515,7 +582,7 @@ class Bench:
         self,
         key: str,
         what: str,
-        ds: AnyDataset,
+        ds: Shaped,
         cmd: list[str],
         *,
         warm_paths: list[Path],
@@ -524,6 +591,8 @@ class Bench:
         reads_probs: bool = True,
         needs: str | None = None,
         section: str = "stacked",
+        clean: list[Path] | None = None,
+        written: Path | None = None,
     ) -> None:
         row = self.add(
             Row(
@@ -535,7 +604,9 @@ class Bench:
                 section=section,
             )
         )
-        self.jobs.append(Job(row, cmd, warm_paths, run_dir, work_from, needs))
+        self.jobs.append(
+            Job(row, cmd, warm_paths, run_dir, work_from, needs, list(clean or []), written)
+        )
 
     def measure_all(self) -> None:
         rounds = self.args.repeat
@@ -558,11 +629,15 @@ class Bench:
     def _attempt(self, job: Job) -> None:
         if job.run_dir is not None and job.work_from == "summary":
             shutil.rmtree(job.run_dir, ignore_errors=True)
+        for path in job.clean:
+            shutil.rmtree(path, ignore_errors=True)
         warm_s = warm(job.warm_paths)
         res = run_timed(job.cmd, self.args.timeout)
         res["warm_s"] = round(warm_s, 3)
         if res["ok"]:
             self._read_work(job, res)
+        if res["ok"] and job.written is not None:
+            res["bytes_written"] = tree_bytes(job.written)
         stdout, stderr = res.pop("stdout"), res.pop("stderr")
         job.row.attempts.append(res)
         if not res["ok"]:
@@ -600,6 +675,14 @@ class Bench:
             else:
                 res["helper"] = parsed
                 res["work_s"] = parsed.get("seconds")
+            summary_path = job.run_dir / "summary.json" if job.run_dir is not None else None
+            if summary_path is not None and summary_path.exists():  # a Scanner's run
+                try:
+                    summary = json.loads(summary_path.read_text())
+                    res["timing"] = summary.get("timing", {})
+                    res["totals"] = summary.get("totals", {})
+                except (OSError, ValueError):
+                    pass
 
     @staticmethod
     def _finish(job: Job) -> None:
@@ -613,6 +696,7 @@ class Bench:
         row.cpu_percent = best.get("cpu_percent")
         row.max_rss_mib = best.get("max_rss_kib", 0) / 1024
         row.peak_anon_mib = best["peak_anon_kib"] / 1024
+        row.bytes_written = best.get("bytes_written")
         for extra in ("timing", "engine", "totals", "helper"):
             if extra in best:
                 row.details[extra] = best[extra]
@@ -669,6 +753,102 @@ def plan_folder_rows(bench: Bench, ds: FolderDataset, cl: bool) -> None:
         )
     else:
         bench.skip(f"folder_cl_flat_{role}", what, ds, "skipped", "", section=f)
+
+
+def plan_scanner_rows(bench: Bench, big: LoopSet, half: LoopSet) -> None:
+    """The Scanner rows: the in-memory model loop alone (produce), feeding a Scanner
+    (w=1, w=2), saving a folder dataset (files) and `segaudit scan` of those files; on
+    the half set produce and Scanner w=1 again (is the Scanner's memory flat in N?)."""
+    s = "scanner"
+    out = RUNS / "scanner-files-big"
+    # The written dataset (float32 predictions, PNG masks) and four runs of a few bytes a pixel.
+    need = big.pred_bytes * 1.05 + big.pixels * 30
+    RUNS.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(RUNS).free
+    for ds in (big, half):
+        role = ds.role
+        bench.plan(
+            f"scanner_produce_{role}",
+            "model loop alone (produce)",
+            ds,
+            helper("scanner_loop.py", "produce", *ds.loop_args()),
+            warm_paths=[],
+            work_from="stdout",
+            section=s,
+        )
+        for w in (1, 2) if role == "big" else (1,):
+            run = RUNS / f"scanner-{role}-w{w}"
+            bench.plan(
+                f"scanner_w{w}_{role}",
+                f"model loop → segaudit.Scanner workers={w}",
+                ds,
+                helper("scanner_loop.py", "scanner", run, *ds.loop_args(), "--workers", str(w)),
+                warm_paths=[],
+                run_dir=run,
+                work_from="stdout",
+                section=s,
+                clean=[run],
+                written=run,
+            )
+        if role != "big":
+            continue
+        files_what = "model loop → files (labels/ID.png, pred_probs/ID.npy float32, synced)"
+        scan_what = "segaudit scan --workers 1 (of the files just written)"
+        if free < need:
+            note = f"not enough disk: {need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free"
+            bench.skip("scanner_files_big", files_what, ds, "skipped", note, section=s)
+            bench.skip("scanner_scan_big", scan_what, ds, "skipped", note, section=s)
+            continue
+        bench.plan(
+            "scanner_files_big",
+            files_what,
+            ds,
+            helper("scanner_loop.py", "files", out, *ds.loop_args()),
+            warm_paths=[],
+            work_from="stdout",
+            section=s,
+            clean=[out],
+            written=out,
+        )
+        scan_run = RUNS / "scanner-scan-big"
+        bench.plan(
+            "scanner_scan_big",
+            scan_what,
+            ds,
+            [*SEGAUDIT, "scan", str(out), "-o", str(scan_run), "--quiet", "--workers", "1"],
+            warm_paths=[out / "labels", out / "pred_probs"],
+            run_dir=scan_run,
+            work_from="summary",
+            needs="scanner_files_big",
+            section=s,
+            written=scan_run,
+        )
+
+
+def compare_runs(scanner_run: Path, scan_run: Path) -> dict[str, Any]:
+    """Untimed: the Scanner's run against the scan of the same images from files. Every
+    file is compared byte for byte; summary.json, images.csv and image_scores.csv may
+    differ only where they describe the inputs (file paths) and timing."""
+    try:
+        a = {f.relative_to(scanner_run).as_posix() for f in scanner_run.rglob("*") if f.is_file()}
+        b = {f.relative_to(scan_run).as_posix() for f in scan_run.rglob("*") if f.is_file()}
+        same = sorted(
+            n for n in a & b if (scanner_run / n).read_bytes() == (scan_run / n).read_bytes()
+        )
+        totals = [
+            json.loads((r / "summary.json").read_text()).get("totals")
+            for r in (scanner_run, scan_run)
+        ]
+    except (OSError, ValueError) as e:
+        return {"error": str(e)}
+    return {
+        "totals_equal": totals[0] == totals[1],
+        "issue_pixels": (totals[0] or {}).get("issue_pixels"),
+        "files_identical": len(same),
+        "files_differing": sorted((a & b) - set(same)),
+        "only_in_scanner_run": sorted(a - b),
+        "only_in_scan_run": sorted(b - a),
+    }
 
 
 def helper(name: str, *args: str | Path) -> list[str]:
@@ -743,6 +923,15 @@ def machine_info() -> dict[str, Any]:
 
 
 def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
+    """The ratios of the sections that ran (see the README)."""
+    present = {row.section for row in rows.values()}
+    out = [e for e in dataset_ratios(rows) if e["section"] in present]
+    if "scanner" in present:
+        out += scanner_ratios(rows)
+    return out
+
+
+def dataset_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:
     """The ratios the README explains: value (from wall or peak RSS) and a second view of it."""
 
     def g(key: str, attr: str) -> float | None:
@@ -891,7 +1080,184 @@ def derived(rows: dict[str, Row]) -> list[dict[str, Any]]:
     return out
 
 
+def scanner_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:
+    """The Scanner section's ratios: its cost on top of the model loop against a scan,
+    the bytes it writes against storing the predictions, and its memory in N."""
+
+    def g(key: str, attr: str) -> Any:
+        row = rows.get(key)
+        return getattr(row, attr) if row is not None and row.status == "ok" else None
+
+    def h(key: str, name: str) -> Any:
+        row = rows.get(key)
+        if row is None or row.status != "ok":
+            return None
+        return row.details.get("helper", {}).get(name)
+
+    def minus(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a - b
+
+    def plus(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a + b
+
+    def x(v: float | None, digits: int = 2) -> str:
+        return "n/a" if v is None else f"{v:.{digits}f}×"
+
+    def sec(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f} s"
+
+    def mb(v: float | None) -> str:
+        return "n/a" if v is None else f"{v / 1e6:.1f} MB"
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else "met" if ok else "NOT met"
+
+    def at_most(v: float | None, limit: float) -> bool | None:
+        return None if v is None else v <= limit
+
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, second: Any, kind: str, text: str, how: str, **extra: Any):
+        entry = {"name": name, "value": value, "second": second, "second_kind": kind}
+        entry.update(text=text, how=how, section="scanner", **extra)
+        out.append(entry)
+        return entry
+
+    # Time: what the Scanner adds to the loop, against scanning the same images from files.
+    scan_wall, scan_work = g("scanner_scan_big", "wall_s"), g("scanner_scan_big", "work_s")
+    produce_wall = g("scanner_produce_big", "wall_s")
+    for w in (1, 2):
+        key = f"scanner_w{w}_big"
+        overhead = minus(g(key, "wall_s"), produce_wall)
+        inside = h(key, "scanner_seconds")
+        value, second = ratio(overhead, scan_wall), ratio(inside, scan_work)
+        how = (
+            f"(Scanner w={w} wall − produce wall) / scan wall = "
+            f"{sec(overhead)} / {sec(scan_wall)}; "
+            f"in-process: seconds inside the Scanner's calls / scan work = "
+            f"{sec(inside)} / {sec(scan_work)}"
+        )
+        target = None
+        if w == 1:
+            target = {"op": "≤", "limit": 1.0, "wall_met": at_most(value, 1.0)}
+            target["in_process_met"] = at_most(second, 1.0)
+            how += (
+                f"; target overhead ≤ scan time: wall {verdict(target['wall_met'])}, "
+                f"in-process {verdict(target['in_process_met'])}"
+            )
+        else:
+            how += " (for contrast: the scan row runs with --workers 1)"
+        add(
+            f"Scanner w={w} overhead / scan time",
+            value,
+            second,
+            "in-process",
+            f"{x(value)} (in-process: {x(second)})",
+            how,
+            overhead_s=overhead,
+            scanner_seconds=inside,
+            target=target,
+        )
+
+    # End to end: storing the predictions and scanning them, against the Scanner.
+    files_wall, files_work = g("scanner_files_big", "wall_s"), g("scanner_files_big", "work_s")
+    both_wall, both_work = plus(files_wall, scan_wall), plus(files_work, scan_work)
+    for w in (1, 2):
+        key = f"scanner_w{w}_big"
+        wall, work = g(key, "wall_s"), g(key, "work_s")
+        value, second = ratio(both_wall, wall), ratio(both_work, work)
+        add(
+            f"end to end: (files + scan) / Scanner w={w}",
+            value,
+            second,
+            "work",
+            f"{x(value)} (work: {x(second)})",
+            f"model loop saving files, then `segaudit scan` ({sec(both_wall)} wall: files "
+            f"{sec(files_wall)} + scan {sec(scan_wall)}) against the loop feeding the Scanner "
+            f"({sec(wall)}); the loop alone takes {sec(produce_wall)}",
+            files_plus_scan_s=both_wall,
+        )
+
+    # Storage: what each way leaves on disk.
+    run_bytes = g("scanner_w1_big", "bytes_written")
+    files_bytes = g("scanner_files_big", "bytes_written")
+    scan_bytes = g("scanner_scan_big", "bytes_written")
+    pred_bytes = h("scanner_files_big", "pred_probs_bytes")
+    shape = h("scanner_w1_big", "shape") or h("scanner_files_big", "shape")
+    k = shape[1] if shape else None
+    pixels = shape[0] * shape[2] * shape[3] if shape else None
+    stored = plus(files_bytes, scan_bytes)
+    value = ratio(run_bytes, stored)
+    add(
+        "bytes written: Scanner run / (files + scan run)",
+        value,
+        None,
+        "",
+        "n/a" if value is None else f"{value:.4f} (1/{1 / value:.0f})" if value else "0",
+        f"Scanner w=1 run {mb(run_bytes)} against files {mb(files_bytes)} "
+        f"+ scan run {mb(scan_bytes)} = {mb(stored)}",
+        scanner_run_bytes=run_bytes,
+        files_bytes=files_bytes,
+        scan_run_bytes=scan_bytes,
+    )
+    value = ratio(run_bytes, pred_bytes)
+    limit = None if k is None else 1 / k
+    met = None if value is None or limit is None else value <= limit
+    per_pixel = ratio(run_bytes, pixels)
+    add(
+        "Scanner run bytes / files' pred_probs bytes",
+        value,
+        None,
+        "",
+        "n/a" if value is None else f"{value:.4f} (1/{1 / value:.0f})" if value else "0",
+        f"{mb(run_bytes)} against {mb(pred_bytes)} of float32 predictions "
+        f"({'n/a' if per_pixel is None else f'{per_pixel:.2f}'} B/pixel against "
+        f"{'n/a' if k is None else 4 * k} B/pixel); target ≤ 1/K"
+        f"{'' if limit is None else f' = {limit:.4f}'}: {verdict(met)}",
+        bytes_per_pixel=per_pixel,
+        target={"op": "≤", "limit": limit, "met": met},
+    )
+
+    # Memory: flat in N?
+    for key, how in (
+        ("scanner_w1", "N doubles; 1.0 = flat"),
+        ("scanner_produce", "for contrast: the model loop alone"),
+    ):
+        value = ratio(g(f"{key}_big", "max_rss_mib"), g(f"{key}_half", "max_rss_mib"))
+        second = ratio(g(f"{key}_big", "peak_anon_mib"), g(f"{key}_half", "peak_anon_mib"))
+        target = None
+        if key == "scanner_w1":
+            target = {"flat": FLAT_MEMORY, "flat_met": at_most(value, FLAT_MEMORY)}
+            how += f"; target flat (≤ {FLAT_MEMORY:g}×): {verdict(target['flat_met'])}"
+        name = "Scanner w=1" if key == "scanner_w1" else "model loop alone"
+        add(
+            f"{name} peak RSS big/half",
+            value,
+            second,
+            "anon",
+            f"{x(value)} (anon: {x(second)})",
+            how,
+            target=target,
+        )
+    added = minus(g("scanner_w1_big", "max_rss_mib"), g("scanner_produce_big", "max_rss_mib"))
+    added_anon = minus(
+        g("scanner_w1_big", "peak_anon_mib"), g("scanner_produce_big", "peak_anon_mib")
+    )
+    add(
+        "Scanner w=1 memory on top of the loop",
+        added,
+        added_anon,
+        "anon",
+        "n/a" if added is None else f"{added:+.0f} MiB (anon: {fmt(added_anon, 0)} MiB)",
+        "peak RSS of the loop feeding the Scanner − peak RSS of the loop alone, big set",
+    )
+    return out
+
+
 def ratio_text(entry: dict[str, Any]) -> str:
+    if "text" in entry:
+        return entry["text"]
+
     def x(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.2f}×"
 
@@ -907,6 +1273,43 @@ def table_intro(folder: dict[str, Any]) -> str:
         "mask and prediction into memory and lays all pixels end to end as one 1×P image "
         "(work = decoding + the call)."
     )
+
+
+def scanner_intro(note: dict[str, Any]) -> str:
+    big, half = note["big"], note["half"]
+    return (
+        f"`bench/scanner_loop.py`: {big['images']} images of {big['size']} ({note['classes']} "
+        f"classes, {big['gb']:.2f} GB of float32 probabilities made in memory, in batches of "
+        f"{note['batch']}); half set {half['images']} images. `work s` = the loop's own "
+        "timer (to the published run or the synced files); `written MB` = the files the row "
+        "left on disk (a Scanner's run, the saved dataset, the scan's run)."
+    )
+
+
+def scanner_time_table(lines: list[str], rows: dict[str, Row], order: list[str]) -> None:
+    """Where the Scanner rows' time goes: the model, the Scanner's calls, its stages."""
+    keys = [k for k in order if k.startswith("scanner_w") and rows[k].status == "ok"]
+    if not keys:
+        return
+    stages = sorted(
+        {
+            name
+            for k in keys
+            for name, value in rows[k].details.get("timing", {}).items()
+            if isinstance(value, (int, float)) and name != "seconds"
+        }
+    )
+    head = ["process wall", "loop", "model", "inside Scanner", *stages]
+    lines += ["", "Where the Scanner rows' time goes (the loop's timer; the run's summary.json "]
+    lines[-1] += "`timing`: `add_batches` = inside `add()`, then the stages of the cut):"
+    lines += ["", "| row | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for k in keys:
+        r, helper_out = rows[k], rows[k].details.get("helper", {})
+        timing = r.details.get("timing", {})
+        cells = [r.wall_s, helper_out.get("seconds"), helper_out.get("model_seconds")]
+        cells += [helper_out.get("scanner_seconds"), *(timing.get(s) for s in stages)]
+        numbers = [fmt(c) if isinstance(c, (int, float)) else "n/a" for c in cells]
+        lines.append(f"| {r.what} ({r.shape}) | " + " | ".join(numbers) + " |")
 
 
 def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[str]) -> str:
@@ -926,10 +1329,12 @@ def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[st
     ]
 
     def table(section: str) -> None:
+        written = section == "scanner"  # that section also shows what each row wrote
         lines.extend(
             [
-                "| what | N×K×H×W | GB | wall s | work s | CPU % | peak RSS MiB | peak anon MiB |",
-                "|---|---|---:|---:|---:|---:|---:|---:|",
+                "| what | N×K×H×W | GB | wall s | work s | CPU % | peak RSS MiB | peak anon MiB |"
+                + (" written MB |" if written else ""),
+                "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if written else ""),
             ]
         )
         for key in order:
@@ -947,6 +1352,9 @@ def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[st
                 ]
             else:
                 cells = [r.status] + ["—"] * 4
+            if written:
+                on_disk = r.bytes_written
+                cells.append("—" if on_disk is None else fmt(on_disk / 1e6, 1))
             what = r.what + (f" ({r.note})" if r.note else "")
             lines.append(f"| {what} | {r.shape} | {gb} | " + " | ".join(cells) + " |")
 
@@ -958,9 +1366,15 @@ def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[st
             if e.get("section", "stacked") == section
         )
 
-    lines.append("## Stacked datasets (labels.npy + pred_probs.npy float32, one size)")
-    lines.append("")
-    table("stacked")
+    sections = report.get("sections", list(SECTIONS))
+    stacked_ran = "stacked" in sections
+    lines.append(
+        "## Stacked datasets (labels.npy + pred_probs.npy float32, one size)"
+        + ("" if stacked_ran else ": skipped (--only)")
+    )
+    if stacked_ran:
+        lines.append("")
+        table("stacked")
     lines.append("")
     folder_note = report.get("folder")
     lines.append(
@@ -970,15 +1384,33 @@ def render_markdown(report: dict[str, Any], rows: dict[str, Row], order: list[st
     if folder_note:
         lines += ["", table_intro(folder_note), ""]
         table("folder")
-    lines += ["", "## Ratios (from this run)", "", "### Stacked", ""]
-    ratio_table("stacked")
+    lines.append("")
+    scanner_note = report.get("scanner")
+    lines.append(
+        "## Scanner (an in-memory model loop: alone, feeding segaudit.Scanner, saving files)"
+        + ("" if scanner_note else ": skipped (--skip-scanner)")
+    )
+    if scanner_note:
+        lines += ["", scanner_intro(scanner_note), ""]
+        table("scanner")
+    lines += ["", "## Ratios (from this run)"]
+    if stacked_ran:
+        lines += ["", "### Stacked", ""]
+        ratio_table("stacked")
     if folder_note:
         lines += ["", "### Folder", ""]
         ratio_table("folder")
+    if scanner_note:
+        lines += ["", "### Scanner", ""]
+        ratio_table("scanner")
+        scanner_time_table(lines, rows, order)
+        check = report.get("scanner_check")
+        lines += ["", "Scanner run (w=1) against the scan of the files just written: "]
+        lines[-1] += f"`{json.dumps(check)}`" if check else "not checked (a row failed)"
     lines += ["", "## Parity with cleanlab", ""]
     checks = report.get("checks", {})
     if not checks:
-        lines.append("- not checked (cleanlab skipped or failed)")
+        lines.append("- not checked (cleanlab skipped or failed, or no section compares)")
     for name, result in checks.items():
         lines.append(f"- {name}: `{json.dumps(result)}`")
     stages = report.get("scan_stages", {})
@@ -1063,7 +1495,41 @@ def main(argv: list[str] | None = None) -> int:
         help=f"image sizes of the folder sets, dealt out in turn (default {FOLDER_SIZES}; "
         f"{QUICK_FOLDER_SIZES} with --quick)",
     )
+    parser.add_argument(
+        "--skip-scanner",
+        action="store_true",
+        help="no Scanner rows (an in-memory model loop feeding segaudit.Scanner)",
+    )
+    parser.add_argument(
+        "--scanner-images",
+        type=int,
+        default=None,
+        help=f"N of the Scanner section's big set (default {SCANNER_IMAGES}; "
+        f"{QUICK_SCANNER_IMAGES} with --quick; the half set has N/2)",
+    )
+    parser.add_argument(
+        "--scanner-size",
+        default=None,
+        help=f"HxW of the Scanner section's images (default {SCANNER_SIZE}; "
+        f"{QUICK_SCANNER_SIZE} with --quick)",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="SECTION[,SECTION]",
+        help=f"run only these sections, of {', '.join(SECTIONS)} (e.g. --only scanner)",
+    )
     args = parser.parse_args(argv)
+    sections = set(SECTIONS)
+    if args.only is not None:
+        sections = {part.strip() for part in args.only.split(",") if part.strip()}
+        unknown = sections - set(SECTIONS)
+        if unknown or not sections:
+            parser.error(f"--only takes sections among {', '.join(SECTIONS)}")
+    if args.skip_folder:
+        sections.discard("folder")
+    if args.skip_scanner:
+        sections.discard("scanner")
     n = args.images or (8 if args.quick else 60)
     if n < 2:
         parser.error("--images must be at least 2 (the half set needs one image)")
@@ -1076,6 +1542,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as e:
         parser.error(f"--folder-sizes: {e}")
+    scanner_n = args.scanner_images or (QUICK_SCANNER_IMAGES if args.quick else SCANNER_IMAGES)
+    if scanner_n < 2:
+        parser.error("--scanner-images must be at least 2 (the half set needs one image)")
+    try:
+        scanner_sizes = parse_sizes(
+            args.scanner_size or (QUICK_SCANNER_SIZE if args.quick else SCANNER_SIZE)
+        )
+    except ValueError as e:
+        parser.error(f"--scanner-size: {e}")
+    if len(scanner_sizes) != 1:
+        parser.error("--scanner-size takes one HxW")
     args.repeat = max(1, args.repeat)
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -1084,7 +1561,14 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([sys.executable, *sys.argv])
     big = Dataset("big", n, args.classes, args.height, args.width, args.seed)
     half = Dataset("half", n // 2, args.classes, args.height, args.width, args.seed)
-    folder = not args.skip_folder
+    stacked_sets = (big, half) if "stacked" in sections else ()
+    folder = "folder" in sections
+    scanner = "scanner" in sections
+    (sh, sw), sk = scanner_sizes[0], args.classes
+    loop_sets = (
+        LoopSet("big", scanner_n, sk, sh, sw, args.seed),
+        LoopSet("half", scanner_n // 2, sk, sh, sw, args.seed),
+    )
     folder_sets: tuple[FolderDataset, ...] = ()
     if folder:
         folder_sets = (
@@ -1094,7 +1578,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_info: dict[str, Any] = {}
     try:
-        for ds in (big, half):
+        for ds in stacked_sets:
             data_info[ds.role] = ensure_dataset(ds)
         for fds in folder_sets:
             data_info[f"folder_{fds.role}"] = ensure_dataset(fds)
@@ -1109,8 +1593,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     # Compile segaudit's bytecode once, before any row is timed (see CHILD_ENV).
     warm = "import segaudit.cli, segaudit.jobs.scan, segaudit.jobs.score, segaudit.report.swaps"
+    warm += ", segaudit.jobs.scanner, segaudit.synth.model"
     subprocess.run([PY, "-c", warm], env=CHILD_ENV, check=False)
-    if folder:  # also the modules only a folder dataset needs (file sources, PNG codecs)
+    if folder or scanner:  # also the modules only a folder dataset needs (file sources, PNG codecs)
         small = RUNS / "warm-folder"
         synth = [*SEGAUDIT, "synth", str(small / "data"), "--layout", "folder"]
         synth += ["--sizes", "8x16,16x8", "--images", "2", "--classes", "3", "--seed", "0"]
@@ -1119,7 +1604,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(scan, env=CHILD_ENV, capture_output=True, check=False)
         shutil.rmtree(small, ignore_errors=True)
 
-    for ds in (big, half):
+    for ds in stacked_sets:
         role = ds.role
         runs = {w: RUNS / f"scan-{role}-w{w}" for w in (1, 2)}
         bench.plan(
@@ -1233,13 +1718,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     for fds in folder_sets:
         plan_folder_rows(bench, fds, cl)
+    if scanner:
+        plan_scanner_rows(bench, *loop_sets)
     bench.measure_all()
 
     # Parity checks (untimed).
     checks: dict[str, Any] = {}
     if cl:
         log("checks: segaudit vs cleanlab ...")
-        for ds in (big, half):
+        for ds in stacked_sets:
             role = ds.role
             scan_run = RUNS / f"scan-{role}-w1"
             prefix = RUNS / f"cleanlab-{role}"
@@ -1283,6 +1770,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for name, result in checks.items():
             log(f"      {name}: {json.dumps(result)}")
+    scanner_check = None
+    if scanner and all(
+        bench.rows[k].status == "ok" for k in ("scanner_w1_big", "scanner_scan_big")
+    ):
+        scanner_check = compare_runs(RUNS / "scanner-big-w1", RUNS / "scanner-scan-big")
+        log(f"checks: Scanner run vs scan of the written files: {json.dumps(scanner_check)}")
 
     if not args.keep_runs:
         shutil.rmtree(RUNS, ignore_errors=True)
@@ -1294,9 +1787,11 @@ def main(argv: list[str] | None = None) -> int:
         if helper_out:
             cleanlab_version = helper_out.get("cleanlab_version")
             break
-    scan_keys = SCAN_KEYS + (FOLDER_SCAN_KEYS if folder else ())
+    scan_keys = (SCAN_KEYS if stacked_sets else ()) + (FOLDER_SCAN_KEYS if folder else ())
+    stage_keys = scan_keys + (("scanner_scan_big",) if "scanner_scan_big" in rows else ())
     scan_stages = {
-        f"{rows[k].what} ({'folder ' if k.startswith('folder_') else ''}{k.rsplit('_', 1)[1]})": {
+        f"{rows[k].what} ({rows[k].section + ' ' if rows[k].section != 'stacked' else ''}"
+        f"{k.rsplit('_', 1)[1]})": {
             **{
                 s: v
                 for s, v in rows[k].details.get("timing", {}).items()
@@ -1307,7 +1802,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[k].wall_s - rows[k].work_s if rows[k].work_s is not None else None
             ),
         }
-        for k in scan_keys
+        for k in stage_keys
         if rows[k].status == "ok"
     }
     report: dict[str, Any] = {
@@ -1318,10 +1813,11 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),
+        "sections": [name for name in SECTIONS if name in sections],
         "data": {
             **{
                 ds.role: {"path": str(ds.path), "shape": ds.shape, **data_info[ds.role]}
-                for ds in (big, half)
+                for ds in stacked_sets
             },
             **{
                 f"folder_{ds.role}": {
@@ -1340,8 +1836,19 @@ def main(argv: list[str] | None = None) -> int:
             for ds in folder_sets
         }
         or None,
+        "scanner": {
+            "classes": sk,
+            "batch": SCANNER_BATCH,
+            **{
+                ds.role: {"images": ds.n, "size": f"{ds.h}x{ds.w}", "gb": ds.pred_bytes / 1e9}
+                for ds in loop_sets
+            },
+        }
+        if scanner
+        else None,
         "rows": [asdict(rows[k]) for k in bench.order],
         "checks": checks,
+        "scanner_check": scanner_check,
         "scan_stages": scan_stages,
     }
     report["ratios"] = derived(rows)
@@ -1356,8 +1863,9 @@ def main(argv: list[str] | None = None) -> int:
     log(md)
     log(f"written: {RESULTS.relative_to(ROOT)}/latest.md, latest.json (and {stamp}.*)")
     failed_scans = [k for k in scan_keys if rows[k].status != "ok"]
+    failed_scans += [k for k in SCANNER_FAIL_KEYS if k in rows and rows[k].status == "failed"]
     if failed_scans:
-        log(f"error: segaudit scan failed: {', '.join(failed_scans)}")
+        log(f"error: segaudit scan or Scanner failed: {', '.join(sorted(set(failed_scans)))}")
         return 1
     return 0
 
