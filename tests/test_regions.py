@@ -282,7 +282,7 @@ def test_background_classes_change_which_regions_are_missing_or_spurious(tmp_pat
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("tree", "no class is named tree"), ("9", "class 9 is out of range")],
+    [("tree", "unknown class 'tree'"), ("9", "class id 9 is outside 0..7")],
 )
 def test_an_unknown_background_class_is_one_sentence_and_nothing_written(tmp_path, value, message):
     run = tmp_path / "run"

@@ -33,11 +33,11 @@ from segaudit.report.regions import (
     region_summary,
     write_regions_table,
 )
+from segaudit.report.swaps import resolve_classes
 from segaudit.report.tables import write_scan_scores
 from segaudit.runs import rundir
 from segaudit.runs.images import IMAGES_TABLE, ImageTable, write_images_table
 from segaudit.runs.sink import RunSink
-from segaudit.safetext import printable
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
 from segaudit.sources.dataset import shown_images
 
@@ -150,26 +150,7 @@ class RegionOptions:
         else the dataset's (a layout's stuff classes), else the first class."""
         if self.background is None:
             return tuple(getattr(dataset, "background", None) or (0,))
-        return tuple(sorted({class_id(value, names) for value in self.background}))
-
-
-def class_id(value: int | str, names: Sequence[str]) -> int:
-    """A class given by id (``3``, ``"3"``) or by name, checked against ``names``."""
-    text = str(value).strip()
-    if text in names:
-        return list(names).index(text)
-    if text.lstrip("-").isdigit():
-        number = int(text)
-        if 0 <= number < len(names):
-            return number
-        raise InvalidInputError(
-            f"class {number} is out of range: the dataset has classes 0 to {len(names) - 1}."
-        )
-    shown = ", ".join(printable(n) for n in list(names)[:12])
-    raise InvalidInputError(
-        f"no class is named {printable(text)}; the classes are {shown}"
-        f"{', ...' if len(names) > 12 else ''}."
-    )
+        return tuple(resolve_classes(self.background, names))
 
 
 def write_scan_tables(
