@@ -13,7 +13,7 @@ from segaudit.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-COMMANDS = ["scan", "score", "swaps", "render", "eval", "synth"]
+COMMANDS = ["scan", "score", "swaps", "render", "export", "eval", "synth"]
 runner = CliRunner()
 
 

@@ -120,6 +120,7 @@ def _register() -> None:
 
     app.command("swaps")(review.swaps)
     app.command("render")(review.render)
+    app.command("export")(review.export)
 
     from segaudit.cli import score
 

@@ -1,8 +1,9 @@
-"""`segaudit swaps` and `segaudit render`: what a reviewer reads after a scan."""
+"""`segaudit swaps`, `render` and `export`: what a reviewer reads and fixes after a scan."""
 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -170,4 +171,79 @@ def render(
         if not result.pages:
             console.print("No image has issue pixels after the filters.", highlight=False)
         wrote = f"wrote {len(result.pages)} pages to {result.out}; open {result.index}"
+        console.print(markup(wrote), highlight=False)
+
+
+class ExportFormat(str, Enum):
+    coco = "coco"
+    csv = "csv"
+
+
+class Kind(str, Enum):
+    missing = "missing"
+    wrong_class = "wrong-class"
+    boundary = "boundary"
+    spurious = "spurious"
+
+
+@user_errors
+def export(
+    run: RunArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (e.g. issues.json).")],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="coco: COCO instances JSON with RLE masks (CVAT, Label Studio, FiftyOne); "
+            "csv: regions.csv rows with each image's files.",
+        ),
+    ] = ExportFormat.coco,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", help="Only the N worst regions (after the other filters)."),
+    ] = None,
+    kind: Annotated[
+        list[Kind] | None,
+        typer.Option("--kind", help="Only regions of this kind; repeatable.", show_default=False),
+    ] = None,
+    class_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class",
+            help="Only regions whose given or predicted class is K (id or name); repeatable.",
+            metavar="K",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file that no export wrote.")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Export a run's regions for relabelling: COCO annotations or a CSV.
+
+    Regions come worst first from RUN/regions.csv; each COCO annotation is the region's
+    pixels (RLE), its box, the predicted class as category, and its region, score,
+    kind, given_class and predicted_class as attributes.
+
+    Examples:
+
+        segaudit export runs/sample --format coco -o issues.json --top 200
+
+        segaudit export runs/sample --format csv -o review.csv --kind missing --class car
+    """
+    from segaudit.report.export import RegionFilter, export_regions
+    from segaudit.report.swaps import resolve_classes
+    from segaudit.runs.run import open_run
+    from segaudit.safetext import markup
+
+    opened = open_run(run)
+    chosen = RegionFilter(
+        top=top,
+        kinds=tuple(k.value for k in kind or ()),
+        classes=tuple(resolve_classes(class_ or [], opened.class_names)),
+    )
+    counts = export_regions(opened, out, fmt.value, chosen, force=force)
+    if not quiet:
+        wrote = f"wrote {counts['regions']:,} regions of {counts['images']:,} images to {out}"
         console.print(markup(wrote), highlight=False)
