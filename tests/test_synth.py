@@ -17,16 +17,26 @@ import zarr
 from PIL import Image
 from typer.testing import CliRunner
 
+import segaudit.synth.annotation_errors as annotation_errors
 import segaudit.synth.image as synth_image
 import segaudit.synth.output as synth_output
 from segaudit.cli import app
-from segaudit.synth import ERROR_KINDS, OutputNotEmptyError, SynthOptionError, generate
+from segaudit.synth import (
+    DEFAULT_CLASS_NAMES,
+    ERROR_KINDS,
+    OutputNotEmptyError,
+    SynthOptionError,
+    generate,
+)
 from segaudit.synth.folder import assign_sizes, id_digits
+from segaudit.synth.scene import make_scene
+from segaudit.synth.world import ERRORS, SCENE, World, rng
 
 runner = CliRunner()
 SMALL = ["--images", "6", "--height", "40", "--width", "56", "--classes", "6"]
 NPY_FILES = ["labels", "pred_probs", "images", "true_labels", "is_corrupted", "errors"]
-SAMPLE_FOLDER = Path(__file__).resolve().parent.parent / "sample_data" / "folder"
+SAMPLE_STACKED = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_FOLDER = SAMPLE_STACKED / "folder"
 FOLDER_KINDS = {
     "labels": ".png",
     "pred_probs": ".npy",
@@ -690,3 +700,133 @@ def test_sample_folder_is_what_its_readme_command_makes(tmp_path):
             assert data == kept[name], name
     report = json.loads(kept["synth.json"])
     assert report["image_sizes"] == {"96x128": 4, "80x112": 4}
+
+
+# --- error maps --------------------------------------------------------------------------
+
+
+def assert_map_matches_events(error_map: np.ndarray, noisy: np.ndarray, truth: np.ndarray, events):
+    """Non-zero exactly where the labels are wrong; event e's pixels lie in its box, are at
+    most its changed pixels, and are exactly them when no two events overlap."""
+    assert error_map.dtype == np.uint16 and error_map.shape == noisy.shape
+    np.testing.assert_array_equal(error_map > 0, noisy != truth)
+    assert int(error_map.max(initial=0)) <= len(events)
+    counts = np.bincount(error_map.ravel(), minlength=len(events) + 1)[1:]
+    for number, (event, count) in enumerate(zip(events, counts, strict=True), start=1):
+        assert event["kind"] in ERROR_KINDS and count <= event["pixels"]
+        y0, x0, y1, x1 = event["box"]
+        assert count == np.count_nonzero(error_map[y0:y1, x0:x1] == number)
+    if sum(event["pixels"] for event in events) == int(np.count_nonzero(noisy != truth)):
+        assert counts.tolist() == [event["pixels"] for event in events]  # no overlaps
+
+
+def test_error_maps_match_the_events_of_synth_json(dataset):
+    errors = load(dataset, "errors")
+    labels, truth = load(dataset, "labels"), load(dataset, "true_labels")
+    report = json.loads((dataset / "synth.json").read_text())
+    events = {entry["image"]: entry["events"] for entry in report["corruptions"]}
+    exact = 0
+    for i in range(len(errors)):
+        assert_map_matches_events(errors[i], labels[i], truth[i], events.get(i, []))
+        counts = np.bincount(errors[i].ravel())[1:]
+        exact += counts.tolist() == [event["pixels"] for event in events.get(i, [])]
+    assert not errors[~load(dataset, "is_corrupted")].any()
+    assert exact >= len(events) - 1  # most images have no overlapping events
+    assert "errors" not in report["files"]  # synth.json keeps the keys it always had
+
+
+def test_folder_error_maps_are_16_bit_pngs_matching_the_events(folder):
+    report = json.loads((folder / "synth.json").read_text())
+    events = {entry["id"]: entry["events"] for entry in report["corruptions"]}
+    for image_id in folder_ids(folder):
+        mode, error_map = png(folder / "errors" / f"{image_id}.png")
+        assert mode == "I;16"
+        labels = png(folder / "labels" / f"{image_id}.png")[1]
+        truth = png(folder / "true_labels" / f"{image_id}.png")[1]
+        assert_map_matches_events(error_map, labels, truth, events.get(image_id, []))
+        assert error_map.any() == (image_id in events)
+
+
+def test_folder_error_maps_equal_the_stacked_ones(tmp_path):
+    kwargs = dict(images=5, height=24, width=40, classes=5, seed=9, corrupt_fraction=0.6)
+    generate(tmp_path / "stacked", **kwargs)
+    generate(tmp_path / "zarr", fmt="zarr", **kwargs)
+    generate(tmp_path / "folder", layout="folder", **kwargs)
+    stacked = load(tmp_path / "stacked", "errors")
+    np.testing.assert_array_equal(stacked, load(tmp_path / "zarr", "errors", "zarr"))
+    for i, image_id in enumerate(folder_ids(tmp_path / "folder")):
+        np.testing.assert_array_equal(
+            png(tmp_path / "folder" / "errors" / f"{image_id}.png")[1], stacked[i]
+        )
+    assert stacked.any()
+
+
+def test_error_maps_are_deterministic_and_follow_the_seed(tmp_path):
+    kwargs = dict(images=6, height=32, width=40, classes=6, corrupt_fraction=1.0)
+    generate(tmp_path / "a", seed=21, **kwargs)
+    generate(tmp_path / "b", seed=21, **kwargs)
+    generate(tmp_path / "c", seed=22, **kwargs)
+    a = (tmp_path / "a" / "errors.npy").read_bytes()
+    assert a == (tmp_path / "b" / "errors.npy").read_bytes()
+    assert a != (tmp_path / "c" / "errors.npy").read_bytes()
+
+
+def recording(monkeypatch) -> list[tuple[np.ndarray, np.ndarray, dict | None]]:
+    """Wrap every error injector to record the labels before and after each call."""
+    calls: list[tuple[np.ndarray, np.ndarray, dict | None]] = []
+
+    def wrap(inject):
+        def recorded(rng, noisy, *args):
+            before = noisy.copy()
+            event = inject(rng, noisy, *args)
+            calls.append((before, noisy.copy(), event))
+            return event
+
+        return recorded
+
+    for kind, inject in list(annotation_errors._OBJECT_ERRORS.items()):
+        monkeypatch.setitem(annotation_errors._OBJECT_ERRORS, kind, wrap(inject))
+    monkeypatch.setattr(annotation_errors, "_add_spurious", wrap(annotation_errors._add_spurious))
+    return calls
+
+
+def test_error_map_gives_overlaps_to_the_later_event(monkeypatch):
+    """Against a replay: each pixel belongs to the last recorded event that changed it."""
+    calls = recording(monkeypatch)
+    world = World.build(5, list(DEFAULT_CLASS_NAMES[:8]))
+    overlaps = 0
+    for i in range(40):
+        scene = make_scene(rng(5, SCENE, i), 40, 48, world)
+        calls.clear()
+        noisy, events, error_map = annotation_errors.corrupt_with_map(
+            rng(5, ERRORS, i), scene, world
+        )
+        expected = np.zeros(noisy.shape, np.uint16)
+        numbered = [(b, a) for b, a, event in calls if event is not None and event["pixels"] > 0]
+        changed_by = np.zeros(noisy.shape, np.int64)
+        for number, (before, after) in enumerate(numbered, start=1):
+            expected[after != before] = number
+            changed_by += after != before
+        expected[noisy == scene.truth] = 0
+        np.testing.assert_array_equal(error_map, expected)
+        assert len(numbered) == len(events)
+        overlaps += int((changed_by > 1).any())
+        again, same_events = annotation_errors.corrupt(rng(5, ERRORS, i), scene, world)
+        np.testing.assert_array_equal(again, noisy)
+        assert same_events == events
+    assert overlaps > 0  # the replay did exercise overlapping events
+
+
+@pytest.mark.skipif(not (SAMPLE_STACKED / "errors.npy").is_file(), reason="not generated")
+def test_sample_data_is_what_its_readme_command_makes(tmp_path):
+    command = readme_command(SAMPLE_STACKED / "README.md")
+    assert command[:3] == ["segaudit", "synth", "sample_data"]
+    out = tmp_path / "sample"
+    result = synth(out, *command[3:], "-q")
+    assert result.exit_code == 0, result.output
+    for path in sorted(out.iterdir()):
+        kept = (SAMPLE_STACKED / path.name).read_bytes()
+        if path.name == "pred_probs.npy" and path.read_bytes() != kept:
+            assert_same_probabilities(path, kept)
+        else:
+            assert path.read_bytes() == kept, path.name

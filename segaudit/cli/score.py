@@ -240,6 +240,14 @@ def _cell(value: Any) -> str:
     return markup(value)
 
 
+class ScoreColumn(str, Enum):
+    """The image_scores.csv columns `segaudit eval` can rank images by."""
+
+    softmin_score = "softmin_score"
+    region_score = "region_score"
+    issue_fraction = "issue_fraction"
+
+
 @user_errors
 def evaluate(
     run: Annotated[
@@ -258,6 +266,16 @@ def evaluate(
             "(as `segaudit synth` writes).",
         ),
     ],
+    score_column: Annotated[
+        ScoreColumn | None,
+        typer.Option(
+            "--score-column",
+            help="Image score to rank images by: softmin_score or region_score (lower = "
+            "more suspicious), issue_fraction (higher = more suspicious). Default: the "
+            "run's own score (softmin_score for a scan). --json reports every one the run has.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -265,27 +283,39 @@ def evaluate(
 
     Image level: average precision and AUROC of the image scores (lower score = more
     likely corrupted) against is_corrupted. Pixel level, when RUN has issues.zarr:
-    precision, recall and F1 of the issue mask against labels != true_labels.
+    precision, recall and F1 of the issue mask against labels != true_labels. Region
+    level, when RUN has regions.csv and the dataset has error maps: precision, recall and
+    average precision of the found regions against the injected errors (a match is a
+    pixel IoU of at least 0.3), overall and per kind.
 
     Examples:
 
         segaudit eval runs/sample --truth sample_data
 
         segaudit eval runs/scores --truth data/synthetic --json
+
+        segaudit eval runs/sample --truth sample_data --score-column region_score
     """
     from segaudit.report.evaluate import evaluate_run
     from segaudit.safetext import markup
 
-    metrics = evaluate_run(run, truth, progress=make_progress(quiet or json_output))
+    metrics = evaluate_run(
+        run,
+        truth,
+        score_column=None if score_column is None else score_column.value,
+        progress=make_progress(quiet or json_output),
+    )
     for note in metrics.get("notes", []):
         err_console.print(f"[bold yellow]warning:[/] {markup(note)}", highlight=False)
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
     elif not quiet:
         _print_metrics(metrics, run)
+        _print_region_metrics(metrics.get("region"))
 
 
 def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
+    """The image- and pixel-level metrics as one table."""
     from rich.table import Table
 
     from segaudit.safetext import markup
@@ -302,6 +332,9 @@ def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
     )
     table.add_row("image", "average precision", _metric(image["average_precision"]))
     table.add_row("image", "AUROC", _metric(image["auroc"]))
+    for column, other in metrics.get("image_by_column", {}).items():
+        if column != image["score_column"]:
+            table.add_row("image", f"AP of {column}", _metric(other["average_precision"]))
     pixel = metrics.get("pixel")
     if pixel is not None:
         table.add_row("pixel", "precision", _metric(pixel["precision"]))
@@ -317,5 +350,40 @@ def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
         )
 
 
+def _print_region_metrics(region: dict[str, Any] | None) -> None:
+    """The region metrics per kind, then overall: regions found and matching, injected
+    errors and how many were found, precision, recall and AP."""
+    from rich.table import Table
+
+    from segaudit.safetext import markup
+
+    if region is None:
+        return
+    pairs = [f"{row['kind']} = {row['injected_kind']}" for row in region["per_kind"]]
+    table = Table(
+        title=f"regions (a match: pixel IoU >= {region['iou_threshold']})",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("kind")
+    for name in ("regions", "matching", "precision", "errors", "found", "recall", "AP"):
+        table.add_column(name, justify="right")
+    for row in [*region["per_kind"], {**region, "kind": "all"}]:
+        table.add_row(
+            markup(row["kind"] or row["injected_kind"]),
+            f"{row['found_regions']:,}",
+            f"{row['matched_regions']:,}",
+            _metric(row["precision"]),
+            f"{row['injected_errors']:,}",
+            f"{row['found_errors']:,}",
+            _metric(row["recall"]),
+            _metric(row["average_precision"]),
+        )
+    console.print(table)
+    console.print(f"  errors of each kind: {markup(', '.join(pairs))}", highlight=False)
+
+
 def _metric(value: float | None) -> str:
+    """A metric with four decimals, or n/a when undefined."""
     return "n/a" if value is None else f"{value:.4f}"

@@ -51,6 +51,7 @@ that kind), so it also asks whether the region was given the right kind.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -102,6 +103,7 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float | None:
 
 
 def _check_pair(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as flat arrays of one length (scores float64, no NaN), else a clear error."""
     y_true, y_score = np.asarray(y_true).ravel(), np.asarray(y_score, np.float64).ravel()
     if y_true.shape != y_score.shape or y_true.size == 0:
         raise InvalidInputError(
@@ -243,7 +245,8 @@ class Truth:
     A stacked dataset holds ``is_corrupted.{npy,zarr}`` (N,) and ``true_labels.{npy,zarr}``
     (N, H, W); a folder dataset (``segaudit synth --layout folder``) holds
     ``is_corrupted.csv`` (id, is_corrupted) and ``true_labels/ID.png``, matched to the
-    run's images by id.
+    run's images by id. Either may hold error maps (``errors.{npy,zarr}`` (N, H, W), or
+    ``errors/ID.png``) and lists its events in ``synth.json``.
     """
 
     def __init__(self, folder: Path, ids: list[str]) -> None:
@@ -251,6 +254,7 @@ class Truth:
         self.by_id = (folder / "is_corrupted.csv").is_file()
 
     def corrupted(self) -> np.ndarray:
+        """(N,) bool: which of the run's images the truth calls corrupted."""
         if self.by_id:
             flags = read_flags_csv(self.folder / "is_corrupted.csv")
             missing = [image_id for image_id in self.ids if image_id not in flags]
@@ -391,6 +395,242 @@ def pixel_metrics(run: Run, truth: Truth, progress: Progress) -> dict[str, Any]:
     }
 
 
+REGIONS_CSV = "regions.csv"
+REGION_IOU = 0.3  # a found region matches an injected error from this pixel IoU up
+# The injected kind each found-region kind should find.
+KIND_PAIRS = {
+    "missing": "object_dropped",
+    "wrong-class": "class_swapped",
+    "boundary": "boundary_shifted",
+    "spurious": "spurious_object",
+}
+_REGION_FIELDS = ("image", "region", "score", "kind")
+
+ErrorKey = tuple[int, int]  # (run image, event number in its error map)
+
+
+@dataclass
+class FoundRegion:
+    """One row of ``regions.csv`` and the injected errors it matches."""
+
+    image: int
+    region: int
+    score: float  # NaN in the table: +inf, least suspicious
+    kind: str
+    matches: set[ErrorKey] = field(default_factory=set)
+
+
+def read_regions(path: Path, num_images: int) -> list[FoundRegion]:
+    """The found regions of ``regions.csv``, as listed (worst first)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            fields, rows = reader.fieldnames or [], list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise RunDirectoryError(f"{path} is unreadable ({error}); rerun the scan.") from None
+    missing = [name for name in _REGION_FIELDS if name not in fields]
+    if missing:
+        raise RunDirectoryError(f"{path} has no {missing[0]} column; rerun the scan.")
+    try:
+        return [_found_region(row, num_images) for row in rows]
+    except (ValueError, TypeError) as error:
+        raise RunDirectoryError(f"{path} is malformed ({error}); rerun the scan.") from None
+
+
+def _found_region(row: dict[str, str], num_images: int) -> FoundRegion:
+    """One row of ``regions.csv``; ValueError or TypeError when a cell is not a number."""
+    score = float(row["score"])
+    return FoundRegion(
+        image=_image_index(row["image"], num_images),
+        region=int(row["region"]),
+        score=math.inf if math.isnan(score) else score,
+        kind=row["kind"].strip(),
+    )
+
+
+def match_image(
+    region_map: np.ndarray, error_map: np.ndarray, iou: float = REGION_IOU
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The (region, error) number pairs of one image whose pixel IoU is at least ``iou``,
+    and the pixel count of each error number (index e; index 0 = untouched pixels)."""
+    regions = region_map.ravel().astype(np.int64)
+    errors = error_map.ravel().astype(np.int64)
+    region_pixels, error_pixels = np.bincount(regions), np.bincount(errors)
+    both = (regions > 0) & (errors > 0)
+    base = len(error_pixels)
+    pairs, inter = np.unique(regions[both] * base + errors[both], return_counts=True)
+    region, error = np.divmod(pairs, base)
+    union = region_pixels[region] + error_pixels[error] - inter
+    keep = inter / union >= iou
+    return list(zip(region[keep].tolist(), error[keep].tolist(), strict=True)), error_pixels
+
+
+def collect_matches(
+    run: Run, truth: Truth, found: list[FoundRegion], progress: Progress
+) -> dict[ErrorKey, str]:
+    """Match found regions with injected errors image by image: fills each region's
+    ``matches`` and returns every injected error with its kind."""
+    kinds = truth.event_kinds()
+    read_errors = truth.error_reader()
+    by_image: dict[int, dict[int, FoundRegion]] = {}
+    for region in found:
+        by_image.setdefault(region.image, {})[region.region] = region
+    images = sorted(set(by_image) | {i for i, listed in enumerate(kinds) if listed})
+    injected: dict[ErrorKey, str] = {}
+    progress.start("matching regions with injected errors", len(images))
+    for index in images:
+        error_map = read_errors(index)
+        _check_error_map(run, index, error_map, len(kinds[index]))
+        injected.update(_match_regions(run, index, error_map, kinds[index], by_image.get(index)))
+        progress.advance()
+    progress.finish()
+    return injected
+
+
+def _check_error_map(run: Run, index: int, error_map: np.ndarray, events: int) -> None:
+    """An error map numbers only the events ``synth.json`` lists for its image."""
+    low, top = int(error_map.min(initial=0)), int(error_map.max(initial=0))
+    if low < 0 or top > events:
+        raise InvalidInputError(
+            f"the error map of image {run.images.ids[index]!r} holds event number "
+            f"{low if low < 0 else top} but synth.json lists {events} events for it; "
+            "--truth must be one dataset, as written."
+        )
+
+
+def _match_regions(
+    run: Run,
+    index: int,
+    error_map: np.ndarray,
+    kinds: list[str],
+    found: dict[int, FoundRegion] | None,
+) -> dict[ErrorKey, str]:
+    """Fill in the matches of image ``index``'s regions; return its injected errors."""
+    if found:
+        region_map = run.read("regions", index)
+        if region_map.shape != error_map.shape:
+            raise InvalidInputError(
+                f"the error map of image {run.images.ids[index]!r} is {error_map.shape} but "
+                f"the run's regions are {region_map.shape}; --truth must be the dataset the "
+                "run scanned."
+            )
+        pairs, error_pixels = match_image(region_map, error_map)
+        for region, error in pairs:
+            if region in found:
+                found[region].matches.add((index, error))
+    else:
+        error_pixels = np.bincount(error_map.ravel().astype(np.int64))
+    return {(index, e): kinds[e - 1] for e in range(1, len(error_pixels)) if error_pixels[e] > 0}
+
+
+def region_metrics(found: list[FoundRegion], injected: dict[ErrorKey, str]) -> dict[str, Any]:
+    """Precision, recall and AP of the matched regions, overall and per kind (see the
+    module notes for the definitions)."""
+    errors = set(injected)
+    return {
+        "iou_threshold": REGION_IOU,
+        **_precision(found),
+        **_recall(found, errors),
+        "average_precision": ranked_average_precision(found, errors),
+        "per_kind": [
+            _kind_row(found_kind, injected_kind, found, injected)
+            for found_kind, injected_kind in _kind_rows(found, injected)
+        ],
+    }
+
+
+def _kind_rows(
+    found: list[FoundRegion], injected: dict[ErrorKey, str]
+) -> list[tuple[str | None, str | None]]:
+    """The paired kinds, then any found or injected kind outside the pairs on its own."""
+    rows: list[tuple[str | None, str | None]] = list(KIND_PAIRS.items())
+    rows += [(kind, None) for kind in sorted({r.kind for r in found} - set(KIND_PAIRS))]
+    rows += [(None, kind) for kind in sorted(set(injected.values()) - set(KIND_PAIRS.values()))]
+    return rows
+
+
+def _kind_row(
+    found_kind: str | None,
+    injected_kind: str | None,
+    found: list[FoundRegion],
+    injected: dict[ErrorKey, str],
+) -> dict[str, Any]:
+    """Precision of the regions of ``found_kind``, recall of the errors of
+    ``injected_kind`` (by any region), AP of the one crediting the other."""
+    regions = [region for region in found if region.kind == found_kind]
+    errors = {key for key, kind in injected.items() if kind == injected_kind}
+    return {
+        "kind": found_kind,
+        "injected_kind": injected_kind,
+        **_precision(regions),
+        **_recall(found, errors),
+        "average_precision": ranked_average_precision(regions, errors),
+    }
+
+
+def _precision(regions: list[FoundRegion]) -> dict[str, Any]:
+    """Found regions, those matching some injected error, and their ratio."""
+    matched = sum(1 for region in regions if region.matches)
+    return {
+        "found_regions": len(regions),
+        "matched_regions": matched,
+        "precision": matched / len(regions) if regions else None,
+    }
+
+
+def _recall(regions: list[FoundRegion], errors: set[ErrorKey]) -> dict[str, Any]:
+    """Injected errors, those matched by at least one of ``regions``, and their ratio."""
+    hit: set[ErrorKey] = set()
+    for region in regions:
+        hit |= region.matches & errors
+    return {
+        "injected_errors": len(errors),
+        "found_errors": len(hit),
+        "recall": len(hit) / len(errors) if errors else None,
+    }
+
+
+def ranked_average_precision(regions: list[FoundRegion], errors: set[ErrorKey]) -> float | None:
+    """Σ_t P(t) · ΔN(t) / E over the distinct scores t, ascending (see the module notes);
+    None without injected errors."""
+    if not errors:
+        return None
+    ordered = sorted(regions, key=_score_of)
+    credited: set[ErrorKey] = set()
+    total, count, matched = 0.0, 0, 0
+    for _, tied in itertools.groupby(ordered, key=_score_of):
+        group = list(tied)
+        count += len(group)
+        matched += sum(1 for region in group if region.matches)
+        new = set().union(*(region.matches for region in group)) & errors - credited
+        credited |= new
+        total += matched / count * len(new)
+    return total / len(errors)
+
+
+def _score_of(region: FoundRegion) -> float:
+    """The key regions are ranked (and tied) by."""
+    return region.score
+
+
+def _region_level(
+    run: Run, truth: Truth, notes: list[str], progress: Progress
+) -> dict[str, Any] | None:
+    """Region metrics when the run has regions and the truth error maps; else None."""
+    path = run.path / REGIONS_CSV
+    if not path.is_file():
+        return None
+    if not truth.has_error_maps():
+        notes.append(
+            f"{truth.folder} has no error maps (errors.npy, errors.zarr or errors/), so "
+            "region-level metrics are left out; regenerate it with `segaudit synth` to get them."
+        )
+        return None
+    found = read_regions(path, run.num_images)
+    injected = collect_matches(run, truth, found, progress)
+    return region_metrics(found, injected)
+
+
 def _provenance_notes(run: Run, truth: Path) -> list[str]:
     """Say when the run was not computed from the truth dataset's labels."""
     stored = (run.summary.get("inputs") or {}).get("labels") or {}
@@ -413,31 +653,42 @@ def evaluate_run(
     run: str | os.PathLike[str],
     truth: str | os.PathLike[str],
     *,
+    score_column: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Image-level (and, for scans, pixel-level) metrics of ``run`` against ``truth``."""
+    """Image-level (and, for scans, pixel- and region-level) metrics of ``run`` against
+    ``truth``; images are ranked by ``score_column`` (default: the run's own score)."""
     progress = progress or NullProgress()
     opened = open_run(run)
     folder = Path(truth)
     if not folder.is_dir():
         raise InputNotFoundError(f"--truth {folder} is not a dataset folder; check the path.")
-    scores, column = read_image_scores(opened)
+    table = opened.path / "image_scores.csv"
+    columns = read_score_columns(table, opened.num_images)
+    chosen = choose_score_column(columns, score_column, table)
     truth_of = Truth(folder, list(opened.images.ids))
     corrupted = truth_of.corrupted()
     metrics: dict[str, Any] = {
         "run": str(opened.path),
         "truth": str(folder),
-        "image": image_metrics(scores, corrupted, column),
+        "image": column_metrics(chosen, columns[chosen], corrupted),
+        "image_by_column": {c: column_metrics(c, v, corrupted) for c, v in columns.items()},
         "pixel": None,
+        "region": None,
     }
-    notes = _provenance_notes(opened, folder)
-    for key in ("average_precision", "auroc"):
-        if metrics["image"][key] is None:
-            notes.append(
-                f"image-level {key} is undefined: the truth has "
-                f"{metrics['image']['positives']} corrupted of {len(scores)} images."
-            )
+    notes = _provenance_notes(opened, folder) + _undefined_notes(metrics["image"])
     if opened.has("issues"):
         metrics["pixel"] = pixel_metrics(opened, truth_of, progress)
+    metrics["region"] = _region_level(opened, truth_of, notes, progress)
     metrics["notes"] = notes
     return metrics
+
+
+def _undefined_notes(image: dict[str, Any]) -> list[str]:
+    """Say which image-level metrics the truth leaves undefined (one class only)."""
+    return [
+        f"image-level {key} is undefined: the truth has {image['positives']} corrupted of "
+        f"{image['images']} images."
+        for key in ("average_precision", "auroc")
+        if image[key] is None
+    ]
