@@ -1027,6 +1027,8 @@ def dataset_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:
         "n/a" if value is None else "met" if value <= 1.2 else "NOT met"
     )
 
+    region_step(out, rows.get("scan_w1_big"))
+
     # Folder datasets (PNG masks + one float16 .npy per image, two sizes).
     if not any(key.startswith("folder_") for key in rows):
         return out
@@ -1078,6 +1080,24 @@ def dataset_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:
         "folder decode pass peak RSS big/half", "folder_decode", "for contrast (mapped pages)", f
     )
     return out
+
+
+def region_step(out: list[dict[str, Any]], scan: Row | None) -> None:
+    """The region step's share of a w=1 scan: its time (summary.json ``regions_cpu``,
+    inside ``write_issues``) over the scan's own, against the target < 10% more."""
+    timing = scan.details.get("timing", {}) if scan is not None and scan.status == "ok" else {}
+    regions, total = timing.get("regions_cpu"), timing.get("seconds")
+    share = ratio(regions, None if total is None or regions is None else total - regions)
+    met = None if share is None else share < 0.10
+    out.append({
+        "name": "scan w=1: region step / rest of the scan",
+        "value": share,
+        "second": None,
+        "second_kind": "work",
+        "how": f"regions_cpu {fmt(regions, 3)} s of {fmt(total, 3)} s (summary.json timing); "
+        f"target < 0.10: {'n/a' if met is None else 'met' if met else 'NOT met'}",
+        "section": "stacked",
+    })  # fmt: skip
 
 
 def scanner_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:

@@ -1,18 +1,20 @@
 """Issue pixels lifted to regions: what a reviewer fixes ("this car is labelled road").
 
 Per image, the issue pixels of one (given class, predicted class) pair that touch
-(8-connectivity) form a region (:func:`scipy.ndimage.label`, run on the pair's
-bounding box only). Regions are numbered from 1 in the raster order of their first
-pixel (row by row, then column), which depends on the image alone. Regions smaller
-than ``min_pixels`` are dropped from the region list and map; the issue mask itself is
-unchanged.
+(8-connectivity) form a region: the connected components
+(:func:`scipy.sparse.csgraph.connected_components`) of the graph whose nodes are the
+issue pixels and whose edges join 8-neighbours of one pair. Working on the issue
+pixels alone, not on whole images, keeps the step a small part of a scan. Regions are
+numbered from 1 in the raster order of their first pixel (row by row, then column),
+which depends on the image alone. Regions smaller than ``min_pixels`` are dropped from
+the region list and map; the issue mask itself is unchanged.
 
 Each region gets its size, inclusive bounding box, centroid, mean self-confidence
 (the probability of the given label), mean predicted probability, and two shape
 features its kind and score use (:mod:`segaudit.engine.region_scores`): the fraction
 of its pixels within ``EDGE_REACH`` pixels of an edge between two labelled classes,
-and its thickness (the largest chessboard distance from its outside, so a band two
-pixels wide has thickness 1).
+and its thickness (the largest chessboard distance of its pixels from its outside or
+the image's edge, so a band two pixels wide has thickness 1).
 
 Everything comes from the issue pixels themselves (their classes and probabilities,
 recorded by the streaming pass) and the given labels around each region: no image is
@@ -25,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 EDGE_REACH = 2  # pixels from a labelled edge that count as "along the edge"
 DEFAULT_MIN_PIXELS = 10
 
@@ -80,90 +81,112 @@ def image_regions(
     min_pixels: int = DEFAULT_MIN_PIXELS,
 ) -> ImageRegions:
     """The regions of one image's issue pixels; ``labels`` (H, W) are its given labels."""
-    from scipy import ndimage
-
     region_map = np.zeros(shape, np.uint32)
-    if pixels.index.size == 0:
-        return ImageRegions(_columns([]), region_map)
+    index = pixels.index.astype(np.int64)
+    if index.size == 0:
+        return ImageRegions(_columns({}, 0), region_map)
     num_codes = int(max(pixels.given.max(), pixels.predicted.max())) + 1
-    codes = np.zeros(shape, np.int32)
     pair = pixels.given.astype(np.int64) * num_codes + pixels.predicted.astype(np.int64)
-    codes.ravel()[pixels.index] = (pair + 1).astype(np.int32)
-    values = _value_images(shape, pixels)
-    found: list[tuple[int, dict[str, float], np.ndarray]] = []
-    for code, box in enumerate(ndimage.find_objects(codes), start=1):
-        if box is None:
-            continue
-        components, _ = ndimage.label(codes[box] == code, structure=EIGHT)
-        given, predicted = divmod(code - 1, num_codes)
-        for part, part_box in enumerate(ndimage.find_objects(components), start=1):
-            local = components[part_box] == part  # label() leaves no gaps: never None
-            if int(local.sum()) < min_pixels:
-                continue
-            origin = (box[0].start + part_box[0].start, box[1].start + part_box[1].start)
-            first, row = _describe(local, origin, (given, predicted), values, labels, ignore)
-            found.append((first, row, local))
-    found.sort(key=lambda item: item[0])
-    for number, (_, row, local) in enumerate(found, start=1):
-        y, x = int(row["y0"]), int(row["x0"])
-        region_map[y : y + local.shape[0], x : x + local.shape[1]][local] = number
-    return ImageRegions(_columns([row for _, row, _ in found]), region_map)
+    found = _neighbours(shape, index, pair)
+    region = _numbered_regions(found, min_pixels)
+    kept = region > 0
+    depth = _depths(found)[kept]  # a region is a whole component: its links are its own
+    index, number = index[kept], region[kept] - 1
+    count = int(number.max()) + 1 if number.size else 0
+    region_map.ravel()[index] = (number + 1).astype(np.uint32)
+    if count == 0:
+        return ImageRegions(_columns({}, 0), region_map)
+    width = shape[1]
+    ys, xs = index // width, index % width
+    sizes = np.bincount(number, minlength=count)
+    order = np.argsort(number, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
 
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(number, weights=values, minlength=count) / sizes
 
-def _value_images(shape: tuple[int, int], pixels: IssuePixels) -> tuple[np.ndarray, np.ndarray]:
-    """Self-confidence and predicted probability as images (zero off the issue pixels)."""
-    score = np.zeros(shape, np.float64)
-    top = np.zeros(shape, np.float64)
-    score.ravel()[pixels.index] = pixels.score
-    top.ravel()[pixels.index] = pixels.top
-    return score, top
-
-
-def _describe(
-    local: np.ndarray,
-    origin: tuple[int, int],
-    classes: tuple[int, int],
-    values: tuple[np.ndarray, np.ndarray],
-    labels: np.ndarray,
-    ignore: int | None,
-) -> tuple[int, dict[str, float]]:
-    """(raster index of the first pixel, the region's columns) of one component."""
-    from scipy import ndimage
-
-    ys, xs = np.nonzero(local)  # raster order
-    rows, cols = ys + origin[0], xs + origin[1]
-    score, top = values
-    depth = ndimage.distance_transform_cdt(np.pad(local, 1), metric="chessboard")
-    row: dict[str, float] = {
-        "given_class": classes[0],
-        "predicted_class": classes[1],
-        "pixels": len(rows),
-        "x0": int(cols.min()),
-        "y0": int(rows.min()),
-        "x1": int(cols.max()),
-        "y1": int(rows.max()),
-        "centroid_x": float(cols.mean()),
-        "centroid_y": float(rows.mean()),
-        "mean_self_confidence": float(score[rows, cols].mean()),
-        "mean_predicted_probability": float(top[rows, cols].mean()),
-        "edge_fraction": edge_fraction(labels, local, origin, ignore),
-        "thickness": int(depth.max()),
+    columns = {
+        "given_class": pixels.given[kept][order][starts].astype(np.int64),
+        "predicted_class": pixels.predicted[kept][order][starts].astype(np.int64),
+        "pixels": sizes.astype(np.int64),
+        "x0": np.minimum.reduceat(xs[order], starts),
+        "y0": ys[order][starts],  # a region's first pixel (in raster order) is on its top row
+        "x1": np.maximum.reduceat(xs[order], starts),
+        "y1": np.maximum.reduceat(ys[order], starts),
+        "centroid_x": mean(xs.astype(np.float64)),
+        "centroid_y": mean(ys.astype(np.float64)),
+        "mean_self_confidence": mean(pixels.score[kept].astype(np.float64)),
+        "mean_predicted_probability": mean(pixels.top[kept].astype(np.float64)),
+        "edge_fraction": mean(near_labelled_edge(labels, ys, xs, ignore).astype(np.float64)),
+        "thickness": np.maximum.reduceat(depth[order], starts),
     }
-    return int(rows[0] * labels.shape[1] + cols[0]), row
+    return ImageRegions(_columns(columns, count), region_map)
 
 
-def edge_fraction(
-    labels: np.ndarray, local: np.ndarray, origin: tuple[int, int], ignore: int | None
-) -> float:
-    """The fraction of a region's pixels within ``EDGE_REACH`` pixels of an edge between
-    two labelled (not ignored) classes of the given labels, looked at around it only."""
-    from scipy import ndimage
+FORWARD = [(0, 1), (1, -1), (1, 0), (1, 1)]  # each pair of 8-neighbours once
 
+
+def _neighbours(shape: tuple[int, int], index: np.ndarray, pair: np.ndarray) -> np.ndarray:
+    """(8, n): for each issue pixel, the position in ``index`` (ascending flat indices) of
+    its neighbour in each of the 8 directions when that is an issue pixel of the same
+    pair, else -1; rows 0-3 the ``FORWARD`` directions, rows 4-7 their opposites."""
+    height, width = shape
+    ys, xs = index // width, index % width
+    found = np.full((8, index.size), -1, np.int64)
+    for row, (dy, dx) in enumerate(FORWARD):
+        target = index + dy * width + dx
+        inside = (xs + dx >= 0) & (xs + dx < width) & (ys + dy < height)
+        at = np.minimum(np.searchsorted(index, target), index.size - 1)
+        same = inside & (index[at] == target) & (pair[at] == pair)
+        found[row, same] = at[same]
+        found[row + 4, at[same]] = np.flatnonzero(same)  # the same link seen from there
+    return found
+
+
+def _numbered_regions(found: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Each issue pixel's region number: the connected components of the links in
+    ``found``, of at least ``min_pixels`` pixels, numbered from 1 by their first pixel
+    (pixels ascend in raster order); 0 when dropped."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    count = found.shape[1]
+    links = found[:4] >= 0
+    source = np.nonzero(links)[1]
+    graph = coo_matrix((np.ones(source.size, np.int8), (source, found[:4][links])),
+                       shape=(count, count))  # fmt: skip
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component)
+    _, first = np.unique(component, return_index=True)
+    kept = np.flatnonzero(sizes >= min_pixels)
+    number = np.zeros(sizes.size, np.int64)
+    number[kept[np.argsort(first[kept])]] = np.arange(1, kept.size + 1)
+    return number[component]
+
+
+def _depths(found: np.ndarray) -> np.ndarray:
+    """Each issue pixel's chessboard distance from outside its region (or the image):
+    1 on its rim, and k + 1 where all 8 neighbours are at least k deep."""
+    depth = np.ones(found.shape[1], np.int64)
+    deeper = np.flatnonzero((found >= 0).all(axis=0))
+    level = 1
+    while deeper.size:
+        level += 1
+        depth[deeper] = level
+        deeper = deeper[(depth[found[:, deeper]] == level).all(axis=0)]
+    return depth
+
+
+def near_labelled_edge(
+    labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, ignore: int | None
+) -> np.ndarray:
+    """Whether each pixel (ys, xs) lies within ``EDGE_REACH`` pixels (chessboard) of an
+    edge between two labelled (not ignored) classes of the given labels; looks only at
+    the box around the pixels."""
     reach = EDGE_REACH
-    y0, x0 = origin
-    top, left = max(0, y0 - reach - 1), max(0, x0 - reach - 1)
-    bottom = min(labels.shape[0], y0 + local.shape[0] + reach + 1)
-    right = min(labels.shape[1], x0 + local.shape[1] + reach + 1)
+    top, left = max(0, int(ys.min()) - reach - 1), max(0, int(xs.min()) - reach - 1)
+    bottom = min(labels.shape[0], int(ys.max()) + reach + 2)
+    right = min(labels.shape[1], int(xs.max()) + reach + 2)
     window = labels[top:bottom, left:right]
     valid = np.ones(window.shape, bool) if ignore is None else window != ignore
     edge = np.zeros(window.shape, bool)
@@ -173,19 +196,23 @@ def edge_fraction(
     edge[:-1] |= down
     edge[:, 1:] |= across
     edge[:, :-1] |= across
-    if not edge.any():
-        return 0.0
-    near = ndimage.binary_dilation(edge, structure=EIGHT, iterations=reach)
-    ry, rx = y0 - top, x0 - left
-    return float(near[ry : ry + local.shape[0], rx : rx + local.shape[1]][local].mean())
+    tall = edge.copy()  # grown by `reach` pixels, rows then columns: a (2r+1)² square
+    for step in range(1, reach + 1):
+        tall[step:] |= edge[:-step]
+        tall[:-step] |= edge[step:]
+    near = tall.copy()
+    for step in range(1, reach + 1):
+        near[:, step:] |= tall[:, :-step]
+        near[:, :-step] |= tall[:, step:]
+    return near[ys - top, xs - left]
 
 
-def _columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
-    columns = {
-        name: np.array([row[name] for row in rows], dtype=np.float64)
+def _columns(columns: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    out = {
+        name: np.asarray(columns.get(name, np.zeros(0)), dtype=np.float64)
         for name in REGION_COLUMNS[1:]
     }
     for name in ("given_class", "predicted_class", "pixels", "x0", "y0", "x1", "y1", "thickness"):
-        columns[name] = columns[name].astype(np.int64)
-    columns["region"] = np.arange(1, len(rows) + 1, dtype=np.int64)
-    return columns
+        out[name] = out[name].astype(np.int64)
+    out["region"] = np.arange(1, count + 1, dtype=np.int64)
+    return out
