@@ -316,3 +316,25 @@ def test_a_layouts_stuff_classes_are_its_default_background(tmp_path):
 def test_scan_help_names_the_region_options():
     result = invoke("scan", "--help")
     assert "--min-region-pixels" in result.output and "--background" in result.output
+
+
+def test_swaps_counts_each_pairs_regions_under_the_same_filters(tmp_path, synth_set):
+    run = tmp_path / "run"
+    assert invoke("scan", synth_set, "-o", run, "-q").exit_code == 0
+    regions = read_regions(run)
+    chosen, dropped = regions[0]["given_name"], regions[0]["predicted_name"]
+    for filters in ([], ["--class", chosen], ["--exclude", dropped]):
+        assert invoke("swaps", run, "-q", *filters).exit_code == 0
+        with open(run / "swaps.csv", newline="") as handle:
+            swaps = list(csv.DictReader(handle))
+        counted = {(r["given_name"], r["predicted_name"]): int(r["regions"]) for r in swaps}
+        expected: dict[tuple[str, str], int] = {}
+        for row in regions:
+            pair = (row["given_name"], row["predicted_name"])
+            if filters and filters[0] == "--class" and chosen not in pair:
+                continue
+            if filters and filters[0] == "--exclude" and dropped in pair:
+                continue
+            expected[pair] = expected.get(pair, 0) + 1
+        assert {pair: n for pair, n in counted.items() if n} == expected
+        assert sum(expected.values()) > 0 or filters[0] == "--exclude"

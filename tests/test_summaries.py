@@ -213,7 +213,9 @@ def test_swaps_writes_csv_png_and_prints_a_table(swap_run: Path) -> None:
         "pixels",
         "share",
         "images",
+        "regions",
     ]
+    assert rows[0]["regions"] == ""  # a run written without regions.csv
     assert rows[0]["share"] == "0.500000"
     assert "road (0)" in result.stdout and "sidewalk (1)" in result.stdout
     assert "10 issue pixels" in result.stdout

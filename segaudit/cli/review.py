@@ -66,14 +66,18 @@ def _swap_table(rows: list[dict[str, Any]], title: str) -> Any:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("share", justify="right")
     table.add_column("images", justify="right")
+    with_regions = any("regions" in row for row in rows)
+    if with_regions:
+        table.add_column("regions", justify="right")
     for row in rows:
-        table.add_row(
+        cells = [
             markup(f"{row['given_name']} ({row['given_id']})"),
             markup(f"{row['predicted_name']} ({row['predicted_id']})"),
             f"{row['pixels']:,}",
             f"{row['share']:.1%}",
             f"{row['images']:,}",
-        )
+        ]
+        table.add_row(*cells, *([f"{row.get('regions', 0):,}"] if with_regions else []))
     return table
 
 
@@ -90,7 +94,8 @@ def swaps(
 ) -> None:
     """Which classes annotators swap: (given, predicted) pairs over the issue pixels.
 
-    Writes RUN/swaps.csv (every pair, most pixels first) and RUN/swaps.png (a heat map).
+    Writes RUN/swaps.csv (every pair, most pixels first, with its regions from
+    regions.csv) and RUN/swaps.png (a heat map).
 
     Examples:
 

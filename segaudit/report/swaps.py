@@ -46,6 +46,7 @@ SWAP_COLUMNS = (
     "pixels",
     "share",
     "images",
+    "regions",
 )
 
 
@@ -109,12 +110,14 @@ class IssueTally:
 
     ``pixels[g, p]`` and ``images[g, p]`` count issue pixels (and images with at
     least one such pixel) whose given class is g and predicted class is p;
-    ``per_image[i]`` counts image i's issue pixels.
+    ``per_image[i]`` counts image i's issue pixels; ``regions[g, p]``, when the run has
+    ``regions.csv``, its regions of that pair (those kept by the same filters).
     """
 
     pixels: np.ndarray
     images: np.ndarray
     per_image: np.ndarray
+    regions: np.ndarray | None = None
 
     @classmethod
     def empty(cls, num_classes: int, num_images: int) -> IssueTally:
@@ -168,6 +171,8 @@ class IssueTally:
                     "images": int(self.images[given, predicted]),
                 }
             )
+            if self.regions is not None:
+                rows[-1]["regions"] = int(self.regions[given, predicted])
         return rows
 
 
@@ -534,4 +539,22 @@ def run_swaps(
         tally.add(index, keep[None], given[None], predicted[None])
         progress.advance()
     progress.finish()
+    tally.regions = region_pairs(run, classes, exclude)
     return tally
+
+
+def region_pairs(run: Any, classes: Sequence[int], exclude: Sequence[int]) -> np.ndarray | None:
+    """Regions per (given, predicted) pair from the run's ``regions.csv`` (None when the
+    run has none), kept by the same class filters as the issue pixels."""
+    from segaudit.report.regions import REGIONS_TABLE, read_regions_table
+
+    if not (run.path / REGIONS_TABLE).is_file():
+        return None
+    counts = np.zeros((run.num_classes, run.num_classes), np.int64)
+    chosen, dropped = set(classes), set(exclude)
+    for row in read_regions_table(run.path):
+        pair = {row["given_class"], row["predicted_class"]}
+        if (chosen and not pair & chosen) or pair & dropped:
+            continue
+        counts[row["given_class"], row["predicted_class"]] += 1
+    return counts
