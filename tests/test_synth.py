@@ -830,3 +830,42 @@ def test_sample_data_is_what_its_readme_command_makes(tmp_path):
             assert_same_probabilities(path, kept)
         else:
             assert path.read_bytes() == kept, path.name
+
+
+def _accuracy(folder: Path) -> float:
+    probs = np.load(folder / "pred_probs.npy")
+    truth = np.load(folder / "true_labels.npy")
+    return float((probs.argmax(axis=1) == truth).mean())
+
+
+def test_the_hard_difficulty_has_a_surer_model_and_small_errors(tmp_path):
+    made = {}
+    for difficulty in ("standard", "hard"):
+        out = tmp_path / difficulty
+        args = ["synth", str(out), "--images", "10", "--height", "128", "--width", "256",
+                "--classes", "19", "--seed", "5", "--corrupt-fraction", "0.5", "-q",
+                "--difficulty", difficulty]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        made[difficulty] = json.loads((out / "synth.json").read_text())
+    assert "difficulty" not in made["standard"]["parameters"]  # earlier files unchanged
+    assert made["hard"]["parameters"]["difficulty"] == "hard"
+    assert _accuracy(tmp_path / "hard") > max(0.95, _accuracy(tmp_path / "standard"))
+    events = {d: [e for c in made[d]["corruptions"] for e in c["events"]] for d in made}
+    assert all(e["radius"] <= 2 for e in events["hard"] if e["kind"] == "boundary_shifted")
+    pixels = {d: np.mean([e["pixels"] for e in events[d]]) for d in made}
+    assert pixels["hard"] < pixels["standard"]
+    labels, truth = np.load(tmp_path / "hard" / "labels.npy"), np.load(
+        tmp_path / "hard" / "true_labels.npy"
+    )
+    assert 0 < (labels != truth).mean() < 0.01
+
+
+def test_an_unknown_difficulty_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["synth", str(out), "--images", "2", "--height", "32",
+                                 "--width", "32", "--classes", "3", "--seed", "0",
+                                 "--difficulty", "brutal"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "--difficulty" in result.output and "brutal" in result.output
+    assert not out.exists()

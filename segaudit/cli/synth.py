@@ -74,6 +74,15 @@ def synth(
         float,
         typer.Option("--corrupt-fraction", help="Fraction of images given annotation errors."),
     ] = 0.3,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            "--difficulty",
+            metavar="standard|hard",
+            help="hard: a model about 98% accurate that makes more confident mistakes, and "
+            "1-3 small errors per corrupted image (outlines 1-2 px off included).",
+        ),
+    ] = "standard",
     class_names: Annotated[
         str | None,
         typer.Option(
@@ -125,6 +134,7 @@ def synth(
         sizes=sizes,
         corrupt_fraction=corrupt_fraction,
         class_names=names,
+        difficulty=difficulty,
         force=force,
         progress=make_progress(quiet),
     )

@@ -24,6 +24,7 @@ from segaudit.synth.world import World
 
 ERROR_KINDS = ("object_dropped", "class_swapped", "boundary_shifted", "spurious_object")
 ERROR_MAP_DTYPE = np.uint16  # event numbers of the error map; 0 = untouched
+SMALL_OBJECT = 0.012  # the "hard" difficulty's errors: objects of at most this image share
 
 Event = dict[str, Any]
 
@@ -48,6 +49,9 @@ def corrupt_with_map(
     min_area = max(12, 0.004 * h * w)
     areas = np.bincount(scene.inst.ravel(), minlength=len(scene.objects) + 1)[1:]
     eligible = list(np.flatnonzero(areas >= min_area))
+    if world.hard:  # small objects only (the smallest eligible one when none is small)
+        small = [j for j in eligible if areas[j] <= SMALL_OBJECT * h * w]
+        eligible = small or sorted(eligible, key=lambda j: areas[j])[:1]
     rng.shuffle(eligible)
     kinds = list(rng.choice(ERROR_KINDS, size=int(rng.integers(1, 4)), replace=False))
     events: list[Event] = []
@@ -128,7 +132,8 @@ def _shift_boundary(
     """The annotator traced the object a few pixels too wide or too tight."""
     h, w = noisy.shape
     obj = scene.objects[j]
-    radius = int(rng.integers(2, max(3, round(0.012 * min(h, w))) + 1))
+    most = 2 if world.hard else max(3, round(0.012 * min(h, w)))
+    radius = int(rng.integers(1 if world.hard else 2, most + 1))
     y0, y1, x0, x1 = obj.box
     ys = slice(max(0, y0 - radius), min(h, y1 + radius))
     xs = slice(max(0, x0 - radius), min(w, x1 + radius))
@@ -157,7 +162,8 @@ def _add_spurious(rng: np.random.Generator, noisy: np.ndarray, scene: Scene, wor
     if not absent:
         absent = world.thing_classes(avoid=int(scene.truth[int(cy), int(cx)]))
     cls = int(absent[rng.integers(len(absent))])
-    radius = max(2.0, rng.uniform(0.05, 0.12) * min(h, w))
+    low, high = (0.02, 0.045) if world.hard else (0.05, 0.12)
+    radius = max(2.0, rng.uniform(low, high) * min(h, w))
     box, mask = shape_mask(rng, h, w, cy, cx, radius, "")
     region = (slice(box[0], box[1]), slice(box[2], box[3]))
     before = noisy[region].copy()

@@ -31,6 +31,7 @@ def generate(
     sizes: str | Sequence[Size] | None = None,
     corrupt_fraction: float = 0.3,
     class_names: Sequence[str] | None = None,
+    difficulty: str = "standard",
     force: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -46,7 +47,10 @@ def generate(
 
     Exactly ``round(corrupt_fraction * images)`` images get annotation errors; for each,
     ``synth.json`` lists the events: kind, class, changed pixels and the affected box
-    ``[y0, x0, y1, x1]`` (end-exclusive). Every layout also writes an error map per image
+    ``[y0, x0, y1, x1]`` (end-exclusive). ``difficulty="hard"`` makes a model about 98%
+    accurate with more confident mistakes of its own, and 1-3 small errors per corrupted
+    image (small objects dropped or swapped, outlines 1-2 px off, small spurious blobs).
+    Every layout also writes an error map per image
     (``errors``: (N, H, W) uint16 stacked, ``errors/ID.png`` 16-bit in a folder): 0 for an
     untouched pixel, e for a pixel the image's e-th event changed (the later event where
     two overlap). Returns what ``synth.json`` holds.
@@ -64,10 +68,11 @@ def generate(
         layout=layout,
         corrupt_fraction=corrupt_fraction,
         class_names=class_names,
+        difficulty=difficulty,
     )
     out = Path(out)
     is_corrupted = _choose_corrupted(options)
-    world = World.build(options.seed, list(options.class_names))
+    world = World.build(options.seed, list(options.class_names), hard=options.difficulty == "hard")
     writer = (StackedLayout if options.layout == "stacked" else FolderLayout)(out, options)
     created = prepare_out(out, force, writer.needed_bytes())
     report = new_report(options, writer.files(), is_corrupted, writer.report_extras(is_corrupted))

@@ -46,7 +46,8 @@ class Model:
         other[far] = world.partner[belief[far]]
         fields = smooth(rng, 3, h, w, cells=6)
         # confident inside regions, unsure (but still right) near boundaries
-        conf = 0.95 + 0.045 * fields[0] - near * (0.15 + 0.2 * fields[1])
+        unsure = (0.06, 0.1) if world.hard else (0.15, 0.2)  # the hard set's model: surer
+        conf = 0.95 + 0.045 * fields[0] - near * (unsure[0] + unsure[1] * fields[1])
         conf += rng.normal(0, 0.015, size=(h, w)).astype(np.float32)
         areas = np.bincount(scene.inst.ravel(), minlength=len(scene.objects) + 1)
         grow = np.log(np.maximum(areas, 1) / 8) / math.log(max(2.0, 0.01 * h * w / 8))
@@ -99,13 +100,14 @@ def _belief(
     the mask of those wrong regions."""
     h, w = scene.truth.shape
     short = min(h, w)
-    shift = max(1.0, short / 80)  # boundary wobble in pixels
+    shift = max(1.0, short / (256 if world.hard else 80))  # boundary wobble in pixels
     moves = np.rint(np.clip((smooth(rng, 2, h, w, cells=6) - 0.5) * 4, -1, 1) * shift)
     rows = np.clip(np.arange(h)[:, None] + moves[0].astype(np.intp), 0, h - 1)
     cols = np.clip(np.arange(w)[None, :] + moves[1].astype(np.intp), 0, w - 1)
     belief, inst = scene.truth[rows, cols], scene.inst[rows, cols]
     wrong = np.zeros((h, w), dtype=bool)
-    for _ in range(int(rng.integers(0, 3))):
+    blobs = (1, 5) if world.hard else (0, 3)
+    for _ in range(int(rng.integers(*blobs))):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         radius = max(1.5, rng.uniform(0.015, 0.04) * short)
         box, mask = shape_mask(rng, h, w, cy, cx, radius, "")

@@ -24,6 +24,7 @@ DEFAULT_CLASS_NAMES = (
 DTYPES = ("float16", "float32")
 FORMATS = ("npy", "zarr")
 LAYOUTS = ("stacked", "folder")
+DIFFICULTIES = ("standard", "hard")
 MAX_CLASSES = 65535
 
 _SIZE = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
@@ -55,6 +56,7 @@ class SynthOptions:
     class_names: tuple[str, ...]
     height: int | None  # as given, for the record
     width: int | None
+    difficulty: str = "standard"
 
 
 def check_options(
@@ -70,6 +72,7 @@ def check_options(
     layout: Any,
     corrupt_fraction: Any,
     class_names: Sequence[str] | None,
+    difficulty: Any = "standard",
 ) -> SynthOptions:
     """Check every option, in the order the command line lists them; return them checked."""
     _check_positive("images", images)
@@ -81,6 +84,7 @@ def check_options(
     _check_choice("format", fmt, FORMATS)
     _check_choice("layout", layout, LAYOUTS)
     _check_layout(layout, fmt, resolved)
+    _check_choice("difficulty", difficulty, DIFFICULTIES)
     if not (isinstance(corrupt_fraction, (int, float)) and 0 <= corrupt_fraction <= 1):
         raise SynthOptionError(
             f"--corrupt-fraction must be a number from 0 to 1, got {corrupt_fraction!r}."
@@ -97,6 +101,7 @@ def check_options(
         class_names=tuple(_class_names(class_names, int(classes))),
         height=None if height is None else int(height),
         width=None if width is None else int(width),
+        difficulty=difficulty,
     )
 
 

@@ -102,7 +102,15 @@ def new_report(
 
 
 def _parameters(options: SynthOptions) -> dict[str, Any]:
-    """The options as given; the stacked layout's keep the keys they always had."""
+    """The options as given; the stacked layout's keep the keys they always had, and
+    ``difficulty`` appears only when it is not the standard one."""
+    given = _layout_parameters(options)
+    if options.difficulty != "standard":
+        given["difficulty"] = options.difficulty
+    return given
+
+
+def _layout_parameters(options: SynthOptions) -> dict[str, Any]:
     height, width = options.sizes[0]
     if options.layout == "stacked":
         return {

@@ -50,9 +50,10 @@ class World:
     things: list[int]
     partner: np.ndarray  # (K,) the class a model or annotator confuses each class with
     palette: np.ndarray  # (K, 3) float32 base colours
+    hard: bool = False  # the "hard" difficulty: a less accurate model, smaller errors
 
     @classmethod
-    def build(cls, seed: int, names: list[str]) -> World:
+    def build(cls, seed: int, names: list[str], hard: bool = False) -> World:
         stream = rng(seed, WORLD)
         k = len(names)
         index = {n.lower(): i for i, n in enumerate(names)}
@@ -71,7 +72,8 @@ class World:
                 palette[index[name]] = colour
         palette = np.clip(palette + stream.uniform(-12, 12, size=(k, 3)), 0, 255)
         return cls(
-            seed, names, road, sidewalk, sky, stuff, things, partner, palette.astype(np.float32)
+            seed, names, road, sidewalk, sky, stuff, things, partner, palette.astype(np.float32),
+            hard,
         )
 
     @staticmethod
