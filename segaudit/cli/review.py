@@ -143,12 +143,18 @@ def render(
     zoom: Annotated[
         int, typer.Option(help="Draw each pixel as ZOOM x ZOOM screen pixels (small images).")
     ] = 1,
+    regions: Annotated[
+        int,
+        typer.Option(help="Box, caption and crop up to N worst issue regions per page; 0: none."),
+    ] = 5,
     quiet: QuietOption = False,
 ) -> None:
     """PNG pages for the images with the most issue pixels, a legend and an index.html.
 
     Panels: the photo with issues in red (when photos exist), given labels (ignored
-    pixels grey), predicted labels, and the issues alone in red on white.
+    pixels grey), predicted labels, and the issues alone in red on white. The image's
+    worst issue regions (from regions.csv) are boxed in yellow and numbered on the
+    photo and issues panels, listed under them and shown zoomed in a row of crops.
 
     Examples:
 
@@ -170,6 +176,7 @@ def render(
         out=out,
         max_width=max_width,
         zoom=zoom,
+        regions=regions,
         progress=make_progress(quiet),
     )
     if not quiet:

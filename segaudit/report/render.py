@@ -80,6 +80,8 @@ NAME_LIMIT = 60
 """Class names longer than this are shortened in the legend (the CSV keeps them whole)."""
 TICK_NAME_LIMIT = 30
 """... and longer than this on the heat map's axes, where they share the figure's width."""
+DEFAULT_REGIONS = 5
+"""Issue regions boxed on each page of a run with ``regions.csv``."""
 RENDER_ENTRY = re.compile(
     rf"{re.escape(MARKER)}|index\.html|legend\.png|rank\d+_image\d+(_[A-Za-z0-9_-]+)?\.png"
 )
@@ -123,6 +125,8 @@ class Sources:
     ignore_index: int | None = None
     classes: Sequence[int] = ()
     exclude: Sequence[int] = ()
+    regions: Any | None = None
+    """The regions to box on each page (:class:`region_pictures.PageRegions`), if any."""
 
 
 @dataclass
@@ -285,15 +289,8 @@ def compose(
     return page, boxes
 
 
-def build_panels(
-    sources: Sources,
-    index: int,
-    colors: np.ndarray,
-    *,
-    max_width: int | None = None,
-    zoom: int = 1,
-) -> list[tuple[str, np.ndarray]]:
-    """The titled panels of image ``index``: photo+issues, given, predicted, issues."""
+def image_arrays(sources: Sources, index: int) -> tuple[np.ndarray, Any, Any, Any]:
+    """Image ``index``'s filtered issue mask, given and predicted labels and photo (or None)."""
     given = np.asarray(sources.labels[index]) if sources.labels is not None else None
     predicted = np.asarray(sources.predicted[index]) if sources.predicted is not None else None
     mask = keep_mask(
@@ -305,7 +302,21 @@ def build_panels(
         exclude=sources.exclude,
         ignore_index=sources.ignore_index,
     )
-    photo_pixels = sources.photos[index] if sources.photos is not None else None
+    photo = sources.photos[index] if sources.photos is not None else None
+    return mask, given, predicted, photo
+
+
+def build_panels(
+    sources: Sources,
+    index: int,
+    colors: np.ndarray,
+    *,
+    max_width: int | None = None,
+    zoom: int = 1,
+    arrays: tuple[np.ndarray, Any, Any, Any] | None = None,
+) -> list[tuple[str, np.ndarray]]:
+    """The titled panels of image ``index``: photo+issues, given, predicted, issues."""
+    mask, given, predicted, photo_pixels = arrays or image_arrays(sources, index)
     count = 1 + (photo_pixels is not None) + (given is not None) + (predicted is not None)
     size = panel_size(*mask.shape, count, max_width, zoom)
     shown = pooled_mask(mask, size)
@@ -737,8 +748,14 @@ def write_pages(
     progress.start("Rendering pages", len(pages))
     with staging_directory(out, before_publish=before_publish) as stage:
         for page in pages:
-            panels = build_panels(sources, page.image, colors, max_width=max_width, zoom=zoom)
-            image, _ = compose(panels, page.header, max_width=max_width)
+            arrays = image_arrays(sources, page.image)
+            panels = build_panels(
+                sources, page.image, colors, max_width=max_width, zoom=zoom, arrays=arrays
+            )
+            image, boxes = compose(panels, page.header, max_width=max_width)
+            if sources.regions is not None:
+                drawn = (page.image, arrays, colors, sources.ignore_index)
+                image = sources.regions.decorate(image, panels, boxes, *drawn, max_width=max_width)
             image.save(stage / page.filename, format="PNG")
             progress.advance()
         legend = sources.labels is not None or sources.predicted is not None
@@ -796,6 +813,7 @@ def render_run(
     out: str | os.PathLike[str] | None = None,
     max_width: int | None = None,
     zoom: int = 1,
+    regions: int = DEFAULT_REGIONS,
     progress: Progress | None = None,
 ) -> RenderResult:
     """Render the ``top`` images of a run with the most issue pixels after the filters.
@@ -804,14 +822,19 @@ def render_run(
     lock from the first read to the last write, as a scan does, so the pages always
     come from the run they are written into; writing elsewhere only reads the run and
     refuses to publish pages of a run replaced meanwhile. The photos are the ``images``
-    given, or those the run recorded, which must still be the same file.
+    given, or those the run recorded, which must still be the same file. Each page
+    boxes its image's ``regions`` worst issue regions (from ``regions.csv``, if any).
     """
+    from segaudit.report.region_pictures import run_regions
+
     if top < 1:
         raise InvalidInputError(f"top must be at least 1; got {top}.")
     if zoom < 1:
         raise InvalidInputError(f"zoom must be at least 1; got {zoom}.")
     if max_width is not None and max_width < 64:
         raise InvalidInputError(f"max width must be at least 64 pixels; got {max_width}.")
+    if regions < 0:
+        raise InvalidInputError(f"regions must be at least 0; got {regions}.")
     check_filters(run.num_classes, classes, exclude)
     target = Path(out) if out is not None else run.path / "render"
     with contextlib.ExitStack() as stack:
@@ -821,6 +844,7 @@ def render_run(
         else:
             before_publish = functools.partial(check_same_run, run, "render")
         sources, tally = _render_sources(run, classes, exclude, images, progress)
+        sources.regions = run_regions(run, regions, classes, exclude)
         pages = _pages(run, tally, top)
         note = filter_note(run.class_names, classes, exclude)
         affected = np.count_nonzero(tally.per_image)
