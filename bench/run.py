@@ -1006,6 +1006,13 @@ def dataset_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:
     memory("scan w=1 peak RSS big/half", "scan_w1", "N doubles; 1.0 = flat memory")
     memory("scan w=2 peak RSS big/half", "scan_w2", "N doubles; 1.0 = flat memory")
     memory("cleanlab peak RSS big/half", "cl_filter", "for contrast")
+    memory("segaudit.segmentation peak RSS big/half", "compat_filter", "N doubles; 1.0 = flat")
+    speed(
+        "segaudit.segmentation speed-up vs cleanlab",
+        "cl_filter_big",
+        "compat_filter_big",
+        "cleanlab / the drop-in layer, same call, big set",
+    )
     memory("score w=2 peak RSS big/half", "score_w2", "N doubles; 1.0 = flat memory")
     speed(
         "score w=1 speed-up vs cleanlab softmin", "cl_score_big", "score_w1_big", "cleanlab / score"
@@ -1667,6 +1674,14 @@ def main(argv: list[str] | None = None) -> int:
             bench.skip(
                 f"cl_filter_{role}", "cleanlab find_label_issues n_jobs=1", ds, "skipped", ""
             )
+        bench.plan(
+            f"compat_filter_{role}",
+            "segaudit.segmentation find_label_issues n_jobs=1 (cleanlab's call)",
+            ds,
+            helper("compat_scan.py", "filter", ds.path, RUNS / f"compat-{role}"),
+            warm_paths=ds.files(),
+            work_from="stdout",
+        )
         if role == "big":
             score_runs = {w: RUNS / f"score-{role}-w{w}" for w in (1, 2)}
             if has_score:

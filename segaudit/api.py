@@ -1,4 +1,5 @@
-"""The Python API, mirroring ``cleanlab.segmentation`` so users can switch with one import.
+"""segaudit's Python API: ``cleanlab.segmentation``'s functions with segaudit's defaults
+and stricter checks (for an exact drop-in of cleanlab's, see :mod:`segaudit.segmentation`).
 
 Functions accept numpy arrays, memory-maps, Zarr arrays and nested lists and stream
 over them in image batches; results come back as numpy arrays, like the reference's.
