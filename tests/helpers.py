@@ -183,3 +183,19 @@ def run_file_bytes(run, file) -> bytes:
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue().encode("utf-8")
+
+
+def run_outputs(run) -> dict:
+    """Every file of a run as bytes (source-file columns blanked, see
+    :func:`run_file_bytes`), and under ``"summary"`` its summary without the timing and
+    engine blocks: what must not change with batch sizes or worker counts."""
+    import json
+
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("timing"), summary.pop("engine")
+    files = {
+        str(f.relative_to(run)): run_file_bytes(run, f)
+        for f in sorted(run.rglob("*"))
+        if f.is_file() and f.name != "summary.json"
+    }
+    return {**files, "summary": json.dumps(summary, sort_keys=True).encode()}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from cleanlab.segmentation.filter import find_label_issues as cleanlab_issues
 from cleanlab.segmentation.rank import get_label_quality_scores as cleanlab_scores
-from helpers import make_probs, naive_issues, run_file_bytes
+from helpers import make_probs, naive_issues, run_outputs
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -130,16 +130,9 @@ def test_folder_runs_are_byte_identical_for_any_batch_size_and_worker_count(tmp_
     for n, extra in enumerate([(), ("--batch-size", 1, "--workers", 1), ("--batch-size", 3)]):
         run = tmp_path / f"run{n}"
         assert invoke("scan", tmp_path / "ds", "-o", run, "-q", *extra).exit_code == 0
-        summary = json.loads((run / "summary.json").read_text())
-        summary.pop("timing"), summary.pop("engine")
-        files = {
-            str(f.relative_to(run)): run_file_bytes(run, f)
-            for f in sorted(run.rglob("*"))
-            if f.is_file() and f.name != "summary.json"
-        }
-        outputs.append((summary, files))
+        outputs.append(run_outputs(run))
     assert outputs[0] == outputs[1] == outputs[2]
-    assert "issues/a/first.png" in outputs[0][1]  # sub-folders of ids are kept
+    assert "issues/a/first.png" in outputs[0]  # sub-folders of ids are kept
 
 
 def test_every_command_works_on_a_folder_of_several_sizes(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_file_bytes
+from helpers import run_outputs
 from typer.testing import CliRunner
 
 import segaudit
@@ -102,18 +102,6 @@ def assert_regions_match_flood_fill(run: Path, probs_of=None, min_pixels: int = 
     return len(rows)
 
 
-def run_files(run: Path) -> dict[str, bytes]:
-    """Every file of a run but the summary's timing and engine, as bytes."""
-    summary = json.loads((run / "summary.json").read_text())
-    summary.pop("timing"), summary.pop("engine")
-    files = {
-        str(f.relative_to(run)): run_file_bytes(run, f)
-        for f in sorted(run.rglob("*"))
-        if f.is_file() and f.name != "summary.json"
-    }
-    return {**files, "summary": json.dumps(summary, sort_keys=True).encode()}
-
-
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("regions") / "synth"
@@ -154,7 +142,7 @@ def test_regions_are_byte_identical_for_any_batch_size_and_worker_count(tmp_path
                                 ("--batch-size", 5, "--workers", 2)]):  # fmt: skip
         run = tmp_path / f"run{n}"
         assert invoke("scan", synth_set, "-o", run, "-q", *extra).exit_code == 0
-        outputs.append(run_files(run))
+        outputs.append(run_outputs(run))
     assert outputs[0] == outputs[1] == outputs[2]
     assert outputs[0]["regions.csv"].count(b"\n") > 5
     probs = np.load(synth_set / "pred_probs.npy", mmap_mode="r")
@@ -166,7 +154,7 @@ def test_folder_regions_are_byte_identical_for_any_batch_size(tmp_path):
     for n, extra in enumerate([(), ("--batch-size", 1, "--workers", 1), ("--batch-size", 3)]):
         run = tmp_path / f"run{n}"
         assert invoke("scan", SAMPLE / "folder", "-o", run, "-q", *extra).exit_code == 0
-        outputs.append({k: v for k, v in run_files(run).items() if k.startswith("regions")})
+        outputs.append({k: v for k, v in run_outputs(run).items() if k.startswith("regions")})
     assert outputs[0] == outputs[1] == outputs[2]
     assert any(name.startswith("regions.zarr/") for name in outputs[0])
 
@@ -179,7 +167,7 @@ def test_downsampled_runs_group_the_full_resolution_issue_pixels(tmp_path, synth
         result = invoke("scan", synth_set, "-o", run, "-q", "--downsample", 2,
                         "--label-pooling", pooling, *extra)  # fmt: skip
         assert result.exit_code == 0, result.output
-        outputs.append(run_files(run))
+        outputs.append(run_outputs(run))
     assert outputs[0] == outputs[1] == outputs[2]
     probs = np.load(synth_set / "pred_probs.npy", mmap_mode="r")
     assert assert_regions_match_flood_fill(tmp_path / "run0", lambda i: probs[i]) > 0
