@@ -157,7 +157,8 @@ def _numbered_regions(found: np.ndarray, min_pixels: int) -> np.ndarray:
                        shape=(count, count))  # fmt: skip
     _, component = connected_components(graph, directed=False)
     sizes = np.bincount(component)
-    _, first = np.unique(component, return_index=True)
+    first = np.full(sizes.size, count, np.int64)
+    np.minimum.at(first, component, np.arange(count))  # pixels ascend: the first in raster
     kept = np.flatnonzero(sizes >= min_pixels)
     number = np.zeros(sizes.size, np.int64)
     number[kept[np.argsort(first[kept])]] = np.arange(1, kept.size + 1)
