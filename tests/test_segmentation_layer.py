@@ -297,7 +297,6 @@ def test_float_and_bool_labels_are_class_ids():
 )
 def test_softmin_equals_cleanlab(data, temperature, verbose):
     labels, probs, d = data
-    probs = np.minimum(probs, 1).astype(probs.dtype)  # see test_softmin_refuses_scores_above_1
     options = dict(method="softmin", temperature=temperature, verbose=verbose, downsample=d)
     with warnings.catch_warnings(record=True) as want_warnings:
         warnings.simplefilter("always")
@@ -628,14 +627,18 @@ def test_labels_outside_the_classes_are_refused():
         sa_filter.find_label_issues(LABELS + 1, PROBS, verbose=False)
 
 
-def test_softmin_refuses_scores_above_1():
-    """Documented difference: rows above 1 go through Confident Learning, but segaudit's
-    softmin kernel refuses probabilities above 1 (cleanlab computes with them)."""
+def test_scores_above_1_go_through_both_steps_as_cleanlab_takes_them():
+    """Rows taken as they are may exceed 1: Confident Learning and the softmin both
+    compute with them, as cleanlab does (segaudit.api refuses them as logits)."""
     mask = sa_filter.find_label_issues(LABELS, PROBS * 3, verbose=False)
     want = cl_filter.find_label_issues(LABELS, PROBS * 3, verbose=False, n_jobs=1)
     assert_same_issues(want, mask, LABELS, PROBS * 3)
-    with pytest.raises(ValueError, match="above 1"):
-        sa_rank.get_label_quality_scores(LABELS, PROBS * 3, verbose=False)
+    got_images, got_pixels = sa_rank.get_label_quality_scores(LABELS, PROBS * 3, verbose=False)
+    want_images, want_pixels = cl_rank.get_label_quality_scores(
+        LABELS, PROBS * 3, verbose=False, n_jobs=1
+    )
+    assert np.array_equal(got_pixels, want_pixels)
+    np.testing.assert_allclose(got_images, want_images, rtol=1e-12, atol=0)
 
 
 def test_temperatures_cleanlab_accepts_but_that_make_no_softmin_are_refused():

@@ -165,7 +165,8 @@ def _gather(
         int(ignore or 0),
         ignore is not None,
         float(params.temperature),
-        sum_tolerance(k, probs.dtype),
+        # rows taken as they are (the cleanlab-compatible layer) may hold values above 1
+        math.inf if params.unnormalized else sum_tolerance(k, probs.dtype),
         rows,
         scores,
         scored,
