@@ -79,7 +79,7 @@ def scan(dataset: Path) -> Path:
 
 def labelled_regions(run: Path, dataset: Path) -> tuple[np.ndarray, np.ndarray]:
     """(features (R, 4), is_error (R,)) of every region of ``run``."""
-    from segaudit.report.evaluate import match_image
+    from segaudit.report.region_match import match_image
     from segaudit.runs.run import open_run
 
     opened = open_run(run)

@@ -16,15 +16,8 @@ from typer.testing import CliRunner
 
 from segaudit.api import find_label_issues, get_label_quality_scores
 from segaudit.cli import app
-from segaudit.report.evaluate import (
-    KIND_PAIRS,
-    FoundRegion,
-    average_precision,
-    evaluate_run,
-    match_image,
-    region_metrics,
-    roc_auc,
-)
+from segaudit.report.evaluate import average_precision, evaluate_run, roc_auc
+from segaudit.report.region_match import KIND_PAIRS, FoundRegion, match_image, region_metrics
 from segaudit.runs.chunkstore import ImageChunkedArray
 from segaudit.runs.images import ImageTable, write_images_table
 from segaudit.runs.run import array_path
