@@ -11,18 +11,18 @@ from typer.testing import CliRunner
 
 from segaudit.cli import app
 from segaudit.report.colors import distinct_colors
-from segaudit.report.photos import run_photos
-from segaudit.report.region_pictures import BOX_COLOUR, BOX_OUTLINE, TILE, caption, tag_place
-from segaudit.report.regions import read_regions_table
-from segaudit.report.render import (
+from segaudit.report.panels import (
     FRAME_COLOUR,
     GAP,
     MARGIN,
-    RunArray,
     Sources,
     build_panels,
     compose,
 )
+from segaudit.report.photos import run_photos
+from segaudit.report.region_pictures import BOX_COLOUR, BOX_OUTLINE, TILE, caption, tag_place
+from segaudit.report.regions import read_regions_table
+from segaudit.report.render import RunArray
 from segaudit.runs.run import open_run
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"

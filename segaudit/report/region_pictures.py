@@ -1,7 +1,7 @@
 """Issue regions on a rendered page: numbered boxes, one caption line each, zoomed crops.
 
 For a run with ``regions.csv``, :func:`decorate_page` takes a page from
-:func:`segaudit.report.render.compose` and, for the image's worst regions (lowest
+:func:`segaudit.report.panels.compose` and, for the image's worst regions (lowest
 score first), draws a 1-pixel box just outside each region's bounding box on the
 photo and issues panels (yellow, with a dark outline so it reads over any class
 colour, never issue red) and a number tag beside it. Under the panels it adds one
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segaudit.report import render as _render
+from segaudit.report import panels as _panels
+from segaudit.report.panels import _font, _text_width, nearest, shown_name
 from segaudit.report.regions import REGIONS_TABLE, read_regions_table
 from segaudit.safetext import printable
 
@@ -69,7 +70,7 @@ class PageRegions:
     ) -> Image.Image:
         """Image ``image``'s page with its regions drawn; unchanged when it has none.
 
-        ``arrays`` are :func:`segaudit.report.render.image_arrays` of the image.
+        ``arrays`` are :func:`segaudit.report.panels.image_arrays` of the image.
         """
         regions = self.for_image(image)
         if not regions:
@@ -84,8 +85,8 @@ class PageRegions:
 
 def caption(number: int, row: dict[str, Any]) -> str:
     """``1  given road -> predicted car, 812 px, missing, score 0.123``; names made printable."""
-    given = _render.shown_name(row["given_name"])
-    predicted = _render.shown_name(row["predicted_name"])
+    given = shown_name(row["given_name"])
+    predicted = shown_name(row["predicted_name"])
     return (
         f"{number}  given {given} -> predicted {predicted}, {int(row['pixels']):,} px, "
         f"{printable(row['kind'])}, score {float(row['score']):.3f}"
@@ -116,7 +117,9 @@ def run_regions(
         box = (row["x0"], row["y0"], row["x1"], row["y1"])
         number = len(shown) + 1
         shown.append(Region(number, row["region"], box, caption(number, row)))
-    return PageRegions(by_image, _render.RunArray(run, "regions"))
+    from segaudit.report.render import RunArray  # render draws these pages: no cycle at import
+
+    return PageRegions(by_image, RunArray(run, "regions"))
 
 
 # --- geometry ------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def draw_boxes(
     size = (frame[3] - frame[1], frame[2] - frame[0])
     panel = page.crop(frame)  # drawing is clipped to the panel
     draw = ImageDraw.Draw(panel)
-    font = _render._font(11)
+    font = _font(11)
     boxes = [panel_box(region.box, shape, size) for region in regions]
     for left, top, right, bottom in reversed(boxes):  # the worst region ends on top
         draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), outline=BOX_OUTLINE)
@@ -167,7 +170,7 @@ def draw_boxes(
     placed: list[tuple[int, int, int, int]] = []
     for region, box in zip(regions, boxes, strict=True):
         text = str(region.number)
-        size_of_tag = (_render._text_width(font, text) + 4, font.getbbox("0")[3] + 2)
+        size_of_tag = (_text_width(font, text) + 4, font.getbbox("0")[3] + 2)
         placed.append(tag_place(box, size_of_tag, size, placed))
         left, top, right, bottom = placed[-1]
         draw.rectangle((left, top, right, bottom), fill=BOX_OUTLINE)
@@ -226,8 +229,8 @@ def crop_tile(background: np.ndarray, inside: np.ndarray, tile: int) -> np.ndarr
     height, width = inside.shape
     scale = tile / max(height, width)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    pixels = _render.nearest(background, size).copy()
-    mask = _render.nearest(inside, size)
+    pixels = nearest(background, size).copy()
+    mask = nearest(inside, size)
     padded = np.pad(mask, 1)
     interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     pixels[mask & ~interior] = BOX_COLOUR
@@ -257,7 +260,7 @@ def tile_side(count: int, max_width: int | None) -> int:
     """Tiles are ``TILE`` wide, smaller when ``count`` of them must fit in ``max_width``."""
     if max_width is None:
         return TILE
-    room = max_width - 2 * _render.MARGIN - (count - 1) * _render.GAP
+    room = max_width - 2 * _panels.MARGIN - (count - 1) * _panels.GAP
     return max(16, min(TILE, room // count))
 
 
@@ -267,29 +270,29 @@ def add_strip(
     tiles: Sequence[np.ndarray],
 ) -> Image.Image:
     """``page`` with a caption line per region and the titled tiles in a row under it."""
-    font, title_font = _render._font(13), _render._font(12)
+    font, title_font = _font(13), _font(12)
     line_height = font.getbbox("Ag|")[3] + LINE_GAP
     title_height = title_font.getbbox("Ag|")[3] + 2
     side = tiles[0].shape[0] if tiles else 0
-    margin, gap = _render.MARGIN, _render.GAP
+    margin, gap = _panels.MARGIN, _panels.GAP
     row_width = 2 * margin + len(tiles) * side + (len(tiles) - 1) * gap
     width = max(page.width, row_width)
     height = page.height + len(regions) * line_height + 6 + title_height + side + margin
-    out = Image.new("RGB", (width, height), _render.PAGE_BACKGROUND)
+    out = Image.new("RGB", (width, height), _panels.PAGE_BACKGROUND)
     out.paste(page, (0, 0))
     draw = ImageDraw.Draw(out)
     y = page.height - margin + 6
     for region in regions:
-        text = _render._fit(font, region.caption, width - 2 * margin)
-        draw.text((margin, y), text, fill=_render.TEXT_COLOUR, font=font)
+        text = _panels._fit(font, region.caption, width - 2 * margin)
+        draw.text((margin, y), text, fill=_panels.TEXT_COLOUR, font=font)
         y += line_height
     y += 6
     for index, (region, pixels) in enumerate(zip(regions, tiles, strict=True)):
         x = margin + index * (side + gap)
-        draw.text((x, y), str(region.number), fill=_render.TEXT_COLOUR, font=title_font)
+        draw.text((x, y), str(region.number), fill=_panels.TEXT_COLOUR, font=title_font)
         out.paste(Image.fromarray(np.ascontiguousarray(pixels), "RGB"), (x, y + title_height))
         frame = (x - 1, y + title_height - 1, x + side, y + title_height + side)
-        draw.rectangle(frame, outline=_render.FRAME_COLOUR)
+        draw.rectangle(frame, outline=_panels.FRAME_COLOUR)
     return out
 
 
@@ -302,10 +305,10 @@ def crop_picture(
 ) -> np.ndarray:
     """What the crops show at full resolution: the photo with issues, else the given labels."""
     if photo is not None:
-        return _render.overlay_pixels(np.asarray(photo), mask)
+        return _panels.overlay_pixels(np.asarray(photo), mask)
     if given is not None:
-        return _render.label_pixels(given, colors, ignore_index)
-    return _render.issue_pixels(mask)
+        return _panels.label_pixels(given, colors, ignore_index)
+    return _panels.issue_pixels(mask)
 
 
 def decorate_page(

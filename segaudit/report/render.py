@@ -1,20 +1,10 @@
-"""Pictures a reviewer looks at: issue panels, the class legend and the swap heat map.
+"""``segaudit render`` and ``swaps`` on a run, and the reference-compatible
+``display_issues``: which images get pages, the page files, the legend and heat map
+beside them, ``index.html``, and the folder they are published in (whole, or not at all).
 
-Panels are built pixel by pixel with numpy and Pillow, so every colour is
-exact: class colours from :func:`segaudit.report.colors.distinct_colors`, issues in
-pure red, ignored pixels in neutral grey and never red. Each page shows, side
-by side and at native resolution (or scaled to ``max_width``):
-
-1. the photo, desaturated to 30% so that red can only mean an issue, with
-   issue pixels overlaid in red at 60% opacity (only when photos exist);
-2. the given labels (ignored pixels grey);
-3. the predicted labels;
-4. the issues alone, red on white.
-
-When scaled down, label panels take the nearest pixel (colours stay exact) and
-the issue mask is max-pooled, so a lone issue pixel never disappears.
-Matplotlib (legend, heat map) is imported lazily, without pyplot, on the Agg
-canvas: nothing ever opens a window.
+The panels are drawn by :mod:`segaudit.report.panels`, the legend and heat map by
+:mod:`segaudit.report.heatmap`, each page's regions by
+:mod:`segaudit.report.region_pictures`.
 """
 
 from __future__ import annotations
@@ -27,7 +17,6 @@ import os
 import re
 import shutil
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from segaudit.errors import (
     InvalidInputError,
@@ -43,7 +32,9 @@ from segaudit.errors import (
     SegauditError,
 )
 from segaudit.progress import NullProgress, Progress
-from segaudit.report.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
+from segaudit.report.colors import distinct_colors
+from segaudit.report.heatmap import _save_png, heatmap_pixels, legend_pixels
+from segaudit.report.panels import Sources, build_panels, compose, image_arrays
 from segaudit.report.photos import run_photos
 from segaudit.report.swaps import (
     DEFAULT_TOP,
@@ -57,7 +48,6 @@ from segaudit.report.swaps import (
     check_top,
     default_names,
     image_batches,
-    keep_mask,
     run_swaps,
     tally_issues,
     write_failure,
@@ -67,19 +57,7 @@ from segaudit.report.swaps import (
 from segaudit.runs.rundir import pid_alive
 from segaudit.safetext import from_csv_cell, printable
 
-OVERLAY_ALPHA = 0.6
-PHOTO_SATURATION = 0.3
-MARGIN = 10
-GAP = 8
-PAGE_BACKGROUND = (236, 236, 236)
-TEXT_COLOUR = (20, 20, 20)
-FRAME_COLOUR = (150, 150, 150)
 MARKER = ".segaudit-render"
-HEATMAP_MAX_CLASSES = 30
-NAME_LIMIT = 60
-"""Class names longer than this are shortened in the legend (the CSV keeps them whole)."""
-TICK_NAME_LIMIT = 30
-"""... and longer than this on the heat map's axes, where they share the figure's width."""
 DEFAULT_REGIONS = 5
 """Issue regions boxed on each page of a run with ``regions.csv``."""
 RENDER_ENTRY = re.compile(
@@ -114,22 +92,6 @@ class PageInfo:
 
 
 @dataclass
-class Sources:
-    """Where a page's pixels come from; every array is indexed by image."""
-
-    issues: Any
-    labels: Any | None
-    predicted: Any | None
-    photos: Any | None
-    num_classes: int
-    ignore_index: int | None = None
-    classes: Sequence[int] = ()
-    exclude: Sequence[int] = ()
-    regions: Any | None = None
-    """The regions to box on each page (:class:`region_pictures.PageRegions`), if any."""
-
-
-@dataclass
 class RenderResult:
     """Files written by :func:`render_run` or :func:`display_issues`."""
 
@@ -142,198 +104,6 @@ class RenderResult:
     def paths(self) -> list[Path]:
         return [self.out / page.filename for page in self.pages]
 
-
-# --- pixels -------------------------------------------------------------------------------
-
-
-def label_pixels(
-    labels: np.ndarray, colors: np.ndarray, ignore_index: int | None = None
-) -> np.ndarray:
-    """Class colours for a label map; ignored or out-of-range labels in neutral grey."""
-    labels = np.asarray(labels)
-    valid = (labels >= 0) & (labels < len(colors))
-    if ignore_index is not None:
-        valid &= labels != ignore_index
-    out = np.empty((*labels.shape, 3), dtype=np.uint8)
-    out[...] = IGNORE_GREY
-    out[valid] = colors[labels[valid].astype(np.intp)]
-    return out
-
-
-def issue_pixels(mask: np.ndarray) -> np.ndarray:
-    """Issues in red on a white background."""
-    out = np.empty((*mask.shape, 3), dtype=np.uint8)
-    out[...] = NEUTRAL_WHITE
-    out[mask] = ISSUE_RED
-    return out
-
-
-def overlay_pixels(photo: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The photo, mostly desaturated so red stands out, with issue pixels blended towards red."""
-    photo = np.asarray(photo, dtype=np.float32)
-    luminance = photo @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    out = photo * PHOTO_SATURATION + luminance[..., None] * (1.0 - PHOTO_SATURATION)
-    out[mask] = out[mask] * (1.0 - alpha) + np.asarray(ISSUE_RED, np.float32) * alpha
-    return np.round(out).astype(np.uint8)
-
-
-def nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resample the first two axes to ``size`` by taking each target pixel's centre source pixel."""
-    height, width = array.shape[:2]
-    rows = ((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.intp)
-    cols = ((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.intp)
-    return array[rows[:, None], cols[None, :]]
-
-
-def pooled_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resample a mask; when shrinking, a target pixel is set if any source pixel under it is."""
-    height, width = mask.shape
-    if size[0] >= height and size[1] >= width:
-        return nearest(mask, size)
-    rows, cols = np.nonzero(mask)
-    out = np.zeros(size, dtype=bool)
-    out[rows * size[0] // height, cols * size[1] // width] = True
-    return out
-
-
-def panel_size(
-    height: int, width: int, panels: int, max_width: int | None, zoom: int
-) -> tuple[int, int]:
-    """Panel size after zooming and fitting ``panels`` panels into ``max_width``."""
-    height, width = height * zoom, width * zoom
-    if max_width is None:
-        return height, width
-    room = max_width - 2 * MARGIN - (panels - 1) * GAP
-    scale = min(1.0, room / (panels * width))
-    return max(1, int(height * scale)), max(1, int(width * scale))
-
-
-# --- pages --------------------------------------------------------------------------------
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _text_width(font: Any, text: str) -> int:
-    left, _, right, _ = font.getbbox(text)
-    return int(right - left)
-
-
-def _fit(font: Any, text: str, width: int) -> str:
-    """``text``, shortened with an ellipsis until it is at most ``width`` pixels wide."""
-    if _text_width(font, text) <= width:
-        return text
-    fits, too_long = 0, min(len(text), max(1, width // 2)) + 1  # no glyph is under 2 pixels
-    while too_long - fits > 1:  # bisect the longest prefix that fits with the ellipsis
-        middle = (fits + too_long) // 2
-        if _text_width(font, text[:middle] + "…") <= width:
-            fits = middle
-        else:
-            too_long = middle
-    return text[:fits] + "…"
-
-
-def shown_name(name: Any, limit: int = NAME_LIMIT) -> str:
-    """A class name as pictures show it: control characters escaped, at most ``limit`` long."""
-    text = printable(name)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def compose(
-    panels: Sequence[tuple[str, np.ndarray]], header: str, *, max_width: int | None = None
-) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
-    """Lay titled panels side by side under a header line.
-
-    Returns the page and each panel's box (left, top, right, bottom), so callers
-    and tests can find the exact pixels of a panel.
-    """
-    header_font, title_font = _font(15), _font(13)
-    header_height = header_font.getbbox("Ag|")[3] + 2
-    title_height = title_font.getbbox("Ag|")[3] + 2
-    widths = [max(pixels.shape[1], _text_width(title_font, title)) for title, pixels in panels]
-    gaps = 2 * MARGIN + GAP * (len(panels) - 1)
-    if max_width is not None and gaps + sum(widths) > max_width:
-        widths = [pixels.shape[1] for _, pixels in panels]  # titles give way, shortened
-    page_width = max(gaps + sum(widths), 2 * MARGIN + _text_width(header_font, header))
-    if max_width is not None:
-        page_width = max(gaps + sum(widths), min(page_width, max_width))
-    panel_height = max(pixels.shape[0] for _, pixels in panels)
-    top = MARGIN + header_height + 6 + title_height + 4
-    page = Image.new("RGB", (page_width, top + panel_height + MARGIN), PAGE_BACKGROUND)
-    draw = ImageDraw.Draw(page)
-    draw.text(
-        (MARGIN, MARGIN),
-        _fit(header_font, header, page_width - 2 * MARGIN),
-        fill=TEXT_COLOUR,
-        font=header_font,
-    )
-    boxes = []
-    x = MARGIN
-    for (title, pixels), width in zip(panels, widths, strict=True):
-        left = x + (width - pixels.shape[1]) // 2
-        draw.text(
-            (x, MARGIN + header_height + 6),
-            _fit(title_font, title, width),
-            fill=TEXT_COLOUR,
-            font=title_font,
-        )
-        page.paste(Image.fromarray(np.ascontiguousarray(pixels), "RGB"), (left, top))
-        frame = (left - 1, top - 1, left + pixels.shape[1], top + pixels.shape[0])
-        draw.rectangle(frame, outline=FRAME_COLOUR)  # drawn outside the panel's pixels
-        boxes.append((left, top, left + pixels.shape[1], top + pixels.shape[0]))
-        x += width + GAP
-    return page, boxes
-
-
-def image_arrays(sources: Sources, index: int) -> tuple[np.ndarray, Any, Any, Any]:
-    """Image ``index``'s filtered issue mask, given and predicted labels and photo (or None)."""
-    given = np.asarray(sources.labels[index]) if sources.labels is not None else None
-    predicted = np.asarray(sources.predicted[index]) if sources.predicted is not None else None
-    mask = keep_mask(
-        np.asarray(sources.issues[index], dtype=bool),
-        given,
-        predicted,
-        sources.num_classes,
-        classes=sources.classes,
-        exclude=sources.exclude,
-        ignore_index=sources.ignore_index,
-    )
-    photo = sources.photos[index] if sources.photos is not None else None
-    return mask, given, predicted, photo
-
-
-def build_panels(
-    sources: Sources,
-    index: int,
-    colors: np.ndarray,
-    *,
-    max_width: int | None = None,
-    zoom: int = 1,
-    arrays: tuple[np.ndarray, Any, Any, Any] | None = None,
-) -> list[tuple[str, np.ndarray]]:
-    """The titled panels of image ``index``: photo+issues, given, predicted, issues."""
-    mask, given, predicted, photo_pixels = arrays or image_arrays(sources, index)
-    count = 1 + (photo_pixels is not None) + (given is not None) + (predicted is not None)
-    size = panel_size(*mask.shape, count, max_width, zoom)
-    shown = pooled_mask(mask, size)
-    panels = []
-    if photo_pixels is not None:
-        photo = Image.fromarray(np.ascontiguousarray(photo_pixels), "RGB")
-        shrinking = size[0] < mask.shape[0]
-        method = Image.Resampling.BOX if shrinking else Image.Resampling.NEAREST
-        photo_pixels = np.asarray(photo.resize((size[1], size[0]), method))
-        panels.append(("Photo + issues (red)", overlay_pixels(photo_pixels, shown)))
-    if given is not None:
-        pixels = label_pixels(given, colors, sources.ignore_index)
-        panels.append(("Given labels", nearest(pixels, size)))
-    if predicted is not None:
-        panels.append(("Predicted labels", nearest(label_pixels(predicted, colors), size)))
-    panels.append(("Issues (red)", issue_pixels(shown)))
-    return panels
 
 
 def worst_images(per_image: np.ndarray, top: int) -> np.ndarray:
@@ -353,212 +123,6 @@ def page_filename(rank: int, image: int, image_id: str, top: int, num_images: in
     suffix = safe_name(image_id) if image_id != str(image) else ""
     return f"{name}_{suffix}.png" if suffix else f"{name}.png"
 
-
-# --- legend and heat map (matplotlib) -------------------------------------------------------
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-@contextlib.contextmanager
-def _missing_glyphs_allowed() -> Iterator[None]:
-    """Draw characters the font lacks as boxes without a warning per character on stderr:
-    a class name in a script the font does not cover is the data's, not an error."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
-        yield
-
-
-def _figure_pixels(figure: Any, *, crop: bool = False) -> np.ndarray:
-    """A drawn figure as RGB pixels on white (no alpha channel); ``crop`` trims white."""
-    figure.set_facecolor("white")
-    with _missing_glyphs_allowed():
-        figure.canvas.draw()
-    rgb = np.asarray(figure.canvas.buffer_rgba())[..., :3]
-    if crop:
-        rows, cols = np.nonzero((rgb != 255).any(axis=-1))
-        if len(rows):
-            rgb = np.pad(
-                rgb[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1],
-                ((12, 12), (12, 12), (0, 0)),
-                constant_values=255,
-            )
-    return np.ascontiguousarray(rgb)
-
-
-def _save_png(pixels: np.ndarray, path: Path) -> None:
-    Image.fromarray(pixels).save(path, format="PNG")
-
-
-def _plain_text(texts: Iterator[Any] | Sequence[Any]) -> None:
-    """Draw ``texts`` exactly as written: ``$...$`` is not maths and TeX is never run."""
-    for text in texts:
-        text.set_parse_math(False)
-        text.set_usetex(False)
-
-
-def render_legend(
-    colors: np.ndarray, names: Sequence[str], path: Path, *, ignore_index: int | None = None
-) -> list[str]:
-    """Write a legend mapping each class colour to ``id name``; return the texts drawn."""
-    pixels, texts = legend_pixels(colors, names, ignore_index=ignore_index)
-    with atomic_output(path) as tmp:
-        _save_png(pixels, tmp)
-    return texts
-
-
-def legend_pixels(
-    colors: np.ndarray, names: Sequence[str], *, ignore_index: int | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """The legend picture (each class colour with ``id name``) and the texts drawn."""
-    from matplotlib.patches import Patch
-
-    entries = [
-        (tuple(c / 255), f"{i}  {shown_name(name)}")
-        for i, (c, name) in enumerate(zip(colors, names[: len(colors)], strict=True))
-    ]
-    if ignore_index is not None:
-        entries.append((tuple(np.array(IGNORE_GREY) / 255), f"ignored (label {ignore_index})"))
-    entries.append((tuple(np.array(ISSUE_RED) / 255), "issue pixel"))
-    columns = -(-len(entries) // 25)
-    rows = -(-len(entries) // columns)
-    longest = max(len(text) for _, text in entries)
-    figure = _figure(columns * (0.9 + 0.085 * longest), 0.7 + 0.27 * rows)
-    handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=t) for c, t in entries]
-    legend = figure.legend(
-        handles=handles,
-        loc="center",
-        ncol=columns,
-        frameon=False,
-        fontsize=10,
-        title="segaudit class colours",
-        title_fontsize=11,
-        handlelength=2.4,
-        handleheight=1.4,
-    )
-    _plain_text(legend.get_texts())
-    return _figure_pixels(figure, crop=True), [text.get_text() for text in legend.get_texts()]
-
-
-def _compact(count: int) -> str:
-    if count < 1000:
-        return str(count)
-    if count < 1_000_000:
-        return f"{count / 1000:.3g}k"
-    return f"{count / 1_000_000:.3g}M"
-
-
-def heatmap_classes(pixels: np.ndarray, max_classes: int = HEATMAP_MAX_CLASSES) -> np.ndarray:
-    """Classes in some swap, at most the ``max_classes`` most involved, in id order."""
-    involvement = pixels.sum(axis=0) + pixels.sum(axis=1)
-    involved = np.flatnonzero(involvement)
-    if len(involved) > max_classes:
-        order = np.lexsort((involved, -involvement[involved]))
-        involved = np.sort(involved[order[:max_classes]])
-    return involved
-
-
-def swap_heatmap(
-    pixels: np.ndarray,
-    names: Sequence[str],
-    path: Path,
-    *,
-    max_classes: int = HEATMAP_MAX_CLASSES,
-    note: str = "",
-) -> list[str]:
-    """Write a heat map of swap counts (given rows, predicted columns, log colour scale).
-
-    Empty cells are white, the diagonal (never an issue) light grey.
-    Only classes that take part in some swap are drawn; with more than
-    ``max_classes`` of them, the most involved are kept and the title says so.
-    Returns the class names on the axes, in order.
-    """
-    pixels_drawn, labels = heatmap_pixels(pixels, names, max_classes=max_classes, note=note)
-    with atomic_output(path) as tmp:
-        _save_png(pixels_drawn, tmp)
-    return labels
-
-
-def heatmap_pixels(
-    pixels: np.ndarray,
-    names: Sequence[str],
-    *,
-    max_classes: int = HEATMAP_MAX_CLASSES,
-    note: str = "",
-) -> tuple[np.ndarray, list[str]]:
-    """The heat map of :func:`swap_heatmap` as RGB pixels, and the class names on its axes."""
-    from matplotlib.colors import LogNorm
-
-    shown = heatmap_classes(pixels, max_classes)
-    involved = int(np.count_nonzero(pixels.sum(axis=0) + pixels.sum(axis=1)))
-    total = int(pixels.sum())
-    side = max(6.0, 2.8 + 0.3 * len(shown))
-    figure = _figure(side + 1.6, side)
-    axes = figure.add_subplot()
-    title = f"Label swaps over {total:,} issue pixels"
-    if len(shown) < involved:
-        kept = int(pixels[np.ix_(shown, shown)].sum())
-        title += (
-            f"\nshowing the {len(shown)} most involved of {involved} classes "
-            f"({kept / total:.1%} of issue pixels)"
-        )
-    if note:
-        title += f"\n{printable(note)}"
-    axes.set_title(title, fontsize=11, parse_math=False)
-    if len(shown) == 0:
-        axes.text(0.5, 0.5, "no issue pixels", ha="center", va="center", fontsize=14)
-        axes.set_axis_off()
-        labels: list[str] = []
-    else:
-        matrix = pixels[np.ix_(shown, shown)].astype(float)
-        diagonal = np.zeros((len(shown), len(shown), 4))
-        diagonal[np.diag_indices(len(shown))] = (0.85, 0.85, 0.85, 1.0)  # given == predicted
-        axes.imshow(diagonal, interpolation="nearest")
-        image = axes.imshow(
-            np.ma.masked_equal(matrix, 0),
-            cmap=_viridis_white(),
-            norm=LogNorm(vmin=1, vmax=max(2.0, matrix.max())),
-            interpolation="nearest",
-        )
-        labels = [shown_name(names[i], TICK_NAME_LIMIT) for i in shown]
-        fontsize = 9 if len(shown) <= 20 else 7
-        axes.set_xticks(range(len(shown)), labels, rotation=90, fontsize=fontsize)
-        axes.set_yticks(range(len(shown)), labels, fontsize=fontsize)
-        _plain_text([*axes.get_xticklabels(), *axes.get_yticklabels()])
-        axes.set_xticks(np.arange(len(shown) + 1) - 0.5, minor=True)
-        axes.set_yticks(np.arange(len(shown) + 1) - 0.5, minor=True)
-        axes.grid(which="minor", color="#e4e4e4", linewidth=0.5)
-        axes.tick_params(which="minor", length=0)
-        axes.set_xlabel("predicted class (model)")
-        axes.set_ylabel("given class (annotation)")
-        if len(shown) <= 20:
-            _annotate(axes, matrix, image.norm)
-        bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-        bar.set_label("issue pixels (log scale)")
-    with _missing_glyphs_allowed():
-        figure.tight_layout()
-    return _figure_pixels(figure), labels
-
-
-def _viridis_white() -> Any:
-    from matplotlib import colormaps
-
-    return colormaps["viridis"].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
-
-
-def _annotate(axes: Any, matrix: np.ndarray, norm: Any) -> None:
-    """Write each non-zero count in its cell, dark on light cells and light on dark ones."""
-    for row, col in zip(*np.nonzero(matrix), strict=True):
-        value = matrix[row, col]
-        colour = "black" if norm(value) > 0.6 else "white"
-        text = _compact(int(value))
-        axes.text(col, row, text, ha="center", va="center", fontsize=7, color=colour)
 
 
 # --- the output directory ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 
 from segaudit.report import swaps
 from segaudit.report.colors import distinct_colors
-from segaudit.report.render import issue_pixels, label_pixels
+from segaudit.report.panels import issue_pixels, label_pixels
 from segaudit.segmentation._progress import count_bar
 
 __all__ = ["common_label_issues", "display_issues", "filter_by_class"]
