@@ -106,34 +106,36 @@ def write_regions_table(
     path: Path, table: RegionTable, ids: Sequence[str], names: Sequence[str]
 ) -> None:
     """``regions.csv``, worst first (names and ids are CSV-injection safe)."""
-    columns = table.columns
+    order = table.order
+    cells = {name: _cells(table.columns[name][order]) for name in REGION_COLUMNS}
+    images = table.columns["image"][order].astype(np.int64).tolist()
+    safe_ids = [csv_cell(i) for i in ids]
+    safe_names = [csv_cell(n) for n in names]
+    cells.update({
+        "image": images,
+        "id": [safe_ids[i] for i in images],
+        "given_name": [safe_names[k] for k in cells["given_class"]],
+        "predicted_name": [safe_names[k] for k in cells["predicted_class"]],
+        "score": [repr(v) for v in table.scores[order].tolist()],
+        "kind": table.kinds[order].tolist(),
+        "rank": list(range(1, len(order) + 1)),
+        "pair_share": [repr(v) for v in table.shares[order].tolist()],
+    })  # fmt: skip
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
-        for rank, at in enumerate(table.order.tolist(), start=1):
-            image = int(columns["image"][at])
-            given, predicted = int(columns["given_class"][at]), int(columns["predicted_class"][at])
-            row = {
-                **{name: _cell(columns[name][at]) for name in REGION_COLUMNS},
-                "image": image,
-                "id": csv_cell(ids[image]),
-                "given_name": csv_cell(names[given]),
-                "predicted_name": csv_cell(names[predicted]),
-                "score": repr(float(table.scores[at])),
-                "kind": table.kinds[at],
-                "rank": rank,
-                "pair_share": repr(float(table.shares[at])),
-            }
-            writer.writerow([row[name] for name in CSV_COLUMNS])
+        writer.writerows(zip(*(cells[name] for name in CSV_COLUMNS), strict=True))
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        number = float(value)
-        return int(number) if number.is_integer() and abs(number) < 2**53 else repr(number)
-    return value
+def _cells(values: np.ndarray) -> list[Any]:
+    """A column as CSV cells: integers as integers (whole floats too), other floats by
+    ``repr`` (the shortest text that reads back as the same number)."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64).tolist()
+    return [
+        int(v) if v.is_integer() and abs(v) < 2**53 else repr(v)
+        for v in values.astype(np.float64).tolist()
+    ]
 
 
 def read_regions_table(run: Path) -> list[dict[str, Any]]:
