@@ -199,3 +199,49 @@ def run_outputs(run) -> dict:
         if f.is_file() and f.name != "summary.json"
     }
     return {**files, "summary": json.dumps(summary, sort_keys=True).encode()}
+
+
+def one_line_error(result) -> str:
+    """The CLI's answer to a refusal: exit 2, one line on stderr starting with
+    ``error:``, no traceback; returns the line."""
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error:") and "\n" not in message, message
+    assert "Traceback" not in result.output
+    return message
+
+
+def tree_digest(path) -> str:
+    """One hash of a folder: every entry's relative name, a link's target, a file's bytes."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        digest.update(str(file.relative_to(path)).encode())
+        if file.is_symlink():
+            digest.update(os.readlink(file).encode())
+        if file.is_file():
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+# A scan that stops after HOLD_AFTER images, writes MARKER and waits to be signalled:
+# a test knows the scan is mid-run without guessing with sleeps. SIGINT is reset to
+# Python's default in case the test runner was started with SIGINT ignored.
+HELD_SCAN = """
+import os, signal, sys, time
+from pathlib import Path
+import segaudit.jobs.scan
+signal.signal(signal.SIGINT, signal.default_int_handler)
+def hold(stop):
+    if stop >= int(os.environ["HOLD_AFTER"]):
+        Path(os.environ["MARKER"]).write_text(str(stop))
+        while True:
+            time.sleep(0.05)
+segaudit.jobs.scan._test_hook_after_batch = hold
+sys.argv[0] = "segaudit"
+from segaudit.cli import main
+main()
+"""

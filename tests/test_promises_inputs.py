@@ -16,7 +16,14 @@ import pytest
 import zarr
 from cleanlab.segmentation.filter import find_label_issues as cleanlab_find_label_issues
 from cleanlab.segmentation.rank import get_label_quality_scores as cleanlab_scores
-from helpers import make_probs, naive_issues, run_file_bytes, softmax, well_posed_case
+from helpers import (
+    make_probs,
+    naive_issues,
+    one_line_error,
+    run_file_bytes,
+    softmax,
+    well_posed_case,
+)
 from typer.testing import CliRunner
 
 import segaudit.jobs.scan
@@ -31,16 +38,6 @@ runner = CliRunner()
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
-
-
-def one_line_error(result) -> str:
-    """The CLI's answer to bad input: exit 2, one line on stderr, no traceback."""
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message, message
-    assert "Traceback" not in result.output
-    return message
 
 
 def write_dataset(folder: Path, labels: np.ndarray, probs: np.ndarray) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import errno
 import functools
-import hashlib
 import json
 import os
 import resource
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_probs
+from helpers import HELD_SCAN, make_probs, one_line_error, tree_digest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -43,25 +42,6 @@ SEGAUDIT = [sys.executable, "-c", "from segaudit.cli import main; main()"]
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
-
-
-def one_line_error(result) -> str:
-    """The CLI's answer to a refusal: exit 2, one line on stderr, no traceback."""
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message, message
-    assert "Traceback" not in result.output
-    return message
-
-
-def tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")):
-        digest.update(str(file.relative_to(path)).encode())
-        if file.is_file():
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def write_dataset(folder: Path, n: int = 5, h: int = 16, w: int = 16, seed: int = 3) -> Path:
@@ -246,21 +226,6 @@ def test_a_read_only_run_is_one_line_and_untouched_and_renders_elsewhere(reviewe
 
 # --- readers racing a writer ---------------------------------------------------------------
 
-HELD_SCAN = """
-import os, signal, sys, time
-from pathlib import Path
-import segaudit.jobs.scan
-signal.signal(signal.SIGINT, signal.default_int_handler)
-def hold(stop):
-    if stop >= int(os.environ["HOLD_AFTER"]):
-        Path(os.environ["MARKER"]).write_text(str(stop))
-        while True:
-            time.sleep(0.05)
-segaudit.jobs.scan._test_hook_after_batch = hold
-sys.argv[0] = "segaudit"
-from segaudit.cli import main
-main()
-"""
 
 
 def start_held_scan(data: Path, run: Path, marker: Path) -> subprocess.Popen:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import make_probs
+from helpers import make_probs, one_line_error, tree_digest
 from typer.testing import CliRunner
 
 import segaudit.jobs.scan
@@ -39,25 +38,6 @@ NAMES = ["road", "car", "sky", "tree"]
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
-
-
-def one_line_error(result) -> str:
-    """Exit 2, one line on stderr starting with ``error:``, no traceback."""
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message, message
-    assert "Traceback" not in result.output
-    return message
-
-
-def tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")):
-        digest.update(str(file.relative_to(path)).encode())
-        if file.is_file():
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def leftovers(parent: Path) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import csv
-import hashlib
 import io as io_module
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import make_probs
+from helpers import HELD_SCAN, make_probs, one_line_error, tree_digest
 from typer.testing import CliRunner
 
 import segaudit.jobs.scan
@@ -36,24 +35,6 @@ runner = CliRunner()
 # `python -c` rather than `python -m segaudit`: the package has no __main__ module.
 SEGAUDIT = [sys.executable, "-c", "from segaudit.cli import main; main()"]
 
-# A scan that stops after HOLD_AFTER images, writes MARKER and waits to be signalled:
-# the test knows the scan is mid-run without guessing with sleeps. SIGINT is reset to
-# Python's default in case the test runner was started with SIGINT ignored.
-HELD_SCAN = """
-import os, signal, sys, time
-from pathlib import Path
-import segaudit.jobs.scan
-signal.signal(signal.SIGINT, signal.default_int_handler)
-def hold(stop):
-    if stop >= int(os.environ["HOLD_AFTER"]):
-        Path(os.environ["MARKER"]).write_text(str(stop))
-        while True:
-            time.sleep(0.05)
-segaudit.jobs.scan._test_hook_after_batch = hold
-sys.argv[0] = "segaudit"
-from segaudit.cli import main
-main()
-"""
 
 # A scan SIGKILLed at a point the env hook cannot reach: inside the swap.
 KILLED_IN_SWAP = """
@@ -91,15 +72,6 @@ def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
 
 
-def tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")):
-        digest.update(str(file.relative_to(path)).encode())
-        if file.is_file():
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(".segaudit-t"))
 
@@ -115,16 +87,6 @@ def write_dataset(folder: Path, n: int = 5, h: int = 16, w: int = 16, seed: int 
     np.save(folder / "labels.npy", labels.astype(np.uint8))
     np.save(folder / "pred_probs.npy", probs)
     return folder
-
-
-def one_line_error(result) -> str:
-    """The CLI's answer to a failure: exit 2, one line on stderr, no traceback."""
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error:") and "\n" not in message, message
-    assert "Traceback" not in result.output
-    return message
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Library-level checks of `segaudit.runs.rundir`; `test_robustness.py` kills real 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -14,20 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import tree_digest
 
 from segaudit.errors import OutputWriteError, RunDirectoryError
 from segaudit.runs import rundir
-
-
-def tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")):
-        digest.update(str(file.relative_to(path)).encode())
-        if file.is_symlink():
-            digest.update(os.readlink(file).encode())
-        elif file.is_file():
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def complete_run(path: Path, marker: str) -> Path:

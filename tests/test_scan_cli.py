@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import threading
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import make_probs, naive_issues
+from helpers import make_probs, naive_issues, tree_digest
 from typer.testing import CliRunner
 
 from segaudit.api import find_label_issues
@@ -43,14 +42,6 @@ def write_dataset(folder: Path, labels, probs, names=None, fmt="npy") -> Path:
     if names:
         (folder / "classes.txt").write_text("\n".join(names) + "\n")
     return folder
-
-
-def tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture
