@@ -117,11 +117,12 @@ def scan(
         segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
     """
     from segaudit.engine.params import Params
+    from segaudit.engine.softmin import check_temperature
     from segaudit.errors import InvalidInputError
     from segaudit.jobs.scan import RegionOptions
     from segaudit.jobs.scan import scan as run_scan
 
-    _check_temperature(temperature)
+    check_temperature(temperature)
     spec = dataset_spec(
         dataset,
         labels=labels,
@@ -179,13 +180,6 @@ def warn_absent_chunks(summary: dict[str, Any]) -> None:
     warnings = absent_chunk_warnings(summary) + [w for w in [skipped_warning(summary)] if w]
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {markup(warning)}", highlight=False)
-
-
-def _check_temperature(temperature: float) -> None:
-    from segaudit.errors import InvalidInputError
-
-    if not temperature > 0 or temperature == float("inf"):
-        raise InvalidInputError(f"--temperature must be a positive number, got {temperature}.")
 
 
 def check_gates(
