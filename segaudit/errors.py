@@ -34,3 +34,9 @@ class InputChangedError(SegauditError):
 
 class OutputWriteError(SegauditError, OSError):
     """Writing an output failed (disk full, permissions)."""
+
+
+def reason(error: BaseException) -> str:
+    """The first line of an exception's message, for a sentence that names a file."""
+    text = str(error).strip().rstrip(".") or type(error).__name__
+    return text.splitlines()[0][:200]

@@ -23,7 +23,7 @@ from segaudit.errors import (
     SegauditError,
     UnreadableStoreError,
 )
-from segaudit.sources import DatasetSpec, open_dataset
+from segaudit.sources import DatasetSpec, fingerprints, open_dataset
 from segaudit.sources import stores as io
 
 
@@ -276,18 +276,18 @@ def test_npy_fingerprint_sees_append_rewrite_and_touch(tmp_path):
     np.save(path, np.full((2, 2, 4, 4), 0.5, np.float32))
     source = io.open_store(path, "pred_probs")
     before = source.fingerprint()
-    io.check_unchanged(source, before)
+    fingerprints.check_unchanged(source, before)
     with open(path, "ab") as handle:
         handle.write(b"\x00")
     with pytest.raises(InputChangedError, match="changed while segaudit was reading"):
-        io.check_unchanged(source, before)
+        fingerprints.check_unchanged(source, before)
     np.save(path, np.full((2, 2, 4, 4), 0.25, np.float32))  # same size, other content
     with pytest.raises(InputChangedError):
-        io.check_unchanged(source, before)
+        fingerprints.check_unchanged(source, before)
     before = source.fingerprint()
     os.utime(path, ns=(before["mtime_ns"] + 10**9, before["mtime_ns"] + 10**9))
     with pytest.raises(InputChangedError):
-        io.check_unchanged(source, before)
+        fingerprints.check_unchanged(source, before)
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
@@ -297,8 +297,8 @@ def test_zarr_fingerprint_sees_chunk_and_metadata_changes(tmp_path, fmt):
     before = source.fingerprint()
     zarr.open_array(str(path), mode="r+")[1] = 2
     with pytest.raises(InputChangedError):
-        io.check_unchanged(source, before)
+        fingerprints.check_unchanged(source, before)
     before = source.fingerprint()
     (path / "dangling").symlink_to(tmp_path / "nowhere")  # must not crash the fingerprint
-    after = io.store_fingerprint(path)
-    assert after != before and after == io.store_fingerprint(path)
+    after = fingerprints.store_fingerprint(path)
+    assert after != before and after == fingerprints.store_fingerprint(path)

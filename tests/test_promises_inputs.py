@@ -31,6 +31,7 @@ from segaudit.api import as_source, find_label_issues, get_label_quality_scores,
 from segaudit.cli import app
 from segaudit.engine.params import Params
 from segaudit.errors import InputChangedError, InvalidInputError, UnreadableStoreError
+from segaudit.sources import fingerprints
 from segaudit.sources import stores as io
 
 runner = CliRunner()
@@ -385,11 +386,11 @@ def rewrite_in_place(path: Path, first: int, second: int | None = None) -> None:
 def test_fingerprints_carry_inode_and_change_time(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(3))
     info = (tmp_path / "a.npy").stat()
-    fingerprint = io.store_fingerprint(tmp_path / "a.npy")
+    fingerprint = fingerprints.store_fingerprint(tmp_path / "a.npy")
     assert fingerprint["ctime_ns"] == info.st_ctime_ns
     assert (fingerprint["inode"], fingerprint["device"]) == (info.st_ino, info.st_dev)
     store = zarr_labels(tmp_path / "l.zarr", 3, "/", 1)
-    folder = io.store_fingerprint(tmp_path / "l.zarr")
+    folder = fingerprints.store_fingerprint(tmp_path / "l.zarr")
     newest = max(p.stat().st_ctime_ns for p in (tmp_path / "l.zarr").rglob("*") if p.is_file())
     assert folder["ctime_ns"] == newest and len(folder["sha256_entries"]) >= 16
     assert store.shape == LABELS.shape
@@ -403,7 +404,7 @@ def test_a_large_npy_rewritten_in_the_middle_with_its_mtime_restored(tmp_path):
     after_a_ctime_tick(path, tmp_path / "probe")
     rewrite_in_place(path, path.stat().st_size // 2)
     with pytest.raises(InputChangedError, match="changed while segaudit was reading"):
-        io.check_unchanged(source, before)
+        fingerprints.check_unchanged(source, before)
 
 
 def test_a_zarr_chunk_rewritten_with_its_mtime_restored(tmp_path):
@@ -415,7 +416,7 @@ def test_a_zarr_chunk_rewritten_with_its_mtime_restored(tmp_path):
     after_a_ctime_tick(chunk, tmp_path / "probe")
     rewrite_in_place(chunk, 0)
     with pytest.raises(InputChangedError):
-        io.check_unchanged(source, before)
+        fingerprints.check_unchanged(source, before)
 
 
 def test_a_scan_notices_a_rewrite_with_the_mtime_restored(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ from segaudit.report.region_match import image_index, region_level
 from segaudit.report.tables import SCORE_COLUMN_NAMES, read_scores
 from segaudit.report.truth import Truth
 from segaudit.runs.run import Run, open_run
-from segaudit.sources.stores import store_fingerprint
+from segaudit.sources.fingerprints import store_fingerprint
 
 
 def _threshold_counts(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

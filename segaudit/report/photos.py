@@ -86,7 +86,7 @@ def check_recorded_images(path: str | os.PathLike[str], recorded: dict[str, Any]
     time or content (replaced, regenerated, or another dataset's) would be drawn under
     this run's labels. Only the fingerprint fields the run recorded are compared.
     """
-    from segaudit.sources.stores import store_fingerprint
+    from segaudit.sources.fingerprints import store_fingerprint
 
     _refuse_changed(path, store_fingerprint(Path(path)), recorded)
 

@@ -158,7 +158,7 @@ class Dataset:
         allow_absent_chunks: bool = False,
         background: Sequence[int] | None = None,
     ) -> None:
-        from segaudit.sources.stores import store_fingerprint
+        from segaudit.sources.fingerprints import store_fingerprint
 
         refuse_absent_probs(probs, allow_absent_chunks)
         self._names_identity = (
@@ -306,7 +306,7 @@ class Dataset:
 
     def check_unchanged(self) -> None:
         """Raise when an input (the class-names file included) changed since it was opened."""
-        from segaudit.sources.stores import store_fingerprint
+        from segaudit.sources.fingerprints import store_fingerprint
 
         for source in self._sources():
             source.check_unchanged()

@@ -20,19 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError
+from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError, reason
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 PROBS_SUFFIXES = (".npy", ".npz")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 NPZ_KEYS = ("probabilities", "softmax")  # nnU-Net v2, then v1
 PROBS_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-
-def reason(error: BaseException) -> str:
-    """The first line of an exception's message, for a sentence that names a file."""
-    text = str(error).strip().rstrip(".") or type(error).__name__
-    return text.splitlines()[0][:200]
 
 
 def check_regular_file(path: Path, what: str) -> None:

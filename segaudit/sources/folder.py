@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InputChangedError, InputNotFoundError, InvalidInputError
+from segaudit.errors import InputChangedError, InputNotFoundError, InvalidInputError, reason
 from segaudit.safetext import printable
 from segaudit.sources import files
 from segaudit.sources.ids import check_id, check_unique, id_from_path
@@ -96,7 +96,7 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InvalidInputError(
-            f"manifest {path} is not a readable UTF-8 CSV file ({files.reason(error)})."
+            f"manifest {path} is not a readable UTF-8 CSV file ({reason(error)})."
         ) from None
     missing = [c for c in ("id", "labels", "pred_probs") if c not in columns]
     if missing:

@@ -26,8 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError
-from segaudit.sources.files import reason
+from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError, reason
 from segaudit.sources.ids import check_id
 from segaudit.sources.labelmap import VOID, LabelMap
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from segaudit.errors import InvalidInputError
 from segaudit.sources.files import Loaded
-from segaudit.sources.stores import ArraySource, check_unchanged
+from segaudit.sources.fingerprints import check_unchanged
+from segaudit.sources.stores import ArraySource
 
 # Images with absent chunks named in summary.json per store (the count is always exact).
 ABSENT_LISTED = 100

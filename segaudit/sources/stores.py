@@ -19,7 +19,6 @@ what catch it.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
 import math
 import mmap
@@ -33,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from segaudit.errors import (
-    InputChangedError,
     InputNotFoundError,
     InvalidInputError,
     UnreadableStoreError,
+    reason,
 )
 from segaudit.libc import LIBC
+from segaudit.sources.fingerprints import store_fingerprint
 
 STORE_NAMES = ("labels", "pred_probs", "images")
 _PAGE = mmap.PAGESIZE
@@ -107,13 +107,13 @@ class ArraySource:
         chunks = self._chunk_grid()
         broken = chunks.first_unreadable(self.array, start, stop) if chunks else None
         if broken is not None:
-            key, images, reason = broken
+            key, images, why = broken
             return (
                 f"{self.path}: chunk {key} ({_images_phrase(images)}) cannot be read "
-                f"({reason}); the store is corrupt or truncated, regenerate it."
+                f"({why}); the store is corrupt or truncated, regenerate it."
             )
         return (
-            f"{self.path}: reading images {start}..{stop - 1} failed ({_reason(error)}); "
+            f"{self.path}: reading images {start}..{stop - 1} failed ({reason(error)}); "
             "the store is corrupt or truncated, regenerate it."
         )
 
@@ -240,7 +240,7 @@ class ChunkGrid:
 
         def refuse(error: OSError) -> None:
             raise UnreadableStoreError(
-                f"{self.folder} cannot be listed ({_reason(error)}); check its permissions."
+                f"{self.folder} cannot be listed ({reason(error)}); check its permissions."
             )
 
         for root, dirs, files in os.walk(self.folder, onerror=refuse):
@@ -289,7 +289,7 @@ class ChunkGrid:
                 try:
                     array[region]
                 except Exception as error:  # what zarr raises depends on the codec
-                    return self.key(coords), self.images(row), _reason(error)
+                    return self.key(coords), self.images(row), reason(error)
         return None
 
 
@@ -336,7 +336,7 @@ def as_array_argument(value: Any, name: str) -> Any:
             array = np.asarray(value)
         except (ValueError, TypeError) as error:
             raise InvalidInputError(
-                f"{name} is a nested list numpy cannot make an array of ({_reason(error)}); "
+                f"{name} is a nested list numpy cannot make an array of ({reason(error)}); "
                 "give rows of equal length."
             ) from None
         if array.dtype == object:
@@ -352,11 +352,6 @@ def as_array_argument(value: Any, name: str) -> Any:
         f"{name} must be an array (numpy, memory-map or Zarr) or a nested list, "
         f"got {type(value).__name__}."
     )
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().rstrip(".") or type(error).__name__
-    return text.splitlines()[0][:200]
 
 
 def _size(nbytes: int) -> str:
@@ -403,108 +398,6 @@ def check_shape(path: Path, shape: Any, dtype: np.dtype) -> tuple[int, ...]:
     return dims
 
 
-def store_fingerprint(path: Path) -> dict[str, Any]:
-    """A cheap identity of a store, from metadata and a few reads that are not the data.
-
-    For a ``.npy`` file: its size, modification and change times, inode and device,
-    and a hash of its first and last MiB. For a Zarr folder: total size, file count,
-    the newest modification and change times, the folder's inode and device, a hash of
-    the metadata files, and a hash over every file's (relative name, size, inode,
-    modification time, change time).
-
-    The change time (ctime) is what catches a rewrite whose modification time was put
-    back (``cp -p``, ``rsync -t``, ``os.utime``): no program can set it, and the kernel
-    moves it on every write, rename, truncation and ``utime``; a file replaced by
-    another (``rsync`` writes a new file and renames it) also gets another inode.
-    Entries that cannot be read (a dangling link, a file removed meanwhile) count as
-    part of the identity instead of failing, so a store changing under our feet is
-    reported as a change.
-    """
-    path = Path(path)
-    if path.is_file():
-        return _file_fingerprint(path)
-    return _folder_fingerprint(path)
-
-
-def _file_fingerprint(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            digest.update(handle.read(1 << 20))
-            if info.st_size > 1 << 20:
-                handle.seek(max(info.st_size - (1 << 20), 1 << 20))
-                digest.update(handle.read(1 << 20))
-    except OSError as error:
-        raise UnreadableStoreError(f"{path} cannot be read ({_reason(error)}).") from None
-    return {
-        "bytes": info.st_size,
-        "mtime_ns": info.st_mtime_ns,
-        "ctime_ns": info.st_ctime_ns,
-        "inode": info.st_ino,
-        "device": info.st_dev,
-        "files": 1,
-        "sha256_edges": digest.hexdigest()[:16],
-    }
-
-
-_ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
-
-
-def _folder_fingerprint(path: Path) -> dict[str, Any]:
-    metadata, entries = hashlib.sha256(), hashlib.sha256()
-    total, newest, newest_change, files = 0, 0, 0, 0
-    for root, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
-            file = Path(root) / name
-            relative = str(file.relative_to(path)).encode("utf-8", "surrogateescape")
-            files += 1
-            try:
-                info = file.stat()
-                meta = (
-                    file.read_bytes()
-                    if name in _ZARR_METADATA and stat.S_ISREG(info.st_mode)
-                    else None
-                )
-            except OSError as error:
-                entries.update(relative + f"\0!{error.errno}\n".encode())
-                continue
-            total += info.st_size
-            newest = max(newest, info.st_mtime_ns)
-            newest_change = max(newest_change, info.st_ctime_ns)
-            identity = (info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
-            entries.update(relative + ("\0" + " ".join(map(str, identity)) + "\n").encode())
-            if meta is not None:
-                metadata.update(relative)
-                metadata.update(meta)
-    try:
-        folder = os.stat(path)
-        where = (folder.st_ino, folder.st_dev)
-    except OSError:
-        where = (0, 0)
-    return {
-        "bytes": total,
-        "mtime_ns": newest,
-        "ctime_ns": newest_change,
-        "inode": where[0],
-        "device": where[1],
-        "files": files,
-        "sha256_edges": metadata.hexdigest()[:16],
-        "sha256_entries": entries.hexdigest()[:16],
-    }
-
-
-def check_unchanged(source: ArraySource, before: dict[str, Any]) -> None:
-    """Raise when a store changed between the start and the end of a run."""
-    after = store_fingerprint(source.path)
-    if after != before:
-        raise InputChangedError(
-            f"{source.path} changed while segaudit was reading it; its results would mix "
-            "two versions, so nothing was written: rerun once the file is stable."
-        )
-
-
 def is_zarr_path(path: Path) -> bool:
     if path.suffix == ".zarr":
         return True
@@ -520,7 +413,7 @@ def open_npy(path: Path) -> ArraySource:
     except FileNotFoundError:
         raise InputNotFoundError(f"{path} does not exist; check the path.") from None
     except OSError as error:
-        raise UnreadableStoreError(f"{path} cannot be read ({_reason(error)}).") from None
+        raise UnreadableStoreError(f"{path} cannot be read ({reason(error)}).") from None
     if stat.S_ISDIR(info.st_mode):
         raise UnreadableStoreError(f"{path} is a directory, not a .npy file.")
     if not stat.S_ISREG(info.st_mode):  # opening a pipe would wait forever for a writer
@@ -537,7 +430,7 @@ def open_npy(path: Path) -> ArraySource:
         raise InputNotFoundError(f"{path} does not exist; check the path.") from None
     except Exception as error:  # numpy's header parser raises many types on garbage
         raise UnreadableStoreError(
-            f"{path} is not a readable .npy file ({_reason(error)}); regenerate it with numpy.save."
+            f"{path} is not a readable .npy file ({reason(error)}); regenerate it with numpy.save."
         ) from None
     raw_shape, fortran_order, dtype = header
     _check_header_dtype(path, dtype)
@@ -560,7 +453,7 @@ def open_npy(path: Path) -> ArraySource:
             array = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="C")
         except (OSError, ValueError) as error:
             raise UnreadableStoreError(
-                f"{path} cannot be memory-mapped ({_reason(error)}); copy it to a local disk."
+                f"{path} cannot be memory-mapped ({reason(error)}); copy it to a local disk."
             ) from None
         return ArraySource(path, array, "npy", own_mapping=True)
     return ArraySource(path, array, "npy")
@@ -617,7 +510,7 @@ def open_zarr(path: Path, name: str) -> ArraySource:
         raise
     except Exception as error:  # zarr raises many types for bad metadata
         raise UnreadableStoreError(
-            f"{path} is not a readable Zarr store ({_reason(error)}); regenerate it."
+            f"{path} is not a readable Zarr store ({reason(error)}); regenerate it."
         ) from None
     _check_header_dtype(path, dtype)
     check_shape(path, raw_shape, dtype)
@@ -657,7 +550,7 @@ def group_arrays(folder: Path) -> list[str] | None:
         if folder.is_dir() and _holds_inputs(folder):
             return None  # a plain dataset folder that merely ends in .zarr
         raise UnreadableStoreError(
-            f"dataset {folder} is not a readable Zarr group ({_reason(error)}); "
+            f"dataset {folder} is not a readable Zarr group ({reason(error)}); "
             "give a folder holding labels and pred_probs, or a Zarr group with those arrays."
         ) from None
     if not isinstance(node, zarr.Group):
@@ -670,7 +563,7 @@ def group_arrays(folder: Path) -> list[str] | None:
     except Exception as error:  # a member with corrupt metadata
         raise UnreadableStoreError(
             f"dataset {folder} is a Zarr group whose contents cannot be listed "
-            f"({_reason(error)}); regenerate it."
+            f"({reason(error)}); regenerate it."
         ) from None
 
 
@@ -692,7 +585,7 @@ def read_class_names(path: Path | None, num_classes: int) -> list[str]:
         raise InputNotFoundError(f"{path} does not exist; check --class-names.") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UnreadableStoreError(
-            f"{path} is not a readable UTF-8 text file ({_reason(error)})."
+            f"{path} is not a readable UTF-8 text file ({reason(error)})."
         ) from None
     lines = [line.removesuffix("\r").strip() for line in text.split("\n")]
     names = [line for line in lines if line]
