@@ -13,11 +13,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(RUNTIME): pyproject.toml setup.py segaudit/engine/_kernels.c | $(PY)
+$(RUNTIME): pyproject.toml setup.py segaudit/engine/_kernels.c segaudit/engine/_regions.c | $(PY)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(DEV): pyproject.toml setup.py segaudit/engine/_kernels.c | $(PY)
+$(DEV): pyproject.toml setup.py segaudit/engine/_kernels.c segaudit/engine/_regions.c | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(RUNTIME)
 

@@ -20,7 +20,7 @@ setup(
     ext_modules=[
         Extension(
             "segaudit.engine._ckernels",
-            sources=["segaudit/engine/_kernels.c"],
+            sources=["segaudit/engine/_kernels.c", "segaudit/engine/_regions.c"],
             extra_compile_args=COMPILE_ARGS,
         )
     ]

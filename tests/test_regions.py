@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 import segaudit
 from segaudit.cli import app
+from segaudit.engine.regions import EDGE_REACH
 from segaudit.runs.run import open_run
 from segaudit.sources import DatasetSpec, open_dataset
 
@@ -60,6 +61,37 @@ def flood_fill_regions(issues, labels, pred, min_pixels):
     return found
 
 
+def labelled_edges_near(labels: np.ndarray, ignore: int | None, reach: int) -> np.ndarray:
+    """Whether each pixel is within ``reach`` (chessboard) of either pixel of a
+    4-adjacent pair of different labelled classes: a whole-image edge map, dilated."""
+    from scipy import ndimage
+
+    valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    edge = np.zeros(labels.shape, bool)
+    for a, b, va, vb in (
+        (labels[1:], labels[:-1], valid[1:], valid[:-1]),
+        (labels[:, 1:], labels[:, :-1], valid[:, 1:], valid[:, :-1]),
+    ):
+        pair = (a != b) & va & vb
+        if a.shape[0] < labels.shape[0]:
+            edge[1:] |= pair
+            edge[:-1] |= pair
+        else:
+            edge[:, 1:] |= pair
+            edge[:, :-1] |= pair
+    return ndimage.maximum_filter(edge, size=2 * reach + 1, mode="constant", cval=False)
+
+
+def region_thickness(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray) -> int:
+    """The largest chessboard distance of a region's pixels from its outside, the
+    image's border counting as outside: scipy's distance transform of the padded mask."""
+    from scipy import ndimage
+
+    mask = np.zeros((shape[0] + 2, shape[1] + 2), bool)
+    mask[ys + 1, xs + 1] = True
+    return int(ndimage.distance_transform_cdt(mask, metric="chessboard")[ys + 1, xs + 1].max())
+
+
 def read_regions(run: Path) -> list[dict]:
     with open(run / "regions.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -81,6 +113,7 @@ def assert_regions_match_flood_fill(run: Path, probs_of=None, min_pixels: int = 
         assert len(got) == len(expected), f"image {image}"
         region_map = opened.read("regions", image)
         want_map = np.zeros(issues.shape, np.int64)
+        near = labelled_edges_near(labels, opened.ignore_index, EDGE_REACH)
         for number, (row, (pair, pixels)) in enumerate(zip(got, expected, strict=True), 1):
             ys, xs = np.array(pixels).T
             assert int(row["region"]) == number
@@ -91,6 +124,8 @@ def assert_regions_match_flood_fill(run: Path, probs_of=None, min_pixels: int = 
             assert float(row["centroid_x"]) == pytest.approx(xs.mean(), abs=1e-9)
             assert float(row["centroid_y"]) == pytest.approx(ys.mean(), abs=1e-9)
             assert row["id"] == opened.images.ids[image]
+            assert int(row["thickness"]) == region_thickness(issues.shape, ys, xs)
+            assert float(row["edge_fraction"]) == pytest.approx(near[ys, xs].mean(), abs=1e-9)
             want_map[ys, xs] = number
             if probs_of is not None:
                 probs = np.asarray(probs_of(image), np.float64)
@@ -326,3 +361,31 @@ def test_swaps_counts_each_pairs_regions_under_the_same_filters(tmp_path, synth_
             expected[pair] = expected.get(pair, 0) + 1
         assert {pair: n for pair, n in counted.items() if n} == expected
         assert sum(expected.values()) > 0 or filters[0] == "--exclude"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.int16, np.uint32])
+@pytest.mark.parametrize("ignore", [None, 3, -1])
+def test_region_kernels_equal_whole_image_references(dtype, ignore):
+    """The compiled links, depths and edge test on random blobs and labels of every
+    integer type, against scipy's chessboard distance transform and a dilated edge map
+    (an ignore value the type cannot hold matches nothing)."""
+    from scipy import ndimage
+
+    from segaudit.engine.kernels import near_edge, region_depths, region_links
+
+    rng = np.random.default_rng(7)
+    shape = (37, 53)
+    labels = ndimage.zoom(rng.integers(0, 5, (8, 11)), 5, order=0)[: shape[0], : shape[1]]
+    labels = labels.astype(dtype)
+    issues = ndimage.binary_dilation(rng.random(shape) < 0.04, iterations=2)
+    index = np.flatnonzero(issues)
+    pair = np.zeros(index.size, np.int64)  # one pair: regions are the 8-connected blobs
+    found = region_links(shape, index, pair)
+    depth = region_depths(found)
+    padded = np.pad(issues, 1)
+    want = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1]
+    np.testing.assert_array_equal(depth, want.ravel()[index])
+    applies = ignore is not None and np.iinfo(dtype).min <= ignore <= np.iinfo(dtype).max
+    reference = labelled_edges_near(labels, ignore if applies else None, EDGE_REACH)
+    near = near_edge(labels, index, EDGE_REACH, ignore)
+    np.testing.assert_array_equal(near, reference.ravel()[index])
