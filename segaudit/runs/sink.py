@@ -22,7 +22,7 @@ import numpy as np
 from segaudit.engine.pixels import Records
 from segaudit.engine.sinks import CL
 from segaudit.runs import rundir
-from segaudit.runs.chunkstore import ImageChunkWriter
+from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
 from segaudit.runs.masks import write_issue_mask
 
 
@@ -93,7 +93,7 @@ class RunSink:
         self.ids = ids
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
-        self.arrays: dict[str, ImageChunkWriter | ScratchImages] = {}
+        self.arrays: dict[str, ImageChunkWriter | PerImageArrays | ScratchImages] = {}
         self._records: dict[tuple[str, int], list[dict[str, tuple[np.dtype, int, int]]]] = {}
 
     def create(
@@ -101,10 +101,15 @@ class RunSink:
     ) -> None:
         """Make room for the array ``name``; images' sizes are learnt as they are written,
         so ``sizes`` may be None (a pass fed by a model, one batch at a time)."""
+        path = rundir.array_path(self.run, name)
         if scratch:
             self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", dtype)
+        elif sizes is not None and len(np.unique(np.asarray(sizes), axis=0)) > 1:
+            # Sizes known to differ: each chunk goes straight into its image's folder, on
+            # the worker that made it, rather than being moved there after the pass.
+            self.arrays[name] = PerImageArrays(path, len(sizes), dtype)
         else:
-            self.arrays[name] = ImageChunkWriter(rundir.array_path(self.run, name), dtype)
+            self.arrays[name] = ImageChunkWriter(path, dtype)
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
         self.arrays[name].write_image(index, value)
@@ -153,7 +158,7 @@ class RunSink:
         self.finish()
         folders: list[Path] = []
         for array in self.arrays.values():
-            if isinstance(array, ImageChunkWriter):
+            if isinstance(array, ImageChunkWriter | PerImageArrays):
                 folders += array.folders()
         rundir.start_flush(self.run, folders)
 
