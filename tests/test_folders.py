@@ -144,7 +144,7 @@ def test_every_command_works_on_a_folder_of_several_sizes(tmp_path):
     rows = json.loads(swaps.stdout)
     summary = json.loads((run / "summary.json").read_text())
     assert sum(r["pixels"] for r in rows) == summary["totals"]["issue_pixels"]
-    render = invoke("render", run, "--top", 2, "-q")
+    render = invoke("render", run, "--top", 2, "-q", "--pages")
     assert render.exit_code == 0, render.output
     assert len(list((run / "render").glob("rank*.png"))) == 2
     gate = invoke("scan", tmp_path / "ds", "-o", tmp_path / "gated", "-q",

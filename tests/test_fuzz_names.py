@@ -10,6 +10,7 @@ character reaches the terminal), quote formula-like CSV cells and draw its pictu
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -112,5 +113,6 @@ def test_hostile_names_and_paths_are_plain_text_everywhere(names, folder):
         succeeded(
             invoke("render", run, "--top", "1", "--out", Path(tmp) / folder / "pages"), "render"
         )
-        assert (Path(tmp) / folder / "pages" / "legend.png").is_file()
+        page = (Path(tmp) / folder / "pages" / "data.js").read_text(encoding="ascii")
+        assert json.loads(page.split(" = ", 1)[1].rstrip(";\n"))["classes"]["names"] == names
         succeeded(invoke("score", data, "-o", Path(tmp) / folder / "scores"), "score")

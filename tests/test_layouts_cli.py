@@ -257,9 +257,9 @@ def test_default_splits_scan_and_render_over_the_photos(tmp_path, name):
     scanned(built.root, "--layout", name, "--pred-probs", built.pred_dir, "-o", run, "-q")
     ids = built.split_ids(*defaults)
     check_layout_run(run, built, name, ids)
-    render = invoke("render", run, "--top", 2, "--zoom", ZOOM)
+    render = invoke("render", run, "--top", 2, "--zoom", ZOOM, "--pages")
     assert render.exit_code == 0, (render.output, render.exception)
-    assert "wrote 2 pages" in render.stdout
+    assert "wrote the review page of 2 images and 2 PNG pages" in render.stdout
     pages = sorted((run / "render").glob("rank*.png"))
     assert [p.name[:7] for p in pages] == ["rank001", "rank002"]
     assert (run / "render" / "index.html").is_file()
@@ -273,7 +273,7 @@ def test_default_splits_scan_and_render_over_the_photos(tmp_path, name):
     scanned(bare, "--layout", name, "--pred-probs", built.pred_dir, "-o", bare_run, "-q")
     assert [row["photo"] for row in rows_of(bare_run / "images.csv")] == [""] * len(ids)
     assert "images" not in json.loads((bare_run / "summary.json").read_text())["inputs"]
-    assert invoke("render", bare_run, "--top", 2, "--zoom", ZOOM, "-q").exit_code == 0
+    assert invoke("render", bare_run, "--top", 2, "--zoom", ZOOM, "-q", "--pages").exit_code == 0
     bare_pages = sorted((bare_run / "render").glob("rank*.png"))
     assert [p.name for p in bare_pages] == [p.name for p in pages]
     for page, bare_page in zip(pages, bare_pages, strict=True):

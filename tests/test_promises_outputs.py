@@ -332,8 +332,9 @@ def test_hostile_class_names_are_shown_and_written_as_text(make_run, tmp_path):
     out = tmp_path / "pages[/x]"
     rendered = invoke("render", run, "--out", out)
     assert rendered.exit_code == 0, rendered.output
-    assert f"wrote 2 pages to {out}" in rendered.stdout
-    assert (out / "legend.png").is_file()
+    assert f"wrote the review page of 2 images to {out}" in rendered.stdout
+    data = (out / "data.js").read_text(encoding="ascii")  # names as JSON text, nothing else
+    assert json.loads(data.split(" = ", 1)[1].rstrip(";\n"))["classes"]["names"] == HOSTILE
 
 
 def test_a_missing_path_with_brackets_is_named_exactly(tmp_path):
@@ -385,7 +386,7 @@ def test_render_from_another_directory_checks_the_photos_are_the_scanned_ones(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     run = tmp_path / "run"
-    result = invoke("render", run, "-q", "--top", "1")
+    result = invoke("render", run, "-q", "--top", "1", "--pages")
     assert result.exit_code == 0, result.output
     page = next((run / "render").glob("rank*.png"))
     with Image.open(page) as png:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def expected_panels(data, image: int, keep: np.ndarray):
 
 
 def test_pages_show_exact_pixels_in_rank_order(run: Path, data) -> None:
-    result = render_run(open_run(run), top=3)
+    result = render_run(open_run(run), top=3, png_pages=True)
     names = sorted(p.name for p in result.out.glob("rank*.png"))
     assert names == [page.filename for page in result.pages]  # file names sort by rank
     assert [page.image for page in result.pages] == [1, 3, 4]
@@ -122,7 +123,7 @@ def test_exclude_removes_red_and_reranks(run: Path, data) -> None:
     keep = issues & (labels != excluded) & (pred != excluded)
     counts = keep.sum(axis=(1, 2))
     expected_order = sorted(np.flatnonzero(counts), key=lambda i: (-counts[i], i))
-    result = render_run(open_run(run), top=N, exclude=[excluded])
+    result = render_run(open_run(run), top=N, exclude=[excluded], png_pages=True)
     assert [page.image for page in result.pages] == expected_order
     for page in result.pages:
         image = load(result.out / page.filename)
@@ -135,7 +136,7 @@ def test_exclude_removes_red_and_reranks(run: Path, data) -> None:
 def test_without_photos_there_are_three_panels(make_run, data, tmp_path: Path) -> None:
     labels, pred, issues, _ = data
     run = make_run(labels, pred, issues, num_classes=K, names=NAMES, ignore_index=IGNORE)
-    result = render_run(open_run(run), top=1, out=tmp_path / "pages")
+    result = render_run(open_run(run), top=1, out=tmp_path / "pages", png_pages=True)
     image = load(result.paths[0])
     panels = expected_panels(data, 1, issues[1])
     assert find(image, panels["given"])[1] < find(image, panels["issues"])[1]
@@ -144,10 +145,11 @@ def test_without_photos_there_are_three_panels(make_run, data, tmp_path: Path) -
 
 
 def test_max_width_and_zoom(run: Path, data) -> None:
-    result = render_run(open_run(run), top=1, zoom=8, max_width=300)
+    result = render_run(open_run(run), top=1, zoom=8, max_width=300, png_pages=True)
     image = load(result.paths[0])
     assert image.shape[1] <= 300
-    unscaled = load(render_run(open_run(run), top=1, zoom=8, out=run / "big").paths[0])
+    big = render_run(open_run(run), top=1, zoom=8, out=run / "big", png_pages=True)
+    unscaled = load(big.paths[0])
     assert unscaled.shape[1] > 4 * W * 8
     zoomed = np.repeat(np.repeat(expected_panels(data, 1, data[2][1])["issues"], 8, 0), 8, 1)
     find(unscaled, zoomed)
@@ -184,22 +186,32 @@ def test_heatmap_shows_the_most_involved_classes(tmp_path: Path) -> None:
     assert labels == [] and (tmp_path / "empty.png").is_file()
 
 
-def test_index_html_links_pages_in_rank_order_and_escapes(run: Path) -> None:
+def test_review_page_lists_images_in_rank_order_with_their_files(run: Path) -> None:
     result = render_run(open_run(run), top=4, exclude=[1])
-    text = (result.out / "index.html").read_text()
-    sources = re.findall(r'<img src="([^"]+)"', text)
-    assert sources == ["legend.png"] + [page.filename for page in result.pages]
-    assert all((result.out / source).is_file() for source in sources)
-    assert "car &lt;&amp;&gt;" in text and "<evil>" not in text and "&lt;evil&gt;" in text
-    for page in result.pages:
-        assert f"{page.issue_pixels:,} issue pixels" in text
+    text = (result.out / "data.js").read_text(encoding="ascii")
+    assert text.startswith("window.SEGAUDIT_REVIEW = ") and "</" not in text
+    data = json.loads(text.split(" = ", 1)[1].rstrip(";\n"))
+    columns = data["images"]["columns"]
+    rows = [dict(zip(columns, row, strict=True)) for row in data["images"]["rows"]]
+    assert [(r["image"], r["id"], r["issue_pixels"]) for r in rows] == [
+        (page.image, page.image_id, page.issue_pixels) for page in result.images
+    ]
+    assert len(rows) == 4 and [r["image"] for r in rows][:2] == [1, 3]
+    assert data["classes"]["names"] == NAMES and "../../etc/<evil> id" in {r["id"] for r in rows}
+    index = (result.out / "index.html").read_text()
+    assert "<evil>" not in index and "car <&>" not in index  # data reach the page as text only
+    assert re.findall(r'<script src="([^"]+)"', index) == ["data.js", "review.js"]
+    for row in rows:
+        for prefix, suffix in (("p", "jpg"), ("t", "jpg"), ("m", "js")):
+            assert (result.out / f"{prefix}{row['image']:05d}.{suffix}").is_file()
+    assert result.pages == [] and not (result.out / "legend.png").exists()  # no PNG pages
 
 
 def test_rerender_replaces_but_never_deletes_foreign_files(run: Path, tmp_path: Path) -> None:
     out = run / "render"
-    render_run(open_run(run), top=4)
+    render_run(open_run(run), top=4, png_pages=True)
     assert len(list(out.glob("rank*.png"))) == 4
-    render_run(open_run(run), top=1)
+    render_run(open_run(run), top=1, png_pages=True)
     assert len(list(out.glob("rank*.png"))) == 1  # no stale pages
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -235,11 +247,14 @@ def test_display_issues_api(data, tmp_path: Path) -> None:
 
 
 def test_render_command_writes_pages(run: Path) -> None:
-    result = CliRunner().invoke(app, ["render", str(run), "--top", "2", "--class", "sky"])
+    args = ["render", str(run), "--top", "2", "--class", "sky", "--pages"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert f"wrote 2 pages to {run / 'render'}" in result.stdout
+    wrote = f"wrote the review page of 2 images and 2 PNG pages to {run / 'render'}"
+    assert wrote in result.stdout
     assert "legend.png" in {p.name for p in (run / "render").glob("*.png")}
-    quiet = CliRunner().invoke(app, ["render", str(run), "--quiet", "--out", str(run / "q")])
+    args = ["render", str(run), "--quiet", "--out", str(run / "q"), "--pages"]
+    quiet = CliRunner().invoke(app, args)
     assert quiet.exit_code == 0 and quiet.stdout == ""
     assert len(list((run / "q").glob("rank*.png"))) == 4
 
@@ -277,7 +292,8 @@ def test_sample_data_worst_pages_are_the_corrupted_images(tmp_path: Path) -> Non
     run = tmp_path / "run"
     runner = CliRunner()
     assert runner.invoke(app, ["scan", str(SAMPLE), "-o", str(run), "--quiet"]).exit_code == 0
-    result = runner.invoke(app, ["render", str(run), "--top", str(len(corrupted)), "--quiet"])
+    args = ["render", str(run), "--top", str(len(corrupted)), "--quiet", "--pages"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     pages = sorted((run / "render").glob("rank*.png"))
     assert sorted(int(p.name.split("_image")[1][:5]) for p in pages) == sorted(corrupted)

@@ -44,7 +44,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def render(run: Path, out: Path, *args: str) -> list[Path]:
-    result = runner.invoke(app, ["render", str(run), "--out", str(out), "--quiet", *args])
+    args = ("--out", str(out), "--quiet", "--pages", *args)
+    result = runner.invoke(app, ["render", str(run), *args])
     assert result.exit_code == 0, result.output
     return sorted(out.glob("rank*.png"))
 

@@ -104,7 +104,7 @@ def test_a_folder_of_several_sizes_fed_one_image_at_a_time(tmp_path):
     assert scan.summary["totals"]["issue_pixels"] > 0
     # The run works with every later command, the photos kept in it included.
     assert invoke("swaps", tmp_path / "fed", "-q").exit_code == 0
-    rendered = invoke("render", tmp_path / "fed", "--top", 1, "-q")
+    rendered = invoke("render", tmp_path / "fed", "--top", 1, "-q", "--pages")
     assert rendered.exit_code == 0, rendered.output
     page = next((tmp_path / "fed" / "render").glob("rank*.png"))
     assert Image.open(page).width > 4 * 112  # four panels: the photo panel is drawn

@@ -40,8 +40,8 @@ ExcludeOption = Annotated[
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 
 
-def _check_top(top: int) -> None:
-    if top < 1:
+def _check_top(top: int | None) -> None:
+    if top is not None and top < 1:
         raise fail(f"--top must be at least 1; got {top}.")
 
 
@@ -126,7 +126,14 @@ def swaps(
 @user_errors
 def render(
     run: RunArgument,
-    top: TopOption = 20,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top",
+            help="Only the N images with the most issue pixels; default: every flagged image.",
+            show_default=False,
+        ),
+    ] = None,
     class_: ClassOption = None,
     exclude: ExcludeOption = None,
     images: Annotated[
@@ -138,29 +145,39 @@ def render(
     ] = None,
     max_width: Annotated[
         int | None,
-        typer.Option(help="Scale each page down to at most this many pixels wide."),
+        typer.Option(help="Scale each image (and PNG page) down to at most this many pixels wide."),
     ] = None,
     zoom: Annotated[
-        int, typer.Option(help="Draw each pixel as ZOOM x ZOOM screen pixels (small images).")
+        int, typer.Option(help="PNG pages: draw each pixel as ZOOM x ZOOM screen pixels.")
     ] = 1,
     regions: Annotated[
         int,
-        typer.Option(help="Box, caption and crop up to N worst issue regions per page; 0: none."),
+        typer.Option(help="PNG pages: box, caption and crop up to N worst regions; 0: none."),
     ] = 5,
+    pages: Annotated[
+        bool,
+        typer.Option(
+            "--pages", help="Also write a PNG page per image (photo, given, predicted, issues)."
+        ),
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
-    """PNG pages for the images with the most issue pixels, a legend and an index.html.
+    """A review page, RUN/render/index.html: the flagged images and regions to decide on.
 
-    Panels: the photo with issues in red (when photos exist), given labels (ignored
-    pixels grey), predicted labels, and the issues alone in red on white. The image's
-    worst issue regions (from regions.csv) are boxed in yellow and numbered on the
-    photo and issues panels, listed under them and shown zoomed in a row of crops.
+    The page opens from disk with no network: a list (one row per image, and per
+    region) sortable and filterable by class, class pair, kind and decision; a detail
+    view with the photo and issues in red, given and predicted labels, overlay toggles,
+    zoom and pan, the class names under the cursor; keys j/k (next/previous), y (real
+    error), n (false alarm), u (unsure); decisions kept in the browser and exported as
+    decisions.csv for `segaudit eval --decisions` and `segaudit scan --reviewed`.
 
     Examples:
 
-        segaudit render runs/sample --top 20
+        segaudit render runs/sample
 
-        segaudit render runs/sample --class person --zoom 2 --out review/
+        segaudit render runs/sample --class person --top 200 --out review/
+
+        segaudit render runs/sample --top 20 --pages --zoom 2
     """
     from segaudit.report.render import render_run
     from segaudit.safetext import markup
@@ -178,12 +195,14 @@ def render(
         zoom=zoom,
         regions=regions,
         progress=make_progress(quiet),
+        png_pages=pages,
     )
     if not quiet:
-        if not result.pages:
+        if not result.images:
             console.print("No image has issue pixels after the filters.", highlight=False)
-        wrote = f"wrote {len(result.pages)} pages to {result.out}; open {result.index}"
-        console.print(markup(wrote), highlight=False)
+        extra = f" and {len(result.pages)} PNG pages" if result.pages else ""
+        wrote = f"wrote the review page of {len(result.images)} images{extra} to {result.out}"
+        console.print(markup(f"{wrote}; open {result.index}"), highlight=False)
 
 
 class ExportFormat(str, Enum):

@@ -98,6 +98,15 @@ def scan(
     min_region_pixels: MinRegionOpt = DEFAULT_MIN_REGION_PIXELS,
     background: BackgroundOpt = None,
     allow_absent_chunks: AbsentChunksOpt = False,
+    reviewed: Annotated[
+        Path | None,
+        typer.Option(
+            "--reviewed",
+            help="decisions.csv from the review page: a region matching a confirmed false "
+            "alarm (same image id and class pair, overlapping box) is not flagged again.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -115,14 +124,18 @@ def scan(
         segaudit scan ~/data/cityscapes --layout cityscapes --split val --pred-probs preds/ -o run
 
         segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
+
+        segaudit scan data/ -o runs/next --reviewed decisions.csv
     """
     from segaudit.engine.params import Params
     from segaudit.engine.softmin import check_temperature
     from segaudit.errors import InvalidInputError
     from segaudit.jobs.scan import RegionOptions
     from segaudit.jobs.scan import scan as run_scan
+    from segaudit.report.decisions import Reviewed
 
     check_temperature(temperature)
+    decisions = Reviewed(reviewed) if reviewed is not None else None
     spec = dataset_spec(
         dataset,
         labels=labels,
@@ -159,6 +172,7 @@ def scan(
         execution=execution(workers, batch_size, memory_budget),
         progress=make_progress(quiet or json_output),
         regions=RegionOptions(min_region_pixels, tuple(background) if background else None),
+        reviewed=decisions,
     )
     warn_absent_chunks(summary)
     if json_output:
@@ -243,4 +257,11 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             )
     if table.row_count:
         console.print(table)
+    reviewed = summary.get("reviewed")
+    if reviewed:
+        console.print(
+            f"  reviewed: {reviewed['suppressed_regions']:,} regions not flagged again "
+            f"(confirmed false alarms in {markup(reviewed['file'])})",
+            highlight=False,
+        )
     console.print(f"  worst images first: {markup(out / 'image_scores.csv')}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from segaudit.cli._common import console, err_console, make_progress, user_errors
+from segaudit.cli._common import console, err_console, fail, make_progress, user_errors
 from segaudit.cli._options import (
     AbsentChunksOpt,
     BatchOpt,
@@ -259,13 +259,23 @@ def evaluate(
         ),
     ],
     truth: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--truth",
             help="Dataset folder with is_corrupted.{npy,zarr} and true_labels.{npy,zarr} "
             "(as `segaudit synth` writes).",
+            show_default=False,
         ),
-    ],
+    ] = None,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            "--decisions",
+            help="decisions.csv exported by the review page (`segaudit render`): precision "
+            "of the reviewed flags by score band.",
+            show_default=False,
+        ),
+    ] = None,
     score_column: Annotated[
         ScoreColumn | None,
         typer.Option(
@@ -288,9 +298,15 @@ def evaluate(
     average precision of the found regions against the injected errors (a match is a
     pixel IoU of at least 0.3), overall and per kind.
 
+    With --decisions (a review page's export): the precision of the flags the reviewer
+    saw, real errors / (real errors + false alarms), per score band, for regions and
+    for images.
+
     Examples:
 
         segaudit eval runs/sample --truth sample_data
+
+        segaudit eval runs/sample --decisions decisions.csv
 
         segaudit eval runs/scores --truth data/synthetic --json
 
@@ -299,19 +315,70 @@ def evaluate(
     from segaudit.report.evaluate import evaluate_run
     from segaudit.safetext import markup
 
-    metrics = evaluate_run(
-        run,
-        truth,
-        score_column=None if score_column is None else score_column.value,
-        progress=make_progress(quiet or json_output),
-    )
+    if truth is None and decisions is None:
+        raise fail("pass --truth DATASET, --decisions FILE, or both.")
+    reviewed = _reviewed_precision(run, decisions) if decisions is not None else None
+    metrics: dict[str, Any] = {}
+    if truth is not None:
+        metrics = evaluate_run(
+            run,
+            truth,
+            score_column=None if score_column is None else score_column.value,
+            progress=make_progress(quiet or json_output),
+        )
+    if reviewed is not None:
+        metrics["decisions"] = reviewed
     for note in metrics.get("notes", []):
         err_console.print(f"[bold yellow]warning:[/] {markup(note)}", highlight=False)
     if json_output:
         typer.echo(json.dumps(metrics, indent=2))
     elif not quiet:
-        _print_metrics(metrics, run)
-        _print_region_metrics(metrics.get("region"))
+        if truth is not None:
+            _print_metrics(metrics, run)
+            _print_region_metrics(metrics.get("region"))
+        if reviewed is not None:
+            _print_reviewed(reviewed)
+
+
+def _reviewed_precision(run: Path, path: Path) -> dict[str, Any]:
+    """``--decisions``: the file read and checked first, then matched to the run."""
+    from segaudit.report.decisions import evaluate_decisions, read_decisions
+    from segaudit.runs.run import open_run
+
+    decided = read_decisions(path)
+    return evaluate_decisions(open_run(run), decided, path)
+
+
+def _print_reviewed(reviewed: dict[str, Any]) -> None:
+    """Precision of the reviewed flags per score band, regions then images."""
+    from rich.table import Table
+
+    from segaudit.safetext import markup
+
+    for level in ("region", "image"):
+        block = reviewed.get(level)
+        if block is None:
+            continue
+        what = "regions" if level == "region" else f"images ({reviewed['image_score_column']})"
+        table = Table(
+            title=f"reviewed {markup(what)}: precision = real errors / (real + false alarms)",
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+        )
+        table.add_column("score band")
+        for name in ("reviewed", "real error", "false alarm", "unsure", "precision"):
+            table.add_column(name, justify="right")
+        for row in [*block["bands"], {**block["all"], "band": "all"}]:
+            table.add_row(
+                row["band"],
+                f"{row['reviewed']:,}",
+                f"{row['real_error']:,}",
+                f"{row['false_alarm']:,}",
+                f"{row['unsure']:,}",
+                _metric(row["precision"]),
+            )
+        console.print(table)
 
 
 def _print_metrics(metrics: dict[str, Any], run: Path) -> None:

@@ -25,6 +25,7 @@ from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.regions import DEFAULT_MIN_PIXELS
 from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
+from segaudit.report.decisions import Reviewed
 from segaudit.report.regions import (
     REGIONS_TABLE,
     RegionTable,
@@ -159,10 +160,14 @@ def write_scan_tables(
     table: ImageTable,
     names: list[str],
     background: tuple[int, ...],
+    reviewed: Reviewed | None = None,
 ) -> RegionTable:
-    """``images.csv``, ``image_scores.csv`` and ``regions.csv`` of a scan."""
+    """``images.csv``, ``image_scores.csv`` and ``regions.csv`` of a scan; ``reviewed``
+    leaves out the regions a reviewer confirmed as false alarms."""
     num_images = table.num_images
     regions = build_region_table(result.regions, num_images, background)
+    if reviewed is not None:
+        regions = reviewed.apply(regions, table.ids)
     write_images_table(tmp / IMAGES_TABLE, table)
     write_scan_scores(
         tmp / "image_scores.csv",
@@ -186,6 +191,7 @@ def scan_dataset(
     class_names: list[str] | None = None,
     progress: Progress | None = None,
     regions: RegionOptions | None = None,
+    reviewed: Reviewed | None = None,
 ) -> dict[str, Any]:
     """Scan an opened dataset into the run directory ``out``; return its summary."""
     started = time.perf_counter()
@@ -210,11 +216,15 @@ def scan_dataset(
         sink.discard_scratch()
         dataset.check_unchanged()
         clock = time.perf_counter()
-        region_table = write_scan_tables(tmp, result, image_table(dataset), names, background)
+        region_table = write_scan_tables(
+            tmp, result, image_table(dataset), names, background, reviewed
+        )
         result.stages["tables"] = round(time.perf_counter() - clock, 3)
         timing = {"seconds": round(time.perf_counter() - started, 3), **result.stages}
         summary = build_summary(result, dataset, params, names, timing, execution)
         summary["regions"] = region_summary(region_table, regions.min_pixels, background)
+        if reviewed is not None:
+            summary["reviewed"] = reviewed.summary
         rundir.write_json_atomic(tmp / rundir.SUMMARY, summary)
     return summary
 
@@ -228,6 +238,7 @@ def scan(
     class_names: list[str] | None = None,
     progress: Progress | None = None,
     regions: RegionOptions | None = None,
+    reviewed: Reviewed | None = None,
 ) -> dict[str, Any]:
     """Open the dataset ``spec`` describes and scan it into ``out``; return the summary."""
     return scan_dataset(
@@ -238,6 +249,7 @@ def scan(
         class_names=class_names,
         progress=progress,
         regions=regions,
+        reviewed=reviewed,
     )
 
 

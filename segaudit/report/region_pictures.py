@@ -93,7 +93,7 @@ def caption(number: int, row: dict[str, Any]) -> str:
     )
 
 
-def _passes(row: dict[str, Any], classes: Sequence[int], exclude: Sequence[int]) -> bool:
+def passes_filters(row: dict[str, Any], classes: Sequence[int], exclude: Sequence[int]) -> bool:
     """Whether a region's class pair survives the page's class filters (as its pixels do)."""
     pair = (row["given_class"], row["predicted_class"])
     if classes and not any(side in classes for side in pair):
@@ -112,7 +112,7 @@ def run_regions(
     rows = sorted(read_regions_table(path), key=lambda row: (row["score"], row["rank"]))
     for row in rows:
         shown = by_image.setdefault(row["image"], [])
-        if len(shown) >= limit or not _passes(row, classes, exclude):
+        if len(shown) >= limit or not passes_filters(row, classes, exclude):
             continue
         box = (row["x0"], row["y0"], row["x1"], row["y1"])
         number = len(shown) + 1

@@ -1,6 +1,7 @@
 """``segaudit render`` and ``swaps`` on a run, and the reference-compatible
-``display_issues``: which images get pages, the page files, the legend and heat map
-beside them, ``index.html``, and the folder they are published in (whole, or not at all).
+``display_issues``: which images are shown, the review page (``index.html``, written by
+:mod:`segaudit.report.page`), the PNG pages and legend beside it when asked for, the heat
+map, and the folder they are published in (whole, or not at all).
 
 The panels are drawn by :mod:`segaudit.report.panels`, the legend and heat map by
 :mod:`segaudit.report.heatmap`, each page's regions by
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import html
 import os
 import re
 import shutil
@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -34,13 +33,13 @@ from segaudit.errors import (
 from segaudit.progress import NullProgress, Progress
 from segaudit.report.colors import distinct_colors
 from segaudit.report.heatmap import _save_png, heatmap_pixels, legend_pixels
+from segaudit.report.page import ASSET_NAMES, PageImage, write_review_page
 from segaudit.report.panels import Sources, build_panels, compose, image_arrays
 from segaudit.report.photos import run_photos
 from segaudit.report.swaps import (
     DEFAULT_TOP,
     ArgmaxView,
     IssueTally,
-    atomic_output,
     atomic_outputs,
     check_array,
     check_filters,
@@ -61,7 +60,7 @@ MARKER = ".segaudit-render"
 DEFAULT_REGIONS = 5
 """Issue regions boxed on each page of a run with ``regions.csv``."""
 RENDER_ENTRY = re.compile(
-    rf"{re.escape(MARKER)}|index\.html|legend\.png|rank\d+_image\d+(_[A-Za-z0-9_-]+)?\.png"
+    rf"{re.escape(MARKER)}|{ASSET_NAMES}|legend\.png|rank\d+_image\d+(_[A-Za-z0-9_-]+)?\.png"
 )
 """Every name :func:`write_pages` writes into its folder; nothing else may be replaced."""
 
@@ -97,8 +96,11 @@ class RenderResult:
 
     out: Path
     pages: list[PageInfo] = field(default_factory=list)
+    """The PNG pages written (none without ``png_pages``)."""
     legend: Path | None = None
     index: Path | None = None
+    images: list[PageInfo] = field(default_factory=list)
+    """Every image on the review page, worst first."""
 
     @property
     def paths(self) -> list[Path]:
@@ -236,59 +238,6 @@ def staging_directory(
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_index(
-    path: Path, pages: Sequence[PageInfo], *, title: str, notes: Sequence[str] = (), legend: bool
-) -> None:
-    """A static HTML page with every panel in rank order; relative links, escaped text."""
-    text = index_html(pages, title=title, notes=notes, legend=legend)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def index_html(
-    pages: Sequence[PageInfo], *, title: str, notes: Sequence[str] = (), legend: bool
-) -> str:
-    """The text of :func:`write_index`."""
-    esc = html.escape
-    rows = []
-    for page in pages:
-        score = "" if page.score is None else f"{page.score:.4f}"
-        anchor = f"rank{page.rank}"
-        rows.append(
-            f'<tr><td><a href="#{anchor}">{page.rank}</a></td><td>{page.image}</td>'
-            f"<td>{esc(page.image_id)}</td><td>{page.issue_pixels:,}</td><td>{score}</td></tr>"
-        )
-    sections = [
-        f'<section id="rank{page.rank}"><h2>{esc(page.header)}</h2>'
-        f'<img src="{quote(page.filename)}" alt="{esc(page.header)}"></section>'
-        for page in pages
-    ]
-    body = [f"<h1>{esc(title)}</h1>"]
-    body += [f"<p>{esc(note)}</p>" for note in notes]
-    if legend:
-        body.append('<p><img src="legend.png" alt="class colours"></p>')
-    if pages:
-        body.append(
-            "<table><tr><th>rank</th><th>image</th><th>id</th><th>issue pixels</th>"
-            "<th>score</th></tr>" + "".join(rows) + "</table>"
-        )
-    else:
-        body.append("<p>No image has issue pixels after the filters.</p>")
-    body += sections
-    style = (
-        "body{font-family:sans-serif;margin:1em;background:#f4f4f4}"
-        "img{max-width:100%;image-rendering:pixelated}"
-        "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
-        "section{margin:1.5em 0}h2{font-size:1em}"
-    )
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{style}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-
-
 def write_pages(
     out: Path,
     sources: Sources,
@@ -301,37 +250,61 @@ def write_pages(
     zoom: int = 1,
     progress: Progress | None = None,
     before_publish: Callable[[], None] | None = None,
+    png_pages: bool = True,
+    region_rows: Sequence[dict[str, Any]] | None = None,
+    fingerprint: str | None = None,
 ) -> RenderResult:
-    """Render every page, the legend and ``index.html`` into ``out``, replacing it whole.
+    """Write the review page (``index.html``, :mod:`segaudit.report.page`) and, with
+    ``png_pages``, a PNG page per image and the legend into ``out``, replacing it whole.
 
     The folder is written whole and then swapped in (see :func:`staging_directory`),
     so its files are written directly, without temporary files of their own.
     """
     progress = progress or NullProgress()
     colors = distinct_colors(sources.num_classes)
-    progress.start("Rendering pages", len(pages))
+    progress.start("Rendering pages", len(pages) * (2 if png_pages else 1))
+    legend = png_pages and (sources.labels is not None or sources.predicted is not None)
     with staging_directory(out, before_publish=before_publish) as stage:
-        for page in pages:
-            arrays = image_arrays(sources, page.image)
-            panels = build_panels(
-                sources, page.image, colors, max_width=max_width, zoom=zoom, arrays=arrays
-            )
-            image, boxes = compose(panels, page.header, max_width=max_width)
-            if sources.regions is not None:
-                drawn = (page.image, arrays, colors, sources.ignore_index)
-                image = sources.regions.decorate(image, panels, boxes, *drawn, max_width=max_width)
-            image.save(stage / page.filename, format="PNG")
-            progress.advance()
-        legend = sources.labels is not None or sources.predicted is not None
+        if png_pages:
+            for page in pages:
+                _write_png_page(stage / page.filename, sources, page, colors, max_width, zoom)
+                progress.advance()
         if legend:
             pixels, _ = legend_pixels(colors, names, ignore_index=sources.ignore_index)
             _save_png(pixels, stage / "legend.png")
-        text = index_html(pages, title=title, notes=notes, legend=legend)
-        (stage / "index.html").write_text(text, encoding="utf-8")
+        shown = [
+            PageImage(p.image, p.image_id, p.issue_pixels, p.pixels, p.score) for p in pages
+        ]
+        write_review_page(
+            stage, sources, shown, names, colors=colors, title=title, notes=notes,
+            region_rows=region_rows, fingerprint=fingerprint, max_width=max_width,
+            advance=progress.advance,
+        )  # fmt: skip
     progress.finish()
+    written = list(pages) if png_pages else []
     return RenderResult(
-        out, list(pages), out / "legend.png" if legend else None, out / "index.html"
+        out, written, out / "legend.png" if legend else None, out / "index.html", list(pages)
     )
+
+
+def _write_png_page(
+    path: Path,
+    sources: Sources,
+    page: PageInfo,
+    colors: np.ndarray,
+    max_width: int | None,
+    zoom: int,
+) -> None:
+    """One image's PNG page: its panels side by side, its regions boxed."""
+    arrays = image_arrays(sources, page.image)
+    panels = build_panels(
+        sources, page.image, colors, max_width=max_width, zoom=zoom, arrays=arrays
+    )
+    image, boxes = compose(panels, page.header, max_width=max_width)
+    if sources.regions is not None:
+        drawn = (page.image, arrays, colors, sources.ignore_index)
+        image = sources.regions.decorate(image, panels, boxes, *drawn, max_width=max_width)
+    image.save(path, format="PNG")
 
 
 # --- run directories -------------------------------------------------------------------------
@@ -370,7 +343,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def render_run(
     run: Any,
     *,
-    top: int = DEFAULT_TOP,
+    top: int | None = None,
     classes: Sequence[int] = (),
     exclude: Sequence[int] = (),
     images: str | os.PathLike[str] | None = None,
@@ -379,19 +352,22 @@ def render_run(
     zoom: int = 1,
     regions: int = DEFAULT_REGIONS,
     progress: Progress | None = None,
+    png_pages: bool = False,
 ) -> RenderResult:
-    """Render the ``top`` images of a run with the most issue pixels after the filters.
+    """The review page of the ``top`` images of a run with the most issue pixels after
+    the filters (None: every image with one), and their regions from ``regions.csv``.
 
-    Pages go to ``out`` (default RUN/render). Writing inside the run holds its writer
-    lock from the first read to the last write, as a scan does, so the pages always
-    come from the run they are written into; writing elsewhere only reads the run and
-    refuses to publish pages of a run replaced meanwhile. The photos are the ``images``
+    Pages go to ``out`` (default RUN/render); ``png_pages`` adds a PNG page per image.
+    Writing inside the run holds its writer lock from the first read to the last write,
+    as a scan does, so the pages always come from the run they are written into;
+    writing elsewhere only reads the run and refuses to publish pages of a run replaced
+    meanwhile. The photos are the ``images``
     given, or those the run recorded, which must still be the same file. Each page
     boxes its image's ``regions`` worst issue regions (from ``regions.csv``, if any).
     """
     from segaudit.report.region_pictures import run_regions
 
-    if top < 1:
+    if top is not None and top < 1:
         raise InvalidInputError(f"top must be at least 1; got {top}.")
     if zoom < 1:
         raise InvalidInputError(f"zoom must be at least 1; got {zoom}.")
@@ -420,13 +396,36 @@ def render_run(
             sources,
             pages,
             run.class_names,
-            title=f"segaudit: the {len(pages)} images with the most issue pixels",
+            title=f"segaudit review: {len(pages)} images with issue pixels",
             notes=notes,
             max_width=max_width,
             zoom=zoom,
             progress=progress,
             before_publish=before_publish,
+            png_pages=png_pages,
+            region_rows=_region_rows(run, classes, exclude),
+            fingerprint=run_fingerprint(run),
         )
+
+
+def run_fingerprint(run: Any) -> str:
+    """The name a run's decisions are kept under (:func:`decisions.run_fingerprint`)."""
+    from segaudit.report.decisions import run_fingerprint as fingerprint
+
+    return fingerprint(run.path)
+
+
+def _region_rows(
+    run: Any, classes: Sequence[int], exclude: Sequence[int]
+) -> list[dict[str, Any]] | None:
+    """The run's regions that pass the class filters, worst first (None without any table)."""
+    from segaudit.report.region_pictures import passes_filters
+    from segaudit.report.regions import REGIONS_TABLE, read_regions_table
+
+    if not (Path(run.path) / REGIONS_TABLE).is_file():
+        return None
+    rows = read_regions_table(Path(run.path))
+    return [row for row in rows if passes_filters(row, classes, exclude)]
 
 
 class RunArray:
@@ -461,9 +460,10 @@ def _render_sources(
     return sources, tally
 
 
-def _pages(run: Any, tally: IssueTally, top: int) -> list[PageInfo]:
+def _pages(run: Any, tally: IssueTally, top: int | None) -> list[PageInfo]:
     """The pages for the ``top`` images with the most (filtered) issue pixels, ranked."""
     scores = read_image_scores(run.path)
+    top = top or len(tally.per_image)
     pages = []
     for rank, image in enumerate(worst_images(tally.per_image, top).tolist(), start=1):
         image_id, score = scores.get(image, (run.images.ids[image], None))
