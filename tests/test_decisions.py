@@ -190,3 +190,24 @@ def test_scan_reviewed_keeps_real_errors_and_reports_the_suppressed(
     assert [(r["id"], r["region"]) for r in kept] == [(r["id"], r["region"]) for r in regions[1:]]
     assert [r["rank"] for r in kept] == list(range(1, len(kept) + 1))
     assert summary["totals"] == json.loads((run / "summary.json").read_text())["totals"]
+
+
+def test_decisions_outlive_score_reusing_the_scan_but_not_a_scan_of_other_items(
+    tmp_path: Path,
+) -> None:
+    """The fingerprint is the items' (images.csv, regions.csv), not summary.json's."""
+    out = tmp_path / "run"
+    assert invoke("scan", SAMPLE, "-o", out, "--quiet").exit_code == 0
+    region = read_regions_table(out)[0]
+    decisions = write(tmp_path / "d.csv", [row_of(region, "real_error", out)])
+    before = (out / "summary.json").read_bytes()
+    scored = invoke("score", SAMPLE, "-o", out, "--method", "num_pixel_issues", "--quiet")
+    assert scored.exit_code == 0, scored.output
+    assert (out / "summary.json").read_bytes() != before  # rewritten by score
+    assert invoke("eval", out, "--decisions", decisions, "--quiet").exit_code == 0
+    other = tmp_path / "other"
+    rescan = invoke("scan", SAMPLE, "-o", other, "--min-region-pixels", 30, "--quiet")
+    assert rescan.exit_code == 0
+    assert "was reviewed on another run" in one_line_error(
+        invoke("eval", other, "--decisions", decisions)
+    )

@@ -78,13 +78,24 @@ def fingerprint_of(*parts: bytes) -> str:
     return digest.hexdigest()[:16]
 
 
+FINGERPRINTED = ("images.csv", "regions.csv")
+"""What decisions refer to: the images (by id) and the regions (by number and box)."""
+
+
 def run_fingerprint(run_path: str | os.PathLike[str]) -> str:
-    """A run's fingerprint: the digest of its ``summary.json`` (a new scan, a new one)."""
-    path = Path(run_path) / "summary.json"
-    try:
-        return fingerprint_of(path.read_bytes())
-    except OSError as error:
-        raise RunDirectoryError(f"{printable(path)} cannot be read ({error}).") from None
+    """A run's fingerprint: the digest of the tables its decisions refer to, so a run
+    whose items change gets a new one, while rewriting its ``summary.json`` (``score``
+    reusing the scan) or rescanning the same data keeps it. Runs without ``images.csv``
+    fall back on ``summary.json``."""
+    run = Path(run_path)
+    names = [n for n in FINGERPRINTED if (run / n).exists()] or ["summary.json"]
+    parts = []
+    for name in names:
+        try:
+            parts.append(name.encode() + b"\0" + (run / name).read_bytes())
+        except OSError as error:
+            raise RunDirectoryError(f"{printable(run / name)} cannot be read ({error}).") from None
+    return fingerprint_of(*parts)
 
 
 # --- reading ---------------------------------------------------------------------------------
