@@ -9,7 +9,9 @@ segaudit has its own way to be tricked, and one function here per way:
   printed through a Rich console (and made printable);
 - :func:`csv_cell`: spreadsheets run a cell that starts with ``=``, ``+``, ``-``, ``@``,
   a tab or a carriage return as a formula (CSV injection); such cells get a leading
-  ``'``, as OWASP recommends, which spreadsheets show as text and hide.
+  ``'``, as OWASP recommends, which spreadsheets show as text and hide. A cell that
+  starts with ``'`` itself gets one too, so :func:`from_csv_cell` gives back exactly
+  what was written (an id ``'=q`` stays ``'=q``, never ``=q``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 from typing import Any
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+GUARDED_PREFIXES = (*FORMULA_PREFIXES, "'")  # the guard itself, so it round-trips
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -44,13 +47,13 @@ def csv_cell(value: Any) -> Any:
     Numbers pass through unchanged (``-0.5`` is a number, not a formula); only strings
     are guarded.
     """
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    if isinstance(value, str) and value.startswith(GUARDED_PREFIXES):
         return "'" + value
     return value
 
 
 def from_csv_cell(text: str) -> str:
     """The original string of a cell written by :func:`csv_cell`."""
-    if text.startswith("'") and text[1:].startswith(FORMULA_PREFIXES):
+    if text.startswith("'") and text[1:].startswith(GUARDED_PREFIXES):
         return text[1:]
     return text

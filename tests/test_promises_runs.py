@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import zarr
 from helpers import make_probs, one_line_error, tree_digest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import segaudit.jobs.scan
@@ -478,7 +480,16 @@ def test_a_class_names_file_changed_during_a_scan_writes_nothing(data, tmp_path,
 
 # --- data text in CSV files stays text ------------------------------------------------------
 
-HOSTILE_IDS = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "plain"]
+HOSTILE_IDS = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "plain", "'=q", "'x"]
+
+
+@settings(deadline=None)  # timing is not what is tested; a loaded machine is slow
+@given(st.text(max_size=8))
+def test_a_csv_cell_reads_back_as_written(text):
+    """The guard round-trips every string, one that starts with the guard included."""
+    cell = safetext.csv_cell(text)
+    assert not cell.startswith(safetext.FORMULA_PREFIXES)
+    assert safetext.from_csv_cell(cell) == text
 
 
 def read_ids(path: Path) -> list[str]:

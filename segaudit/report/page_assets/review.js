@@ -526,7 +526,7 @@
 
   function csvCell(value) {
     var s = value === null || value === undefined ? "" : String(value);
-    if (typeof value === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
+    if (typeof value === "string" && /^[=+\-@\t\r']/.test(s)) s = "'" + s;  // as csv_cell
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
 
