@@ -369,3 +369,64 @@ def test_the_list_stays_small_in_the_document_for_many_rows(context, tmp_path: P
     )
     assert len(page.rows()) < 60
     assert page.page.text_content("#counts") == "10000 images flagged, 0 reviewed, 0 confirmed"
+
+
+def test_decisions_made_on_a_fuller_page_of_the_run_are_all_exported(
+    context, tmp_path: Path
+) -> None:
+    """Decisions live with the run, not the page: rendered again with fewer images, the
+    page still exports the decisions made on items it no longer lists."""
+    run = tmp_path / "run"
+    assert invoke("scan", SAMPLE, "-o", run, "--quiet").exit_code == 0
+    assert invoke("render", run, "--quiet").exit_code == 0
+    regions = read_regions_table(run)
+    page = Page(context, run / "render" / "index.html")
+    page.page.keyboard.press("j")
+    page.wait_detail(region_key(regions[0]))
+    for region in regions[:3]:
+        page.wait_detail(region_key(region))
+        page.page.keyboard.press("n")  # false alarm, then on to the next
+    worst = regions[0]["image"]
+    others = [r for r in regions[:3] if r["image"] != worst]
+    assert others, "the three worst regions span more than one image"
+    assert invoke("render", run, "--top", 1, "--quiet").exit_code == 0
+    page.open()
+    listed = {r["key"] for r in page.rows()}
+    assert all(region_key(r) not in listed for r in others)  # not on this page
+    with page.page.expect_download() as download:
+        page.page.click("#export")
+    exported = tmp_path / "decisions.csv"
+    download.value.save_as(exported)
+    with open(exported, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["id"], int(r["region"]), r["decision"]) for r in rows) == sorted(
+        (r["id"], r["region"], "false_alarm") for r in regions[:3]
+    )
+    by_key = {(r["id"], r["region"]): r for r in regions}
+    for row in rows:
+        region = by_key[(row["id"], int(row["region"]))]
+        assert [int(row[c]) for c in ("x0", "y0", "x1", "y1")] == [
+            region["x0"], region["y0"], region["x1"], region["y1"]]
+    assert page.problems == []
+
+
+def test_an_unreadable_map_file_is_reported_every_time_it_is_shown(
+    context, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    assert invoke("scan", SAMPLE, "-o", run, "--quiet").exit_code == 0
+    assert invoke("render", run, "--quiet").exit_code == 0
+    regions = read_regions_table(run)
+    (run / "render" / f"m{regions[0]['image']:05d}.js").unlink()
+    page = Page(context, run / "render" / "index.html")
+    other = next(i for i, r in enumerate(regions) if r["image"] != regions[0]["image"])
+    failed = "() => document.getElementById('hover').textContent.startsWith('cannot read')"
+    page.page.keyboard.press("j")
+    page.page.wait_for_function(failed)
+    for _ in range(other):
+        page.page.keyboard.press("j")
+    page.wait_detail(region_key(regions[other]))  # another image's maps load
+    assert page.page.text_content("#hover") == ""
+    for _ in range(other):  # back: the failure is said again, not waited on forever
+        page.page.keyboard.press("k")
+    page.page.wait_for_function(failed)

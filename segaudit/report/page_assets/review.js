@@ -242,21 +242,26 @@
 
   // --- the detail view ----------------------------------------------------------------
 
-  var maps = new Map(), waiting = new Map();
+  var maps = new Map(), waiting = new Map();  // image -> [{resolve, reject}] while loading
   window.segauditMaps = function (image, data) {
     maps.set(image, data);
-    (waiting.get(image) || []).forEach(function (done) { done(data); });
+    (waiting.get(image) || []).forEach(function (w) { w.resolve(data); });
     waiting.delete(image);
   };
   function loadMaps(image) {
     if (maps.has(image)) return Promise.resolve(maps.get(image));
     return new Promise(function (resolve, reject) {
       var first = !waiting.has(image);
-      waiting.set(image, (waiting.get(image) || []).concat([resolve]));
+      waiting.set(image, (waiting.get(image) || []).concat([{ resolve: resolve, reject: reject }]));
       if (!first) return;
       var script = document.createElement("script");
       script.src = "m" + String(image).padStart(5, "0") + ".js";
-      script.onerror = function () { reject(new Error("cannot read " + script.src)); };
+      script.onerror = function () {  // every waiter hears it; the next view tries again
+        var error = new Error("cannot read " + script.src), waiters = waiting.get(image) || [];
+        waiting.delete(image);
+        script.remove();
+        waiters.forEach(function (w) { w.reject(error); });
+      };
       script.onload = function () { script.remove(); };
       document.head.appendChild(script);
     });
@@ -294,6 +299,7 @@
 
   function showDetail(it) {
     view.item = it;
+    $("hover").textContent = "";  // what was under the cursor, or a failure, was the last item's
     $("empty").hidden = !!it;
     $("detail-body").hidden = !it;
     if (!it) return;
@@ -333,7 +339,7 @@
         if (it.type === "region") zoomToRegion(); else fit();
         document.documentElement.dataset.detail = it.key;
       });
-    }, function (error) { $("hover").textContent = error.message; });
+    }, function (error) { if (view.item === it) $("hover").textContent = error.message; });
     renderLegend(it);
   }
 
@@ -484,7 +490,8 @@
     var it = currentItem();
     if (!it) return;
     if (decision) {
-      decisions[it.key] = { decision: decision, note: $("note").value, time: new Date().toISOString() };
+      decisions[it.key] = { decision: decision, note: $("note").value,
+        time: new Date().toISOString(), item: described(it) };
     } else {
       delete decisions[it.key];
     }
@@ -530,18 +537,24 @@
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
 
+  // What a decision's row says of its item (kept with the decision, so that decisions
+  // made on a page of this run that listed other items, e.g. rendered with another
+  // --top, are exported too).
+  function described(it) {
+    var box = it.box || ["", "", "", ""];
+    return [String(it.id), it.region, it.image, it.given >= 0 ? it.given : "",
+      it.predicted >= 0 ? it.predicted : "", className(it.given), className(it.predicted),
+      box[0], box[1], box[2], box[3], it.score === null ? "" : it.score];
+  }
+
   function exportRows() {
     var known = new Map();
     images.concat(regions).forEach(function (it) { known.set(it.key, it); });
     var rows = [];
     Object.keys(decisions).forEach(function (key) {
-      var d = decisions[key], it = known.get(key);
-      if (!it || !d.decision) return;
-      var box = it.box || ["", "", "", ""];
-      rows.push([String(it.id), it.region, d.decision, d.note || "", d.time, it.image,
-        it.given >= 0 ? it.given : "", it.predicted >= 0 ? it.predicted : "",
-        className(it.given), className(it.predicted), box[0], box[1], box[2], box[3],
-        it.score === null ? "" : it.score, D.fingerprint]);
+      var d = decisions[key], it = known.get(key), f = it ? described(it) : d.item;
+      if (!f || !d.decision) return;
+      rows.push([f[0], f[1], d.decision, d.note || "", d.time].concat(f.slice(2), [D.fingerprint]));
     });
     rows.sort(function (a, b) { return a[4] < b[4] ? -1 : a[4] > b[4] ? 1 : 0; });
     return [EXPORT_COLUMNS].concat(rows);
