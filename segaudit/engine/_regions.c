@@ -152,3 +152,24 @@ EXPORT void region_features(const int64_t *index, const int64_t *number, const d
         sn[c] += (double)near[i];
     }
 }
+
+/*
+ * The forward links of `found` as a CSR graph over the issue pixels: row i lists the
+ * positions of pixel i's neighbours in the forward directions (rows 0-3 of `found`, in
+ * that order, so ascending). indptr has n + 1 entries, targets room for 4 n; returns
+ * how many targets were written. Int32, as scipy's csgraph works in.
+ */
+EXPORT int64_t region_graph(const int64_t *found, int64_t n, int32_t *indptr, int32_t *targets)
+{
+    int64_t m = 0;
+    indptr[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        for (int r = 0; r < 4; r++) {
+            int64_t j = found[r * n + i];
+            if (j >= 0)
+                targets[m++] = (int32_t)j;
+        }
+        indptr[i + 1] = (int32_t)m;
+    }
+    return m;
+}

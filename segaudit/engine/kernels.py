@@ -299,6 +299,7 @@ def softmin_images(
 
 _REGION_LINKS = _declare("region_links", None, _P, _P, _I64, _I64, _I64, _P)
 _REGION_DEPTHS = _declare("region_depths", None, _P, _I64, _P)
+_REGION_GRAPH = _declare("region_graph", _I64, _P, _I64, _P, _P)
 _NEAR_EDGE_ARGS = (_P, _I64, _I64, _I64, _INT, _P, _I64, _I64, _P)
 _NEAR_EDGE = {
     np.dtype(np.uint8): _declare("near_edge_u8", None, *_NEAR_EDGE_ARGS),
@@ -318,6 +319,20 @@ def region_links(shape: tuple[int, int], index: np.ndarray, pair: np.ndarray) ->
     found = np.empty((8, index.size), np.int64)
     _REGION_LINKS(ptr(index), ptr(pair), index.size, shape[0], shape[1], ptr(found))
     return found
+
+
+def region_graph(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The forward links of :func:`region_links` as CSR arrays (indptr, targets), int32:
+    row i lists the positions of pixel i's right, down-left, down and down-right
+    neighbours of its pair. Images of 2**31 issue pixels or more are refused."""
+    found = np.ascontiguousarray(found, np.int64)
+    n = found.shape[1]
+    if 4 * n >= 2**31:
+        raise ValueError(f"{n:,} issue pixels in one image: more than region graphs index")
+    indptr = np.empty(n + 1, np.int32)
+    targets = np.empty(4 * n, np.int32)
+    count = _REGION_GRAPH(ptr(found), n, ptr(indptr), ptr(targets))
+    return indptr, targets[:count]
 
 
 def region_depths(found: np.ndarray) -> np.ndarray:

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segaudit.engine.kernels import near_edge, region_depths, region_features, region_links
+from segaudit.engine.kernels import (
+    near_edge,
+    region_depths,
+    region_features,
+    region_graph,
+    region_links,
+)
 
 EDGE_REACH = 2  # pixels from a labelled edge that count as "along the edge"
 DEFAULT_MIN_PIXELS = 10
@@ -87,11 +93,12 @@ def image_regions(
 ) -> ImageRegions:
     """The regions of one image's issue pixels; ``labels`` (H, W) are its given labels."""
     region_map = np.zeros(shape, np.uint32)
-    index = pixels.index.astype(np.int64)
+    index = pixels.index.astype(np.int64, copy=False)
     if index.size == 0:
         return ImageRegions(_columns({}, 0), region_map)
     num_codes = int(max(pixels.given.max(), pixels.predicted.max())) + 1
-    pair = pixels.given.astype(np.int64) * num_codes + pixels.predicted.astype(np.int64)
+    pair = pixels.given.astype(np.int64) * num_codes
+    pair += pixels.predicted
     found = region_links(shape, index, pair)
     region = _numbered_regions(found, min_pixels)
     kept = region > 0
@@ -131,11 +138,7 @@ def _numbered_regions(found: np.ndarray, min_pixels: int) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     count = found.shape[1]
-    forward = found[:4].T  # each pixel's links to later pixels, row by row: CSR as it is
-    links = forward >= 0
-    indptr = np.zeros(count + 1, np.int32)
-    np.cumsum(links.sum(axis=1), out=indptr[1:])
-    targets = forward[links].astype(np.int32)
+    indptr, targets = region_graph(found)
     # float64 weights and int32 indices: the types csgraph works in, so it copies nothing
     graph = csr_matrix((np.ones(targets.size), targets, indptr), shape=(count, count))
     _, component = connected_components(graph, directed=False)
