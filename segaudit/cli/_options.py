@@ -7,6 +7,8 @@ Each group turns into one library object: the dataset options into a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -152,6 +154,15 @@ WorkersOpt = Annotated[
         "--workers", min=1, help="Batches processed at once on local cores (default: all)."
     ),
 ]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run the batches as Dask tasks: the scheduler's address (tcp://HOST:8786), or "
+        "local:N for a local cluster of N worker processes. Needs segaudit[dask].",
+        show_default=False,
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 AbsentChunksOpt = Annotated[
     bool,
@@ -228,3 +239,21 @@ def execution(workers: int | None, batch_size: int | None, memory_budget: str) -
         batch_size=batch_size,
         memory_budget=parse_size(memory_budget),
     )
+
+
+@contextmanager
+def execution_on(
+    workers: int | None, batch_size: int | None, memory_budget: str, scheduler: str | None
+) -> Iterator[Any]:
+    """:func:`execution`, on the Dask cluster at ``scheduler`` when one is given (its
+    worker threads replace ``--workers``); the cluster is let go on the way out."""
+    base = execution(workers, batch_size, memory_budget)
+    if scheduler is None:
+        yield base
+        return
+    import dataclasses
+
+    from segaudit.engine.dask_executor import dask_executor
+
+    with dask_executor(scheduler) as executor:
+        yield dataclasses.replace(base, workers=executor.workers, executor=executor)

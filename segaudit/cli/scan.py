@@ -31,11 +31,12 @@ from segaudit.cli._options import (
     ProbsOpt,
     QuietOpt,
     ResizeOpt,
+    SchedulerOpt,
     SkipUnmatchedOpt,
     SplitOpt,
     WorkersOpt,
     dataset_spec,
-    execution,
+    execution_on,
 )
 
 DEFAULT_MIN_REGION_PIXELS = 10  # segaudit.engine.regions.DEFAULT_MIN_PIXELS (kept light)
@@ -80,6 +81,7 @@ def scan(
     batch_size: BatchOpt = None,
     memory_budget: BudgetOpt = "512M",
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     max_issue_fraction: Annotated[
         float | None,
         typer.Option(
@@ -115,6 +117,8 @@ def scan(
         segaudit scan ~/data/cityscapes --layout cityscapes --split val --pred-probs preds/ -o run
 
         segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
+
+        segaudit scan data/ -o runs/big --scheduler tcp://scheduler:8786
     """
     from segaudit.engine.params import Params
     from segaudit.engine.softmin import check_temperature
@@ -152,14 +156,15 @@ def scan(
         raise InvalidInputError(
             f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}."
         )
-    summary = run_scan(
-        spec,
-        out,
-        params,
-        execution=execution(workers, batch_size, memory_budget),
-        progress=make_progress(quiet or json_output),
-        regions=RegionOptions(min_region_pixels, tuple(background) if background else None),
-    )
+    with execution_on(workers, batch_size, memory_budget, scheduler) as how:
+        summary = run_scan(
+            spec,
+            out,
+            params,
+            execution=how,
+            progress=make_progress(quiet or json_output),
+            regions=RegionOptions(min_region_pixels, tuple(background) if background else None),
+        )
     warn_absent_chunks(summary)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from segaudit.engine import kernels, score_kernels
+from segaudit.engine.executors import run_in_order
 from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.pixels import WORKSPACE, describe_problems, sum_tolerance
 from segaudit.engine.prepare import prepare_probs
 from segaudit.engine.sinks import Sink
-from segaudit.engine.stream import ImageSource, extent_of, plan_batches, run_in_order
+from segaudit.engine.stream import ImageSource, extent_of, plan_batches
 from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
 from segaudit.sources.dataset import Where
@@ -100,7 +101,7 @@ def softmin_pass(
         progress.advance(len(scores))
 
     progress.start("scoring images", extent.num_images)
-    run_in_order(batches, work, fold, execution.workers)
+    run_in_order(batches, work, fold, execution.runner())
     progress.finish()
     return result
 

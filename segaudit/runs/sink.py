@@ -94,6 +94,7 @@ class RunSink:
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageChunkWriter | ScratchImages] = {}
+        self.scratch: set[str] = set()
         self._records: dict[tuple[str, int], list[dict[str, tuple[np.dtype, int, int]]]] = {}
 
     def create(
@@ -102,6 +103,7 @@ class RunSink:
         """Make room for the array ``name``; images' sizes are learnt as they are written,
         so ``sizes`` may be None (a pass fed by a model, one batch at a time)."""
         if scratch:
+            self.scratch.add(name)
             self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", dtype)
         else:
             self.arrays[name] = ImageChunkWriter(rundir.array_path(self.run, name), dtype)
@@ -147,26 +149,70 @@ class RunSink:
     def record_starts(self) -> list[int]:
         return sorted(start for resolution, start in self._records if resolution == CL)
 
+    # -- running in other processes (see segaudit.engine.executors.SinkTask) ----------
+
+    def detached(self) -> RunSink:
+        """A copy with nothing written yet, for a task in another process: it writes to the
+        same run (per-image chunk files, one records file per batch; scratch arrays as
+        chunk files too, as one shared raw file cannot be shared between processes) and
+        keeps what it wrote for :meth:`written`. Picklable: no open files."""
+        copy = object.__new__(RunSink)
+        copy.run, copy.ids, copy.scratch_dir = self.run, self.ids, self.scratch_dir
+        copy.scratch = set(self.scratch)
+        copy.arrays = {
+            name: ImageChunkWriter(self._shared_path(name), array.dtype)
+            for name, array in self.arrays.items()
+        }
+        copy._records = {}
+        return copy
+
+    def _shared_path(self, name: str) -> Path:
+        if name in self.scratch:
+            return self.scratch_dir / f"{name}.zarr"
+        return rundir.array_path(self.run, name)
+
+    def written(self) -> dict[str, Any]:
+        """What this copy wrote: each array's image sizes, and where records lie."""
+        shapes = {
+            name: dict(array.shapes)
+            for name, array in self.arrays.items()
+            if isinstance(array, ImageChunkWriter)
+        }
+        return {"shapes": shapes, "records": dict(self._records)}
+
+    def adopt(self, written: dict[str, Any]) -> None:
+        """Take in what a detached copy wrote, as if written here (a task run twice after
+        a worker loss wrote the same files again: the later account replaces the first)."""
+        for name, shapes in written["shapes"].items():
+            array = self.arrays[name]
+            if isinstance(array, ScratchImages):
+                array.close()
+                array.path.unlink(missing_ok=True)
+                array = self.arrays[name] = ImageChunkWriter(self._shared_path(name), array.dtype)
+            array.shapes.update(shapes)
+        self._records.update(written["records"])
+
     def pass_written(self) -> None:
         """The bulk of the run is written: complete its arrays, and start flushing them
         while the rest is worked out."""
         self.finish()
         folders: list[Path] = []
-        for array in self.arrays.values():
-            if isinstance(array, ImageChunkWriter):
+        for name, array in self.arrays.items():
+            if isinstance(array, ImageChunkWriter) and name not in self.scratch:
                 folders += array.folders()
         rundir.start_flush(self.run, folders)
 
     def finish(self) -> None:
         """Write the metadata of every array not completed yet (its layout follows from
         the images' sizes)."""
-        for array in self.arrays.values():
-            if isinstance(array, ImageChunkWriter) and not array.finished:
-                array.finish()
+        for name, array in self.arrays.items():
+            if name not in self.scratch and isinstance(array, ImageChunkWriter):
+                if not array.finished:
+                    array.finish()
 
     def discard_scratch(self) -> None:
         for array in self.arrays.values():
             if isinstance(array, ScratchImages):
                 array.close()
-        self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, ScratchImages)}
+        self.arrays = {k: v for k, v in self.arrays.items() if k not in self.scratch}
         shutil.rmtree(self.scratch_dir, ignore_errors=True)

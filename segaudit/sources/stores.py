@@ -169,6 +169,23 @@ class ArraySource:
         """The store's identity (sizes, times, inodes, edge hashes), to detect changes."""
         return store_fingerprint(self.path)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled by reference: a memory-mapped ``.npy`` is mapped again where it is
+        unpickled (a Dask worker), never copied into the pickle."""
+        if self.own_mapping:
+            return _reopen_npy, (os.path.abspath(self.path), self.path)
+        return _rebuild, (self.path, self.array, self.kind, self.chunk_grid)
+
+
+def _reopen_npy(absolute: str, shown: Path) -> ArraySource:
+    source = open_npy(Path(absolute))
+    source.path = shown  # messages keep naming the file as the user gave it
+    return source
+
+
+def _rebuild(path: Path, array: Any, kind: str, chunk_grid: ChunkGrid | None) -> ArraySource:
+    return ArraySource(path, array, kind, chunk_grid=chunk_grid)
+
 
 @dataclass(frozen=True)
 class ChunkInventory:

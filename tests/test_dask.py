@@ -1,0 +1,134 @@
+"""`--scheduler`: the same scan and score as Dask tasks on a real cluster of worker processes.
+
+One LocalCluster (two worker processes, one thread each) serves the module; every run
+on it is compared file by file with a run of the local engine on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import LocalCluster
+from helpers import one_line_error
+from typer.testing import CliRunner
+
+from segaudit.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dask")
+
+
+@pytest.fixture(scope="module")
+def kill_marker(workdir) -> Path:
+    """A file whose presence makes the first task to see it kill its worker process."""
+    return workdir / "kill-a-worker"
+
+
+@pytest.fixture(scope="module")
+def scheduler(kill_marker) -> str:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env={"SEGAUDIT_TEST_KILL_WORKER": str(kill_marker)},
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def stacked(workdir) -> Path:
+    out = workdir / "stacked"
+    result = invoke("synth", out, "--images", 12, "--height", 48, "--width", 64,
+                    "--classes", 5, "--seed", 4)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(workdir) -> Path:
+    out = workdir / "folder"
+    result = invoke("synth", out, "--layout", "folder", "--sizes", "48x64,32x48",
+                    "--images", 9, "--classes", 4, "--seed", 5)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def run_files(run: Path) -> dict[str, bytes]:
+    """Every file of a run but summary.json (which holds timings), by relative name."""
+    return {
+        str(path.relative_to(run)): path.read_bytes()
+        for path in sorted(run.rglob("*"))
+        if path.is_file() and path.name != "summary.json"
+    }
+
+
+def same_runs(local: Path, dask: Path) -> None:
+    """Byte for byte the same files, and the same summary but for timings and workers."""
+    assert run_files(dask) == run_files(local)
+    one, other = (json.loads((run / "summary.json").read_text()) for run in (local, dask))
+    for summary in (one, other):
+        summary.pop("timing")
+        summary.pop("engine")
+    assert one == other
+
+
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        ("stacked", ()),
+        ("stacked", ("--downsample", "2", "--label-pooling", "mean")),
+        ("folder", ()),
+        ("folder", ("--downsample", "2")),
+    ],
+)
+def test_scan_on_a_cluster_equals_the_local_scan(data, options, request, scheduler, tmp_path):
+    dataset = request.getfixturevalue(data)
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    common = (dataset, *options, "--batch-size", 2, "--quiet")
+    assert invoke("scan", *common, "-o", local).exit_code == 0
+    result = invoke("scan", *common, "-o", dask, "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    same_runs(local, dask)
+    assert (dask / "issues.zarr" / "zarr.json").exists()
+    assert not (dask / "_scratch").exists()
+
+
+def test_a_worker_killed_mid_scan_still_gives_the_local_run(
+    stacked, scheduler, kill_marker, tmp_path
+):
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    common = (stacked, "--batch-size", 1, "--quiet")
+    assert invoke("scan", *common, "-o", local).exit_code == 0
+    kill_marker.write_text("")
+    result = invoke("scan", *common, "-o", dask, "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    assert not kill_marker.exists()  # a task removed it, then killed its worker process
+    same_runs(local, dask)
+
+
+def test_an_unreachable_scheduler_is_one_sentence_and_writes_nothing(stacked, tmp_path):
+    run = tmp_path / "run"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        result = invoke("scan", stacked, "-o", run, "--scheduler", "tcp://127.0.0.1:9")
+    message = one_line_error(result)
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in message
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("address", ["local:0", "local:two", "scheduler:8786"])
+def test_a_malformed_scheduler_address_is_refused(address, stacked, tmp_path):
+    result = invoke("scan", stacked, "-o", tmp_path / "run", "--scheduler", address)
+    assert f"--scheduler {address}" in one_line_error(result)
+    assert not (tmp_path / "run").exists()
