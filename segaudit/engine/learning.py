@@ -9,7 +9,6 @@ m, the exact cut at the m lowest scores and the issue masks
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 from segaudit.engine.cut import count_issues, find_cut, thresholds, write_issues
 from segaudit.engine.params import Execution, Params
 from segaudit.engine.pixels import sum_tolerance
-from segaudit.engine.regions import IssuePixels, image_regions
+from segaudit.engine.regions import RegionFinder
 from segaudit.engine.sinks import Sink
 from segaudit.engine.stream import ImageSource, PassStats, stream
 from segaudit.progress import NullProgress, Progress
@@ -46,34 +45,6 @@ def import_in_background(module: str) -> None:
     import threading
 
     threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
-
-
-def region_finder(
-    sink: Sink,
-    ignore: int | None,
-    min_pixels: int,
-    found: dict[int, dict[str, np.ndarray]],
-    seconds: list[float],
-) -> Callable[[int, np.ndarray, IssuePixels], None]:
-    """What each image's issues go through: their regions (:mod:`segaudit.engine.regions`)
-    into ``found`` and the region map into the sink's ``regions`` array; the time spent
-    is added to ``seconds`` (one entry per image: summed, it is the region step's cost)."""
-
-    def on_image(index: int, mask: np.ndarray, pixels: IssuePixels) -> None:
-        clock = time.perf_counter()
-        if pixels.index.size == 0:
-            sink.write("regions", index, np.zeros(mask.shape, np.uint32))
-            found[index] = image_regions(mask.shape, pixels, mask).columns
-        else:
-            labels = np.asarray(sink.read("labels", index))
-            regions = image_regions(
-                mask.shape, pixels, labels, ignore=ignore, min_pixels=min_pixels
-            )
-            sink.write("regions", index, regions.region_map)
-            found[index] = regions.columns
-        seconds.append(time.perf_counter() - clock)
-
-    return on_image
 
 
 def confident_learning(
@@ -135,21 +106,18 @@ def flag_issues(
     stages = {"select": time.perf_counter() - clock}
     clock = time.perf_counter()
     sink.create("issues", extent.sizes, bool)
-    regions: dict[int, dict[str, np.ndarray]] = {}
-    on_image, region_seconds = None, []
+    finder = None
     if min_region_pixels is not None:
         sink.create("regions", extent.sizes, np.uint32)
-        on_image = region_finder(
-            sink, params.ignore_index, min_region_pixels, regions, region_seconds
-        )
+        finder = RegionFinder(params.ignore_index, min_region_pixels)
     progress.start("flagging issues", extent.num_images)
     counts = write_issues(
-        stats, cut, sink, params.ignore_index, progress, execution.workers, on_image
+        stats, cut, sink, params.ignore_index, progress, execution.runner(), finder
     )
     progress.finish()
     stages["write_issues"] = time.perf_counter() - clock
-    if on_image is not None:
-        stages["regions_cpu"] = float(sum(region_seconds))
+    if finder is not None:
+        stages["regions_cpu"] = counts.region_seconds
     return CLResult(
         stats,
         class_thresholds,
@@ -158,5 +126,5 @@ def flag_issues(
         counts.given,
         counts.predicted,
         {k: round(v, 3) for k, v in stages.items()},
-        regions,
+        counts.regions,
     )

@@ -96,6 +96,7 @@ class RunSink:
         self.arrays: dict[str, ImageChunkWriter | ScratchImages] = {}
         self.scratch: set[str] = set()
         self._records: dict[tuple[str, int], list[dict[str, tuple[np.dtype, int, int]]]] = {}
+        self._new_records: set[tuple[str, int]] = set()  # by this copy (see detached())
 
     def create(
         self, name: str, sizes: np.ndarray | None, dtype: Any, scratch: bool = False
@@ -124,6 +125,7 @@ class RunSink:
         only where each lies is kept in memory (a few numbers an image): memory stays
         flat, and the records are written straight from the kernel's buffers."""
         segments = self._records.setdefault((resolution, start), [])
+        self._new_records.add((resolution, start))
         mode = "ab" if segments else "wb"
         where: dict[str, tuple[np.dtype, int, int]] = {}
         with open(self._record_path(start, resolution), mode) as handle:
@@ -152,18 +154,23 @@ class RunSink:
     # -- running in other processes (see segaudit.engine.executors.SinkTask) ----------
 
     def detached(self) -> RunSink:
-        """A copy with nothing written yet, for a task in another process: it writes to the
-        same run (per-image chunk files, one records file per batch; scratch arrays as
-        chunk files too, as one shared raw file cannot be shared between processes) and
-        keeps what it wrote for :meth:`written`. Picklable: no open files."""
+        """A copy for a task in another process: it reads what was written so far, writes
+        to the same run (per-image chunk files, one records file per batch; scratch arrays
+        as chunk files too, as one raw file cannot be shared between processes) and keeps
+        an account of what it wrote for :meth:`written`. Picklable: no open files."""
         copy = object.__new__(RunSink)
         copy.run, copy.ids, copy.scratch_dir = self.run, self.ids, self.scratch_dir
         copy.scratch = set(self.scratch)
         copy.arrays = {
-            name: ImageChunkWriter(self._shared_path(name), array.dtype)
+            name: (
+                ImageChunkWriter(self._shared_path(name), array.dtype)
+                if isinstance(array, ScratchImages)
+                else array.fresh()
+            )
             for name, array in self.arrays.items()
         }
-        copy._records = {}
+        copy._records = dict(self._records)  # to read the records of earlier passes
+        copy._new_records = set()
         return copy
 
     def _shared_path(self, name: str) -> Path:
@@ -176,9 +183,10 @@ class RunSink:
         shapes = {
             name: dict(array.shapes)
             for name, array in self.arrays.items()
-            if isinstance(array, ImageChunkWriter)
+            if isinstance(array, ImageChunkWriter) and array.shapes
         }
-        return {"shapes": shapes, "records": dict(self._records)}
+        records = {key: self._records[key] for key in self._new_records}
+        return {"shapes": shapes, "records": records}
 
     def adopt(self, written: dict[str, Any]) -> None:
         """Take in what a detached copy wrote, as if written here (a task run twice after
