@@ -105,6 +105,25 @@ def test_scan_on_a_cluster_equals_the_local_scan(data, options, request, schedul
     assert not (dask / "_scratch").exists()
 
 
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        ("stacked", ("--pixel-scores",)),
+        ("folder", ("--pixel-scores",)),
+        ("folder", ("--method", "num_pixel_issues")),
+    ],
+)
+def test_score_on_a_cluster_equals_the_local_score(data, options, request, scheduler, tmp_path):
+    dataset = request.getfixturevalue(data)
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    common = (dataset, *options, "--batch-size", 2, "--quiet")
+    assert invoke("score", *common, "-o", local).exit_code == 0
+    result = invoke("score", *common, "-o", dask, "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    same_runs(local, dask)
+    assert len((dask / "image_scores.csv").read_text().splitlines()) > 9
+
+
 def test_a_worker_killed_mid_scan_still_gives_the_local_run(
     stacked, scheduler, kill_marker, tmp_path
 ):

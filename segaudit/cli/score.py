@@ -28,11 +28,12 @@ from segaudit.cli._options import (
     ProbsOpt,
     QuietOpt,
     ResizeOpt,
+    SchedulerOpt,
     SkipUnmatchedOpt,
     SplitOpt,
     WorkersOpt,
     dataset_spec,
-    execution,
+    execution_on,
 )
 from segaudit.cli.scan import image_sizes, warn_absent_chunks
 
@@ -112,6 +113,7 @@ def score(
     batch_size: BatchOpt = None,
     memory_budget: BudgetOpt = "512M",
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     allow_absent_chunks: AbsentChunksOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -160,16 +162,17 @@ def score(
         normalize=normalize,
         resize_probs=resize_probs.value if resize_probs is not None else None,
     )
-    summary, result = run_score(
-        spec,
-        out,
-        params,
-        method=method.value,
-        execution=execution(workers, batch_size, memory_budget),
-        pixel_scores=pixel_scores,
-        replace=replace,
-        progress=make_progress(quiet or json_output),
-    )
+    with execution_on(workers, batch_size, memory_budget, scheduler) as how:
+        summary, result = run_score(
+            spec,
+            out,
+            params,
+            method=method.value,
+            execution=how,
+            pixel_scores=pixel_scores,
+            replace=replace,
+            progress=make_progress(quiet or json_output),
+        )
     warn_absent_chunks(summary)
     if len(result.unscored):
         err_console.print(

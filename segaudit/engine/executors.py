@@ -77,15 +77,18 @@ class SinkTask:
     reopen their stores by path), so a task costs the cluster a few kilobytes.
     """
 
-    sink: Any
+    sink: Any  # None: the task writes nothing
 
     def detached(self) -> SinkTask:
         """This task over a fresh copy of the sink writing to the same store."""
+        if self.sink is None:
+            return self
         return dataclasses.replace(self, sink=self.sink.detached())
 
     def written(self) -> Any:
         """What a detached copy wrote, for :meth:`adopt` on the client."""
-        return self.sink.written()
+        return None if self.sink is None else self.sink.written()
 
     def adopt(self, written: Any) -> None:
-        self.sink.adopt(written)
+        if self.sink is not None:
+            self.sink.adopt(written)

@@ -427,3 +427,15 @@ class _PixelScoresSink:
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
         self.array.write_image(index, value)
+
+    def detached(self) -> _PixelScoresSink:
+        """A copy for a task in another process (see :meth:`RunSink.detached`)."""
+        copy = _PixelScoresSink(self.run)
+        copy.array = self.array.fresh()
+        return copy
+
+    def written(self) -> dict[int, tuple[int, ...]]:
+        return dict(self.array.shapes)
+
+    def adopt(self, written: dict[int, tuple[int, ...]]) -> None:
+        self.array.shapes.update(written)
