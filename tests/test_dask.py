@@ -1,7 +1,8 @@
 """`--scheduler`: the same scan and score as Dask tasks on a real cluster of worker processes.
 
-One LocalCluster (two worker processes, one thread each) serves the module; every run
-on it is compared file by file with a run of the local engine on the same data.
+One LocalCluster (two worker processes, one thread each: conftest's ``scheduler``) serves
+the session; every run on it is compared file by file with a run of the local engine on
+the same data.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import dask
 import pytest
-from distributed import LocalCluster
 from helpers import one_line_error
 from typer.testing import CliRunner
 
@@ -27,24 +27,6 @@ def invoke(*args: object):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dask")
-
-
-@pytest.fixture(scope="module")
-def kill_marker(workdir) -> Path:
-    """A file whose presence makes the first task to see it kill its worker process."""
-    return workdir / "kill-a-worker"
-
-
-@pytest.fixture(scope="module")
-def scheduler(kill_marker) -> str:
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        env={"SEGAUDIT_TEST_KILL_WORKER": str(kill_marker)},
-    ) as cluster:
-        yield cluster.scheduler_address
 
 
 @pytest.fixture(scope="module")

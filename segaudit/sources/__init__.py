@@ -32,6 +32,7 @@ from segaudit.sources.folder import (
 )
 from segaudit.sources.labelmap import LabelMap, read_label_map
 from segaudit.sources.layouts import LAYOUTS, KnownLayout, get_layout
+from segaudit.sources.remote import is_url
 from segaudit.sources.stacked import StackedLabels, StackedPhotos, StackedProbs
 
 __all__ = ["LAYOUTS", "Dataset", "DatasetSpec", "open_dataset"]
@@ -219,6 +220,8 @@ def _locate(
 
     if override is not None:
         text = str(override)
+        if is_url(text):
+            return "stacked", text  # folders of files behind URLs are not read yet
         if any(char in _WILDCARDS for char in text):
             return "files", text
         path = Path(text)

@@ -20,6 +20,7 @@ import numpy as np
 from segaudit.errors import InputChangedError, InvalidInputError
 from segaudit.sources.files import Loaded
 from segaudit.sources.folder import describe_unmatched
+from segaudit.sources.remote import is_url
 
 
 @dataclass
@@ -297,7 +298,8 @@ class Dataset:
         paths: list[Path] = []
         for source in self._sources():
             if source.ids is None:
-                paths.append(Path(source.path))
+                if not is_url(source.path):  # a URL cannot overlap a local run
+                    paths.append(Path(source.path))
             else:
                 paths += list(source.paths.values())
         if self.class_names_path is not None:

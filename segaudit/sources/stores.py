@@ -39,6 +39,7 @@ from segaudit.errors import (
 )
 from segaudit.libc import LIBC
 from segaudit.sources.fingerprints import store_fingerprint
+from segaudit.sources.remote import is_url
 
 STORE_NAMES = ("labels", "pred_probs", "images")
 _PAGE = mmap.PAGESIZE
@@ -166,7 +167,8 @@ class ArraySource:
         return self.chunk_grid
 
     def fingerprint(self) -> dict[str, Any]:
-        """The store's identity (sizes, times, inodes, edge hashes), to detect changes."""
+        """The store's identity (sizes, times, inodes, edge hashes; a URL's listing), to
+        detect changes."""
         return store_fingerprint(self.path)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -537,7 +539,10 @@ def open_zarr(path: Path, name: str) -> ArraySource:
 
 
 def open_store(path: str | os.PathLike[str], name: str) -> ArraySource:
-    """Open the store at ``path`` for the input called ``name`` (labels, pred_probs, images)."""
+    """Open the store at ``path`` for the input called ``name`` (labels, pred_probs, images);
+    a URL opens through fsspec (:mod:`segaudit.sources.remote`)."""
+    if is_url(path):
+        return open_url(str(path), name)
     path = Path(path)
     if is_zarr_path(path):
         return open_zarr(path, name)
@@ -546,6 +551,19 @@ def open_store(path: str | os.PathLike[str], name: str) -> ArraySource:
     if path.suffix != ".npy" and path.is_dir():
         raise UnreadableStoreError(f"{path} is a directory but not a Zarr store.")
     return open_npy(path)
+
+
+def open_url(url: str, name: str) -> ArraySource:
+    """A stacked store behind a URL: Zarr through fsspec, or a ``.npy`` read by ranges.
+    ``path`` is then the URL itself (a str)."""
+    from segaudit.sources.remote import is_zarr_url, open_npy_url, open_zarr_url
+
+    if is_zarr_url(url):
+        node = open_zarr_url(url, name)
+        _check_header_dtype(url, np.dtype(node.dtype))  # type: ignore[arg-type]
+        check_shape(url, tuple(node.shape), np.dtype(node.dtype))  # type: ignore[arg-type]
+        return ArraySource(url, node, "zarr")  # type: ignore[arg-type]
+    return ArraySource(url, open_npy_url(url), "npy")  # type: ignore[arg-type]
 
 
 def _holds_inputs(folder: Path) -> bool:

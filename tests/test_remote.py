@@ -1,0 +1,142 @@
+"""Inputs behind URLs: stacked .npy and Zarr stores on a real S3 API server (moto's server
+mode), read locally and by Dask workers, equal to a scan of the same files on disk."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from helpers import one_line_error
+from typer.testing import CliRunner
+
+from segaudit.cli import app
+from segaudit.sources.remote import open_npy_url
+
+runner = CliRunner()
+BUCKET = "segaudit-test"
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(autouse=True)
+def s3_client_env(s3_env, monkeypatch):
+    """This process reaches the S3 server through the standard variables only."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Path:
+    """A small stacked dataset on disk, with its pred_probs also as a Zarr store."""
+    out = tmp_path_factory.mktemp("remote") / "data"
+    result = invoke("synth", out, "--images", 10, "--height", 40, "--width", 56,
+                    "--classes", 4, "--seed", 8)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    probs = np.load(out / "pred_probs.npy")
+    stored = zarr.create_array(str(out / "pred_probs.zarr"), shape=probs.shape,
+                               dtype=probs.dtype, chunks=(1, *probs.shape[1:]))  # fmt: skip
+    stored[:] = probs
+    return out
+
+
+@pytest.fixture(scope="module")
+def bucket(local, s3_env) -> str:
+    """The dataset's stores uploaded to a bucket on the S3 server; its URL."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(
+        key=s3_env["AWS_ACCESS_KEY_ID"],
+        secret=s3_env["AWS_SECRET_ACCESS_KEY"],
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+    )
+    fs.mkdir(BUCKET)
+    for name in ("labels.npy", "pred_probs.npy"):
+        fs.put(str(local / name), f"{BUCKET}/ds/{name}")
+    fs.put(str(local / "pred_probs.zarr"), f"{BUCKET}/ds/pred_probs.zarr", recursive=True)
+    return f"s3://{BUCKET}/ds"
+
+
+def scores_without_files(run: Path) -> list[dict[str, str]]:
+    """image_scores.csv without the column naming each image's labels file."""
+    rows = list(csv.DictReader(io.StringIO((run / "image_scores.csv").read_text())))
+    assert rows and "file" in rows[0]
+    for row in rows:
+        row.pop("file")
+    return rows
+
+
+def same_results(on_disk: Path, remote: Path) -> None:
+    """Every array, mask and table byte for byte; the tables naming input files differ
+    only in those names."""
+    skip = {"summary.json", "images.csv", "image_scores.csv"}
+    files = [p for p in sorted(on_disk.rglob("*")) if p.is_file() and p.name not in skip]
+    assert files
+    for path in files:
+        assert (remote / path.relative_to(on_disk)).read_bytes() == path.read_bytes(), path
+    assert scores_without_files(remote) == scores_without_files(on_disk)
+
+
+@pytest.mark.parametrize("probs", ["pred_probs.npy", "pred_probs.zarr"])
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_a_scan_of_s3_stores_equals_the_scan_on_disk(
+    probs, on_cluster, local, bucket, request, tmp_path
+):
+    on_disk, remote = tmp_path / "disk", tmp_path / "s3"
+    options = ("--batch-size", 3, "--quiet")
+    disk = invoke("scan", "--labels", local / "labels.npy", "--pred-probs", local / probs,
+                  "-o", on_disk, *options)  # fmt: skip
+    assert disk.exit_code == 0, disk.output
+    cluster = ("--scheduler", request.getfixturevalue("scheduler")) if on_cluster else ()
+    result = invoke("scan", "--labels", f"{bucket}/labels.npy", "--pred-probs",
+                    f"{bucket}/{probs}", "-o", remote, *options, *cluster)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    same_results(on_disk, remote)
+    inputs = json.loads((remote / "summary.json").read_text())["inputs"]
+    assert inputs["pred_probs"]["path"] == f"{bucket}/{probs}"
+    assert inputs["pred_probs"]["format"] == probs.rsplit(".", 1)[1]
+
+
+def test_score_reads_s3_stores_too(local, bucket, tmp_path):
+    on_disk, remote = tmp_path / "disk", tmp_path / "s3"
+    for labels, probs, out in (
+        (local / "labels.npy", local / "pred_probs.npy", on_disk),
+        (f"{bucket}/labels.npy", f"{bucket}/pred_probs.npy", remote),
+    ):
+        result = invoke("score", "--labels", labels, "--pred-probs", probs, "-o", out,
+                        "--pixel-scores", "-q")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    same_results(on_disk, remote)
+
+
+def test_a_remote_npy_is_read_by_ranges_as_numpy_reads_it(local, bucket):
+    array = open_npy_url(f"{bucket}/pred_probs.npy")
+    expected = np.load(local / "pred_probs.npy", mmap_mode="r")
+    assert array.shape == expected.shape and array.dtype == expected.dtype
+    assert np.array_equal(array[3:5], expected[3:5])
+    assert np.array_equal(array[9:12], expected[9:])
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("s3://no-such-bucket/ds/labels.npy", "does not exist (or its bucket does not)"),
+        (f"s3://{BUCKET}/ds/missing.npy", "does not exist (or its bucket does not)"),
+        ("nosuchscheme://x/labels.npy", "is not a usable URL"),
+    ],
+)
+def test_a_missing_store_or_bucket_is_one_sentence_and_writes_nothing(
+    url, says, bucket, tmp_path
+):
+    run = tmp_path / "run"
+    result = invoke("scan", "--labels", url, "--pred-probs", f"{bucket}/pred_probs.npy",
+                    "-o", run)  # fmt: skip
+    message = one_line_error(result)
+    assert url in message and says in message
+    assert not run.exists()
