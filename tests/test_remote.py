@@ -140,3 +140,96 @@ def test_a_missing_store_or_bucket_is_one_sentence_and_writes_nothing(
     message = one_line_error(result)
     assert url in message and says in message
     assert not run.exists()
+
+
+# -- runs on the object store: built aside, published with summary.json last ----------
+
+
+@pytest.fixture
+def s3fs_client(s3_env):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    fs.invalidate_cache()
+    return fs
+
+
+def listing(fs, prefix: str) -> dict[str, int]:
+    fs.invalidate_cache()
+    found = fs.find(prefix, detail=True)
+    return {name[len(prefix) + 1 :]: int(info["size"]) for name, info in found.items()}
+
+
+def hidden_prefixes(fs, parent: str) -> list[str]:
+    fs.invalidate_cache()
+    return [p for p in fs.ls(parent, detail=False) if p.rsplit("/", 1)[-1].startswith(".")]
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_a_run_published_to_s3_equals_the_local_run_and_lists_its_objects(
+    on_cluster, local, bucket, s3fs_client, request, tmp_path
+):
+    url = f"s3://{BUCKET}/runs/nightly-{int(on_cluster)}"
+    on_disk = tmp_path / "disk"
+    assert invoke("scan", local, "-o", on_disk, "--batch-size", 3, "-q").exit_code == 0
+    cluster = ("--scheduler", request.getfixturevalue("scheduler")) if on_cluster else ()
+    result = invoke("scan", local, "-o", url, "--batch-size", 3, "-q", *cluster)
+    assert result.exit_code == 0, result.output
+    prefix = url.removeprefix("s3://")
+    held = listing(s3fs_client, prefix)
+    summary = json.loads(s3fs_client.cat_file(f"{prefix}/summary.json"))
+    assert summary["manifest"]["objects"] == {k: v for k, v in held.items() if k != "summary.json"}
+    for path in on_disk.rglob("*"):
+        if path.is_file() and path.name != "summary.json":
+            relative = str(path.relative_to(on_disk))
+            assert s3fs_client.cat_file(f"{prefix}/{relative}") == path.read_bytes(), relative
+    assert set(held) - {"summary.json"} == {
+        str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()
+    } - {"summary.json"}
+    assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []
+
+
+def test_a_failed_run_leaves_the_published_one_and_a_crashed_one_is_cleaned(
+    local, bucket, s3fs_client, tmp_path
+):
+    url, prefix = f"s3://{BUCKET}/runs/kept", f"{BUCKET}/runs/kept"
+    assert invoke("scan", local, "-o", url, "-q").exit_code == 0
+    before = listing(s3fs_client, prefix)
+    published = s3fs_client.cat_file(f"{prefix}/summary.json")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    labels = np.load(local / "labels.npy")
+    labels[2, 5, 5] = 9  # outside the 4 classes: refused during the pass
+    np.save(bad / "labels.npy", labels)
+    (bad / "pred_probs.npy").write_bytes((local / "pred_probs.npy").read_bytes())
+    one_line_error(invoke("scan", bad, "-o", url))
+    assert listing(s3fs_client, prefix) == before
+    assert s3fs_client.cat_file(f"{prefix}/summary.json") == published
+    assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []
+
+    # A publication killed after it retired the old summary: leftovers, no summary.json.
+    s3fs_client.pipe(f"{BUCKET}/runs/.segaudit-tmp-kept-0123abcd/images.csv", b"partial")
+    s3fs_client.rm_file(f"{prefix}/summary.json")
+    refused = one_line_error(invoke("swaps", url))
+    assert f"{url} is not a complete segaudit run (no summary.json)" in refused
+    assert invoke("score", local, "-o", url, "-q").exit_code == 0  # replaces it
+    held = listing(s3fs_client, prefix)
+    assert set(held) == {".segaudit-run", "images.csv", "image_scores.csv", "summary.json"}
+    assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []
+    complete = one_line_error(invoke("swaps", url))
+    assert "is a complete run on an object store" in complete
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("s3://no-such-bucket/runs/x", "the bucket no-such-bucket does not exist"),
+        (f"s3://{BUCKET}/ds", "holds objects that are not a segaudit run's"),
+    ],
+)
+def test_an_unusable_run_url_is_refused_before_anything_is_written(
+    url, says, local, bucket, s3fs_client
+):
+    before = listing(s3fs_client, BUCKET)
+    assert says in one_line_error(invoke("scan", local, "-o", url))
+    assert listing(s3fs_client, BUCKET) == before

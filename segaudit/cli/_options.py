@@ -45,7 +45,13 @@ DatasetArg = Annotated[
     ),
 ]
 OutOpt = Annotated[
-    Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
+    str,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Run directory to write (replaced atomically), or a URL (s3://bucket/runs/x): "
+        "built locally, published with summary.json last.",
+    ),
 ]
 LabelsOpt = Annotated[
     str | None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -215,7 +214,7 @@ def image_sizes(data: dict[str, Any]) -> str:
     return f"of {sizes.get('distinct', '?')} sizes ({small[0]}×{small[1]} to {large[0]}×{large[1]})"
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
+def print_summary(summary: dict[str, Any], out: str) -> None:
     """A readable account of a scan: totals, the classes involved, the worst images."""
     from rich.table import Table
 
@@ -248,4 +247,4 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             )
     if table.row_count:
         console.print(table)
-    console.print(f"  worst images first: {markup(out / 'image_scores.csv')}")
+    console.print(f"  worst images first: {markup(f'{out}/image_scores.csv')}")

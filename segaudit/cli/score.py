@@ -199,7 +199,7 @@ _SCAN_NOTES = {
 }
 
 
-def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: str) -> None:
     """Header line, the worst images as a table, and where the full list is."""
     from rich.table import Table
 
@@ -227,7 +227,7 @@ def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         table.add_row(*(_cell(row[column]) for column in columns))
     console.print(table)
     console.print(
-        f"  all images, worst first: {markup(Path(out) / 'image_scores.csv')}", highlight=False
+        f"  all images, worst first: {markup(f'{out}/image_scores.csv')}", highlight=False
     )
 
 
@@ -254,7 +254,7 @@ class ScoreColumn(str, Enum):
 @user_errors
 def evaluate(
     run: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="A run written by `segaudit score` or `segaudit scan`.",
             metavar="RUN",
@@ -317,7 +317,7 @@ def evaluate(
         _print_region_metrics(metrics.get("region"))
 
 
-def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
+def _print_metrics(metrics: dict[str, Any], run: str) -> None:
     """The image- and pixel-level metrics as one table."""
     from rich.table import Table
 

@@ -44,6 +44,7 @@ from segaudit.runs.images import IMAGES_TABLE, write_images_table
 from segaudit.runs.run import Run, is_complete_run, open_run
 from segaudit.runs.sink import RunSink
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
+from segaudit.sources.remote import is_url
 
 METHODS = ("softmin", "num_pixel_issues")
 # Parameters that change a scan's issue mask; a kept scan must agree on all of them.
@@ -309,6 +310,13 @@ def score(
     check_method(method)
     params = params or Params()
     check_temperature(params.temperature)
+    if is_url(out):  # published with summary.json last (segaudit.runs.objectstore)
+        from segaudit.runs.objectstore import remote_run
+
+        with remote_run(str(out)) as staged:
+            return score(spec, staged, params, method=method, execution=execution,
+                         pixel_scores=pixel_scores, replace=replace, class_names=class_names,
+                         progress=progress)  # fmt: skip
     started = time.perf_counter()
     dataset = open_dataset(spec)
     params = params_for(dataset, params)
