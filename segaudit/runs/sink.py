@@ -21,6 +21,7 @@ import numpy as np
 
 from segaudit.engine.pixels import Records
 from segaudit.engine.sinks import CL
+from segaudit.errors import RunDirectoryError
 from segaudit.runs import rundir
 from segaudit.runs.chunkstore import ImageChunkWriter
 from segaudit.runs.masks import write_issue_mask
@@ -191,6 +192,14 @@ class RunSink:
     def adopt(self, written: dict[str, Any]) -> None:
         """Take in what a detached copy wrote, as if written here (a task run twice after
         a worker loss wrote the same files again: the later account replaces the first)."""
+        for resolution, start in written["records"]:
+            if not self._record_path(start, resolution).exists():
+                raise RunDirectoryError(
+                    f"the Dask workers wrote the run's files where this machine cannot see "
+                    f"them ({self._record_path(start, resolution).name} is missing); with a "
+                    "remote scheduler, -o must be on a filesystem every worker shares with "
+                    "this machine."
+                )
         for name, shapes in written["shapes"].items():
             array = self.arrays[name]
             if isinstance(array, ScratchImages):
