@@ -63,6 +63,29 @@ def bucket(local, s3_env) -> str:
     return f"s3://{BUCKET}/ds"
 
 
+@pytest.fixture(scope="module")
+def local_folder(tmp_path_factory) -> Path:
+    """A small folder dataset on disk: mask PNGs and one .npy per image, two sizes."""
+    out = tmp_path_factory.mktemp("remote") / "folder"
+    result = invoke("synth", out, "--layout", "folder", "--sizes", "32x48,40x40",
+                    "--images", 7, "--classes", 4, "--seed", 9)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder_bucket(local_folder, bucket, s3_env) -> str:
+    """The folder dataset's labels/ and pred_probs/ uploaded beside the stacked one."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    for name in ("labels", "pred_probs"):
+        for path in sorted((local_folder / name).rglob("*")):
+            if path.is_file():
+                fs.put_file(str(path), f"{BUCKET}/folder/{path.relative_to(local_folder)}")
+    return f"s3://{BUCKET}/folder"
+
+
 def scores_without_files(run: Path) -> list[dict[str, str]]:
     """image_scores.csv without the column naming each image's labels file."""
     rows = list(csv.DictReader(io.StringIO((run / "image_scores.csv").read_text())))
@@ -101,6 +124,27 @@ def test_a_scan_of_s3_stores_equals_the_scan_on_disk(
     inputs = json.loads((remote / "summary.json").read_text())["inputs"]
     assert inputs["pred_probs"]["path"] == f"{bucket}/{probs}"
     assert inputs["pred_probs"]["format"] == probs.rsplit(".", 1)[1]
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_a_scan_of_a_folder_dataset_on_s3_equals_the_scan_on_disk(
+    on_cluster, local_folder, folder_bucket, request, tmp_path
+):
+    on_disk, remote = tmp_path / "disk", tmp_path / "s3"
+    options = ("--batch-size", 2, "--quiet")
+    disk = invoke("scan", "--labels", local_folder / "labels", "--pred-probs",
+                  local_folder / "pred_probs", "-o", on_disk, *options)  # fmt: skip
+    assert disk.exit_code == 0, disk.output
+    cluster = ("--scheduler", request.getfixturevalue("scheduler")) if on_cluster else ()
+    result = invoke("scan", "--labels", f"{folder_bucket}/labels", "--pred-probs",
+                    f"{folder_bucket}/pred_probs", "-o", remote, *options, *cluster)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    same_results(on_disk, remote)
+    images = (remote / "images.csv").read_text()
+    assert f"{folder_bucket}/labels/" in images and f"{folder_bucket}/pred_probs/" in images
+    inputs = json.loads((remote / "summary.json").read_text())["inputs"]
+    assert inputs["labels"]["path"] == f"{folder_bucket}/labels"
+    assert inputs["labels"]["files"] == 7
 
 
 def test_score_reads_s3_stores_too(local, bucket, tmp_path):
@@ -233,3 +277,18 @@ def test_an_unusable_run_url_is_refused_before_anything_is_written(
     before = listing(s3fs_client, BUCKET)
     assert says in one_line_error(invoke("scan", local, "-o", url))
     assert listing(s3fs_client, BUCKET) == before
+
+
+def test_globs_and_npz_archives_behind_urls_are_refused(folder_bucket, s3fs_client, tmp_path):
+    buffer = io.BytesIO()
+    np.savez(buffer, probabilities=np.full((3, 4, 4), 1 / 3, np.float32))
+    s3fs_client.pipe(f"{BUCKET}/npz/pred_probs/a.npz", buffer.getvalue())
+    labels = f"{folder_bucket}/labels"
+    cases = [
+        (f"{folder_bucket}/pred_probs/*.npy", "globs are not read behind URLs"),
+        (f"s3://{BUCKET}/npz/pred_probs", ".npz archives behind URLs are not read"),
+    ]
+    for probs, says in cases:
+        result = invoke("scan", "--labels", labels, "--pred-probs", probs, "-o", tmp_path / "r")
+        assert says in one_line_error(result)
+        assert not (tmp_path / "r").exists()

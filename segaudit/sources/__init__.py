@@ -221,7 +221,7 @@ def _locate(
     if override is not None:
         text = str(override)
         if is_url(text):
-            return "stacked", text  # folders of files behind URLs are not read yet
+            return _locate_url(text, name)
         if any(char in _WILDCARDS for char in text):
             return "files", text
         path = Path(text)
@@ -249,6 +249,29 @@ def _locate(
     return None
 
 
+def _locate_url(url: str, name: str) -> tuple[str, Any]:
+    """A URL is a stacked store (``.npy``, Zarr) or a folder of one file per image."""
+    from segaudit.sources.remote import is_zarr_url
+
+    if any(char in _WILDCARDS for char in url):
+        raise InvalidInputError(
+            f"--{name.replace('_', '-')} {url}: globs are not read behind URLs; give the "
+            "folder's URL."
+        )
+    if url.rstrip("/").lower().endswith(".npy") or is_zarr_url(url):
+        return "stacked", url
+    return "files", url
+
+
+def _found(target: str, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Any], str]:
+    """One per-file input's files by id, and where they are (for messages)."""
+    if is_url(target):
+        from segaudit.sources.remote import find_url_files
+
+        return find_url_files(target, suffixes, what), target
+    return find_files(Path(target), suffixes, what), os.path.abspath(target)
+
+
 def _group_has(folder: Path, name: str) -> bool:
     """Whether the Zarr group ``folder`` holds an array ``name``."""
     from segaudit.sources.stores import group_arrays
@@ -264,8 +287,7 @@ def _open_probs(where: tuple[str, Any] | None, spec: DatasetSpec) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedProbs(open_store(target, "pred_probs"), spec.channels_last)
-    found = find_files(Path(target), PROBS_SUFFIXES, "pred_probs")
-    return FolderProbs(found, os.path.abspath(target), spec.channels_last)
+    return FolderProbs(*_found(target, PROBS_SUFFIXES, "pred_probs"), spec.channels_last)
 
 
 def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void: Any) -> Any:
@@ -279,8 +301,7 @@ def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void
                 "--label-map applies to mask files; stacked labels already hold class ids."
             )
         return StackedLabels(open_store(target, "labels"))
-    found = find_files(Path(target), MASK_SUFFIXES, "labels")
-    return FolderMasks(found, os.path.abspath(target), label_map, void)
+    return FolderMasks(*_found(target, MASK_SUFFIXES, "labels"), label_map, void)
 
 
 def _open_photos(where: tuple[str, Any]) -> Any:
@@ -289,9 +310,7 @@ def _open_photos(where: tuple[str, Any]) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedPhotos(open_store(target, "images"))
-    return FolderPhotos(
-        find_files(Path(target), PHOTO_SUFFIXES, "images"), os.path.abspath(target)
-    )
+    return FolderPhotos(*_found(target, PHOTO_SUFFIXES, "images"))
 
 
 def _class_names_path(folder: Path | None, spec: DatasetSpec) -> Path | None:

@@ -301,7 +301,7 @@ class Dataset:
                 if not is_url(source.path):  # a URL cannot overlap a local run
                     paths.append(Path(source.path))
             else:
-                paths += list(source.paths.values())
+                paths += [p for p in source.paths.values() if not is_url(p)]
         if self.class_names_path is not None:
             paths.append(self.class_names_path)
         return paths

@@ -17,6 +17,7 @@ import io
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -163,10 +164,10 @@ def open_zarr_url(url: str, name: str) -> Any:
 
 
 def is_zarr_url(url: str) -> bool:
-    """A Zarr store by name (``.zarr``) or by its metadata; else a ``.npy`` file."""
+    """A Zarr store by name (``.zarr``) or by its metadata; else a file or a folder."""
     if url.rstrip("/").endswith(".zarr"):
         return True
-    if url.endswith(".npy"):
+    if PurePosixPath(url).suffix.lower() in (".npy", ".npz", ".png", ".tif", ".tiff", ".jpg"):
         return False
     fs, path = filesystem(url)
     try:
@@ -205,3 +206,77 @@ def url_fingerprint(url: str) -> dict[str, Any]:
         "sha256_edges": metadata.hexdigest()[:16],
         "sha256_entries": entries.hexdigest()[:16],
     }
+
+
+# -- folders of one file per image behind a URL ---------------------------------------
+
+
+def find_url_files(url: str, suffixes: tuple[str, ...], what: str) -> dict[str, str]:
+    """Files of one input by id under the folder ``url`` (hidden ones skipped), as URLs:
+    one listing, as :func:`segaudit.sources.folder.find_files` walks a local folder."""
+    from segaudit.sources.ids import check_id, check_unique, id_from_path
+
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root)
+    except Exception as error:  # each backend has its own errors
+        raise _refusal(url, error) from None
+    relative = [
+        PurePosixPath(name[len(root) + 1 :]) for name in sorted(found) if name.startswith(root)
+    ]
+    wanted = [
+        r for r in relative
+        if r.parts and not any(p.startswith(".") for p in r.parts)
+        and r.suffix.lower() in suffixes
+    ]  # fmt: skip
+    if not wanted:
+        raise InputNotFoundError(
+            f"{what} {url} holds no {' or '.join(suffixes)} files; check the URL."
+        )
+    ids = [id_from_path(r) for r in wanted]
+    for image_id in ids:
+        check_id(image_id, f"{what} {url}")
+    check_unique(ids, f"{what} {url}")
+    urls = [fs.unstrip_protocol(f"{root}/{r}") for r in wanted]
+    return dict(sorted(zip(ids, urls, strict=True)))
+
+
+def open_url_file(url: str, what: str) -> Any:
+    """A file-like object reading ``url`` (blocks fetched as they are read)."""
+    fs, path = filesystem(url)
+    try:
+        return fs.open(path, "rb")
+    except Exception as error:  # each backend has its own errors
+        raise _refusal(url, error) from None
+
+
+def read_url_npy(url: str) -> np.ndarray:
+    """One image's ``.npy`` behind a URL: its header, then its data in one ranged read."""
+    array = open_npy_url(url)
+    return array[0 : array.shape[0]] if array.shape else np.empty((), array.dtype)
+
+
+def urls_fingerprint(urls: list[str]) -> dict[str, Any]:
+    """The identity of many files behind URLs (sizes and ETags) from one listing of the
+    folder holding them all."""
+    import posixpath
+
+    if not urls:
+        return {"files": 0, "bytes": 0, "sha256_stat": ""}
+    fs, _ = filesystem(urls[0])
+    paths = [filesystem(u)[1] for u in urls]
+    root = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0])
+    try:
+        fs.invalidate_cache()
+        listed = fs.find(root, detail=True)
+    except Exception as error:  # each backend has its own errors
+        raise _refusal(urls[0], error) from None
+    digest, total = hashlib.sha256(), 0
+    for path in paths:
+        info = listed.get(path) or {}
+        size = int(info.get("size") or 0)
+        version = info.get("ETag") or info.get("etag") or info.get("mtime") or ""
+        total += size
+        digest.update(f"{path}|{size}|{version}\n".encode())
+    return {"files": len(paths), "bytes": total, "sha256_stat": digest.hexdigest()[:16]}
