@@ -102,12 +102,11 @@ def publish(local: Path, url: str) -> dict[str, int]:
     hidden = f"{parent}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
     try:
         _remove_leftovers(fs, parent, name)
-        for path in files:
-            fs.put_file(str(path), f"{hidden}/{path.relative_to(local)}")
+        names = list(manifest)  # batched calls: async backends send them concurrently
+        fs.put([str(local / n) for n in names], [f"{hidden}/{n}" for n in names])
         if fs.exists(f"{root}/{SUMMARY}"):
             fs.rm_file(f"{root}/{SUMMARY}")  # the previous run stops being complete
-        for relative in manifest:
-            fs.copy(f"{hidden}/{relative}", f"{root}/{relative}")
+        fs.copy([f"{hidden}/{n}" for n in names], [f"{root}/{n}" for n in names])
         stale = [f"{root}/{n}" for n in _listing(fs, root) if n not in manifest]
         if stale:
             fs.rm(stale)
