@@ -9,8 +9,8 @@ cut go to the lowest flat index.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,15 +34,61 @@ def thresholds(class_sum: np.ndarray, class_count: np.ndarray) -> np.ndarray:
     return np.maximum(mean, THRESHOLD_FLOOR)
 
 
-def count_issues(sink: Sink, class_thresholds: np.ndarray) -> int:
-    """m: mispredicted pixels whose predicted-class probability reaches that class's threshold."""
-    limits = class_thresholds - COMPARISON_MARGIN
-    total = 0
-    for start in sink.record_starts():
-        records = sink.records(start, ("pred", "pmax"))
-        reached = records["pmax"].astype(np.float64) >= limits[records["pred"]]
-        total += int(np.count_nonzero(reached))
-    return total
+@dataclass
+class CountTask(SinkTask):
+    """One batch's share of m, from its mispredicted pixels' records (an executor's task)."""
+
+    limits: np.ndarray  # per class: its threshold less the comparison margin
+
+    def __call__(self, start: int) -> int:
+        records = self.sink.records(start, ("pred", "pmax"))
+        reached = records["pmax"].astype(np.float64) >= self.limits[records["pred"]]
+        return int(np.count_nonzero(reached))
+
+
+def count_issues(
+    sink: Sink, class_thresholds: np.ndarray, executor: Executor | None = None
+) -> int:
+    """m: mispredicted pixels whose predicted-class probability reaches that class's
+    threshold (batches on ``executor``, default one local thread)."""
+    counts: list[int] = []
+    task = CountTask(sink, class_thresholds - COMPARISON_MARGIN)
+    run_in_order(sink.record_starts(), task, counts.append, executor or ThreadExecutor())
+    return sum(counts)
+
+
+@dataclass
+class ScoreReader(SinkTask):
+    """The scores a refinement of the cut looks at, per batch: every stored score
+    (``"stored"``, of the array ``scores_name``), or only the mispredicted pixels'
+    (``"mispredicted"``, from their records)."""
+
+    source: str
+    scores_name: str
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self.source == "mispredicted":
+            return self.sink.records(lo, ("s",))["s"]
+        return np.concatenate([self.sink.read(self.scores_name, i).ravel() for i in range(lo, hi)])
+
+
+@dataclass
+class RefineTask(SinkTask):
+    """One batch's histogram of the next 16 bits of the scores inside the boundary bin."""
+
+    reader: ScoreReader
+    prefix: int
+    shift: int
+
+    def detached(self) -> RefineTask:
+        return dataclasses.replace(self, reader=self.reader.detached())
+
+    def __call__(self, bounds: tuple[int, int]) -> np.ndarray:
+        bits = score_bits(np.ascontiguousarray(self.reader.read(*bounds)))
+        inside = bits[(bits >> self.shift) == self.prefix]
+        next_shift = self.shift - 16
+        keys = ((inside >> next_shift) & 0xFFFF).astype(np.intp)
+        return np.bincount(keys, minlength=HIST_BINS)
 
 
 @dataclass(frozen=True)
@@ -74,15 +120,17 @@ class Cut:
 def find_cut(
     stats: PassStats,
     m: int,
-    read_scores: Callable[[int, int], np.ndarray],
-    read_mispredicted: Callable[[int, int], np.ndarray] | None = None,
+    read_scores: ScoreReader,
+    read_mispredicted: ScoreReader | None = None,
     below_any_max: float = 0.0,
+    executor: Executor | None = None,
 ) -> Cut:
     """The exact rule selecting the m lowest scores, looking at stored scores only as needed.
 
     Scores below ``below_any_max`` (a bound under every pixel's top probability) belong
     to mispredicted pixels only, so a boundary bin entirely below it is refined from
     ``read_mispredicted`` (the records' scores of a batch) instead of every stored score.
+    Each refinement runs batch by batch on ``executor``.
     """
     if m == 0:
         return Cut(0, 0, None, 0)
@@ -105,7 +153,7 @@ def find_cut(
         reader = read_scores
         if read_mispredicted is not None and _bin_top(prefix, shift, score_dtype) <= below_any_max:
             reader = read_mispredicted
-        hist = _refine(stats, prefix, shift, reader)
+        hist = _refine(stats, prefix, shift, reader, executor)
         shift -= 16
 
 
@@ -116,15 +164,20 @@ def _bin_top(prefix: int, shift: int, score_dtype: np.dtype) -> float:
 
 
 def _refine(
-    stats: PassStats, prefix: int, shift: int, read_scores: Callable[[int, int], np.ndarray]
+    stats: PassStats,
+    prefix: int,
+    shift: int,
+    reader: ScoreReader,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """Histogram of the next 16 bits among stored scores whose top bits equal ``prefix``."""
     hist = np.zeros(HIST_BINS, np.int64)
-    next_shift = shift - 16
-    for lo, hi in stats.batches:
-        bits = score_bits(np.ascontiguousarray(read_scores(lo, hi)))
-        inside = bits[(bits >> shift) == prefix]
-        hist += np.bincount(((inside >> next_shift) & 0xFFFF).astype(np.intp), minlength=HIST_BINS)
+
+    def fold(part: np.ndarray) -> None:
+        hist[:] += part
+
+    task = RefineTask(None, reader, prefix, shift)
+    run_in_order(stats.batches, task, fold, executor or ThreadExecutor())
     return hist
 
 

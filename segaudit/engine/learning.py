@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.engine.cut import count_issues, find_cut, thresholds, write_issues
+from segaudit.engine.cut import (
+    ScoreReader,
+    count_issues,
+    find_cut,
+    thresholds,
+    write_issues,
+)
 from segaudit.engine.params import Execution, Params
 from segaudit.engine.pixels import sum_tolerance
 from segaudit.engine.regions import RegionFinder
@@ -87,7 +93,8 @@ def flag_issues(
     progress = progress or NullProgress()
     clock = time.perf_counter()
     class_thresholds = thresholds(stats.class_sum, stats.class_count)
-    m = count_issues(sink, class_thresholds)
+    executor = execution.runner()
+    m = count_issues(sink, class_thresholds, executor)
     extent = stats.extent
     scores_name = "pixel_scores" if params.downsample == 1 else "cl_scores"
     # Every pixel's top probability is at least (1 - tol) / K (its row sums to 1 within
@@ -96,13 +103,9 @@ def flag_issues(
     if not params.rows_sum_to_one:
         below_any_max = 0.0  # no bound under a pixel's top score: refine from stored scores
 
-    def stored_scores(lo: int, hi: int) -> np.ndarray:
-        return np.concatenate([sink.read(scores_name, i).ravel() for i in range(lo, hi)])
-
-    def mispredicted_scores(lo: int, hi: int) -> np.ndarray:
-        return sink.records(lo, ("s",))["s"]
-
-    cut = find_cut(stats, m, stored_scores, mispredicted_scores, below_any_max)
+    stored = ScoreReader(sink, "stored", scores_name)
+    mispredicted = ScoreReader(sink, "mispredicted", scores_name)
+    cut = find_cut(stats, m, stored, mispredicted, below_any_max, executor)
     stages = {"select": time.perf_counter() - clock}
     clock = time.perf_counter()
     sink.create("issues", extent.sizes, bool)
@@ -111,9 +114,7 @@ def flag_issues(
         sink.create("regions", extent.sizes, np.uint32)
         finder = RegionFinder(params.ignore_index, min_region_pixels)
     progress.start("flagging issues", extent.num_images)
-    counts = write_issues(
-        stats, cut, sink, params.ignore_index, progress, execution.runner(), finder
-    )
+    counts = write_issues(stats, cut, sink, params.ignore_index, progress, executor, finder)
     progress.finish()
     stages["write_issues"] = time.perf_counter() - clock
     if finder is not None:
