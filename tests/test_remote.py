@@ -292,3 +292,26 @@ def test_globs_and_npz_archives_behind_urls_are_refused(folder_bucket, s3fs_clie
         result = invoke("scan", "--labels", labels, "--pred-probs", probs, "-o", tmp_path / "r")
         assert says in one_line_error(result)
         assert not (tmp_path / "r").exists()
+
+
+def test_an_s3_store_rewritten_during_the_scan_is_refused_and_nothing_is_published(
+    local, bucket, s3fs_client, monkeypatch, tmp_path
+):
+    import segaudit.jobs.scan
+
+    s3fs_client.put_file(str(local / "labels.npy"), f"{BUCKET}/changing/labels.npy")
+    labels = np.load(local / "labels.npy")
+    labels[9, 0, 0] = (labels[9, 0, 0] + 1) % 4  # still a valid class: only the store changed
+    edited = io.BytesIO()
+    np.save(edited, labels)
+
+    def rewrite_after_first_batch(stop: int) -> None:
+        if stop <= 3:  # the labels are rewritten after the first batch
+            s3fs_client.pipe(f"{BUCKET}/changing/labels.npy", edited.getvalue())
+
+    monkeypatch.setattr(segaudit.jobs.scan, "_test_hook_after_batch", rewrite_after_first_batch)
+    run = f"s3://{BUCKET}/runs/changing"
+    result = invoke("scan", "--labels", f"s3://{BUCKET}/changing/labels.npy", "--pred-probs",
+                    f"{bucket}/pred_probs.npy", "-o", run, "--batch-size", 3)  # fmt: skip
+    assert "changed while segaudit was reading it" in one_line_error(result)
+    assert not s3fs_client.exists(f"{BUCKET}/runs/changing")

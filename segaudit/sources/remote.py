@@ -179,9 +179,16 @@ def is_zarr_url(url: str) -> bool:
 _ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
 
 
+def _version(info: dict[str, Any]) -> str:
+    """What says an object was written again: its ETag (its bytes) and its modification
+    time (a rewrite of the same bytes, as a local file's change time says)."""
+    keys = ("ETag", "etag", "LastModified", "last_modified", "mtime", "updated", "generation")
+    return "|".join(str(info[key]) for key in keys if info.get(key) is not None)
+
+
 def url_fingerprint(url: str) -> dict[str, Any]:
-    """A remote store's identity: every object's name, size and version (ETag, else
-    modification time), and a hash of its metadata documents."""
+    """A remote store's identity: every object's name, size and version (:func:`_version`),
+    and a hash of its metadata documents."""
     fs, path = filesystem(url)
     try:
         fs.invalidate_cache()
@@ -192,9 +199,7 @@ def url_fingerprint(url: str) -> dict[str, Any]:
     total = 0
     for name in sorted(found):
         info = found[name]
-        version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get(
-            "LastModified", ""
-        )
+        version = _version(info)
         size = int(info.get("size") or 0)
         total += size
         entries.update(f"{name}\0{size}\0{version}\n".encode())
@@ -276,7 +281,7 @@ def urls_fingerprint(urls: list[str]) -> dict[str, Any]:
     for path in paths:
         info = listed.get(path) or {}
         size = int(info.get("size") or 0)
-        version = info.get("ETag") or info.get("etag") or info.get("mtime") or ""
+        version = _version(info)
         total += size
         digest.update(f"{path}|{size}|{version}\n".encode())
     return {"files": len(paths), "bytes": total, "sha256_stat": digest.hexdigest()[:16]}
