@@ -119,6 +119,15 @@ def test_a_worker_killed_mid_scan_still_gives_the_local_run(
     same_runs(local, dask)
 
 
+def test_scheduler_local_n_starts_and_stops_a_cluster_of_its_own(folder, tmp_path):
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    assert invoke("scan", folder, "-o", local, "-q").exit_code == 0
+    result = invoke("scan", folder, "-o", dask, "-q", "--scheduler", "local:1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["engine"]["workers"] == 1  # the cluster's one thread
+    same_runs(local, dask)
+
+
 def test_an_unreachable_scheduler_is_one_sentence_and_writes_nothing(stacked, tmp_path):
     run = tmp_path / "run"
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
