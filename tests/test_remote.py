@@ -315,3 +315,20 @@ def test_an_s3_store_rewritten_during_the_scan_is_refused_and_nothing_is_publish
                     f"{bucket}/pred_probs.npy", "-o", run, "--batch-size", 3)  # fmt: skip
     assert "changed while segaudit was reading it" in one_line_error(result)
     assert not s3fs_client.exists(f"{BUCKET}/runs/changing")
+
+
+@pytest.mark.parametrize("kind", ["stacked", "folder"])
+def test_a_dataset_url_is_read_by_the_folder_conventions(
+    kind, local, local_folder, bucket, folder_bucket, s3fs_client, tmp_path
+):
+    on_disk, remote = tmp_path / "disk", tmp_path / "s3"
+    folder, url = (local, bucket) if kind == "stacked" else (local_folder, folder_bucket)
+    s3fs_client.put_file(str(folder / "classes.txt"), f"{url.removeprefix('s3://')}/classes.txt")
+    assert invoke("scan", folder, "-o", on_disk, "-q").exit_code == 0
+    result = invoke("scan", url, "-o", remote, "-q")
+    assert result.exit_code == 0, result.output
+    same_results(on_disk, remote)  # regions.csv names the classes: classes.txt was read
+    inputs = json.loads((remote / "summary.json").read_text())["inputs"]
+    assert inputs["class_names"]["path"] == f"{url}/classes.txt"
+    missing = one_line_error(invoke("scan", f"{url}-nowhere", "-o", tmp_path / "x"))
+    assert f"dataset folder {url}-nowhere does not exist" in missing

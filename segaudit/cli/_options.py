@@ -35,12 +35,12 @@ class Resize(str, Enum):
 
 
 DatasetArg = Annotated[
-    Path | None,
+    str | None,
     typer.Argument(
-        help="Dataset folder: labels and pred_probs as stacked stores (labels.npy, "
-        "pred_probs.zarr, ...) or as folders of one file per image (labels/*.png, "
-        "pred_probs/*.npy); optional images and classes.txt. With --layout, the folder of "
-        "a public dataset.",
+        help="Dataset folder (or its URL: s3://bucket/ds): labels and pred_probs as stacked "
+        "stores (labels.npy, pred_probs.zarr, ...) or as folders of one file per image "
+        "(labels/*.png, pred_probs/*.npy); optional images and classes.txt. With --layout, "
+        "the folder of a public dataset.",
         show_default=False,
     ),
 ]
@@ -200,7 +200,7 @@ BackgroundOpt = Annotated[
 
 
 def dataset_spec(
-    dataset: Path | None,
+    dataset: str | None,
     *,
     labels: str | None = None,
     pred_probs: str | None = None,
@@ -217,9 +217,10 @@ def dataset_spec(
 ) -> Any:
     """The dataset options as a :class:`segaudit.sources.DatasetSpec`."""
     from segaudit.sources import DatasetSpec
+    from segaudit.sources.remote import is_url
 
     return DatasetSpec(
-        dataset=dataset,
+        dataset=dataset if dataset is None or is_url(dataset) else Path(dataset),
         labels=labels,
         pred_probs=pred_probs,
         images=images,

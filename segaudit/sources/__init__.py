@@ -44,7 +44,7 @@ _WILDCARDS = set("*?[")
 class DatasetSpec:
     """Where a dataset is and how to read it, as a user gives it."""
 
-    dataset: Path | None = None
+    dataset: Path | str | None = None  # a str only for a URL
     labels: str | None = None
     pred_probs: str | None = None
     images: str | None = None
@@ -67,6 +67,11 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
         raise InvalidInputError(
             "--split picks splits of a public dataset read with --layout; without --layout, "
             "point DATASET (or --labels and --pred-probs) at the split's files instead."
+        )
+    if is_url(spec.dataset) and (spec.layout is not None or spec.manifest is not None):
+        raise InvalidInputError(
+            f"{spec.dataset}: --layout and --manifest read local folders; give the stores' "
+            "URLs with --labels and --pred-probs instead."
         )
     if spec.manifest is not None:
         return _from_manifest(spec)
@@ -197,10 +202,16 @@ def _layout_probs(spec: DatasetSpec, layout: KnownLayout, chosen: set[str]) -> F
     return FolderProbs(kept, str(spec.pred_probs), spec.channels_last)
 
 
-def _check_dataset_folder(folder: Path) -> None:
+def _check_dataset_folder(folder: Path | str) -> None:
     """DATASET must be a folder (or a Zarr group holding the arrays)."""
     from segaudit.sources.stores import group_arrays, is_zarr_path
 
+    if is_url(folder):
+        from segaudit.sources.remote import check_url_folder
+
+        check_url_folder(str(folder))
+        return
+    folder = Path(folder)
     if not folder.exists():
         raise InputNotFoundError(f"dataset folder {folder} does not exist; check the path.")
     if is_zarr_path(folder):
@@ -213,7 +224,7 @@ def _check_dataset_folder(folder: Path) -> None:
 
 
 def _locate(
-    folder: Path | None, name: str, override: str | None, *, required: bool
+    folder: Path | str | None, name: str, override: str | None, *, required: bool
 ) -> tuple[str, Any] | None:
     """Where one input is: ("stacked", path) or ("files", folder-or-glob), or None."""
     from segaudit.sources.stores import is_zarr_path
@@ -234,6 +245,9 @@ def _locate(
                 f"give a DATASET folder or --{name.replace('_', '-')} PATH."
             )
         return None
+    if is_url(folder):
+        return _locate_in_url(str(folder), name, required)
+    folder = Path(folder)
     if is_zarr_path(folder) and _group_has(folder, name):
         return "stacked", folder
     for suffix in (".npy", ".zarr"):
@@ -261,6 +275,26 @@ def _locate_url(url: str, name: str) -> tuple[str, Any]:
     if url.rstrip("/").lower().endswith(".npy") or is_zarr_url(url):
         return "stacked", url
     return "files", url
+
+
+def _locate_in_url(folder: str, name: str, required: bool) -> tuple[str, Any] | None:
+    """An input in a DATASET URL, by the same conventions as in a local folder."""
+    from segaudit.sources.remote import url_kind
+
+    base = folder.rstrip("/")
+    for candidate, wanted, kind in (
+        (f"{base}/{name}.npy", "file", "stacked"),
+        (f"{base}/{name}.zarr", "folder", "stacked"),
+        (f"{base}/{name}", "folder", "files"),
+    ):
+        if url_kind(candidate) == wanted:
+            return kind, candidate
+    if required:
+        raise InputNotFoundError(
+            f"{folder} has no {name}.npy, {name}.zarr or {name}/ folder; "
+            f"pass --{name.replace('_', '-')} URL."
+        )
+    return None
 
 
 def _found(target: str, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Any], str]:
@@ -313,15 +347,21 @@ def _open_photos(where: tuple[str, Any]) -> Any:
     return FolderPhotos(*_found(target, PHOTO_SUFFIXES, "images"))
 
 
-def _class_names_path(folder: Path | None, spec: DatasetSpec) -> Path | None:
+def _class_names_path(folder: Path | str | None, spec: DatasetSpec) -> Path | str | None:
     if spec.class_names is not None:
         return spec.class_names
+    if is_url(folder):
+        from segaudit.sources.remote import url_kind
+
+        names = f"{str(folder).rstrip('/')}/classes.txt"
+        return names if url_kind(names) == "file" else None
+    folder = Path(folder) if folder is not None else None
     if folder is not None and (folder / "classes.txt").is_file():
         return folder / "classes.txt"
     return None
 
 
-def _class_names(path: Path | None, num_classes: int) -> list[str] | None:
+def _class_names(path: Path | str | None, num_classes: int) -> list[str] | None:
     from segaudit.sources.stores import read_class_names
 
     return read_class_names(path, num_classes) if path is not None else None

@@ -155,7 +155,7 @@ class Dataset:
         ignore_index: int | None = None,
         skip_unmatched: bool = False,
         layout: str | None = None,
-        class_names_path: Path | None = None,
+        class_names_path: Path | str | None = None,
         allow_absent_chunks: bool = False,
         background: Sequence[int] | None = None,
     ) -> None:
@@ -287,7 +287,7 @@ class Dataset:
         if self._names_identity is not None:
             assert self.class_names_path is not None
             described["class_names"] = {
-                "path": os.path.abspath(self.class_names_path),
+                "path": absolute_or_url(self.class_names_path),
                 "format": "text",
                 **self._names_identity,
             }
@@ -302,8 +302,8 @@ class Dataset:
                     paths.append(Path(source.path))
             else:
                 paths += [p for p in source.paths.values() if not is_url(p)]
-        if self.class_names_path is not None:
-            paths.append(self.class_names_path)
+        if self.class_names_path is not None and not is_url(self.class_names_path):
+            paths.append(Path(self.class_names_path))
         return paths
 
     def check_unchanged(self) -> None:
@@ -334,6 +334,11 @@ class Dataset:
 
     def _sources(self) -> list[Any]:
         return [s for s in (self.labels, self.probs, self.photos) if s is not None]
+
+
+def absolute_or_url(path: Any) -> str:
+    """A local path made absolute (links kept); a URL as it is."""
+    return str(path) if is_url(path) else os.path.abspath(path)
 
 
 def shown_images(images: list[int], limit: int = 5) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InputNotFoundError, UnreadableStoreError, reason
+from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError, reason
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _HEADER_BYTES = 1 << 16  # a .npy header is at most 64 KiB (numpy's own limit is 10 000)
@@ -245,6 +245,40 @@ def find_url_files(url: str, suffixes: tuple[str, ...], what: str) -> dict[str, 
     check_unique(ids, f"{what} {url}")
     urls = [fs.unstrip_protocol(f"{root}/{r}") for r in wanted]
     return dict(sorted(zip(ids, urls, strict=True)))
+
+
+def url_kind(url: str) -> str:
+    """``"file"``, ``"folder"`` (a prefix holding objects) or ``"missing"``."""
+    fs, path = filesystem(url)
+    try:
+        if fs.isfile(path):
+            return "file"
+        return "folder" if fs.isdir(path) else "missing"
+    except FileNotFoundError:
+        return "missing"
+    except Exception as error:  # each backend has its own errors
+        raise _refusal(url, error) from None
+
+
+def check_url_folder(url: str) -> None:
+    """A DATASET URL must be a folder (a prefix holding objects)."""
+    kind = url_kind(url)
+    if kind == "missing":
+        raise InputNotFoundError(f"dataset folder {url} does not exist; check the URL.")
+    if kind == "file":
+        raise InvalidInputError(
+            f"dataset {url} is a file, not a folder; pass the folder that holds it, or the "
+            "file itself with --labels or --pred-probs."
+        )
+
+
+def read_url_text(url: str) -> bytes:
+    """A small object's bytes (a class-names file)."""
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path)
+    except Exception as error:  # each backend has its own errors
+        raise _refusal(url, error) from None
 
 
 def open_url_file(url: str, what: str) -> Any:

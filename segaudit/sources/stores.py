@@ -602,7 +602,7 @@ def group_arrays(folder: Path) -> list[str] | None:
         ) from None
 
 
-def read_class_names(path: Path | None, num_classes: int) -> list[str]:
+def read_class_names(path: Path | str | None, num_classes: int) -> list[str]:
     """Class names from a UTF-8 file with one name per line, or ``class_0``... when absent.
 
     Lines end at ``\n`` only (a ``\r`` before it is dropped, so Windows files work):
@@ -612,13 +612,29 @@ def read_class_names(path: Path | None, num_classes: int) -> list[str]:
     """
     if path is None:
         return [f"class_{k}" for k in range(num_classes)]
+    if is_url(path):
+        from segaudit.sources.remote import read_url_text
+
+        return _names_in(read_url_text(str(path)), path, num_classes)
+    path = Path(path)
     if path.exists() and not path.is_file():
         raise UnreadableStoreError(f"{path} is not a regular text file; check --class-names.")
     try:
-        text = path.read_bytes().decode("utf-8")  # no newline translation: "\n" alone splits
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputNotFoundError(f"{path} does not exist; check --class-names.") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
+        raise UnreadableStoreError(
+            f"{path} is not a readable UTF-8 text file ({reason(error)})."
+        ) from None
+    return _names_in(data, path, num_classes)
+
+
+def _names_in(data: bytes, path: Any, num_classes: int) -> list[str]:
+    """The class names a class-names file's bytes hold (see :func:`read_class_names`)."""
+    try:
+        text = data.decode("utf-8")  # no newline translation: "\n" alone splits
+    except UnicodeDecodeError as error:
         raise UnreadableStoreError(
             f"{path} is not a readable UTF-8 text file ({reason(error)})."
         ) from None
