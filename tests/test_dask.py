@@ -128,6 +128,24 @@ def test_scheduler_local_n_starts_and_stops_a_cluster_of_its_own(folder, tmp_pat
     same_runs(local, dask)
 
 
+def test_bad_input_found_by_a_worker_is_one_sentence_and_writes_nothing(
+    stacked, scheduler, tmp_path
+):
+    import numpy as np
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    labels = np.load(stacked / "labels.npy")
+    labels[7, 3, 4] = 40  # outside the 5 classes, in a batch a worker scans
+    np.save(bad / "labels.npy", labels)
+    (bad / "pred_probs.npy").write_bytes((stacked / "pred_probs.npy").read_bytes())
+    run = tmp_path / "run"
+    result = invoke("scan", bad, "-o", run, "--batch-size", 2, "--scheduler", scheduler)
+    message = one_line_error(result)
+    assert "labels.npy" in message and "image 7" in message and "(3, 4)" in message
+    assert not run.exists()
+
+
 def test_an_unreachable_scheduler_is_one_sentence_and_writes_nothing(stacked, tmp_path):
     run = tmp_path / "run"
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
