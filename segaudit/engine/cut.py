@@ -9,7 +9,6 @@ cut go to the lowest flat index.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,37 +56,36 @@ def count_issues(
     return sum(counts)
 
 
+@dataclass(frozen=True)
+class ScoreReader:
+    """Which scores a refinement of the cut looks at: every stored score (``"stored"``, of
+    the array ``scores_name``), or only the mispredicted pixels' (``"mispredicted"``, from
+    their records)."""
+
+    sink: Any
+    source: str
+    scores_name: str
+
+
 @dataclass
-class ScoreReader(SinkTask):
-    """The scores a refinement of the cut looks at, per batch: every stored score
-    (``"stored"``, of the array ``scores_name``), or only the mispredicted pixels'
-    (``"mispredicted"``, from their records)."""
+class RefineTask(SinkTask):
+    """One batch's histogram of the next 16 bits of the scores inside the boundary bin
+    (``prefix``: the bin's top bits, ``shift`` places them), as an executor's task."""
 
     source: str
     scores_name: str
+    prefix: int
+    shift: int
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         if self.source == "mispredicted":
             return self.sink.records(lo, ("s",))["s"]
         return np.concatenate([self.sink.read(self.scores_name, i).ravel() for i in range(lo, hi)])
 
-
-@dataclass
-class RefineTask(SinkTask):
-    """One batch's histogram of the next 16 bits of the scores inside the boundary bin."""
-
-    reader: ScoreReader
-    prefix: int
-    shift: int
-
-    def detached(self) -> RefineTask:
-        return dataclasses.replace(self, reader=self.reader.detached())
-
     def __call__(self, bounds: tuple[int, int]) -> np.ndarray:
-        bits = score_bits(np.ascontiguousarray(self.reader.read(*bounds)))
+        bits = score_bits(np.ascontiguousarray(self.read(*bounds)))
         inside = bits[(bits >> self.shift) == self.prefix]
-        next_shift = self.shift - 16
-        keys = ((inside >> next_shift) & 0xFFFF).astype(np.intp)
+        keys = ((inside >> (self.shift - 16)) & 0xFFFF).astype(np.intp)
         return np.bincount(keys, minlength=HIST_BINS)
 
 
@@ -176,7 +174,7 @@ def _refine(
     def fold(part: np.ndarray) -> None:
         hist[:] += part
 
-    task = RefineTask(None, reader, prefix, shift)
+    task = RefineTask(reader.sink, reader.source, reader.scores_name, prefix, shift)
     run_in_order(stats.batches, task, fold, executor or ThreadExecutor())
     return hist
 
