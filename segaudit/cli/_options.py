@@ -41,6 +41,7 @@ DatasetArg = Annotated[
         "stores (labels.npy, pred_probs.zarr, ...) or as folders of one file per image "
         "(labels/*.png, pred_probs/*.npy); optional images and classes.txt. With --layout, "
         "the folder of a public dataset.",
+        metavar="DATASET",
         show_default=False,
     ),
 ]
@@ -51,6 +52,7 @@ OutOpt = Annotated[
         "-o",
         help="Run directory to write (replaced atomically), or a URL (s3://bucket/runs/x): "
         "built locally, published with summary.json last.",
+        metavar="RUN",
     ),
 ]
 LabelsOpt = Annotated[
@@ -166,6 +168,7 @@ SchedulerOpt = Annotated[
         "--scheduler",
         help="Run the batches as Dask tasks: the scheduler's address (tcp://HOST:8786), or "
         "local:N for a local cluster of N worker processes. Needs segaudit[dask].",
+        metavar="ADDRESS",
         show_default=False,
     ),
 ]
