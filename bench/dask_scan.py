@@ -111,7 +111,7 @@ def main() -> int:
 
     rows = []
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None)  # fmt: skip
+                           dashboard_address=":0")  # fmt: skip
     try:
         for where, inputs, env in sources:
             local, dask, standing = (runs / f"{where.replace(' ', '-')}-{e}"

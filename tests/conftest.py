@@ -114,6 +114,6 @@ def scheduler(s3_env, kill_marker) -> str:
 
     env = {**s3_env, "SEGAUDIT_TEST_KILL_WORKER": str(kill_marker)}
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env=env
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
     ) as cluster:
         yield cluster.scheduler_address

@@ -109,7 +109,7 @@ def dask_executor(address: str) -> Iterator[DaskExecutor]:
             n_workers=int(address[len(LOCAL_PREFIX) :]),
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: clusters on one machine never clash
         )
         with cluster, Client(cluster) as client:
             yield DaskExecutor(client)
