@@ -272,6 +272,7 @@ def test_a_failed_run_leaves_the_published_one_and_a_crashed_one_is_cleaned(
     ("url", "says"),
     [
         ("s3://no-such-bucket/runs/x", "the bucket no-such-bucket does not exist"),
+        (f"s3://{BUCKET}", "is a whole bucket; give the run a prefix of its own"),
         (f"s3://{BUCKET}/ds", "holds objects that are not a segaudit run's"),
     ],
 )

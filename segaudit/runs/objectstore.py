@@ -59,6 +59,11 @@ def check_remote_output(url: str) -> None:
     unreachable store or bucket, before anything is computed or written."""
     fs, root = _filesystem(url)
     bucket = root.split("/", 1)[0]
+    if "/" not in root:
+        raise RunDirectoryError(
+            f"{url} is a whole bucket; give the run a prefix of its own in it "
+            f"({url.rstrip('/')}/runs/NAME): its hidden build prefix goes beside it."
+        )
     try:
         if not fs.exists(bucket):
             raise RunDirectoryError(
