@@ -155,6 +155,13 @@ def test_an_unreachable_scheduler_is_one_sentence_and_writes_nothing(stacked, tm
     assert not run.exists()
 
 
+def test_workers_with_a_scheduler_is_refused_not_dropped(stacked, tmp_path):
+    result = invoke("score", stacked, "-o", tmp_path / "run", "--workers", 2,
+                    "--scheduler", "local:2")  # fmt: skip
+    assert "drop --workers" in one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("address", ["local:0", "local:two", "scheduler:8786"])
 def test_a_malformed_scheduler_address_is_refused(address, stacked, tmp_path):
     result = invoke("scan", stacked, "-o", tmp_path / "run", "--scheduler", address)

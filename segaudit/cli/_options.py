@@ -257,6 +257,13 @@ def execution_on(
 ) -> Iterator[Any]:
     """:func:`execution`, on the Dask cluster at ``scheduler`` when one is given (its
     worker threads replace ``--workers``); the cluster is let go on the way out."""
+    if scheduler is not None and workers is not None:
+        from segaudit.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "--workers sets local threads, but with --scheduler the cluster's workers run "
+            "the batches; drop --workers (local:N starts N local worker processes)."
+        )
     base = execution(workers, batch_size, memory_budget)
     if scheduler is None:
         yield base
