@@ -260,7 +260,11 @@ def test_a_failed_run_leaves_the_published_one_and_a_crashed_one_is_cleaned(
     s3fs_client.rm_file(f"{prefix}/summary.json")
     refused = one_line_error(invoke("swaps", url))
     assert f"{url} is not a complete segaudit run (no summary.json)" in refused
-    assert invoke("score", local, "-o", url, "-q").exit_code == 0  # replaces it
+    assert invoke("score", local, "-o", url, "-q").exit_code == 0  # no complete scan there
+    assert invoke("scan", local, "-o", url, "-q").exit_code == 0
+    kept = one_line_error(invoke("score", local, "-o", url, "-q"))
+    assert "holds a scan" in kept and "--replace" in kept
+    assert invoke("score", local, "-o", url, "-q", "--replace").exit_code == 0
     held = listing(s3fs_client, prefix)
     assert set(held) == {".segaudit-run", "images.csv", "image_scores.csv", "summary.json"}
     assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []

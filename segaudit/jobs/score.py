@@ -311,8 +311,13 @@ def score(
     params = params or Params()
     check_temperature(params.temperature)
     if is_url(out):  # published with summary.json last (segaudit.runs.objectstore)
-        from segaudit.runs.objectstore import remote_run
+        from segaudit.runs.objectstore import published_command, remote_run
 
+        if not replace and published_command(str(out)) == "scan":
+            raise ScanMismatchError(
+                f"{out} holds a scan; scoring into a URL does not reuse it and would discard "
+                "it. Choose another -o, or pass --replace to discard it."
+            )
         with remote_run(str(out)) as staged:
             return score(spec, staged, params, method=method, execution=execution,
                          pixel_scores=pixel_scores, replace=replace, class_names=class_names,

@@ -138,6 +138,18 @@ def _remove_leftovers(fs: Any, parent: str, name: str) -> None:
             fs.rm(entry, recursive=True)
 
 
+def published_command(url: str) -> str | None:
+    """The command (scan, score) whose complete run is at ``url``; None when there is none."""
+    fs, root = _filesystem(url)
+    try:
+        summary = json.loads(fs.cat_file(f"{root}/{SUMMARY}"))
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # each backend has its own errors; bad JSON
+        raise RunDirectoryError(f"{url}/{SUMMARY} is unreadable ({reason(error)}).") from None
+    return summary.get("command") if isinstance(summary, dict) else None
+
+
 def check_manifest(url: str) -> dict[str, Any]:
     """A published run's summary, when its objects match its manifest; else one sentence
     (no ``summary.json``: not a complete run)."""
