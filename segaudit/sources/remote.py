@@ -1,11 +1,13 @@
-"""Stacked stores behind URLs: ``s3://``, ``gs://``, ``file://``, anything fsspec knows.
+"""Inputs behind URLs: ``s3://``, ``gs://``, ``file://``, anything fsspec knows.
 
-A ``.npy`` file is read by byte ranges (:class:`RangedNpy`: its header once, then one
-ranged request per batch of images), never downloaded whole; a Zarr store opens through
-zarr's fsspec store. Credentials are the filesystem's own (for S3: the AWS environment
-variables, profiles and roles, ``AWS_ENDPOINT_URL`` for S3-compatible servers such as
-MinIO). A store's identity is its listing (names, sizes, ETags or modification times)
-and a hash of its metadata, so a store rewritten during a run is noticed.
+A stacked ``.npy`` file is read by byte ranges (:class:`RangedNpy`: its header once,
+then one ranged request per slice of images), never downloaded whole; a Zarr store
+opens through zarr's fsspec store; a folder of one file per image is listed once
+(:func:`find_url_files`) and each file fetched when its image is read. Credentials are
+the filesystem's own (for S3: the AWS environment variables, profiles and roles,
+``AWS_ENDPOINT_URL`` for S3-compatible servers such as MinIO). A store's identity is
+its listing (names, sizes, ETags and modification times) and a hash of its metadata,
+so a store rewritten during a run is noticed.
 
 fsspec and its backends (s3fs, gcsfs) are imported only when a URL is given.
 """
@@ -25,7 +27,7 @@ import numpy as np
 from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError, reason
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_HEADER_BYTES = 1 << 16  # a .npy header is at most 64 KiB (numpy's own limit is 10 000)
+_HEADER_BYTES = 1 << 17  # more than the largest .npy header read (max_header_size=100_000)
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 
 
@@ -47,10 +49,10 @@ def filesystem(url: str) -> tuple[Any, str]:
     try:
         return url_to_fs(url)
     except ImportError:
-        extra = _EXTRAS.get(scheme, scheme)
+        extra = _EXTRAS.get(scheme)
+        how = f"pip install 'segaudit[{extra}]'" if extra else "pip (e.g. adlfs for az://)"
         raise UnreadableStoreError(
-            f"{url}: reading {scheme}:// URLs needs its fsspec backend; install it with "
-            f"pip install 'segaudit[{extra}]'."
+            f"{url}: reading {scheme}:// URLs needs its fsspec backend; install it with {how}."
         ) from None
     except (ValueError, OSError) as error:
         raise UnreadableStoreError(f"{url} is not a usable URL ({reason(error)}).") from None
