@@ -258,8 +258,10 @@ def test_a_failed_run_leaves_the_published_one_and_a_crashed_one_is_cleaned(
     # A publication killed after it retired the old summary: leftovers, no summary.json.
     s3fs_client.pipe(f"{BUCKET}/runs/.segaudit-tmp-kept-0123abcd/images.csv", b"partial")
     s3fs_client.rm_file(f"{prefix}/summary.json")
-    refused = one_line_error(invoke("swaps", url))
-    assert f"{url} is not a complete segaudit run (no summary.json)" in refused
+    for reader in (["swaps", url], ["render", url], ["export", url, "-o", tmp_path / "x.json"],
+                   ["eval", url, "--truth", local]):  # fmt: skip
+        refused = one_line_error(invoke(*reader))
+        assert f"{url} is not a complete segaudit run (no summary.json)" in refused, reader
     assert invoke("score", local, "-o", url, "-q").exit_code == 0  # no complete scan there
     assert invoke("scan", local, "-o", url, "-q").exit_code == 0
     kept = one_line_error(invoke("score", local, "-o", url, "-q"))
