@@ -124,7 +124,8 @@ def test_scheduler_local_n_starts_and_stops_a_cluster_of_its_own(folder, tmp_pat
     assert invoke("scan", folder, "-o", local, "-q").exit_code == 0
     result = invoke("scan", folder, "-o", dask, "-q", "--scheduler", "local:1", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["engine"]["workers"] == 1  # the cluster's one thread
+    engine = json.loads(result.stdout)["engine"]
+    assert engine["executor"] == "dask" and engine["workers"] == 1  # the cluster's one thread
     same_runs(local, dask)
 
 

@@ -28,6 +28,8 @@ LOCAL_PREFIX = "local:"
 class DaskExecutor:
     """Runs tasks on the cluster ``client`` is connected to (see the module doc)."""
 
+    name = "dask"
+
     def __init__(self, client: Any) -> None:
         self.client = client
         self.workers = max(1, sum(client.nthreads().values()))

@@ -29,6 +29,7 @@ class Executor(Protocol):
     """Runs ``task(item)`` for every item, results in item order."""
 
     workers: int  # tasks that run at once: batches are planned to keep them all busy
+    name: str  # for summary.json: "threads", "dask"
 
     def map_in_order(self, task: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         """``task`` over ``items``; results yielded in the order of ``items``."""
@@ -37,6 +38,8 @@ class Executor(Protocol):
 
 class ThreadExecutor:
     """Tasks on local threads, at most ``workers`` in flight (memory stays bounded)."""
+
+    name = "threads"
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = max(1, int(workers))

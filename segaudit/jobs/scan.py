@@ -123,6 +123,7 @@ def build_summary(
             "images_with_issues": int(np.count_nonzero(result.issues_per_image)),
         },
         "engine": {
+            "executor": execution.runner().name,
             "workers": execution.workers,
             "batch_size": execution.batch_size,
             "batches": len(result.stats.batches),

@@ -355,7 +355,11 @@ def score(
             "class_names": names,
             "pixel_scores": rundir.array_path(tmp, "pixel_scores").exists(),
             "scan": "kept" if kept is not None else ("computed" if base is not None else None),
-            "engine": {"workers": work.execution.workers, "batch_size": work.execution.batch_size},
+            "engine": {
+                "executor": work.execution.runner().name,
+                "workers": work.execution.workers,
+                "batch_size": work.execution.batch_size,
+            },
             "timing": {"seconds": round(time.perf_counter() - started, 3)},
         }
         summary = score_summary(result, base, info)
