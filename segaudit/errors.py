@@ -36,6 +36,10 @@ class OutputWriteError(SegauditError, OSError):
     """Writing an output failed (disk full, permissions)."""
 
 
+class SchedulerError(SegauditError, ConnectionError):
+    """The Dask scheduler given with ``--scheduler`` cannot be used."""
+
+
 def reason(error: BaseException) -> str:
     """The first line of an exception's message, for a sentence that names a file."""
     text = str(error).strip().rstrip(".") or type(error).__name__

@@ -21,6 +21,7 @@ from typing import Any
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 GUARDED_PREFIXES = (*FORMULA_PREFIXES, "'")  # the guard itself, so it round-trips
+_PLAIN_BRACKET = re.compile(r"(\\+)(?=\[(?![a-z#/@][^[]*?\]))")  # not a tag: see markup()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -38,7 +39,9 @@ def markup(text: Any) -> str:
     """``text`` safe to print through Rich with markup on: shown exactly, never styled."""
     from rich.markup import escape
 
-    return escape(printable(text))
+    # Rich's escape() covers brackets that look like tags; in plain text Rich also reads
+    # "\[" as an escaped "[", so backslashes before any other "[" get one more.
+    return _PLAIN_BRACKET.sub(r"\1\\", escape(printable(text)))
 
 
 def csv_cell(value: Any) -> Any:

@@ -71,3 +71,49 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
         return write_run(tmp_path / (name or f"run{next(count)}"), *args, **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+# -- the real parts of scale-out: an S3 API server and a Dask cluster (test_dask, test_remote)
+
+
+@pytest.fixture(scope="session")
+def s3_env() -> dict[str, str]:
+    """A real S3 API server (moto's server mode) on a free local port, for the session;
+    the environment a client needs to reach it, as a user of MinIO would set it."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kill_marker(tmp_path_factory) -> Path:
+    """A file whose presence makes the first Dask task to see it kill its worker process."""
+    return tmp_path_factory.mktemp("faults") / "kill-a-worker"
+
+
+@pytest.fixture(scope="session")
+def scheduler(s3_env, kill_marker) -> str:
+    """A real Dask cluster for the session: two worker processes of one thread each, which
+    reach the S3 server; its scheduler's address."""
+    from distributed import LocalCluster
+
+    env = {**s3_env, "SEGAUDIT_TEST_KILL_WORKER": str(kill_marker)}
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
+    ) as cluster:
+        yield cluster.scheduler_address

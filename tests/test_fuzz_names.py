@@ -93,6 +93,7 @@ def write_dataset(folder: Path, names: list[str]) -> Path:
 @FUZZ
 @given(names=st.lists(NAMES, min_size=K, max_size=K), folder=FOLDERS)
 @example(names=["[/x]", "$\\undefinedmacro$", "=1+2"], folder="run[/x]")
+@example(names=["[/x]", "[/x]", "\\["], folder="[_x]")  # "\\[" is no tag, still shown
 @example(names=["a\x1b[2Jb", "+cmd\u2028two", "@" + "y" * 300], folder="r\r\x1b[2J$x$")
 def test_hostile_names_and_paths_are_plain_text_everywhere(names, folder):
     with tempfile.TemporaryDirectory() as tmp:

@@ -182,9 +182,9 @@ def test_mode_pooling_breaks_vote_ties_to_the_smaller_class():
 @pytest.mark.parametrize(
     ("n", "k", "h", "w", "dtype", "downsample", "reader"),
     [
-        (4, 19, 16, 24, "float32", 1, "mispredicted_scores"),
-        (4, 5, 16, 24, "float16", 1, "mispredicted_scores"),
-        (3, 5, 16, 16, "float32", 2, "stored_scores"),
+        (4, 19, 16, 24, "float32", 1, "mispredicted"),
+        (4, 5, 16, 24, "float16", 1, "mispredicted"),
+        (3, 5, 16, 16, "float32", 2, "stored"),
     ],
 )
 def test_cut_refinement_reads_records_below_every_top_probability(
@@ -195,9 +195,9 @@ def test_cut_refinement_reads_records_below_every_top_probability(
     readers = []
     original = select._refine
 
-    def spy(stats, prefix, shift, read_scores):
-        readers.append(read_scores.__name__)
-        return original(stats, prefix, shift, read_scores)
+    def spy(stats, prefix, shift, reader, executor=None):
+        readers.append(reader.source)
+        return original(stats, prefix, shift, reader, executor)
 
     monkeypatch.setattr(select, "_refine", spy)
     labels, probs, _ = well_posed_case(n, k, h, w, dtype, downsample=downsample)

@@ -40,8 +40,8 @@ class LazyConsole:
         return getattr(self.real, name)
 
 
-console = LazyConsole(stderr=False, soft_wrap=True)
-err_console = LazyConsole(stderr=True, soft_wrap=True)
+console = LazyConsole(stderr=False, soft_wrap=True, emoji=False)  # ":two:" in a path stays text
+err_console = LazyConsole(stderr=True, soft_wrap=True, emoji=False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

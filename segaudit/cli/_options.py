@@ -7,6 +7,8 @@ Each group turns into one library object: the dataset options into a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,17 +35,25 @@ class Resize(str, Enum):
 
 
 DatasetArg = Annotated[
-    Path | None,
+    str | None,
     typer.Argument(
-        help="Dataset folder: labels and pred_probs as stacked stores (labels.npy, "
-        "pred_probs.zarr, ...) or as folders of one file per image (labels/*.png, "
-        "pred_probs/*.npy); optional images and classes.txt. With --layout, the folder of "
-        "a public dataset.",
+        help="Dataset folder (or its URL: s3://bucket/ds): labels and pred_probs as stacked "
+        "stores (labels.npy, pred_probs.zarr, ...) or as folders of one file per image "
+        "(labels/*.png, pred_probs/*.npy); optional images and classes.txt. With --layout, "
+        "the folder of a public dataset.",
+        metavar="DATASET",
         show_default=False,
     ),
 ]
 OutOpt = Annotated[
-    Path, typer.Option("--out", "-o", help="Run directory to write (replaced atomically).")
+    str,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Run directory to write (replaced atomically), or a URL (s3://bucket/runs/x): "
+        "built locally, published with summary.json last.",
+        metavar="RUN",
+    ),
 ]
 LabelsOpt = Annotated[
     str | None,
@@ -152,6 +162,16 @@ WorkersOpt = Annotated[
         "--workers", min=1, help="Batches processed at once on local cores (default: all)."
     ),
 ]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run the batches as Dask tasks: the scheduler's address (tcp://HOST:8786), or "
+        "local:N for a local cluster of N worker processes. Needs segaudit[dask].",
+        metavar="ADDRESS",
+        show_default=False,
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 AbsentChunksOpt = Annotated[
     bool,
@@ -183,7 +203,7 @@ BackgroundOpt = Annotated[
 
 
 def dataset_spec(
-    dataset: Path | None,
+    dataset: str | None,
     *,
     labels: str | None = None,
     pred_probs: str | None = None,
@@ -200,9 +220,10 @@ def dataset_spec(
 ) -> Any:
     """The dataset options as a :class:`segaudit.sources.DatasetSpec`."""
     from segaudit.sources import DatasetSpec
+    from segaudit.sources.remote import is_url
 
     return DatasetSpec(
-        dataset=dataset,
+        dataset=dataset if dataset is None or is_url(dataset) else Path(dataset),
         labels=labels,
         pred_probs=pred_probs,
         images=images,
@@ -228,3 +249,28 @@ def execution(workers: int | None, batch_size: int | None, memory_budget: str) -
         batch_size=batch_size,
         memory_budget=parse_size(memory_budget),
     )
+
+
+@contextmanager
+def execution_on(
+    workers: int | None, batch_size: int | None, memory_budget: str, scheduler: str | None
+) -> Iterator[Any]:
+    """:func:`execution`, on the Dask cluster at ``scheduler`` when one is given (its
+    worker threads replace ``--workers``); the cluster is let go on the way out."""
+    if scheduler is not None and workers is not None:
+        from segaudit.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "--workers sets local threads, but with --scheduler the cluster's workers run "
+            "the batches; drop --workers (local:N starts N local worker processes)."
+        )
+    base = execution(workers, batch_size, memory_budget)
+    if scheduler is None:
+        yield base
+        return
+    import dataclasses
+
+    from segaudit.engine.dask_executor import dask_executor
+
+    with dask_executor(scheduler) as executor:
+        yield dataclasses.replace(base, workers=executor.workers, executor=executor)

@@ -12,7 +12,7 @@ import typer
 from segaudit.cli._common import console, fail, make_progress, user_errors
 
 RunArgument = Annotated[
-    Path,
+    str,
     typer.Argument(
         help="A complete run directory written by `segaudit scan`.",
         metavar="RUN",
@@ -45,7 +45,7 @@ def _check_top(top: int | None) -> None:
         raise fail(f"--top must be at least 1; got {top}.")
 
 
-def _open(run: Path, class_: list[str] | None, exclude: list[str] | None) -> tuple[Any, list, list]:
+def _open(run: str, class_: list[str] | None, exclude: list[str] | None) -> tuple[Any, list, list]:
     """The opened run and the class filters resolved to ids."""
     from segaudit.report.swaps import resolve_classes
     from segaudit.runs.run import open_run

@@ -31,11 +31,12 @@ from segaudit.cli._options import (
     ProbsOpt,
     QuietOpt,
     ResizeOpt,
+    SchedulerOpt,
     SkipUnmatchedOpt,
     SplitOpt,
     WorkersOpt,
     dataset_spec,
-    execution,
+    execution_on,
 )
 
 DEFAULT_MIN_REGION_PIXELS = 10  # segaudit.engine.regions.DEFAULT_MIN_PIXELS (kept light)
@@ -80,6 +81,7 @@ def scan(
     batch_size: BatchOpt = None,
     memory_budget: BudgetOpt = "512M",
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     max_issue_fraction: Annotated[
         float | None,
         typer.Option(
@@ -126,6 +128,8 @@ def scan(
         segaudit scan data/ -o runs/nightly --ignore-index 255 --max-issue-fraction 0.02 --quiet
 
         segaudit scan data/ -o runs/next --reviewed decisions.csv
+
+        segaudit scan data/ -o runs/big --scheduler tcp://scheduler:8786
     """
     from segaudit.engine.params import Params
     from segaudit.engine.softmin import check_temperature
@@ -165,15 +169,16 @@ def scan(
         raise InvalidInputError(
             f"--max-issue-fraction must be between 0 and 1, got {max_issue_fraction}."
         )
-    summary = run_scan(
-        spec,
-        out,
-        params,
-        execution=execution(workers, batch_size, memory_budget),
-        progress=make_progress(quiet or json_output),
-        regions=RegionOptions(min_region_pixels, tuple(background) if background else None),
-        reviewed=decisions,
-    )
+    with execution_on(workers, batch_size, memory_budget, scheduler) as how:
+        summary = run_scan(
+            spec,
+            out,
+            params,
+            execution=how,
+            progress=make_progress(quiet or json_output),
+            regions=RegionOptions(min_region_pixels, tuple(background) if background else None),
+            reviewed=decisions,
+        )
     warn_absent_chunks(summary)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
@@ -224,7 +229,7 @@ def image_sizes(data: dict[str, Any]) -> str:
     return f"of {sizes.get('distinct', '?')} sizes ({small[0]}×{small[1]} to {large[0]}×{large[1]})"
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
+def print_summary(summary: dict[str, Any], out: str) -> None:
     """A readable account of a scan: totals, the classes involved, the worst images."""
     from rich.table import Table
 
@@ -264,4 +269,4 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
             f"(confirmed false alarms in {markup(reviewed['file'])})",
             highlight=False,
         )
-    console.print(f"  worst images first: {markup(out / 'image_scores.csv')}")
+    console.print(f"  worst images first: {markup(f'{out}/image_scores.csv')}")

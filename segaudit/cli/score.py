@@ -28,11 +28,12 @@ from segaudit.cli._options import (
     ProbsOpt,
     QuietOpt,
     ResizeOpt,
+    SchedulerOpt,
     SkipUnmatchedOpt,
     SplitOpt,
     WorkersOpt,
     dataset_spec,
-    execution,
+    execution_on,
 )
 from segaudit.cli.scan import image_sizes, warn_absent_chunks
 
@@ -112,6 +113,7 @@ def score(
     batch_size: BatchOpt = None,
     memory_budget: BudgetOpt = "512M",
     workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     allow_absent_chunks: AbsentChunksOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -160,16 +162,17 @@ def score(
         normalize=normalize,
         resize_probs=resize_probs.value if resize_probs is not None else None,
     )
-    summary, result = run_score(
-        spec,
-        out,
-        params,
-        method=method.value,
-        execution=execution(workers, batch_size, memory_budget),
-        pixel_scores=pixel_scores,
-        replace=replace,
-        progress=make_progress(quiet or json_output),
-    )
+    with execution_on(workers, batch_size, memory_budget, scheduler) as how:
+        summary, result = run_score(
+            spec,
+            out,
+            params,
+            method=method.value,
+            execution=how,
+            pixel_scores=pixel_scores,
+            replace=replace,
+            progress=make_progress(quiet or json_output),
+        )
     warn_absent_chunks(summary)
     if len(result.unscored):
         err_console.print(
@@ -196,7 +199,7 @@ _SCAN_NOTES = {
 }
 
 
-def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: str) -> None:
     """Header line, the worst images as a table, and where the full list is."""
     from rich.table import Table
 
@@ -224,7 +227,7 @@ def _print_scores(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path
         table.add_row(*(_cell(row[column]) for column in columns))
     console.print(table)
     console.print(
-        f"  all images, worst first: {markup(Path(out) / 'image_scores.csv')}", highlight=False
+        f"  all images, worst first: {markup(f'{out}/image_scores.csv')}", highlight=False
     )
 
 
@@ -251,7 +254,7 @@ class ScoreColumn(str, Enum):
 @user_errors
 def evaluate(
     run: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="A run written by `segaudit score` or `segaudit scan`.",
             metavar="RUN",
@@ -381,7 +384,7 @@ def _print_reviewed(reviewed: dict[str, Any]) -> None:
         console.print(table)
 
 
-def _print_metrics(metrics: dict[str, Any], run: Path) -> None:
+def _print_metrics(metrics: dict[str, Any], run: str) -> None:
     """The image- and pixel-level metrics as one table."""
     from rich.table import Table
 

@@ -9,16 +9,16 @@ cut go to the lowest flat index.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from segaudit.engine.executors import Executor, SinkTask, ThreadExecutor, run_in_order
 from segaudit.engine.params import HIST_BINS
 from segaudit.engine.pixels import RECORD_FIELDS, Records, score_bits, score_key_shift
-from segaudit.engine.regions import IssuePixels
+from segaudit.engine.regions import IssuePixels, RegionFinder
 from segaudit.engine.sinks import CL, FULL, Sink
 from segaudit.engine.stream import PassStats
 
@@ -33,15 +33,60 @@ def thresholds(class_sum: np.ndarray, class_count: np.ndarray) -> np.ndarray:
     return np.maximum(mean, THRESHOLD_FLOOR)
 
 
-def count_issues(sink: Sink, class_thresholds: np.ndarray) -> int:
-    """m: mispredicted pixels whose predicted-class probability reaches that class's threshold."""
-    limits = class_thresholds - COMPARISON_MARGIN
-    total = 0
-    for start in sink.record_starts():
-        records = sink.records(start, ("pred", "pmax"))
-        reached = records["pmax"].astype(np.float64) >= limits[records["pred"]]
-        total += int(np.count_nonzero(reached))
-    return total
+@dataclass
+class CountTask(SinkTask):
+    """One batch's share of m, from its mispredicted pixels' records (an executor's task)."""
+
+    limits: np.ndarray  # per class: its threshold less the comparison margin
+
+    def __call__(self, start: int) -> int:
+        records = self.sink.records(start, ("pred", "pmax"))
+        reached = records["pmax"].astype(np.float64) >= self.limits[records["pred"]]
+        return int(np.count_nonzero(reached))
+
+
+def count_issues(
+    sink: Sink, class_thresholds: np.ndarray, executor: Executor | None = None
+) -> int:
+    """m: mispredicted pixels whose predicted-class probability reaches that class's
+    threshold (batches on ``executor``, default one local thread)."""
+    counts: list[int] = []
+    task = CountTask(sink, class_thresholds - COMPARISON_MARGIN)
+    run_in_order(sink.record_starts(), task, counts.append, executor or ThreadExecutor())
+    return sum(counts)
+
+
+@dataclass(frozen=True)
+class ScoreReader:
+    """Which scores a refinement of the cut looks at: every stored score (``"stored"``, of
+    the array ``scores_name``), or only the mispredicted pixels' (``"mispredicted"``, from
+    their records)."""
+
+    sink: Any
+    source: str
+    scores_name: str
+
+
+@dataclass
+class RefineTask(SinkTask):
+    """One batch's histogram of the next 16 bits of the scores inside the boundary bin
+    (``prefix``: the bin's top bits, ``shift`` places them), as an executor's task."""
+
+    source: str
+    scores_name: str
+    prefix: int
+    shift: int
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self.source == "mispredicted":
+            return self.sink.records(lo, ("s",))["s"]
+        return np.concatenate([self.sink.read(self.scores_name, i).ravel() for i in range(lo, hi)])
+
+    def __call__(self, bounds: tuple[int, int]) -> np.ndarray:
+        bits = score_bits(np.ascontiguousarray(self.read(*bounds)))
+        inside = bits[(bits >> self.shift) == self.prefix]
+        keys = ((inside >> (self.shift - 16)) & 0xFFFF).astype(np.intp)
+        return np.bincount(keys, minlength=HIST_BINS)
 
 
 @dataclass(frozen=True)
@@ -73,15 +118,17 @@ class Cut:
 def find_cut(
     stats: PassStats,
     m: int,
-    read_scores: Callable[[int, int], np.ndarray],
-    read_mispredicted: Callable[[int, int], np.ndarray] | None = None,
+    read_scores: ScoreReader,
+    read_mispredicted: ScoreReader | None = None,
     below_any_max: float = 0.0,
+    executor: Executor | None = None,
 ) -> Cut:
     """The exact rule selecting the m lowest scores, looking at stored scores only as needed.
 
     Scores below ``below_any_max`` (a bound under every pixel's top probability) belong
     to mispredicted pixels only, so a boundary bin entirely below it is refined from
     ``read_mispredicted`` (the records' scores of a batch) instead of every stored score.
+    Each refinement runs batch by batch on ``executor``.
     """
     if m == 0:
         return Cut(0, 0, None, 0)
@@ -104,7 +151,7 @@ def find_cut(
         reader = read_scores
         if read_mispredicted is not None and _bin_top(prefix, shift, score_dtype) <= below_any_max:
             reader = read_mispredicted
-        hist = _refine(stats, prefix, shift, reader)
+        hist = _refine(stats, prefix, shift, reader, executor)
         shift -= 16
 
 
@@ -115,25 +162,84 @@ def _bin_top(prefix: int, shift: int, score_dtype: np.dtype) -> float:
 
 
 def _refine(
-    stats: PassStats, prefix: int, shift: int, read_scores: Callable[[int, int], np.ndarray]
+    stats: PassStats,
+    prefix: int,
+    shift: int,
+    reader: ScoreReader,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """Histogram of the next 16 bits among stored scores whose top bits equal ``prefix``."""
     hist = np.zeros(HIST_BINS, np.int64)
-    next_shift = shift - 16
-    for lo, hi in stats.batches:
-        bits = score_bits(np.ascontiguousarray(read_scores(lo, hi)))
-        inside = bits[(bits >> shift) == prefix]
-        hist += np.bincount(((inside >> next_shift) & 0xFFFF).astype(np.intp), minlength=HIST_BINS)
+
+    def fold(part: np.ndarray) -> None:
+        hist[:] += part
+
+    task = RefineTask(reader.sink, reader.source, reader.scores_name, prefix, shift)
+    run_in_order(stats.batches, task, fold, executor or ThreadExecutor())
     return hist
 
 
 @dataclass
 class IssueCounts:
-    """Per-image and per-class tallies of the issue mask."""
+    """Per-image and per-class tallies of the issue mask, and each image's regions (when
+    asked for) with the seconds spent finding them."""
 
     per_image: np.ndarray
     given: np.ndarray
     predicted: np.ndarray
+    regions: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    region_seconds: float = 0.0
+
+
+@dataclass
+class BatchIssues:
+    """What one batch's issues add to :class:`IssueCounts` (its masks are in the sink)."""
+
+    lo: int
+    hi: int
+    per_image: np.ndarray  # (hi - lo,) issue pixels
+    by_class: np.ndarray  # (2, K): issue pixels by given, by predicted class
+    ties_used: int
+    regions: dict[int, dict[str, np.ndarray]]
+    region_seconds: float
+
+
+@dataclass
+class IssueTask(SinkTask):
+    """One batch's issue masks (and regions), as an executor's task; see
+    :func:`write_issues`."""
+
+    sizes: np.ndarray
+    downsample: int
+    num_classes: int
+    cut: Cut
+    ignore: int | None
+    taken: dict[int, np.ndarray]
+    regions: RegionFinder | None
+
+    def __call__(self, bounds: tuple[int, int], tie_offset: int = 0) -> BatchIssues:
+        lo, hi = bounds
+        k = self.num_classes
+        if self.downsample == 1:
+            masks = _issues_from_records(self.sink, lo, hi, self.cut, self.sizes, self.taken)
+            used = 0
+        else:
+            masks, used = _read_back_issues(
+                self.sink, self.sizes, self.downsample, lo, hi, self.cut, tie_offset, self.ignore
+            )
+        done = BatchIssues(lo, hi, np.zeros(hi - lo, np.int64), np.zeros((2, k), np.int64),
+                           used, {}, 0.0)  # fmt: skip
+        for row, (mask, pixels) in enumerate(masks):
+            index = lo + row
+            self.sink.write("issues", index, mask)
+            done.per_image[row] = len(pixels.index)
+            done.by_class[0] += np.bincount(pixels.given.astype(np.intp), minlength=k)[:k]
+            done.by_class[1] += np.bincount(pixels.predicted.astype(np.intp), minlength=k)[:k]
+            if self.regions is not None:
+                clock = time.perf_counter()
+                done.regions[index] = self.regions(self.sink, index, mask, pixels)
+                done.region_seconds += time.perf_counter() - clock
+        return done
 
 
 def write_issues(
@@ -142,18 +248,19 @@ def write_issues(
     sink: Sink,
     ignore: int | None,
     progress: Any = None,
-    workers: int = 1,
-    on_image: Callable[[int, np.ndarray, IssuePixels], None] | None = None,
+    executor: Executor | None = None,
+    regions: RegionFinder | None = None,
 ) -> IssueCounts:
-    """Cross-check candidates at full resolution and write each image's ``issues``
-    (``on_image(index, mask, pixels)`` then sees each image's issues, on the worker).
+    """Cross-check candidates at full resolution and write each image's ``issues`` (and,
+    with ``regions``, each image's regions, found where its mask is made).
 
     Issues are candidates whose prediction differs from the given label, so at full
     resolution they come straight from the mispredicted pixels' records; ties at the
     cut are shared out first (:func:`tied_candidates`), reading the scores of only as
     many images as it takes. With downsampling the stored scores, labels and
-    predictions are read back. Batches run on ``workers`` threads, except when ties
-    must be shared out while reading back; then they run in image order.
+    predictions are read back. Batches run on ``executor`` (default: one local
+    thread), except when ties must be shared out while reading back; then they run here
+    in image order.
     """
     extent = stats.extent
     k = extent.num_classes
@@ -162,40 +269,24 @@ def write_issues(
     )
     from_records = stats.downsample == 1
     taken = tied_candidates(sink, stats, cut) if from_records and cut.ties is not None else {}
+    task = IssueTask(sink, extent.sizes, stats.downsample, k, cut, ignore, taken, regions)
 
-    def one_batch(bounds: tuple[int, int], tie_offset: int) -> tuple[int, int, np.ndarray, int]:
-        lo, hi = bounds
-        if from_records:
-            masks = _issues_from_records(sink, lo, hi, cut, extent.sizes, taken)
-            used = 0
-        else:
-            masks, used = _read_back_issues(sink, stats, lo, hi, cut, tie_offset, ignore)
-        by_class = np.zeros((2, k), np.int64)
-        for index, (mask, pixels) in zip(range(lo, hi), masks, strict=True):
-            sink.write("issues", index, mask)
-            counts.per_image[index] = len(pixels.index)
-            by_class[0] += np.bincount(pixels.given.astype(np.intp), minlength=k)[:k]
-            by_class[1] += np.bincount(pixels.predicted.astype(np.intp), minlength=k)[:k]
-            if on_image is not None:
-                on_image(index, mask, pixels)
-        return lo, hi, by_class, used
-
-    def fold(result: tuple[int, int, np.ndarray, int]) -> int:
-        lo, hi, by_class, used = result
-        counts.given += by_class[0]
-        counts.predicted += by_class[1]
+    def fold(done: BatchIssues) -> int:
+        counts.per_image[done.lo : done.hi] = done.per_image
+        counts.given += done.by_class[0]
+        counts.predicted += done.by_class[1]
+        counts.regions.update(done.regions)
+        counts.region_seconds += done.region_seconds
         if progress is not None:
-            progress.advance(hi - lo)
-        return used
+            progress.advance(done.hi - done.lo)
+        return done.ties_used
 
     if cut.ties is not None and not from_records:
         offset = 0
         for bounds in stats.batches:
-            offset += fold(one_batch(bounds, offset))
+            offset += fold(task(bounds, offset))
     else:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for result in pool.map(lambda bounds: one_batch(bounds, 0), stats.batches):
-                fold(result)
+        run_in_order(stats.batches, task, fold, executor or ThreadExecutor())
     return counts
 
 
@@ -286,7 +377,8 @@ def _mask(index: np.ndarray, size: np.ndarray) -> np.ndarray:
 
 def _read_back_issues(
     sink: Sink,
-    stats: PassStats,
+    sizes: np.ndarray,
+    d: int,
     lo: int,
     hi: int,
     cut: Cut,
@@ -297,9 +389,7 @@ def _read_back_issues(
     to full resolution) whose full-resolution prediction differs from the given label;
     and how many ties at the cut they used. Each issue pixel's scores come from the
     full-resolution records (every issue pixel is a mispredicted one)."""
-    d = stats.downsample
     scores_name = "pixel_scores" if d == 1 else "cl_scores"
-    sizes = stats.extent.sizes
     starts = np.concatenate([[0], np.cumsum(sizes[lo:hi, 0] * sizes[lo:hi, 1])])
     resolution = CL if d == 1 else FULL
     mispredicted = _split_by_image(sink.records(lo, RECORD_FIELDS, resolution), starts)

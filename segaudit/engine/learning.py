@@ -9,16 +9,21 @@ m, the exact cut at the m lowest scores and the issue masks
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from segaudit.engine.cut import count_issues, find_cut, thresholds, write_issues
+from segaudit.engine.cut import (
+    ScoreReader,
+    count_issues,
+    find_cut,
+    thresholds,
+    write_issues,
+)
 from segaudit.engine.params import Execution, Params
 from segaudit.engine.pixels import sum_tolerance
-from segaudit.engine.regions import IssuePixels, image_regions
+from segaudit.engine.regions import RegionFinder
 from segaudit.engine.sinks import Sink
 from segaudit.engine.stream import ImageSource, PassStats, stream
 from segaudit.progress import NullProgress, Progress
@@ -46,34 +51,6 @@ def import_in_background(module: str) -> None:
     import threading
 
     threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
-
-
-def region_finder(
-    sink: Sink,
-    ignore: int | None,
-    min_pixels: int,
-    found: dict[int, dict[str, np.ndarray]],
-    seconds: list[float],
-) -> Callable[[int, np.ndarray, IssuePixels], None]:
-    """What each image's issues go through: their regions (:mod:`segaudit.engine.regions`)
-    into ``found`` and the region map into the sink's ``regions`` array; the time spent
-    is added to ``seconds`` (one entry per image: summed, it is the region step's cost)."""
-
-    def on_image(index: int, mask: np.ndarray, pixels: IssuePixels) -> None:
-        clock = time.perf_counter()
-        if pixels.index.size == 0:
-            sink.write("regions", index, np.zeros(mask.shape, np.uint32))
-            found[index] = image_regions(mask.shape, pixels, mask).columns
-        else:
-            labels = np.asarray(sink.read("labels", index))
-            regions = image_regions(
-                mask.shape, pixels, labels, ignore=ignore, min_pixels=min_pixels
-            )
-            sink.write("regions", index, regions.region_map)
-            found[index] = regions.columns
-        seconds.append(time.perf_counter() - clock)
-
-    return on_image
 
 
 def confident_learning(
@@ -116,7 +93,8 @@ def flag_issues(
     progress = progress or NullProgress()
     clock = time.perf_counter()
     class_thresholds = thresholds(stats.class_sum, stats.class_count)
-    m = count_issues(sink, class_thresholds)
+    executor = execution.runner()
+    m = count_issues(sink, class_thresholds, executor)
     extent = stats.extent
     scores_name = "pixel_scores" if params.downsample == 1 else "cl_scores"
     # Every pixel's top probability is at least (1 - tol) / K (its row sums to 1 within
@@ -125,31 +103,22 @@ def flag_issues(
     if not params.rows_sum_to_one:
         below_any_max = 0.0  # no bound under a pixel's top score: refine from stored scores
 
-    def stored_scores(lo: int, hi: int) -> np.ndarray:
-        return np.concatenate([sink.read(scores_name, i).ravel() for i in range(lo, hi)])
-
-    def mispredicted_scores(lo: int, hi: int) -> np.ndarray:
-        return sink.records(lo, ("s",))["s"]
-
-    cut = find_cut(stats, m, stored_scores, mispredicted_scores, below_any_max)
+    stored = ScoreReader(sink, "stored", scores_name)
+    mispredicted = ScoreReader(sink, "mispredicted", scores_name)
+    cut = find_cut(stats, m, stored, mispredicted, below_any_max, executor)
     stages = {"select": time.perf_counter() - clock}
     clock = time.perf_counter()
     sink.create("issues", extent.sizes, bool)
-    regions: dict[int, dict[str, np.ndarray]] = {}
-    on_image, region_seconds = None, []
+    finder = None
     if min_region_pixels is not None:
         sink.create("regions", extent.sizes, np.uint32)
-        on_image = region_finder(
-            sink, params.ignore_index, min_region_pixels, regions, region_seconds
-        )
+        finder = RegionFinder(params.ignore_index, min_region_pixels)
     progress.start("flagging issues", extent.num_images)
-    counts = write_issues(
-        stats, cut, sink, params.ignore_index, progress, execution.workers, on_image
-    )
+    counts = write_issues(stats, cut, sink, params.ignore_index, progress, executor, finder)
     progress.finish()
     stages["write_issues"] = time.perf_counter() - clock
-    if on_image is not None:
-        stages["regions_cpu"] = float(sum(region_seconds))
+    if finder is not None:
+        stages["regions_cpu"] = counts.region_seconds
     return CLResult(
         stats,
         class_thresholds,
@@ -158,5 +127,5 @@ def flag_issues(
         counts.given,
         counts.predicted,
         {k: round(v, 3) for k, v in stages.items()},
-        regions,
+        counts.regions,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from segaudit.engine.executors import Executor, ThreadExecutor
 from segaudit.engine.pooling import LABEL_POOLINGS, check_divisible
 from segaudit.engine.prepare import RESIZE_METHODS
 from segaudit.errors import InvalidInputError
@@ -94,11 +95,17 @@ def _integer(name: str, value: Any) -> int:
 @dataclass(frozen=True)
 class Execution:
     """How to run (never changes results): worker threads, images per batch (None: from
-    the memory budget), and the memory budget for in-flight batches."""
+    the memory budget), the memory budget for in-flight batches, and where batches run
+    (an :class:`~segaudit.engine.executors.Executor`; None: ``workers`` local threads)."""
 
     workers: int = 1
     batch_size: int | None = None
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    executor: Any = None
+
+    def runner(self) -> Executor:
+        """The executor batches run on."""
+        return self.executor if self.executor is not None else ThreadExecutor(self.workers)
 
 
 def pred_dtype(num_classes: int) -> np.dtype:

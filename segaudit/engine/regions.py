@@ -27,6 +27,7 @@ scanned whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -160,3 +161,27 @@ def _columns(columns: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray
         out[name] = out[name].astype(np.int64)
     out["region"] = np.arange(1, count + 1, dtype=np.int64)
     return out
+
+
+@dataclass(frozen=True)
+class RegionFinder:
+    """What each image's issues go through when regions are asked for: their regions
+    (:func:`image_regions`, against the given labels the sink holds) and the region map
+    into the sink's ``regions`` array. Plain data, so it runs on any executor."""
+
+    ignore: int | None
+    min_pixels: int
+
+    def __call__(
+        self, sink: Any, index: int, mask: np.ndarray, pixels: IssuePixels
+    ) -> dict[str, np.ndarray]:
+        """Image ``index``'s regions as columns (its map written to ``sink``)."""
+        if pixels.index.size == 0:
+            sink.write("regions", index, np.zeros(mask.shape, np.uint32))
+            return image_regions(mask.shape, pixels, mask).columns
+        labels = np.asarray(sink.read("labels", index))
+        found = image_regions(
+            mask.shape, pixels, labels, ignore=self.ignore, min_pixels=self.min_pixels
+        )
+        sink.write("regions", index, found.region_map)
+        return found.columns

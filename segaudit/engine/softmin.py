@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from segaudit.engine import kernels, score_kernels
+from segaudit.engine.executors import SinkTask, run_in_order
 from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.pixels import WORKSPACE, describe_problems, sum_tolerance
 from segaudit.engine.prepare import prepare_probs
 from segaudit.engine.sinks import Sink
-from segaudit.engine.stream import ImageSource, extent_of, plan_batches, run_in_order
+from segaudit.engine.stream import ImageSource, extent_of, plan_batches
 from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
 from segaudit.sources.dataset import Where
@@ -84,14 +85,7 @@ def softmin_pass(
         extent, execution.workers, execution.batch_size, execution.memory_budget
     )
 
-    def work(bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
-        lo, hi = bounds
-        scores, scored = np.empty(hi - lo), np.empty(hi - lo, np.int64)
-        for row, index in enumerate(range(lo, hi)):
-            rows, scores[row], scored[row] = score_image(index, dataset, params, extent)
-            if pixel_sink is not None:
-                pixel_sink.write("pixel_scores", index, rows.reshape(extent.sizes[index]))
-        return lo, scores, scored
+    task = SoftminTask(pixel_sink, dataset, params, extent)
 
     def fold(done: tuple[int, np.ndarray, np.ndarray]) -> None:
         lo, scores, scored = done
@@ -100,9 +94,29 @@ def softmin_pass(
         progress.advance(len(scores))
 
     progress.start("scoring images", extent.num_images)
-    run_in_order(batches, work, fold, execution.workers)
+    run_in_order(batches, task, fold, execution.runner())
     progress.finish()
     return result
+
+
+@dataclass
+class SoftminTask(SinkTask):
+    """One batch's softmin scores (and pixel scores into ``sink``, when given), as an
+    executor's task: (first image, scores, scored pixels)."""
+
+    dataset: ImageSource
+    params: Params
+    extent: Extent
+
+    def __call__(self, bounds: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+        lo, hi = bounds
+        scores, scored = np.empty(hi - lo), np.empty(hi - lo, np.int64)
+        for row, index in enumerate(range(lo, hi)):
+            rows, scores[row], scored[row] = score_image(index, self.dataset, self.params,
+                                                         self.extent)  # fmt: skip
+            if self.sink is not None:
+                self.sink.write("pixel_scores", index, rows.reshape(self.extent.sizes[index]))
+        return lo, scores, scored
 
 
 def _needs_preparing(raw: np.ndarray, params: Params, size: tuple[int, int]) -> bool:

@@ -5,9 +5,10 @@ predictions (:mod:`segaudit.engine.prepare`), runs the compiled kernel once
 (:func:`segaudit.engine.pixels.pixel_pass`) and writes the compact per-pixel arrays to
 a :class:`~segaudit.engine.sinks.Sink`; it returns the image's per-class sums, its
 softmin, its histogram of scores and its mispredicted pixels. :func:`stream` runs
-batches of consecutive images on local worker threads (the kernels release the GIL)
-and reduces in image order, so results never depend on the batch size, the number of
-workers or the images' sizes.
+batches of consecutive images on an executor (:mod:`segaudit.engine.executors`: local
+threads, as the kernels release the GIL, or Dask tasks) and reduces in image order, so
+results never depend on the batch size, the number of workers, the executor or the
+images' sizes.
 
 Every image may have its own size. Records of mispredicted pixels carry their flat
 index within their batch, at Confident Learning's resolution: the pixels of the
@@ -17,15 +18,13 @@ batch's images laid end to end, image after image, row after row.
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
 from segaudit.engine import kernels
+from segaudit.engine.executors import SinkTask, run_in_order
 from segaudit.engine.params import HIST_BINS, Execution, Extent, Params, check_extent
 from segaudit.engine.pixels import Where, describe_problems, pixel_pass
 from segaudit.engine.pooling import pool_labels, pool_probs
@@ -33,8 +32,6 @@ from segaudit.engine.prepare import prepare_probs
 from segaudit.engine.sinks import FULL, Sink
 from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
-
-T = TypeVar("T")
 
 
 class ImageSource(Protocol):
@@ -294,29 +291,6 @@ def default_workers() -> int:
     )
 
 
-def run_in_order(
-    batches: Iterable[tuple[int, int]],
-    work: Callable[[tuple[int, int]], T],
-    fold: Callable[[T], None],
-    workers: int,
-) -> None:
-    """``work`` on local threads (at most ``workers`` in flight); ``fold`` in batch order."""
-    workers = max(1, workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[T]] = deque()
-        try:
-            for bounds in batches:
-                pending.append(pool.submit(work, bounds))
-                if len(pending) >= workers:
-                    fold(pending.popleft().result())
-            while pending:
-                fold(pending.popleft().result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-
-
 def stream(
     dataset: ImageSource,
     params: Params,
@@ -326,7 +300,8 @@ def stream(
     progress: Progress | None = None,
     on_batch: Any = None,
 ) -> PassStats:
-    """Read every image's predictions once over local worker threads; return the sums."""
+    """Read every image's predictions once, batches on ``execution``'s executor; return
+    the sums."""
     execution = execution or Execution()
     progress = progress or NullProgress()
     extent = extent_of(dataset, params)
@@ -346,9 +321,7 @@ def stream(
         batches,
     )
     progress.start("scanning pred_probs", extent.num_images)
-
-    def work(bounds: tuple[int, int]) -> BatchResult:
-        return process_batch(*bounds, dataset, params, extent, sink, labels_dtype)
+    task = BatchTask(sink, dataset, params, extent, labels_dtype)
 
     def fold(result: BatchResult) -> None:
         _reduce(stats, result)
@@ -356,9 +329,24 @@ def stream(
         if on_batch is not None:
             on_batch(result.start + len(result.softmin))
 
-    run_in_order(batches, work, fold, execution.workers)
+    run_in_order(batches, task, fold, execution.runner())
     progress.finish()
     return stats
+
+
+@dataclass
+class BatchTask(SinkTask):
+    """:func:`process_batch` over one batch's bounds, as an executor's task."""
+
+    dataset: ImageSource
+    params: Params
+    extent: Extent
+    labels_dtype: np.dtype
+
+    def __call__(self, bounds: tuple[int, int]) -> BatchResult:
+        return process_batch(
+            *bounds, self.dataset, self.params, self.extent, self.sink, self.labels_dtype
+        )
 
 
 def _reduce(stats: PassStats, result: BatchResult) -> None:

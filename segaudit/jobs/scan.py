@@ -41,6 +41,7 @@ from segaudit.runs.images import IMAGES_TABLE, ImageTable, write_images_table
 from segaudit.runs.sink import RunSink
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
 from segaudit.sources.dataset import shown_images
+from segaudit.sources.remote import is_url
 
 
 def params_for(dataset: Dataset, params: Params) -> Params:
@@ -123,6 +124,7 @@ def build_summary(
             "images_with_issues": int(np.count_nonzero(result.issues_per_image)),
         },
         "engine": {
+            "executor": execution.runner().name,
             "workers": execution.workers,
             "batch_size": execution.batch_size,
             "batches": len(result.stats.batches),
@@ -240,7 +242,14 @@ def scan(
     regions: RegionOptions | None = None,
     reviewed: Reviewed | None = None,
 ) -> dict[str, Any]:
-    """Open the dataset ``spec`` describes and scan it into ``out``; return the summary."""
+    """Open the dataset ``spec`` describes and scan it into ``out`` (a folder, or a URL:
+    :mod:`segaudit.runs.objectstore`); return the summary."""
+    if is_url(out):
+        from segaudit.runs.objectstore import remote_run
+
+        with remote_run(str(out)) as staged:
+            return scan(spec, staged, params, execution=execution, class_names=class_names,
+                        progress=progress, regions=regions)  # fmt: skip
     return scan_dataset(
         open_dataset(spec),
         out,

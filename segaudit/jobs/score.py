@@ -44,6 +44,7 @@ from segaudit.runs.images import IMAGES_TABLE, write_images_table
 from segaudit.runs.run import Run, is_complete_run, open_run
 from segaudit.runs.sink import RunSink
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
+from segaudit.sources.remote import is_url
 
 METHODS = ("softmin", "num_pixel_issues")
 # Parameters that change a scan's issue mask; a kept scan must agree on all of them.
@@ -309,6 +310,18 @@ def score(
     check_method(method)
     params = params or Params()
     check_temperature(params.temperature)
+    if is_url(out):  # published with summary.json last (segaudit.runs.objectstore)
+        from segaudit.runs.objectstore import published_command, remote_run
+
+        if not replace and published_command(str(out)) == "scan":
+            raise ScanMismatchError(
+                f"{out} holds a scan; scoring into a URL does not reuse it and would discard "
+                "it. Choose another -o, or pass --replace to discard it."
+            )
+        with remote_run(str(out)) as staged:
+            return score(spec, staged, params, method=method, execution=execution,
+                         pixel_scores=pixel_scores, replace=replace, class_names=class_names,
+                         progress=progress)  # fmt: skip
     started = time.perf_counter()
     dataset = open_dataset(spec)
     params = params_for(dataset, params)
@@ -342,7 +355,11 @@ def score(
             "class_names": names,
             "pixel_scores": rundir.array_path(tmp, "pixel_scores").exists(),
             "scan": "kept" if kept is not None else ("computed" if base is not None else None),
-            "engine": {"workers": work.execution.workers, "batch_size": work.execution.batch_size},
+            "engine": {
+                "executor": work.execution.runner().name,
+                "workers": work.execution.workers,
+                "batch_size": work.execution.batch_size,
+            },
             "timing": {"seconds": round(time.perf_counter() - started, 3)},
         }
         summary = score_summary(result, base, info)
@@ -427,3 +444,15 @@ class _PixelScoresSink:
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
         self.array.write_image(index, value)
+
+    def detached(self) -> _PixelScoresSink:
+        """A copy for a task in another process (see :meth:`RunSink.detached`)."""
+        copy = _PixelScoresSink(self.run)
+        copy.array = self.array.fresh()
+        return copy
+
+    def written(self) -> dict[int, tuple[int, ...]]:
+        return dict(self.array.shapes)
+
+    def adopt(self, written: dict[int, tuple[int, ...]]) -> None:
+        self.array.shapes.update(written)

@@ -231,6 +231,11 @@ class PerImageArrays:
         folder = self._image_folder(index, chunk.shape)
         _write_file(folder / self._key(chunk.ndim), _encode(self._codec, chunk))
 
+    def fresh(self) -> PerImageArrays:
+        """The same array for a task in another process: every image is its own folder,
+        written and read by itself, so there is nothing to share but the path."""
+        return self
+
     def adopt_chunk(self, index: int, chunk: Path, shape: tuple[int, ...]) -> None:
         """Make an encoded chunk file image ``index`` of the group (renamed, not copied)."""
         folder = self._image_folder(index, shape)
@@ -282,9 +287,18 @@ class ImageChunkWriter:
         self._stored = self.dtype.newbyteorder("<")
         self._codec = _codec_for(self.dtype)
         self.shapes: dict[int, tuple[int, ...]] = {}
+        self.known: dict[int, tuple[int, ...]] = {}  # images another writer wrote (fresh())
         self.finished = False
         self.per_image = False  # finished as a group of per-image arrays
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def fresh(self) -> ImageChunkWriter:
+        """A writer of the same array for another process: it reads every image written so
+        far, and its ``shapes`` hold only the images it writes itself."""
+        copy = ImageChunkWriter(self.path, self.dtype)
+        copy.known = {**self.known, **self.shapes} if self.shapes else self.known
+        copy.finished, copy.per_image = self.finished, self.per_image
+        return copy
 
     def _chunk_path(self, index: int) -> Path:
         if self.per_image:
@@ -299,7 +313,8 @@ class ImageChunkWriter:
 
     def read_image(self, index: int) -> np.ndarray:
         data = self._chunk_path(index).read_bytes()
-        return _decode(self._codec, data, self._stored, self.shapes[index])
+        shape = self.shapes.get(index) or self.known[index]
+        return _decode(self._codec, data, self._stored, shape)
 
     def folders(self) -> list[Path]:
         """Where the chunk files are (to flush them to disk early)."""

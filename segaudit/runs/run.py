@@ -19,6 +19,7 @@ import numpy as np
 from segaudit.errors import RunDirectoryError
 from segaudit.runs.chunkstore import ImageArray, open_image_array
 from segaudit.runs.images import ImageTable, read_images_table
+from segaudit.sources.remote import is_url
 
 SUMMARY = "summary.json"
 
@@ -93,6 +94,14 @@ class Run:
 
 def open_run(path: str | os.PathLike[str]) -> Run:
     """Open a complete run, or say plainly why ``path`` is not one."""
+    if is_url(path):
+        from segaudit.runs.objectstore import check_manifest
+
+        check_manifest(str(path))  # a prefix without summary.json is refused here
+        raise RunDirectoryError(
+            f"{path} is a complete run on an object store, but the commands that read runs "
+            f"read local folders; copy it down first (e.g. aws s3 sync {path} DIR)."
+        )
     run = Path(path)
     if not run.is_dir():
         raise RunDirectoryError(

@@ -21,6 +21,7 @@ import numpy as np
 
 from segaudit.engine.pixels import Records
 from segaudit.engine.sinks import CL
+from segaudit.errors import RunDirectoryError
 from segaudit.runs import rundir
 from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
 from segaudit.runs.masks import write_issue_mask
@@ -94,7 +95,9 @@ class RunSink:
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageChunkWriter | PerImageArrays | ScratchImages] = {}
+        self.scratch: set[str] = set()
         self._records: dict[tuple[str, int], list[dict[str, tuple[np.dtype, int, int]]]] = {}
+        self._new_records: set[tuple[str, int]] = set()  # by this copy (see detached())
 
     def create(
         self, name: str, sizes: np.ndarray | None, dtype: Any, scratch: bool = False
@@ -103,6 +106,7 @@ class RunSink:
         so ``sizes`` may be None (a pass fed by a model, one batch at a time)."""
         path = rundir.array_path(self.run, name)
         if scratch:
+            self.scratch.add(name)
             self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", dtype)
         elif sizes is not None and len(np.unique(np.asarray(sizes), axis=0)) > 1:
             # Sizes known to differ: each chunk goes straight into its image's folder, on
@@ -127,6 +131,7 @@ class RunSink:
         only where each lies is kept in memory (a few numbers an image): memory stays
         flat, and the records are written straight from the kernel's buffers."""
         segments = self._records.setdefault((resolution, start), [])
+        self._new_records.add((resolution, start))
         mode = "ab" if segments else "wb"
         where: dict[str, tuple[np.dtype, int, int]] = {}
         with open(self._record_path(start, resolution), mode) as handle:
@@ -152,26 +157,84 @@ class RunSink:
     def record_starts(self) -> list[int]:
         return sorted(start for resolution, start in self._records if resolution == CL)
 
+    # -- running in other processes (see segaudit.engine.executors.SinkTask) ----------
+
+    def detached(self) -> RunSink:
+        """A copy for a task in another process: it reads what was written so far, writes
+        to the same run (per-image chunk files, one records file per batch; scratch arrays
+        as chunk files too, as one raw file cannot be shared between processes) and keeps
+        an account of what it wrote for :meth:`written`. Picklable: no open files."""
+        copy = object.__new__(RunSink)
+        copy.run, copy.ids, copy.scratch_dir = self.run, self.ids, self.scratch_dir
+        copy.scratch = set(self.scratch)
+        copy.arrays = {
+            name: (
+                ImageChunkWriter(self._shared_path(name), array.dtype)
+                if isinstance(array, ScratchImages)
+                else array.fresh()
+            )
+            for name, array in self.arrays.items()
+        }
+        copy._records = dict(self._records)  # to read the records of earlier passes
+        copy._new_records = set()
+        return copy
+
+    def _shared_path(self, name: str) -> Path:
+        if name in self.scratch:
+            return self.scratch_dir / f"{name}.zarr"
+        return rundir.array_path(self.run, name)
+
+    def written(self) -> dict[str, Any]:
+        """What this copy wrote: each array's image sizes, and where records lie."""
+        shapes = {
+            name: dict(array.shapes)
+            for name, array in self.arrays.items()
+            if isinstance(array, ImageChunkWriter) and array.shapes
+        }
+        records = {key: self._records[key] for key in self._new_records}
+        return {"shapes": shapes, "records": records}
+
+    def adopt(self, written: dict[str, Any]) -> None:
+        """Take in what a detached copy wrote, as if written here (a task run twice after
+        a worker loss wrote the same files again: the later account replaces the first)."""
+        for resolution, start in written["records"]:
+            if not self._record_path(start, resolution).exists():
+                raise RunDirectoryError(
+                    f"the Dask workers wrote the run's files where this machine cannot see "
+                    f"them ({self._record_path(start, resolution).name} is missing); with a "
+                    "remote scheduler, -o must be on a filesystem every worker shares with "
+                    "this machine."
+                )
+        for name, shapes in written["shapes"].items():
+            array = self.arrays[name]
+            if isinstance(array, ScratchImages):
+                array.close()
+                array.path.unlink(missing_ok=True)
+                array = self.arrays[name] = ImageChunkWriter(self._shared_path(name), array.dtype)
+            array.shapes.update(shapes)
+        self._records.update(written["records"])
+
     def pass_written(self) -> None:
         """The bulk of the run is written: complete its arrays, and start flushing them
         while the rest is worked out."""
         self.finish()
         folders: list[Path] = []
-        for array in self.arrays.values():
-            if isinstance(array, ImageChunkWriter | PerImageArrays):
+        for name, array in self.arrays.items():
+            if isinstance(array, ImageChunkWriter | PerImageArrays) and name not in self.scratch:
                 folders += array.folders()
         rundir.start_flush(self.run, folders)
 
     def finish(self) -> None:
         """Write the metadata of every array not completed yet (its layout follows from
         the images' sizes)."""
-        for array in self.arrays.values():
-            if isinstance(array, ImageChunkWriter) and not array.finished:
-                array.finish()
+        for name, array in self.arrays.items():
+            if name not in self.scratch and isinstance(array, ImageChunkWriter):
+                if not array.finished:
+                    array.finish()
 
     def discard_scratch(self) -> None:
         for array in self.arrays.values():
             if isinstance(array, ScratchImages):
                 array.close()
-        self.arrays = {k: v for k, v in self.arrays.items() if not isinstance(v, ScratchImages)}
+        self.arrays = {k: v for k, v in self.arrays.items() if k not in self.scratch}
         shutil.rmtree(self.scratch_dir, ignore_errors=True)

@@ -32,6 +32,7 @@ from segaudit.sources.folder import (
 )
 from segaudit.sources.labelmap import LabelMap, read_label_map
 from segaudit.sources.layouts import LAYOUTS, KnownLayout, get_layout
+from segaudit.sources.remote import is_url
 from segaudit.sources.stacked import StackedLabels, StackedPhotos, StackedProbs
 
 __all__ = ["LAYOUTS", "Dataset", "DatasetSpec", "open_dataset"]
@@ -43,7 +44,7 @@ _WILDCARDS = set("*?[")
 class DatasetSpec:
     """Where a dataset is and how to read it, as a user gives it."""
 
-    dataset: Path | None = None
+    dataset: Path | str | None = None  # a str only for a URL
     labels: str | None = None
     pred_probs: str | None = None
     images: str | None = None
@@ -66,6 +67,11 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
         raise InvalidInputError(
             "--split picks splits of a public dataset read with --layout; without --layout, "
             "point DATASET (or --labels and --pred-probs) at the split's files instead."
+        )
+    if is_url(spec.dataset) and (spec.layout is not None or spec.manifest is not None):
+        raise InvalidInputError(
+            f"{spec.dataset}: --layout and --manifest read local folders; give the stores' "
+            "URLs with --labels and --pred-probs instead."
         )
     if spec.manifest is not None:
         return _from_manifest(spec)
@@ -196,10 +202,16 @@ def _layout_probs(spec: DatasetSpec, layout: KnownLayout, chosen: set[str]) -> F
     return FolderProbs(kept, str(spec.pred_probs), spec.channels_last)
 
 
-def _check_dataset_folder(folder: Path) -> None:
+def _check_dataset_folder(folder: Path | str) -> None:
     """DATASET must be a folder (or a Zarr group holding the arrays)."""
     from segaudit.sources.stores import group_arrays, is_zarr_path
 
+    if is_url(folder):
+        from segaudit.sources.remote import check_url_folder
+
+        check_url_folder(str(folder))
+        return
+    folder = Path(folder)
     if not folder.exists():
         raise InputNotFoundError(f"dataset folder {folder} does not exist; check the path.")
     if is_zarr_path(folder):
@@ -212,13 +224,15 @@ def _check_dataset_folder(folder: Path) -> None:
 
 
 def _locate(
-    folder: Path | None, name: str, override: str | None, *, required: bool
+    folder: Path | str | None, name: str, override: str | None, *, required: bool
 ) -> tuple[str, Any] | None:
     """Where one input is: ("stacked", path) or ("files", folder-or-glob), or None."""
     from segaudit.sources.stores import is_zarr_path
 
     if override is not None:
         text = str(override)
+        if is_url(text):
+            return _locate_url(text, name)
         if any(char in _WILDCARDS for char in text):
             return "files", text
         path = Path(text)
@@ -231,6 +245,9 @@ def _locate(
                 f"give a DATASET folder or --{name.replace('_', '-')} PATH."
             )
         return None
+    if is_url(folder):
+        return _locate_in_url(str(folder), name, required)
+    folder = Path(folder)
     if is_zarr_path(folder) and _group_has(folder, name):
         return "stacked", folder
     for suffix in (".npy", ".zarr"):
@@ -244,6 +261,49 @@ def _locate(
             f"pass --{name.replace('_', '-')} PATH."
         )
     return None
+
+
+def _locate_url(url: str, name: str) -> tuple[str, Any]:
+    """A URL is a stacked store (``.npy``, Zarr) or a folder of one file per image."""
+    from segaudit.sources.remote import is_zarr_url
+
+    if any(char in _WILDCARDS for char in url):
+        raise InvalidInputError(
+            f"--{name.replace('_', '-')} {url}: globs are not read behind URLs; give the "
+            "folder's URL."
+        )
+    if url.rstrip("/").lower().endswith(".npy") or is_zarr_url(url):
+        return "stacked", url
+    return "files", url
+
+
+def _locate_in_url(folder: str, name: str, required: bool) -> tuple[str, Any] | None:
+    """An input in a DATASET URL, by the same conventions as in a local folder."""
+    from segaudit.sources.remote import url_kind
+
+    base = folder.rstrip("/")
+    for candidate, wanted, kind in (
+        (f"{base}/{name}.npy", "file", "stacked"),
+        (f"{base}/{name}.zarr", "folder", "stacked"),
+        (f"{base}/{name}", "folder", "files"),
+    ):
+        if url_kind(candidate) == wanted:
+            return kind, candidate
+    if required:
+        raise InputNotFoundError(
+            f"{folder} has no {name}.npy, {name}.zarr or {name}/ folder; "
+            f"pass --{name.replace('_', '-')} URL."
+        )
+    return None
+
+
+def _found(target: str, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Any], str]:
+    """One per-file input's files by id, and where they are (for messages)."""
+    if is_url(target):
+        from segaudit.sources.remote import find_url_files
+
+        return find_url_files(target, suffixes, what), target
+    return find_files(Path(target), suffixes, what), os.path.abspath(target)
 
 
 def _group_has(folder: Path, name: str) -> bool:
@@ -261,8 +321,7 @@ def _open_probs(where: tuple[str, Any] | None, spec: DatasetSpec) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedProbs(open_store(target, "pred_probs"), spec.channels_last)
-    found = find_files(Path(target), PROBS_SUFFIXES, "pred_probs")
-    return FolderProbs(found, os.path.abspath(target), spec.channels_last)
+    return FolderProbs(*_found(target, PROBS_SUFFIXES, "pred_probs"), spec.channels_last)
 
 
 def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void: Any) -> Any:
@@ -276,8 +335,7 @@ def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void
                 "--label-map applies to mask files; stacked labels already hold class ids."
             )
         return StackedLabels(open_store(target, "labels"))
-    found = find_files(Path(target), MASK_SUFFIXES, "labels")
-    return FolderMasks(found, os.path.abspath(target), label_map, void)
+    return FolderMasks(*_found(target, MASK_SUFFIXES, "labels"), label_map, void)
 
 
 def _open_photos(where: tuple[str, Any]) -> Any:
@@ -286,20 +344,24 @@ def _open_photos(where: tuple[str, Any]) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedPhotos(open_store(target, "images"))
-    return FolderPhotos(
-        find_files(Path(target), PHOTO_SUFFIXES, "images"), os.path.abspath(target)
-    )
+    return FolderPhotos(*_found(target, PHOTO_SUFFIXES, "images"))
 
 
-def _class_names_path(folder: Path | None, spec: DatasetSpec) -> Path | None:
+def _class_names_path(folder: Path | str | None, spec: DatasetSpec) -> Path | str | None:
     if spec.class_names is not None:
         return spec.class_names
+    if is_url(folder):
+        from segaudit.sources.remote import url_kind
+
+        names = f"{str(folder).rstrip('/')}/classes.txt"
+        return names if url_kind(names) == "file" else None
+    folder = Path(folder) if folder is not None else None
     if folder is not None and (folder / "classes.txt").is_file():
         return folder / "classes.txt"
     return None
 
 
-def _class_names(path: Path | None, num_classes: int) -> list[str] | None:
+def _class_names(path: Path | str | None, num_classes: int) -> list[str] | None:
     from segaudit.sources.stores import read_class_names
 
     return read_class_names(path, num_classes) if path is not None else None

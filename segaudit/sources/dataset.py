@@ -20,6 +20,7 @@ import numpy as np
 from segaudit.errors import InputChangedError, InvalidInputError
 from segaudit.sources.files import Loaded
 from segaudit.sources.folder import describe_unmatched
+from segaudit.sources.remote import is_url
 
 
 @dataclass
@@ -154,7 +155,7 @@ class Dataset:
         ignore_index: int | None = None,
         skip_unmatched: bool = False,
         layout: str | None = None,
-        class_names_path: Path | None = None,
+        class_names_path: Path | str | None = None,
         allow_absent_chunks: bool = False,
         background: Sequence[int] | None = None,
     ) -> None:
@@ -286,7 +287,7 @@ class Dataset:
         if self._names_identity is not None:
             assert self.class_names_path is not None
             described["class_names"] = {
-                "path": os.path.abspath(self.class_names_path),
+                "path": absolute_or_url(self.class_names_path),
                 "format": "text",
                 **self._names_identity,
             }
@@ -297,11 +298,12 @@ class Dataset:
         paths: list[Path] = []
         for source in self._sources():
             if source.ids is None:
-                paths.append(Path(source.path))
+                if not is_url(source.path):  # a URL cannot overlap a local run
+                    paths.append(Path(source.path))
             else:
-                paths += list(source.paths.values())
-        if self.class_names_path is not None:
-            paths.append(self.class_names_path)
+                paths += [p for p in source.paths.values() if not is_url(p)]
+        if self.class_names_path is not None and not is_url(self.class_names_path):
+            paths.append(Path(self.class_names_path))
         return paths
 
     def check_unchanged(self) -> None:
@@ -332,6 +334,11 @@ class Dataset:
 
     def _sources(self) -> list[Any]:
         return [s for s in (self.labels, self.probs, self.photos) if s is not None]
+
+
+def absolute_or_url(path: Any) -> str:
+    """A local path made absolute (links kept); a URL as it is."""
+    return str(path) if is_url(path) else os.path.abspath(path)
 
 
 def shown_images(images: list[int], limit: int = 5) -> str:

@@ -15,12 +15,13 @@ import os
 import stat
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError, reason
+from segaudit.sources.remote import is_url, open_url_file
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 PROBS_SUFFIXES = (".npy", ".npz")
@@ -63,12 +64,16 @@ class MaskHeader:
 _MASK_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I", "RGB", "RGBA")
 
 
-def _open_image(path: Path, what: str) -> Any:
+def _open_image(path: Path | str, what: str) -> Any:
     from PIL import Image
 
-    check_regular_file(path, what)
+    if is_url(path):
+        source: Any = open_url_file(str(path), what)
+    else:
+        check_regular_file(Path(path), what)
+        source = path
     try:
-        return Image.open(path)
+        return Image.open(source)
     except Exception as error:  # Pillow raises many types for files it cannot identify
         raise UnreadableStoreError(
             f"{what} {path} is not a readable image ({reason(error)}); re-export it as PNG."
@@ -170,9 +175,28 @@ def squeeze_spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
+def _suffix(path: Path | str) -> str:
+    return PurePosixPath(str(path)).suffix
+
+
+def _refuse_remote_npz(path: Path | str) -> None:
+    if is_url(path) and _suffix(path) == ".npz":
+        raise UnreadableStoreError(
+            f"predictions {path}: .npz archives behind URLs are not read (they cannot be "
+            "read by byte ranges); save the predictions as .npy files."
+        )
+
+
 def probs_header(path: Path) -> ProbsHeader:
     """Shape and dtype of one image's predictions without reading them."""
-    if path.suffix == ".npz":
+    _refuse_remote_npz(path)
+    if is_url(path):
+        from segaudit.sources.remote import open_npy_url
+
+        remote = open_npy_url(str(path))
+        _check_probs_dtype(path, remote.dtype)
+        return ProbsHeader(squeeze_spatial(remote.shape), remote.dtype)
+    if _suffix(path) == ".npz":
         shape, dtype = _npz_header(path)
     else:
         from segaudit.sources.stores import open_npy
@@ -208,9 +232,17 @@ def read_probs(path: Path) -> Loaded:
     """One image's predictions as stored, with a singleton spatial axis dropped.
 
     A ``.npy`` file is memory-mapped (pages are released after use); an ``.npz``
-    member is decompressed into memory, as zip archives cannot be mapped.
+    member is decompressed into memory, as zip archives cannot be mapped. A ``.npy``
+    behind a URL is read with one ranged request.
     """
-    if path.suffix == ".npz":
+    _refuse_remote_npz(path)
+    if is_url(path):
+        from segaudit.sources.remote import read_url_npy
+
+        array = read_url_npy(str(path))
+        _check_probs_dtype(path, array.dtype)
+        return Loaded(array.reshape(squeeze_spatial(array.shape)))
+    if _suffix(path) == ".npz":
         array = _read_npz(path)
         _check_probs_dtype(path, array.dtype)
         return Loaded(array.reshape(squeeze_spatial(array.shape)))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segaudit.errors import InputChangedError, UnreadableStoreError, reason
+from segaudit.sources.remote import is_url, url_fingerprint
 
 
 def store_fingerprint(path: Path) -> dict[str, Any]:
@@ -25,6 +26,8 @@ def store_fingerprint(path: Path) -> dict[str, Any]:
     the metadata files, and a hash over every file's (relative name, size, inode,
     modification time, change time).
 
+    For a URL: :func:`segaudit.sources.remote.url_fingerprint`.
+
     The change time (ctime) is what catches a rewrite whose modification time was put
     back (``cp -p``, ``rsync -t``, ``os.utime``): no program can set it, and the kernel
     moves it on every write, rename, truncation and ``utime``; a file replaced by
@@ -33,6 +36,8 @@ def store_fingerprint(path: Path) -> dict[str, Any]:
     part of the identity instead of failing, so a store changing under our feet is
     reported as a change.
     """
+    if is_url(path):
+        return url_fingerprint(str(path))
     path = Path(path)
     if path.is_file():
         return _file_fingerprint(path)

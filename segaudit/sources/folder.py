@@ -29,6 +29,7 @@ from segaudit.safetext import printable
 from segaudit.sources import files
 from segaudit.sources.ids import check_id, check_unique, id_from_path
 from segaudit.sources.labelmap import LabelMap, identity_needed
+from segaudit.sources.remote import is_url, urls_fingerprint
 
 _WILDCARDS = set("*?[")
 
@@ -121,7 +122,10 @@ def files_fingerprint(paths: Sequence[Path]) -> dict[str, Any]:
 
     A file rewritten in place, even with its modification time restored, gets a new
     change time (ctime), so any rewrite, growth, replacement or removal changes this.
+    Files behind URLs: their sizes and ETags, from one listing.
     """
+    if paths and is_url(paths[0]):
+        return urls_fingerprint([str(p) for p in paths])
     digest = hashlib.sha256()
     total = 0
     for path in paths:
@@ -140,7 +144,10 @@ class FolderFiles:
     """One per-file input: a file per image, by id."""
 
     def __init__(self, paths: Mapping[str, Path], what: str, origin: str) -> None:
-        self.paths = {image_id: Path(os.path.abspath(path)) for image_id, path in paths.items()}
+        self.paths = {
+            image_id: path if is_url(path) else Path(os.path.abspath(path))
+            for image_id, path in paths.items()
+        }
         self.ids: list[str] | None = list(self.paths)
         self.what = what
         self.origin = origin

@@ -17,6 +17,7 @@ import numpy as np
 from segaudit.errors import InvalidInputError
 from segaudit.sources.files import Loaded
 from segaudit.sources.fingerprints import check_unchanged
+from segaudit.sources.remote import is_url
 from segaudit.sources.stores import ArraySource
 
 # Images with absent chunks named in summary.json per store (the count is always exact).
@@ -30,7 +31,7 @@ def absolute(path: Any) -> str:
     ``latest/`` still means the latest), and the recorded fingerprint tells it whether
     that is still the same file.
     """
-    return os.path.abspath(path)
+    return str(path) if is_url(path) else os.path.abspath(path)
 
 
 class StackedArrays:
@@ -48,8 +49,9 @@ class StackedArrays:
         return self.source.shape[0]
 
     @property
-    def path(self) -> Path:
-        return Path(self.source.path)
+    def path(self) -> Any:
+        """The store's path (a URL stays a str)."""
+        return self.source.path if is_url(self.source.path) else Path(self.source.path)
 
     def read(self, index: int, populate: bool = True) -> Loaded:
         array = self.source.read(index, index + 1, populate=populate)[0]

@@ -39,6 +39,7 @@ from segaudit.errors import (
 )
 from segaudit.libc import LIBC
 from segaudit.sources.fingerprints import store_fingerprint
+from segaudit.sources.remote import is_url
 
 STORE_NAMES = ("labels", "pred_probs", "images")
 _PAGE = mmap.PAGESIZE
@@ -166,8 +167,26 @@ class ArraySource:
         return self.chunk_grid
 
     def fingerprint(self) -> dict[str, Any]:
-        """The store's identity (sizes, times, inodes, edge hashes), to detect changes."""
+        """The store's identity (sizes, times, inodes, edge hashes; a URL's listing), to
+        detect changes."""
         return store_fingerprint(self.path)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled by reference: a memory-mapped ``.npy`` is mapped again where it is
+        unpickled (a Dask worker), never copied into the pickle."""
+        if self.own_mapping:
+            return _reopen_npy, (os.path.abspath(self.path), self.path)
+        return _rebuild, (self.path, self.array, self.kind, self.chunk_grid)
+
+
+def _reopen_npy(absolute: str, shown: Path) -> ArraySource:
+    source = open_npy(Path(absolute))
+    source.path = shown  # messages keep naming the file as the user gave it
+    return source
+
+
+def _rebuild(path: Path, array: Any, kind: str, chunk_grid: ChunkGrid | None) -> ArraySource:
+    return ArraySource(path, array, kind, chunk_grid=chunk_grid)
 
 
 @dataclass(frozen=True)
@@ -520,7 +539,10 @@ def open_zarr(path: Path, name: str) -> ArraySource:
 
 
 def open_store(path: str | os.PathLike[str], name: str) -> ArraySource:
-    """Open the store at ``path`` for the input called ``name`` (labels, pred_probs, images)."""
+    """Open the store at ``path`` for the input called ``name`` (labels, pred_probs, images);
+    a URL opens through fsspec (:mod:`segaudit.sources.remote`)."""
+    if is_url(path):
+        return open_url(str(path), name)
     path = Path(path)
     if is_zarr_path(path):
         return open_zarr(path, name)
@@ -529,6 +551,19 @@ def open_store(path: str | os.PathLike[str], name: str) -> ArraySource:
     if path.suffix != ".npy" and path.is_dir():
         raise UnreadableStoreError(f"{path} is a directory but not a Zarr store.")
     return open_npy(path)
+
+
+def open_url(url: str, name: str) -> ArraySource:
+    """A stacked store behind a URL: Zarr through fsspec, or a ``.npy`` read by ranges.
+    ``path`` is then the URL itself (a str)."""
+    from segaudit.sources.remote import is_zarr_url, open_npy_url, open_zarr_url
+
+    if is_zarr_url(url):
+        node = open_zarr_url(url, name)
+        _check_header_dtype(url, np.dtype(node.dtype))  # type: ignore[arg-type]
+        check_shape(url, tuple(node.shape), np.dtype(node.dtype))  # type: ignore[arg-type]
+        return ArraySource(url, node, "zarr")  # type: ignore[arg-type]
+    return ArraySource(url, open_npy_url(url), "npy")  # type: ignore[arg-type]
 
 
 def _holds_inputs(folder: Path) -> bool:
@@ -567,7 +602,7 @@ def group_arrays(folder: Path) -> list[str] | None:
         ) from None
 
 
-def read_class_names(path: Path | None, num_classes: int) -> list[str]:
+def read_class_names(path: Path | str | None, num_classes: int) -> list[str]:
     """Class names from a UTF-8 file with one name per line, or ``class_0``... when absent.
 
     Lines end at ``\n`` only (a ``\r`` before it is dropped, so Windows files work):
@@ -577,13 +612,29 @@ def read_class_names(path: Path | None, num_classes: int) -> list[str]:
     """
     if path is None:
         return [f"class_{k}" for k in range(num_classes)]
+    if is_url(path):
+        from segaudit.sources.remote import read_url_text
+
+        return _names_in(read_url_text(str(path)), path, num_classes)
+    path = Path(path)
     if path.exists() and not path.is_file():
         raise UnreadableStoreError(f"{path} is not a regular text file; check --class-names.")
     try:
-        text = path.read_bytes().decode("utf-8")  # no newline translation: "\n" alone splits
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputNotFoundError(f"{path} does not exist; check --class-names.") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
+        raise UnreadableStoreError(
+            f"{path} is not a readable UTF-8 text file ({reason(error)})."
+        ) from None
+    return _names_in(data, path, num_classes)
+
+
+def _names_in(data: bytes, path: Any, num_classes: int) -> list[str]:
+    """The class names a class-names file's bytes hold (see :func:`read_class_names`)."""
+    try:
+        text = data.decode("utf-8")  # no newline translation: "\n" alone splits
+    except UnicodeDecodeError as error:
         raise UnreadableStoreError(
             f"{path} is not a readable UTF-8 text file ({reason(error)})."
         ) from None

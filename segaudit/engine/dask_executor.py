@@ -1,0 +1,127 @@
+"""The Dask executor: the same per-batch tasks on a ``dask.distributed`` cluster.
+
+Dask does placement, retries and worker loss; segaudit only submits one task per batch
+and folds the results in batch order, as on local threads, so a run on a cluster is
+byte-identical to a local one. The task itself (dataset, parameters, a detached sink)
+goes to the cluster once, as a task of its own that Dask can recompute if the worker
+holding it dies; each batch task reads its images, writes its per-pixel arrays straight
+to the run store and returns only small reductions plus where it wrote.
+
+Imported only when ``--scheduler`` is given: Dask costs a second of start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from segaudit.errors import SchedulerError, reason
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+LOCAL_PREFIX = "local:"
+
+
+class DaskExecutor:
+    """Runs tasks on the cluster ``client`` is connected to (see the module doc)."""
+
+    name = "dask"
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.workers = max(1, sum(client.nthreads().values()))
+
+    def map_in_order(self, task: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        detach = getattr(task, "detached", None)
+        remote = detach() if detach is not None else task
+        shared = self.client.submit(_same, remote, pure=False)
+        futures = self.client.map(_run, [shared] * len(items), list(items), pure=False)
+        try:
+            for future in futures:
+                result, written = future.result()
+                if detach is not None:
+                    task.adopt(written)  # type: ignore[attr-defined]
+                yield result
+        finally:
+            self.client.cancel([*futures, shared])
+
+
+def _same(task: Any) -> Any:
+    return task
+
+
+def _run(task: Any, item: Any) -> tuple[Any, Any]:
+    """One task on a worker, over a fresh detached sink: its result and what it wrote."""
+    detach = getattr(task, "detached", None)
+    here = detach() if detach is not None else task
+    result = here(item)
+    _test_hook_kill_worker()
+    return result, (here.written() if detach is not None else None)
+
+
+def _test_hook_kill_worker() -> None:
+    """Fault injection for tests: when SEGAUDIT_TEST_KILL_WORKER names a file that exists,
+    the first task to remove it SIGKILLs its worker process (after writing its outputs,
+    before returning them): Dask must run the task again elsewhere."""
+    marker = os.environ.get("SEGAUDIT_TEST_KILL_WORKER")
+    if not marker:
+        return
+    try:
+        os.remove(marker)
+    except FileNotFoundError:
+        return
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_address(address: str) -> None:
+    """``tcp://HOST:PORT`` (any protocol Dask speaks) or ``local:N``; else one sentence."""
+    if address.startswith(LOCAL_PREFIX):
+        count = address[len(LOCAL_PREFIX) :]
+        if not count.isdigit() or int(count) < 1:
+            raise SchedulerError(
+                f"--scheduler {address}: local:N needs a positive number of worker processes, "
+                "e.g. local:2."
+            )
+    elif "://" not in address:
+        raise SchedulerError(
+            f"--scheduler {address} is not a scheduler address; give tcp://HOST:8786, or "
+            "local:N to start N local worker processes."
+        )
+
+
+@contextmanager
+def dask_executor(address: str) -> Iterator[DaskExecutor]:
+    """A :class:`DaskExecutor` on the scheduler at ``address``, or on a LocalCluster of N
+    single-threaded worker processes for ``local:N``; closed on the way out."""
+    check_address(address)
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SchedulerError(
+            "--scheduler needs Dask's distributed scheduler; install it with "
+            "pip install 'segaudit[dask]'."
+        ) from None
+    if address.startswith(LOCAL_PREFIX):
+        cluster = LocalCluster(
+            n_workers=int(address[len(LOCAL_PREFIX) :]),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: clusters on one machine never clash
+        )
+        with cluster, Client(cluster) as client:
+            yield DaskExecutor(client)
+        return
+    try:  # waits up to Dask's distributed.comm.timeouts.connect (30 s by default)
+        client = Client(address)
+    except (OSError, TimeoutError) as error:
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {address} ({reason(error)}); check the "
+            "address and that the scheduler is running."
+        ) from None
+    with client:
+        yield DaskExecutor(client)
