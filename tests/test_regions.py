@@ -389,3 +389,26 @@ def test_region_kernels_equal_whole_image_references(dtype, ignore):
     reference = labelled_edges_near(labels, ignore if applies else None, EDGE_REACH)
     near = near_edge(labels, index, EDGE_REACH, ignore)
     np.testing.assert_array_equal(near, reference.ravel()[index])
+
+
+def test_region_map_dtype_is_uint16_unless_an_image_could_hold_more_regions():
+    from segaudit.engine.regions import region_map_dtype
+
+    assert region_map_dtype([[512, 1024]], 10) == np.uint16  # at most 52,428 regions
+    assert region_map_dtype([[256, 256], [256, 257]], 1) == np.uint32  # 65,792
+    assert region_map_dtype([[256, 256]], 1) == np.uint32  # 65,536 regions: 1..65536
+    assert region_map_dtype([[255, 257]], 1) == np.uint16  # 65,535
+    assert region_map_dtype(np.zeros((0, 2)), 10) == np.uint16  # no image
+
+
+@pytest.mark.parametrize("min_pixels, dtype", [(10, "uint16"), (1, "uint32")])
+def test_region_maps_in_either_type_hold_the_flood_fill_regions(tmp_path, min_pixels, dtype):
+    data = tmp_path / "data"
+    made = invoke("synth", data, "--images", 2, "--height", 256, "--width", 320,
+                  "--classes", 5, "--seed", 2, "-q")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    run = tmp_path / "run"
+    scanned = invoke("scan", data, "-o", run, "--min-region-pixels", min_pixels, "-q")
+    assert scanned.exit_code == 0, scanned.output
+    assert open_run(run).read("regions", 0).dtype == np.dtype(dtype)
+    assert assert_regions_match_flood_fill(run, min_pixels=min_pixels) > 0

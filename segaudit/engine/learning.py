@@ -23,7 +23,7 @@ from segaudit.engine.cut import (
 )
 from segaudit.engine.params import Execution, Params
 from segaudit.engine.pixels import sum_tolerance
-from segaudit.engine.regions import RegionFinder
+from segaudit.engine.regions import RegionFinder, region_map_dtype
 from segaudit.engine.sinks import Sink
 from segaudit.engine.stream import ImageSource, PassStats, stream
 from segaudit.progress import NullProgress, Progress
@@ -111,8 +111,9 @@ def flag_issues(
     sink.create("issues", extent.sizes, bool)
     finder = None
     if min_region_pixels is not None:
-        sink.create("regions", extent.sizes, np.uint32)
-        finder = RegionFinder(params.ignore_index, min_region_pixels)
+        map_dtype = region_map_dtype(extent.sizes, min_region_pixels)
+        sink.create("regions", extent.sizes, map_dtype)
+        finder = RegionFinder(params.ignore_index, min_region_pixels, map_dtype)
     progress.start("flagging issues", extent.num_images)
     counts = write_issues(stats, cut, sink, params.ignore_index, progress, executor, finder)
     progress.finish()

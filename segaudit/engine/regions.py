@@ -77,7 +77,7 @@ class ImageRegions:
     """One image's regions, as columns (one entry per region), and its region map."""
 
     columns: dict[str, np.ndarray]
-    region_map: np.ndarray  # (H, W) uint32, 0 outside kept regions
+    region_map: np.ndarray  # (H, W) region numbers (uint16 or uint32), 0 outside kept regions
 
     @property
     def count(self) -> int:
@@ -91,9 +91,11 @@ def image_regions(
     *,
     ignore: int | None = None,
     min_pixels: int = DEFAULT_MIN_PIXELS,
+    map_dtype: Any = np.uint32,
 ) -> ImageRegions:
-    """The regions of one image's issue pixels; ``labels`` (H, W) are its given labels."""
-    region_map = np.zeros(shape, np.uint32)
+    """The regions of one image's issue pixels; ``labels`` (H, W) are its given labels;
+    the region map in ``map_dtype`` (see :func:`region_map_dtype`)."""
+    region_map = np.zeros(shape, map_dtype)
     index = pixels.index.astype(np.int64, copy=False)
     if index.size == 0:
         return ImageRegions(_columns({}, 0), region_map)
@@ -106,7 +108,7 @@ def image_regions(
     depth = region_depths(found)[kept]  # a region is a whole component: its links are its own
     index, number = index[kept], region[kept] - 1
     count = int(number.max()) + 1 if number.size else 0
-    region_map.ravel()[index] = (number + 1).astype(np.uint32)
+    region_map.ravel()[index] = number + 1
     if count == 0:
         return ImageRegions(_columns({}, 0), region_map)
     near = near_edge(labels, index, EDGE_REACH, ignore)
@@ -129,6 +131,16 @@ def image_regions(
         "thickness": ints[5],
     }
     return ImageRegions(_columns(columns, count), region_map)
+
+
+def region_map_dtype(sizes: Any, min_pixels: int) -> np.dtype:
+    """The region maps' type: uint16 when no image can hold 65,536 regions or more (a
+    kept region has at least ``min_pixels`` pixels), else uint32. Half the bytes to
+    write and compress for the common case (a 512×1024 image at the default 10 pixels
+    holds at most 52,428 regions)."""
+    sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
+    most = int((sizes[:, 0] * sizes[:, 1]).max(initial=0)) // max(1, int(min_pixels))
+    return np.dtype(np.uint16 if most <= np.iinfo(np.uint16).max else np.uint32)
 
 
 def _numbered_regions(found: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -171,17 +183,19 @@ class RegionFinder:
 
     ignore: int | None
     min_pixels: int
+    map_dtype: Any = np.uint32
 
     def __call__(
         self, sink: Any, index: int, mask: np.ndarray, pixels: IssuePixels
     ) -> dict[str, np.ndarray]:
         """Image ``index``'s regions as columns (its map written to ``sink``)."""
         if pixels.index.size == 0:
-            sink.write("regions", index, np.zeros(mask.shape, np.uint32))
+            sink.write("regions", index, np.zeros(mask.shape, self.map_dtype))
             return image_regions(mask.shape, pixels, mask).columns
         labels = np.asarray(sink.read("labels", index))
         found = image_regions(
-            mask.shape, pixels, labels, ignore=self.ignore, min_pixels=self.min_pixels
-        )
+            mask.shape, pixels, labels, ignore=self.ignore, min_pixels=self.min_pixels,
+            map_dtype=self.map_dtype,
+        )  # fmt: skip
         sink.write("regions", index, found.region_map)
         return found.columns
