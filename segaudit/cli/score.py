@@ -352,10 +352,19 @@ def _reviewed_precision(run: Path, path: Path) -> dict[str, Any]:
     return evaluate_decisions(open_run(run), decided, path)
 
 
-def _print_reviewed(reviewed: dict[str, Any]) -> None:
-    """Precision of the reviewed flags per score band, regions then images."""
+def _counts_table(title: str, first: str, numbers: tuple[str, ...]) -> Any:
+    """An edgeless table titled ``title``: a row-name column, then right-aligned numbers."""
     from rich.table import Table
 
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column(first)
+    for name in numbers:
+        table.add_column(name, justify="right")
+    return table
+
+
+def _print_reviewed(reviewed: dict[str, Any]) -> None:
+    """Precision of the reviewed flags per score band, regions then images."""
     from segaudit.safetext import markup
 
     for level in ("region", "image"):
@@ -363,15 +372,11 @@ def _print_reviewed(reviewed: dict[str, Any]) -> None:
         if block is None:
             continue
         what = "regions" if level == "region" else f"images ({reviewed['image_score_column']})"
-        table = Table(
-            title=f"reviewed {markup(what)}: precision = real errors / (real + false alarms)",
-            title_justify="left",
-            show_edge=False,
-            pad_edge=False,
+        table = _counts_table(
+            f"reviewed {markup(what)}: precision = real errors / (real + false alarms)",
+            "score band",
+            ("reviewed", "real error", "false alarm", "unsure", "precision"),
         )
-        table.add_column("score band")
-        for name in ("reviewed", "real error", "false alarm", "unsure", "precision"):
-            table.add_column(name, justify="right")
         for row in [*block["bands"], {**block["all"], "band": "all"}]:
             table.add_row(
                 row["band"],
@@ -423,22 +428,16 @@ def _print_metrics(metrics: dict[str, Any], run: str) -> None:
 def _print_region_metrics(region: dict[str, Any] | None) -> None:
     """The region metrics per kind, then overall: regions found and matching, injected
     errors and how many were found, precision, recall and AP."""
-    from rich.table import Table
-
     from segaudit.safetext import markup
 
     if region is None:
         return
     pairs = [f"{row['kind']} = {row['injected_kind']}" for row in region["per_kind"]]
-    table = Table(
-        title=f"regions (a match: pixel IoU >= {region['iou_threshold']})",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = _counts_table(
+        f"regions (a match: pixel IoU >= {region['iou_threshold']})",
+        "kind",
+        ("regions", "matching", "precision", "errors", "found", "recall", "AP"),
     )
-    table.add_column("kind")
-    for name in ("regions", "matching", "precision", "errors", "found", "recall", "AP"):
-        table.add_column(name, justify="right")
     for row in [*region["per_kind"], {**region, "kind": "all"}]:
         table.add_row(
             markup(row["kind"] or row["injected_kind"]),
