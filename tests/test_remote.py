@@ -7,6 +7,10 @@ import csv
 import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ from helpers import one_line_error
 from typer.testing import CliRunner
 
 from segaudit.cli import app
+from segaudit.runs.objectstore import STAGING_PREFIX
 from segaudit.sources.remote import open_npy_url
 
 runner = CliRunner()
@@ -343,3 +348,25 @@ def test_a_dataset_url_is_read_by_the_folder_conventions(
     assert inputs["class_names"]["path"] == f"{url}/classes.txt"
     missing = one_line_error(invoke("scan", f"{url}-nowhere", "-o", tmp_path / "x"))
     assert f"dataset folder {url}-nowhere does not exist" in missing
+
+
+def test_a_killed_clients_staging_folder_is_removed_by_the_next_run(
+    local, bucket, tmp_path, monkeypatch
+):
+    """Staging folders are named by process id: the next run to a URL removes those of
+    processes that are gone, and nothing else."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"{STAGING_PREFIX}{gone.pid}-abc123"
+    (stale / "run").mkdir(parents=True)
+    (stale / "run" / "labels.zarr").write_bytes(b"x")
+    alive = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def456"
+    alive.mkdir()
+    other = tmp_path / f"{STAGING_PREFIX}notapid-1"
+    other.mkdir()
+    result = invoke("scan", local, "-o", f"s3://{BUCKET}/runs/after-a-kill", "-q")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists()
+    assert alive.is_dir() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])

@@ -22,6 +22,9 @@ have no locks.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,7 +34,7 @@ from typing import Any
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError, reason
 from segaudit.runs.run import SUMMARY
-from segaudit.runs.rundir import MARKER, RUN_ENTRIES, TEMP_PREFIX
+from segaudit.runs.rundir import MARKER, RUN_ENTRIES, TEMP_PREFIX, pid_alive
 
 MANIFEST = "manifest"
 _TOP = {entry.name for entry in RUN_ENTRIES}
@@ -85,12 +88,35 @@ def check_remote_output(url: str) -> None:
         )
 
 
+STAGING_PREFIX = "segaudit-staging-"
+_STAGING = re.compile(rf"{re.escape(STAGING_PREFIX)}(\d+)-[A-Za-z0-9_]+")
+
+
+def clean_stale_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders in ``folder`` (the system's temporary directory) that
+    clients killed while building a run for a URL left behind: those named with the
+    process id of a process that is gone. Others, and anything else, are left alone.
+    Returns what was removed."""
+    removed = []
+    for entry in folder.glob(f"{STAGING_PREFIX}*"):
+        match = _STAGING.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not pid_alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 @contextmanager
 def remote_run(url: str) -> Iterator[Path]:
     """A local path to build the run for ``url`` in; published there (:func:`publish`)
-    when the block succeeds, never when it fails."""
+    when the block succeeds, never when it fails. The staging folder is named with this
+    process's id, so the next run removes it if this process is killed."""
     check_remote_output(url)
-    with tempfile.TemporaryDirectory(prefix="segaudit-staging-") as staging:
+    clean_stale_staging(Path(tempfile.gettempdir()))
+    prefix = f"{STAGING_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as staging:
         local = Path(staging) / "run"
         yield local
         publish(local, url)
