@@ -370,3 +370,23 @@ def test_a_killed_clients_staging_folder_is_removed_by_the_next_run(
     assert not stale.exists()
     assert alive.is_dir() and other.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+@pytest.mark.parametrize("command", ["swaps", "render", "eval", "export"])
+def test_a_run_url_without_credentials_is_one_sentence(command, monkeypatch, tmp_path):
+    """No credentials anywhere: the readers of runs say so in one sentence, exit 2."""
+    import s3fs
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    extra = {"eval": ["--truth", tmp_path], "export": ["-o", tmp_path / "out.json"]}
+    args = [command, f"s3://{BUCKET}/runs/any", *extra.get(command, [])]
+    result = runner.invoke(app, [str(a) for a in args])
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert result.exit_code == 2, result.output
+    assert "cannot be read" in one_line_error(result) and "credentials" in one_line_error(result)
+    assert list(tmp_path.iterdir()) == []

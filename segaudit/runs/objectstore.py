@@ -182,12 +182,16 @@ def check_manifest(url: str) -> dict[str, Any]:
     fs, root = _filesystem(url)
     try:
         summary = json.loads(fs.cat_file(f"{root}/{SUMMARY}"))
+        held = _listing(fs, root)
     except FileNotFoundError:
         raise RunDirectoryError(
             f"{url} is not a complete segaudit run (no {SUMMARY}); a run into it failed or "
             "is under way."
         ) from None
-    held = _listing(fs, root)
+    except Exception as error:  # each backend has its own errors (credentials, network)
+        raise RunDirectoryError(
+            f"{url} cannot be read ({reason(error)}); check the URL and the credentials."
+        ) from None
     held.pop(SUMMARY, None)
     wanted = summary.get(MANIFEST, {}).get("objects", {})
     if held != wanted:
