@@ -372,9 +372,10 @@ def test_a_killed_clients_staging_folder_is_removed_by_the_next_run(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
 
 
-@pytest.mark.parametrize("command", ["swaps", "render", "eval", "export"])
-def test_a_run_url_without_credentials_is_one_sentence(command, monkeypatch, tmp_path):
-    """No credentials anywhere: the readers of runs say so in one sentence, exit 2."""
+@pytest.mark.parametrize("command", ["swaps", "render", "eval", "export", "scan"])
+def test_a_run_url_without_credentials_is_one_sentence(command, local, monkeypatch, tmp_path):
+    """No credentials anywhere: the readers of runs, and scan -o URL, say so in one
+    sentence (not that the bucket is missing), exit 2, nothing written."""
     import s3fs
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
@@ -384,9 +385,12 @@ def test_a_run_url_without_credentials_is_one_sentence(command, monkeypatch, tmp
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     s3fs.S3FileSystem.clear_instance_cache()
     extra = {"eval": ["--truth", tmp_path], "export": ["-o", tmp_path / "out.json"]}
-    args = [command, f"s3://{BUCKET}/runs/any", *extra.get(command, [])]
+    url = f"s3://{BUCKET}/runs/any"
+    args = [command, local, "-o", url] if command == "scan" else [command, url]
+    args += extra.get(command, [])
     result = runner.invoke(app, [str(a) for a in args])
     s3fs.S3FileSystem.clear_instance_cache()
     assert result.exit_code == 2, result.output
-    assert "cannot be read" in one_line_error(result) and "credentials" in one_line_error(result)
+    said = one_line_error(result)
+    assert "cannot be" in said and "credentials" in said and "does not exist" not in said
     assert list(tmp_path.iterdir()) == []

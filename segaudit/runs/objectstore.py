@@ -68,10 +68,13 @@ def check_remote_output(url: str) -> None:
             f"({url.rstrip('/')}/runs/NAME): its hidden build prefix goes beside it."
         )
     try:
-        if not fs.exists(bucket):
-            raise RunDirectoryError(
-                f"{url}: the bucket {bucket} does not exist; create it or choose another -o."
-            )
+        if not fs.exists(bucket):  # False too when the store cannot be asked: ask again
+            try:
+                fs.ls(bucket)
+            except FileNotFoundError:
+                raise RunDirectoryError(
+                    f"{url}: the bucket {bucket} does not exist; create it or choose another -o."
+                ) from None
         held = _listing(fs, root)
     except SegauditError:
         raise
