@@ -372,7 +372,7 @@ def test_a_killed_clients_staging_folder_is_removed_by_the_next_run(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
 
 
-@pytest.mark.parametrize("command", ["swaps", "render", "eval", "export", "scan"])
+@pytest.mark.parametrize("command", ["swaps", "render", "eval", "export", "scan", "scan-input"])
 def test_a_run_url_without_credentials_is_one_sentence(command, local, monkeypatch, tmp_path):
     """No credentials anywhere: the readers of runs, and scan -o URL, say so in one
     sentence (not that the bucket is missing), exit 2, nothing written."""
@@ -386,7 +386,8 @@ def test_a_run_url_without_credentials_is_one_sentence(command, local, monkeypat
     s3fs.S3FileSystem.clear_instance_cache()
     extra = {"eval": ["--truth", tmp_path], "export": ["-o", tmp_path / "out.json"]}
     url = f"s3://{BUCKET}/runs/any"
-    args = [command, local, "-o", url] if command == "scan" else [command, url]
+    args = {"scan": ["scan", local, "-o", url], "scan-input": ["scan", url, "-o", tmp_path / "r"]}
+    args = args.get(command, [command, url])
     args += extra.get(command, [])
     result = runner.invoke(app, [str(a) for a in args])
     s3fs.S3FileSystem.clear_instance_cache()
