@@ -163,7 +163,9 @@ def test_workers_with_a_scheduler_is_refused_not_dropped(stacked, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("address", ["local:0", "local:two", "scheduler:8786"])
+@pytest.mark.parametrize(
+    "address", ["local:0", "local:two", "scheduler:8786", "tcp://", "tcp://:x", "local:100000"]
+)
 def test_a_malformed_scheduler_address_is_refused(address, stacked, tmp_path):
     result = invoke("scan", stacked, "-o", tmp_path / "run", "--scheduler", address)
     assert f"--scheduler {address}" in one_line_error(result)

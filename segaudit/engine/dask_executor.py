@@ -78,6 +78,10 @@ def _test_hook_kill_worker() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+MAX_LOCAL_PER_CORE = 4
+"""local:N beyond this many processes a core is refused (a typo, not a cluster)."""
+
+
 def check_address(address: str) -> None:
     """``tcp://HOST:PORT`` (any protocol Dask speaks) or ``local:N``; else one sentence."""
     if address.startswith(LOCAL_PREFIX):
@@ -87,7 +91,14 @@ def check_address(address: str) -> None:
                 f"--scheduler {address}: local:N needs a positive number of worker processes, "
                 "e.g. local:2."
             )
-    elif "://" not in address:
+        cores = os.cpu_count() or 1
+        if int(count) > MAX_LOCAL_PER_CORE * cores:
+            raise SchedulerError(
+                f"--scheduler {address}: {int(count):,} worker processes on a machine with "
+                f"{cores} cores; give at most local:{MAX_LOCAL_PER_CORE * cores} (one "
+                "process a core is what runs fastest)."
+            )
+    elif "://" not in address or not address.split("://", 1)[1].strip("/"):
         raise SchedulerError(
             f"--scheduler {address} is not a scheduler address; give tcp://HOST:8786, or "
             "local:N to start N local worker processes."
@@ -118,6 +129,11 @@ def dask_executor(address: str) -> Iterator[DaskExecutor]:
         return
     try:  # waits up to Dask's distributed.comm.timeouts.connect (30 s by default)
         client = Client(address)
+    except ValueError as error:  # Dask's parsing of the address
+        raise SchedulerError(
+            f"--scheduler {address} is not a scheduler address ({reason(error)}); give "
+            "tcp://HOST:8786, or local:N to start N local worker processes."
+        ) from None
     except (OSError, TimeoutError) as error:
         raise SchedulerError(
             f"cannot reach the Dask scheduler at {address} ({reason(error)}); check the "
