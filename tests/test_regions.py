@@ -371,7 +371,7 @@ def test_region_kernels_equal_whole_image_references(dtype, ignore):
     (an ignore value the type cannot hold matches nothing)."""
     from scipy import ndimage
 
-    from segaudit.engine.kernels import near_edge, region_depths, region_links
+    from segaudit.engine.region_kernels import near_edge, region_depths, region_links
 
     rng = np.random.default_rng(7)
     shape = (37, 53)

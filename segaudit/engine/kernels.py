@@ -67,7 +67,8 @@ _LIB = _load_library()
 _P, _I64, _INT, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 
 
-def _declare(name: str, restype: Any, *argtypes: Any) -> Any:
+def declare(name: str, restype: Any, *argtypes: Any) -> Any:
+    """The shared object's function ``name``, with its C signature set for ctypes."""
     function = getattr(_LIB, name)
     function.restype = restype
     function.argtypes = list(argtypes)
@@ -117,14 +118,14 @@ def make_summary(
 
 _SCAN_TAIL = (_P, _INT, _I64, _INT, _F64, _I64, _INT, _P, _INT, _P, _P, _P, _P, _P)
 _SCAN = {
-    np.dtype(np.float32): _declare("scan_f32", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
-    np.dtype(np.float64): _declare("scan_f64", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
+    np.dtype(np.float32): declare("scan_f32", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
+    np.dtype(np.float64): declare("scan_f64", _INT, _P, _I64, _I64, _I64, *_SCAN_TAIL),
 }
-_SCAN_HALF = _declare("scan_f16", _INT, _P, _P, _I64, _I64, _I64, *_SCAN_TAIL)
+_SCAN_HALF = declare("scan_f16", _INT, _P, _P, _I64, _I64, _I64, *_SCAN_TAIL)
 _SOFTMIN_ARGS = (_P, _I64, _I64, _F64, _P, _P, _P)
 _SOFTMIN = {
-    np.dtype(np.float32): _declare("softmin_images_f32", None, *_SOFTMIN_ARGS),
-    np.dtype(np.float64): _declare("softmin_images_f64", None, *_SOFTMIN_ARGS),
+    np.dtype(np.float32): declare("softmin_images_f32", None, *_SOFTMIN_ARGS),
+    np.dtype(np.float64): declare("softmin_images_f64", None, *_SOFTMIN_ARGS),
 }
 _SCORE_ARGS = (
     _P,
@@ -146,9 +147,9 @@ _SCORE_ARGS = (
     _P,
 )
 SCORE = {
-    np.dtype(np.float32): _declare("score_f32", _INT, *_SCORE_ARGS),
-    np.dtype(np.float64): _declare("score_f64", _INT, *_SCORE_ARGS),
-    np.dtype(np.float16): _declare("score_f16", _INT, *_SCORE_ARGS),
+    np.dtype(np.float32): declare("score_f32", _INT, *_SCORE_ARGS),
+    np.dtype(np.float64): declare("score_f64", _INT, *_SCORE_ARGS),
+    np.dtype(np.float16): declare("score_f16", _INT, *_SCORE_ARGS),
 }
 
 
@@ -293,103 +294,3 @@ def softmin_images(
         ptr(count, np.int64),
         ptr(scores, np.float64),
     )
-
-
-# ------------------------------------------------------------------ the region step (_regions.c)
-
-_REGION_LINKS = _declare("region_links", None, _P, _P, _I64, _I64, _I64, _P)
-_REGION_DEPTHS = _declare("region_depths", None, _P, _I64, _P)
-_REGION_GRAPH = _declare("region_graph", _I64, _P, _I64, _P, _P)
-_NEAR_EDGE_ARGS = (_P, _I64, _I64, _I64, _INT, _P, _I64, _I64, _P)
-_NEAR_EDGE = {
-    np.dtype(np.uint8): _declare("near_edge_u8", None, *_NEAR_EDGE_ARGS),
-    np.dtype(np.uint16): _declare("near_edge_u16", None, *_NEAR_EDGE_ARGS),
-    np.dtype(np.int32): _declare("near_edge_i32", None, *_NEAR_EDGE_ARGS),
-    np.dtype(np.int64): _declare("near_edge_i64", None, *_NEAR_EDGE_ARGS),
-}
-
-
-def region_links(shape: tuple[int, int], index: np.ndarray, pair: np.ndarray) -> np.ndarray:
-    """(8, n): for each issue pixel (``index``: ascending flat indices, int64), the
-    position in ``index`` of its neighbour in each of the 8 directions when that is an
-    issue pixel of the same ``pair`` code, else -1; rows 0-3 the directions right,
-    down-left, down, down-right, rows 4-7 their opposites."""
-    index = np.ascontiguousarray(index, np.int64)
-    pair = np.ascontiguousarray(pair, np.int64)
-    found = np.empty((8, index.size), np.int64)
-    _REGION_LINKS(ptr(index), ptr(pair), index.size, shape[0], shape[1], ptr(found))
-    return found
-
-
-def region_graph(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The forward links of :func:`region_links` as CSR arrays (indptr, targets), int32:
-    row i lists the positions of pixel i's right, down-left, down and down-right
-    neighbours of its pair. Images of 2**31 issue pixels or more are refused."""
-    found = np.ascontiguousarray(found, np.int64)
-    n = found.shape[1]
-    if 4 * n >= 2**31:
-        raise ValueError(f"{n:,} issue pixels in one image: more than region graphs index")
-    indptr = np.empty(n + 1, np.int32)
-    targets = np.empty(4 * n, np.int32)
-    count = _REGION_GRAPH(ptr(found), n, ptr(indptr), ptr(targets))
-    return indptr, targets[:count]
-
-
-def region_depths(found: np.ndarray) -> np.ndarray:
-    """Each issue pixel's chessboard distance from outside its region (or the image),
-    from :func:`region_links`' links: 1 on the rim."""
-    found = np.ascontiguousarray(found, np.int64)
-    depth = np.empty(found.shape[1], np.int64)
-    _REGION_DEPTHS(ptr(found), found.shape[1], ptr(depth))
-    return depth
-
-
-def near_edge(labels: np.ndarray, index: np.ndarray, reach: int, ignore: int | None) -> np.ndarray:
-    """Whether each flat pixel ``index`` of ``labels`` (H, W) lies within ``reach``
-    pixels (chessboard) of either pixel of a 4-adjacent pair of different labelled
-    (not ``ignore``) classes."""
-    if labels.dtype not in _NEAR_EDGE:
-        labels = labels.astype(np.int64)
-    labels = np.ascontiguousarray(labels)
-    index = np.ascontiguousarray(index, np.int64)
-    limits = np.iinfo(labels.dtype)
-    applies = ignore is not None and limits.min <= int(ignore) <= limits.max
-    near = np.empty(index.size, np.uint8)
-    _NEAR_EDGE[labels.dtype](
-        ptr(labels), labels.shape[0], labels.shape[1], int(ignore) if applies else 0,
-        int(applies), ptr(index), index.size, int(reach), ptr(near),
-    )  # fmt: skip
-    return near.view(bool)
-
-
-_REGION_FEATURES = _declare(
-    "region_features", None, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _P, _P
-)
-
-
-def region_features(
-    index: np.ndarray,
-    number: np.ndarray,
-    score: np.ndarray,
-    top: np.ndarray,
-    near: np.ndarray,
-    depth: np.ndarray,
-    width: int,
-    count: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per region (``number`` 0..count-1 of each kept issue pixel, ``index`` ascending):
-    ints (7, count) = pixels, x0, y0, x1, y1, thickness (the largest ``depth``) and the
-    position of the region's first pixel, and
-    sums (5, count) of x, y, ``score``, ``top`` and ``near``, added in pixel order."""
-    args = [
-        np.ascontiguousarray(index, np.int64),
-        np.ascontiguousarray(number, np.int64),
-        np.ascontiguousarray(score, np.float64),
-        np.ascontiguousarray(top, np.float64),
-        np.ascontiguousarray(near, np.uint8),
-        np.ascontiguousarray(depth, np.int64),
-    ]
-    ints = np.empty((7, count), np.int64)
-    sums = np.empty((5, count), np.float64)
-    _REGION_FEATURES(*(ptr(a) for a in args), args[0].size, width, count, ptr(ints), ptr(sums))
-    return ints, sums

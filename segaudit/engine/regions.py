@@ -18,7 +18,7 @@ the image's edge, so a band two pixels wide has thickness 1).
 
 The links between neighbouring issue pixels, their depths and their nearness to a
 labelled edge come from compiled loops over the issue pixels (``_regions.c``, through
-:mod:`segaudit.engine.kernels`); the components from scipy. Everything comes from the
+:mod:`segaudit.engine.region_kernels`); the components from scipy. Everything comes from the
 issue pixels themselves (their classes and probabilities,
 recorded by the streaming pass) and the given labels around each region: no image is
 scanned whole.
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.engine.kernels import (
+from segaudit.engine.region_kernels import (
     near_edge,
     region_depths,
     region_features,
