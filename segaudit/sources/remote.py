@@ -144,6 +144,8 @@ def open_zarr_url(url: str, name: str) -> Any:
     """The Zarr array at ``url``, or the array ``name`` of the group there."""
     import zarr
 
+    from segaudit.sources.stores import zarr_array
+
     filesystem(url)  # the backend's package, or one sentence
     try:
         node = zarr.open(url, mode="r")
@@ -154,15 +156,7 @@ def open_zarr_url(url: str, name: str) -> Any:
             f"{url} is not a readable Zarr store ({reason(error)}); check the URL and the "
             "credentials."
         ) from None
-    if isinstance(node, zarr.Group):
-        keys = sorted(node.array_keys())
-        if name not in keys:
-            raise UnreadableStoreError(
-                f"{url} is a Zarr group without an array named '{name}'; it holds "
-                f"{keys or 'no arrays'}."
-            )
-        node = node[name]
-    return node
+    return zarr_array(node, name, url, UnreadableStoreError)
 
 
 def is_zarr_url(url: str) -> bool:

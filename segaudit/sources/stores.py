@@ -507,6 +507,22 @@ def _check_header_dtype(path: Path, dtype: np.dtype) -> None:
         )
 
 
+def zarr_array(node: Any, name: str, where: Any, error: type[Exception]) -> Any:
+    """``node`` when it is an array, its array ``name`` when it is a group; a group
+    without it is ``error``, naming ``where`` and the arrays it holds."""
+    import zarr
+
+    if not isinstance(node, zarr.Group):
+        return node
+    keys = sorted(node.array_keys())
+    if name not in keys:
+        raise error(
+            f"{where} is a Zarr group without an array named '{name}'; it holds "
+            f"{keys or 'no arrays'}."
+        )
+    return node[name]
+
+
 def open_zarr(path: Path, name: str) -> ArraySource:
     """Open a Zarr array (v2 or v3), or the array ``name`` inside a Zarr group."""
     import zarr
@@ -514,15 +530,7 @@ def open_zarr(path: Path, name: str) -> ArraySource:
     if not path.exists():
         raise InputNotFoundError(f"{path} does not exist; check the path.")
     try:
-        node = zarr.open(str(path), mode="r")
-        if isinstance(node, zarr.Group):
-            keys = sorted(node.array_keys())
-            if name not in keys:
-                raise InvalidInputError(
-                    f"{path} is a Zarr group without an array named '{name}'; "
-                    f"it holds {keys or 'no arrays'}."
-                )
-            node = node[name]
+        node = zarr_array(zarr.open(str(path), mode="r"), name, path, InvalidInputError)
         dtype = np.dtype(node.dtype)
         raw_shape = tuple(node.shape)
     except InvalidInputError:
