@@ -66,6 +66,18 @@ def same_runs(local: Path, dask: Path) -> None:
     assert one == other
 
 
+def run_both_ways(command: str, dataset: Path, options: tuple, scheduler: str, tmp_path: Path):
+    """``command`` run locally and on the cluster; the runs must be the same. Returns the
+    cluster's run."""
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    common = (dataset, *options, "--batch-size", 2, "--quiet")
+    assert invoke(command, *common, "-o", local).exit_code == 0
+    result = invoke(command, *common, "-o", dask, "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    same_runs(local, dask)
+    return dask
+
+
 @pytest.mark.parametrize(
     ("data", "options"),
     [
@@ -76,13 +88,7 @@ def same_runs(local: Path, dask: Path) -> None:
     ],
 )
 def test_scan_on_a_cluster_equals_the_local_scan(data, options, request, scheduler, tmp_path):
-    dataset = request.getfixturevalue(data)
-    local, dask = tmp_path / "local", tmp_path / "dask"
-    common = (dataset, *options, "--batch-size", 2, "--quiet")
-    assert invoke("scan", *common, "-o", local).exit_code == 0
-    result = invoke("scan", *common, "-o", dask, "--scheduler", scheduler)
-    assert result.exit_code == 0, result.output
-    same_runs(local, dask)
+    dask = run_both_ways("scan", request.getfixturevalue(data), options, scheduler, tmp_path)
     assert (dask / "issues.zarr" / "zarr.json").exists()
     assert not (dask / "_scratch").exists()
 
@@ -96,13 +102,7 @@ def test_scan_on_a_cluster_equals_the_local_scan(data, options, request, schedul
     ],
 )
 def test_score_on_a_cluster_equals_the_local_score(data, options, request, scheduler, tmp_path):
-    dataset = request.getfixturevalue(data)
-    local, dask = tmp_path / "local", tmp_path / "dask"
-    common = (dataset, *options, "--batch-size", 2, "--quiet")
-    assert invoke("score", *common, "-o", local).exit_code == 0
-    result = invoke("score", *common, "-o", dask, "--scheduler", scheduler)
-    assert result.exit_code == 0, result.output
-    same_runs(local, dask)
+    dask = run_both_ways("score", request.getfixturevalue(data), options, scheduler, tmp_path)
     assert len((dask / "image_scores.csv").read_text().splitlines()) > 9
 
 
