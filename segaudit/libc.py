@@ -26,7 +26,7 @@ _SYNC_FILE_RANGE_WRITE = 2
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a file's dirty pages to disk now, without waiting.
 
-    The flush before a run is published (``rundir._sync_tree``) then finds most of the
+    The flush before a run is published (``durability.sync_tree``) then finds most of the
     run's data already on disk instead of writing it all at the end. A hint: ignored
     where unsupported.
     """

@@ -40,7 +40,7 @@ SEGAUDIT = [sys.executable, "-c", "from segaudit.cli import main; main()"]
 KILLED_IN_SWAP = """
 import os, signal, sys
 from pathlib import Path
-from segaudit.runs import rundir
+from segaudit.runs import durability, rundir
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 where = os.environ["KILL_IN"]
@@ -49,13 +49,13 @@ if where == "before-summary":
         die()
     rundir.write_json_atomic = write_json_atomic
 elif where == "after-exchange":
-    real = rundir._exchange
+    real = durability.exchange
     def exchange(a, b):
         assert real(a, b)
         die()
-    rundir._exchange = exchange
+    durability.exchange = exchange
 elif where == "between-renames":
-    rundir._exchange = lambda a, b: False
+    durability.exchange = lambda a, b: False
     real_rename = os.rename
     def rename(src, dst):
         real_rename(src, dst)

@@ -16,7 +16,7 @@ import pytest
 from helpers import tree_digest
 
 from segaudit.errors import OutputWriteError, RunDirectoryError
-from segaudit.runs import rundir
+from segaudit.runs import durability, rundir
 
 
 def complete_run(path: Path, marker: str) -> Path:
@@ -49,7 +49,7 @@ def dead_pid() -> int:
 def swap(request, monkeypatch):
     """Run each test with renameat2 and with the fallback for kernels without it."""
     if request.param == "two renames":
-        monkeypatch.setattr(rundir, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(durability, "exchange", lambda a, b: False)
     return request.param
 
 
@@ -274,14 +274,14 @@ def test_a_signal_during_the_swap_waits_until_the_swap_is_done(tmp_path, swap, m
         signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the swap
         real_rename(src, dst)
 
-    real_exchange = rundir._exchange
+    real_exchange = durability.exchange
     if swap == "exchange":
 
         def exchange(a, b):
             signal.raise_signal(signal.SIGINT)
             return real_exchange(a, b)
 
-        monkeypatch.setattr(rundir, "_exchange", exchange)
+        monkeypatch.setattr(durability, "exchange", exchange)
     else:
         monkeypatch.setattr(os, "rename", rename_then_signal)
     with pytest.raises(KeyboardInterrupt), rundir.building_run(run) as tmp:
@@ -301,9 +301,9 @@ def test_small_runs_fsync_their_own_files_and_large_ones_sync_the_file_system(
     for i in range(files):
         (tmp_path / f"f{i}").write_bytes(b"x")
     synced_fs, fsynced = [], []
-    monkeypatch.setattr(rundir.LIBC, "syncfs", lambda fd: synced_fs.append(fd) or 0)
+    monkeypatch.setattr(durability.LIBC, "syncfs", lambda fd: synced_fs.append(fd) or 0)
     real_fsync = os.fsync
-    monkeypatch.setattr(rundir.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
-    rundir._sync_tree(tmp_path)
+    monkeypatch.setattr(durability.os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
+    durability.sync_tree(tmp_path)
     assert bool(synced_fs) == expect_syncfs
     assert len(fsynced) == (0 if expect_syncfs else files + 1)  # files and their folder

@@ -291,7 +291,7 @@ def test_the_arrays_are_flushed_while_the_issues_are_worked_out(dataset, tmp_pat
     # Once the pass has written the per-pixel arrays, a thread flushes their chunk files
     # while selection and the issue mask are computed; scratch files, deleted unwritten,
     # are never flushed; the sync before publishing waits for that thread first.
-    from segaudit.runs import rundir
+    from segaudit.runs import durability
 
     folder, _, _ = dataset
     flushed: list[tuple[str, str]] = []
@@ -301,15 +301,15 @@ def test_the_arrays_are_flushed_while_the_issues_are_worked_out(dataset, tmp_pat
         flushed.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{fd}")))
         real_fsync(fd)
 
-    monkeypatch.setattr(rundir.os, "fsync", spy)
+    monkeypatch.setattr(durability.os, "fsync", spy)
     finished: list[str] = []
-    real_finish = rundir._finish_early_flush
+    real_finish = durability.finish_early_flush
 
     def finish(path: Path) -> None:
         real_finish(path)
         finished.append(str(path))
 
-    monkeypatch.setattr(rundir, "_finish_early_flush", finish)
+    monkeypatch.setattr(durability, "finish_early_flush", finish)
     run = tmp_path / "run"
     assert invoke("scan", folder, "-o", run, "-q").exit_code == 0
     early = [path for thread, path in flushed if thread == "segaudit-flush"]

@@ -21,8 +21,9 @@ Runs are built in a hidden temporary directory beside RUN
 (``.segaudit-tmp-NAME-PID-NONCE``), flushed to disk, and swapped into place in one
 atomic ``renameat2(RENAME_EXCHANGE)`` (or two renames where the kernel lacks it), so
 RUN always holds either the previous complete run or the new one, whenever the
-process is killed. Signals arriving while the temporary directory is created, removed
-or swapped in are held back until that is done, so none leaves it behind.
+process is killed (the flushes and the swap itself: :mod:`segaudit.runs.durability`).
+Signals arriving while the temporary directory is created, removed or swapped in are
+held back until that is done, so none leaves it behind.
 
 One writer at a time: ``flock`` on ``.segaudit-lock-NAME`` beside RUN, taken without
 waiting (a second writer is refused with one sentence). The kernel drops the lock
@@ -34,8 +35,6 @@ the leftovers of killed runs into the same RUN.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
 import hashlib
 import json
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError
-from segaudit.libc import LIBC
+from segaudit.runs import durability
 from segaudit.runs.run import SUMMARY, is_complete_run
 from segaudit.runs.run import array_path as array_path  # re-exported for writers
 from segaudit.safetext import printable
@@ -221,109 +220,6 @@ def _strerror(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2; False where unsupported."""
-    renameat2 = getattr(LIBC, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd = -100
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (best effort)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# Up to this many files, fsync each; beyond, one syncfs (one journal commit, not one each).
-_FSYNC_EACH_LIMIT = 32
-# Runs being built whose bulk is already being flushed (see start_flush), by folder.
-_EARLY_FLUSHES: dict[Path, threading.Thread] = {}
-
-
-def start_flush(run: Path, folders: Iterable[Path]) -> None:
-    """Start flushing the files in ``folders`` of the run being built in ``run``, on a thread.
-
-    A run's bulk (its per-pixel arrays) is written well before the run is published.
-    Flushing it then, on a thread that only waits for the disk, overlaps the disk's
-    cache flush (about a tenth of a second for a scan here) with the work that is left,
-    so the sync before publishing (:func:`_sync_tree`) has little to do. Only the
-    given folders are flushed, never scratch files that are deleted unwritten. Best
-    effort: the final sync is what guarantees durability.
-    """
-    if run in _EARLY_FLUSHES:
-        return
-    folders = list(folders)
-
-    def flush() -> None:
-        for folder in folders:
-            with contextlib.suppress(OSError), os.scandir(folder) as entries:
-                for entry in entries:
-                    fd = os.open(entry.path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            _fsync_directory(folder)
-
-    thread = threading.Thread(target=flush, name="segaudit-flush", daemon=True)
-    _EARLY_FLUSHES[run] = thread
-    thread.start()
-
-
-def _finish_early_flush(path: Path) -> None:
-    thread = _EARLY_FLUSHES.pop(path, None)
-    if thread is not None:
-        thread.join()
-
-
-def _sync_tree(path: Path) -> None:
-    """Flush everything written under ``path`` to disk before it is published.
-
-    Without this a power cut soon after the swap could leave a run whose
-    ``summary.json`` exists but whose arrays are empty. A small run (a score's table
-    and summary) fsyncs its own files, so it never waits for other programs' unwritten
-    data; a run with per-image chunks flushes the whole file system holding it with
-    one ``syncfs`` call, where available.
-    """
-    _finish_early_flush(path)
-    tree = [(Path(root), names) for root, _dirs, names in os.walk(path)]
-    syncfs = getattr(LIBC, "syncfs", None)
-    if syncfs is not None and sum(len(names) for _, names in tree) > _FSYNC_EACH_LIMIT:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for root, names in tree:
-        for name in names:
-            fd = os.open(root / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_directory(root)
-
-
 # Leftovers of interrupted runs: ``.segaudit-tmp-TAG-PID-NONCE`` (a run being built) and
 # ``.segaudit-old-TAG-PID-NONCE`` (a previous run being replaced without renameat2).
 _LEFTOVER = re.compile(
@@ -404,7 +300,7 @@ def clean_stale_temporaries(parent: Path, run_name: str, *, locked: bool = False
             newest = max(complete, key=lambda path: path.stat().st_mtime_ns)
             with contextlib.suppress(OSError):
                 os.rename(newest, run)
-                _fsync_directory(parent)
+                durability.fsync_directory(parent)
     for path, _prefix, _pid in leftovers:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
@@ -570,7 +466,7 @@ def building_run(
             try:
                 gate.close()  # a signal landing now closes the gate itself
             finally:
-                _finish_early_flush(tmp)
+                durability.finish_early_flush(tmp)
                 if not installed:
                     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -590,7 +486,7 @@ def _seal(tmp: Path, run: Path) -> None:
     if not (tmp / SUMMARY).is_file():
         raise RunDirectoryError(f"internal: the run for {run} was not completed.")
     (tmp / MARKER).write_text(MARKER_TEXT)
-    _sync_tree(tmp)
+    durability.sync_tree(tmp)
 
 
 def _check_inputs_outside(run: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
@@ -614,10 +510,10 @@ def _install(tmp: Path, run: Path) -> None:
     """Move the finished ``tmp`` into ``run``, replacing a previous run atomically."""
     if not os.path.lexists(run):
         os.rename(tmp, run)
-        _fsync_directory(run.parent)
+        durability.fsync_directory(run.parent)
         return
-    if _exchange(tmp, run):
-        _fsync_directory(run.parent)
+    if durability.exchange(tmp, run):
+        durability.fsync_directory(run.parent)
         shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous run
         return
     # No renameat2 here: two renames. A kill between them leaves RUN missing and the
@@ -629,5 +525,5 @@ def _install(tmp: Path, run: Path) -> None:
     except BaseException:
         os.rename(old, run)
         raise
-    _fsync_directory(run.parent)
+    durability.fsync_directory(run.parent)
     shutil.rmtree(old, ignore_errors=True)

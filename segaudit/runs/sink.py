@@ -22,7 +22,7 @@ import numpy as np
 from segaudit.engine.pixels import Records
 from segaudit.engine.sinks import CL
 from segaudit.errors import RunDirectoryError
-from segaudit.runs import rundir
+from segaudit.runs import durability, rundir
 from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
 from segaudit.runs.masks import write_issue_mask
 
@@ -222,7 +222,7 @@ class RunSink:
         for name, array in self.arrays.items():
             if isinstance(array, ImageChunkWriter | PerImageArrays) and name not in self.scratch:
                 folders += array.folders()
-        rundir.start_flush(self.run, folders)
+        durability.start_flush(self.run, folders)
 
     def finish(self) -> None:
         """Write the metadata of every array not completed yet (its layout follows from
