@@ -53,6 +53,7 @@ from segaudit.report.swaps import (
     write_swap_rows,
     writing_into_run,
 )
+from segaudit.runs.durability import replace_by_renames
 from segaudit.runs.rundir import pid_alive
 from segaudit.safetext import from_csv_cell, printable
 
@@ -196,12 +197,7 @@ def _replace(stage: Path, out: Path) -> None:
         os.rename(stage, out)
         return
     old = _stage_name(out, "old")
-    os.rename(out, old)
-    try:
-        os.rename(stage, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
+    replace_by_renames(stage, out, old)  # a kill between: clean_stale_stages restores it
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -122,3 +122,16 @@ def sync_tree(path: Path) -> None:
             finally:
                 os.close(fd)
         fsync_directory(root)
+
+
+def replace_by_renames(new: Path, dest: Path, old: Path) -> None:
+    """Put ``new`` in place of the existing ``dest`` where :func:`exchange` cannot: move
+    ``dest`` to ``old``, then ``new`` to ``dest``; if the second rename fails, ``dest``
+    is moved back. A kill between the two leaves ``dest`` missing and its previous
+    content in ``old``, for the caller's clean-up of leftovers to move back."""
+    os.rename(dest, old)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        os.rename(old, dest)
+        raise

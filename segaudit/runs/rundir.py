@@ -519,11 +519,6 @@ def _install(tmp: Path, run: Path) -> None:
     # No renameat2 here: two renames. A kill between them leaves RUN missing and the
     # previous run in ``old``; the next run's clean_stale_temporaries moves it back.
     old = run.parent / f"{OLD_PREFIX}{_tag(run.name)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.rename(run, old)
-    try:
-        os.rename(tmp, run)
-    except BaseException:
-        os.rename(old, run)
-        raise
+    durability.replace_by_renames(tmp, run, old)
     durability.fsync_directory(run.parent)
     shutil.rmtree(old, ignore_errors=True)
