@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from segaudit.engine.stream import default_workers
 from segaudit.errors import SchedulerError, reason
 
 T = TypeVar("T")
@@ -91,7 +92,7 @@ def check_address(address: str) -> None:
                 f"--scheduler {address}: local:N needs a positive number of worker processes, "
                 "e.g. local:2."
             )
-        cores = os.cpu_count() or 1
+        cores = default_workers()  # the cores this process may run on
         if int(count) > MAX_LOCAL_PER_CORE * cores:
             raise SchedulerError(
                 f"--scheduler {address}: {int(count):,} worker processes on a machine with "
