@@ -466,7 +466,7 @@ def test_an_empty_labels_folder_is_one_sentence(tmp_path):
     labels = built.root / "labels"
     for mask in built.masks.values():
         mask.unlink()  # README.txt and a hidden .backup/ folder of masks stay
-    phrase = f"labels {labels} holds no .png or .tif or .tiff files"
+    phrase = f"labels {labels} holds no .png, .tif, .tiff, .nii, .nii.gz files"
     refused(tmp_path / "data", tmp_path / "out" / "run", built.root, "--ignore-index", 255,
             phrases=(phrase,))  # fmt: skip
     shutil.rmtree(labels)

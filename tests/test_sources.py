@@ -579,7 +579,7 @@ def test_empty_and_missing_folders(tmp_path):
     refused(
         tmp_path,
         InputNotFoundError,
-        f"labels {labels} holds no .png or .tif or .tiff files",
+        f"labels {labels} holds no .png, .tif, .tiff, .nii, .nii.gz files",
         dataset=built.root,
     )
     empty = tmp_path / "empty"

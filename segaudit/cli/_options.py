@@ -28,6 +28,7 @@ class LayoutName(str, Enum):
     voc = "voc"
     ade20k = "ade20k"
     camvid = "camvid"
+    nnunet = "nnunet"
 
 
 class Resize(str, Enum):

@@ -221,7 +221,14 @@ def check_gates(
 
 
 def image_sizes(data: dict[str, Any]) -> str:
-    """``× 512×1024``, or the range of sizes of a dataset whose images differ."""
+    """``× 512×1024``, or the range of sizes of a dataset whose images differ; a dataset
+    of volumes: ``(volumes) of 2 shapes: 32×64×64 … 40×64×64`` (z×y×x)."""
+    volumes = data.get("volumes")
+    if volumes:
+        shapes = ["×".join(str(n) for n in shape) for shape in volumes.get("shapes") or []]
+        if len(shapes) == 1:
+            return f"(volumes) × {shapes[0]}"
+        return f"(volumes) of {len(shapes)} shapes: {shapes[0]} … {shapes[-1]}"
     if "height" in data:
         return f"× {data['height']}×{data['width']}"
     sizes = data.get("sizes") or {}

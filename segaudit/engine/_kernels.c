@@ -596,11 +596,16 @@ static inline double exp_nonpositive(double x)
  * Softmin of one image's pixel scores: sum(s w) / sum(w) with w = exp((low - s) / T)
  * over non-NaN s, where low is their minimum (the max shift of a softmax). One
  * vectorised loop; the SIMD reduction's order is fixed by the code, so the result
- * depends only on the image, never on batching or workers.
+ * depends only on the image, never on batching or workers. The two sums on their own
+ * (softmin_parts) let a volume scanned slab by slab combine its slabs' sums.
  */
-#define DEFINE_SOFTMIN_ROW(NAME, T)                                                                \
-    static inline __attribute__((always_inline)) double NAME(const T *s, int64_t n, double low,    \
-                                                             double inv_t)                         \
+typedef struct {
+    double num, den;
+} softmin_sums;
+
+#define DEFINE_SOFTMIN_SUMS(NAME, T)                                                               \
+    static inline __attribute__((always_inline)) softmin_sums NAME(const T *s, int64_t n,          \
+                                                                   double low, double inv_t)       \
     {                                                                                              \
         double num = 0.0, den = 0.0;                                                               \
         _Pragma("omp simd reduction(+ : num, den)") for (int64_t q = 0; q < n; q++)                \
@@ -613,11 +618,34 @@ static inline double exp_nonpositive(double x)
             num += (keep ? v : 0.0) * w;                                                           \
             den += w;                                                                              \
         }                                                                                          \
-        return num / den;                                                                          \
+        return (softmin_sums){num, den};                                                           \
     }
 
-DEFINE_SOFTMIN_ROW(softmin_row_f32, float)
-DEFINE_SOFTMIN_ROW(softmin_row_f64, double)
+DEFINE_SOFTMIN_SUMS(softmin_sums_f32, float)
+DEFINE_SOFTMIN_SUMS(softmin_sums_f64, double)
+
+#define DEFINE_SOFTMIN_ROW(NAME, T, SUMS)                                                          \
+    static inline __attribute__((always_inline)) double NAME(const T *s, int64_t n, double low,    \
+                                                             double inv_t)                         \
+    {                                                                                              \
+        softmin_sums sums = SUMS(s, n, low, inv_t);                                                \
+        return sums.num / sums.den;                                                                \
+    }
+
+DEFINE_SOFTMIN_ROW(softmin_row_f32, float, softmin_sums_f32)
+DEFINE_SOFTMIN_ROW(softmin_row_f64, double, softmin_sums_f64)
+
+/* The two sums of one slab's softmin, shifted by the given low: parts = {num, den}. */
+#define DEFINE_SOFTMIN_PARTS(NAME, T, SUMS)                                                        \
+    EXPORT HOT void NAME(const T *s, int64_t n, double temperature, double low, double *parts)     \
+    {                                                                                              \
+        softmin_sums sums = SUMS(s, n, low, 1.0 / temperature);                                    \
+        parts[0] = sums.num;                                                                       \
+        parts[1] = sums.den;                                                                       \
+    }
+
+DEFINE_SOFTMIN_PARTS(softmin_parts_f32, float, softmin_sums_f32)
+DEFINE_SOFTMIN_PARTS(softmin_parts_f64, double, softmin_sums_f64)
 
 /* Per-image softmin of s (b, P) from each image's lowest score and number of scored
  * pixels (counted by the scan kernel); NaN entries skipped; images with none get NaN. */

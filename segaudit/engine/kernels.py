@@ -127,6 +127,10 @@ _SOFTMIN = {
     np.dtype(np.float32): declare("softmin_images_f32", None, *_SOFTMIN_ARGS),
     np.dtype(np.float64): declare("softmin_images_f64", None, *_SOFTMIN_ARGS),
 }
+_SOFTMIN_PARTS = {
+    np.dtype(np.float32): declare("softmin_parts_f32", None, _P, _I64, _F64, _F64, _P),
+    np.dtype(np.float64): declare("softmin_parts_f64", None, _P, _I64, _F64, _F64, _P),
+}
 _SCORE_ARGS = (
     _P,
     _P,
@@ -294,3 +298,14 @@ def softmin_images(
         ptr(count, np.int64),
         ptr(scores, np.float64),
     )
+
+
+def softmin_parts(s: np.ndarray, temperature: float, low: float) -> tuple[float, float]:
+    """The softmin's two sums over ``s`` (any shape, NaN skipped), shifted by ``low``:
+    (sum s·w, sum w) with w = exp((low - s) / T). Slabs of one volume, each shifted by
+    its own lowest score, combine into the volume's softmin (see
+    :func:`segaudit.engine.softmin.combine_softmin`)."""
+    flat = np.ascontiguousarray(s).reshape(-1)
+    parts = np.zeros(2, np.float64)
+    _SOFTMIN_PARTS[flat.dtype](ptr(flat), flat.size, float(temperature), float(low), ptr(parts))
+    return float(parts[0]), float(parts[1])

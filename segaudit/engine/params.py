@@ -108,6 +108,15 @@ class Execution:
         return self.executor if self.executor is not None else ThreadExecutor(self.workers)
 
 
+SLAB_BYTES = 64 << 20  # predictions a worker holds at once while scanning a volume
+
+
+def slices_per_slab(shape: tuple[int, int, int], num_classes: int, itemsize: int) -> int:
+    """How many slices of a (Z, Y, X) volume's predictions make one slab (at least one)."""
+    slice_bytes = shape[1] * shape[2] * num_classes * itemsize
+    return max(1, min(shape[0], SLAB_BYTES // max(1, slice_bytes)))
+
+
 def pred_dtype(num_classes: int) -> np.dtype:
     """Predicted classes (and valid labels) of K classes: 8 bits, else 16 (K <= MAX_CLASSES)."""
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
@@ -125,10 +134,32 @@ class Extent:
     num_classes: int
     dtype: np.dtype
     sizes: np.ndarray  # (N, 2) int64: height, width of each image at full resolution
+    depths: np.ndarray | None = None  # (N,) slices of each volume (a sheet (Z·Y, X)), else None
 
     @property
     def num_images(self) -> int:
         return len(self.sizes)
+
+    def depth(self, index: int) -> int:
+        """Slices of image ``index`` when it is a volume, else 1."""
+        return 1 if self.depths is None else int(self.depths[index])
+
+    def slab_slices(self, index: int) -> int:
+        """How many slices of volume ``index`` the pass reads at once."""
+        depth = self.depth(index)
+        height, width = (int(n) for n in self.sizes[index])
+        shape = (depth, height // depth, width)
+        return slices_per_slab(shape, self.num_classes, self.dtype.itemsize)
+
+    def chunk_rows(self) -> np.ndarray | None:
+        """Rows of each image's per-pixel chunks: a volume's slab of slices, an image's
+        height (None when no image is a volume)."""
+        if self.depths is None or not (self.depths > 1).any():
+            return None
+        rows = self.sizes[:, 0].copy()
+        for index in np.flatnonzero(self.depths > 1):
+            rows[index] = self.slab_slices(int(index)) * (rows[index] // self.depths[index])
+        return rows
 
     def pixels(self, index: int) -> int:
         height, width = self.sizes[index]
@@ -171,6 +202,7 @@ def check_extent(
     params: Params,
     where: Any = None,
     name: str = "pred_probs",
+    depths: np.ndarray | None = None,
 ) -> Extent:
     """The extent of a dataset, or one sentence on why it cannot be scanned.
 
@@ -201,4 +233,19 @@ def check_extent(
         index = int(undivided[0])
         name = where(index) if where is not None else f"image {index}"
         check_divisible(int(sizes[index, 0]), int(sizes[index, 1]), params.downsample, name)
-    return Extent(int(num_classes), dtype, sizes)
+    if depths is not None and (np.asarray(depths) > 1).any():
+        _check_volume_params(params)
+    return Extent(int(num_classes), dtype, sizes, depths)
+
+
+def _check_volume_params(params: Params) -> None:
+    """Options that reshape images in 2-D do not apply to volumes."""
+    for option, used in (
+        ("--downsample", params.downsample != 1),
+        ("--resize-probs", params.resize_probs is not None),
+    ):
+        if used:
+            raise InvalidInputError(
+                f"{option} works on 2-D images; volumes are scanned voxel by voxel at full "
+                f"resolution: drop {option}."
+            )

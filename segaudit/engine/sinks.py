@@ -66,8 +66,8 @@ class MemorySink:
         else:
             self.arrays[name] = [np.empty((int(h), int(w)), dtype) for h, w in sizes]
 
-    def write(self, name: str, index: int, value: np.ndarray) -> None:
-        self.arrays[name][index][...] = value
+    def write(self, name: str, index: int, value: np.ndarray, row: int = 0) -> None:
+        self.arrays[name][index][row : row + len(value)] = value
 
     def read(self, name: str, index: int) -> np.ndarray:
         return self.arrays[name][index]

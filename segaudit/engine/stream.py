@@ -17,6 +17,7 @@ batch's images laid end to end, image after image, row after row.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -102,14 +103,17 @@ def extent_of(dataset: ImageSource, params: Params) -> Extent:
         params,
         where=lambda i: dataset.where(i).probs_image,
         name=getattr(dataset, "probs_name", "pred_probs"),
+        depths=getattr(dataset, "depths", None),
     )
 
 
 def create_outputs(sink: Sink, extent: Extent, labels_dtype: np.dtype, params: Params) -> None:
-    """Allocate the per-pixel arrays the pass fills."""
-    sink.create("labels", extent.sizes, labels_dtype)
-    sink.create("pred_labels", extent.sizes, extent.pred_dtype)
-    sink.create("pixel_scores", extent.sizes, extent.score_dtype)
+    """Allocate the per-pixel arrays the pass fills (volumes' in chunks of a slab)."""
+    rows = extent.chunk_rows()
+    by_slab = {} if rows is None else {"chunk_rows": rows}
+    sink.create("labels", extent.sizes, labels_dtype, **by_slab)
+    sink.create("pred_labels", extent.sizes, extent.pred_dtype, **by_slab)
+    sink.create("pixel_scores", extent.sizes, extent.score_dtype, **by_slab)
     if params.downsample != 1:
         sink.create("cl_scores", extent.scaled(params.downsample), extent.score_dtype, True)
 
@@ -123,6 +127,7 @@ class ImageResult:
     hist: np.ndarray
     softmin: float
     scored: int
+    softmin_parts: tuple[float, float, float] = (math.inf, 0.0, 0.0)  # low, num, den
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,9 @@ def process_image(
 ) -> ImageResult:
     """All per-pixel work for one image; writes its per-pixel arrays and its mispredicted
     pixels' records (to the batch ``place`` names) to ``sink``."""
+    place = place or Place(index, 0)
+    if extent.depth(index) > 1:
+        return process_volume(index, dataset, params, extent, sink, labels_dtype, place)
     labels_loaded = dataset.read_labels(index)
     probs_loaded = dataset.read_probs(index)
     try:
@@ -161,13 +169,71 @@ def process_image(
             resize=params.resize_probs,
             where=where.probs_image,
         )
-        place = place or Place(index, 0)
         return scan_prepared(
             index, labels, probs, params, extent.num_classes, sink, labels_dtype, where, place
         )
     finally:
         labels_loaded.release()
         probs_loaded.release()
+
+
+def process_volume(
+    index: int,
+    dataset: Any,
+    params: Params,
+    extent: Extent,
+    sink: Sink,
+    labels_dtype: np.dtype,
+    place: Place,
+) -> ImageResult:
+    """One volume, a slab of slices at a time (:meth:`Dataset.read_slabs`): each slab is
+    scanned as rows of the volume's sheet, and the slabs' sums are combined."""
+    where = dataset.where(index)
+    width = int(extent.sizes[index][1])
+    total: ImageResult | None = None
+    parts = []
+    for row, labels, raw in dataset.read_slabs(index, extent.slab_slices(index)):
+        probs = prepare_probs(
+            raw,
+            labels.shape,
+            channels_last=False,
+            logits=params.logits,
+            normalize=params.normalize,
+            resize=None,
+            where=where.probs_image,
+        )
+        slab_place = Place(place.batch, place.offset + row * width, place.full_offset)
+        slab = scan_prepared(
+            index, labels, probs, params, extent.num_classes, sink, labels_dtype, where,
+            slab_place, row=row, slab=True,
+        )  # fmt: skip
+        parts.append(slab.softmin_parts)
+        if total is None:
+            total = slab
+        else:
+            total.class_sum += slab.class_sum
+            total.class_count += slab.class_count
+            total.hist += slab.hist
+            total.scored += slab.scored
+    assert total is not None
+    total.softmin = combine_softmin(parts, params.temperature)
+    return total
+
+
+def combine_softmin(parts: list[tuple[float, float, float]], temperature: float) -> float:
+    """The softmin of a volume from its slabs' (lowest score, sum s·w, sum w), each slab's
+    weights shifted by its own lowest score (:func:`segaudit.engine.kernels.softmin_parts`):
+    rescaled to the volume's lowest score and summed. NaN when no voxel was scored."""
+    scored = [part for part in parts if part[2] > 0]
+    if not scored:
+        return math.nan
+    low = min(part[0] for part in scored)
+    num = den = 0.0
+    for slab_low, slab_num, slab_den in scored:
+        factor = math.exp((low - slab_low) / temperature)
+        num += slab_num * factor
+        den += slab_den * factor
+    return num / den
 
 
 def scan_prepared(
@@ -180,9 +246,12 @@ def scan_prepared(
     labels_dtype: np.dtype,
     where: Where,
     place: Place,
+    row: int = 0,
+    slab: bool = False,
 ) -> ImageResult:
     """The kernel over one image's prepared (K, H, W) probabilities and (H, W) labels;
-    per-pixel arrays and records to ``sink``, the image's sums returned."""
+    per-pixel arrays and records to ``sink``, the image's sums returned. A ``slab`` of a
+    volume is rows ``row:`` of its sheet, and returns its softmin's parts instead."""
     at_full_resolution = params.downsample == 1
     full = pixel_pass(
         probs[None],
@@ -199,11 +268,18 @@ def scan_prepared(
         assert full.records is not None
         full.records["index"] += place.full_offset  # this thread's buffer: no copy
         sink.add_records(place.batch, full.records, FULL)
-    sink.write("labels", index, labels.astype(labels_dtype, copy=False))
-    sink.write("pred_labels", index, full.pred.reshape(labels.shape))
-    sink.write("pixel_scores", index, full.s.reshape(labels.shape))
-    softmin = np.empty(1, np.float64)
-    kernels.softmin_images(full.s, params.temperature, full.low, full.scored, softmin)
+    by_row = {"row": row} if row else {}
+    sink.write("labels", index, labels.astype(labels_dtype, copy=False), **by_row)
+    sink.write("pred_labels", index, full.pred.reshape(labels.shape), **by_row)
+    sink.write("pixel_scores", index, full.s.reshape(labels.shape), **by_row)
+    softmin = np.full(1, np.nan)
+    parts = (math.inf, 0.0, 0.0)
+    if slab:
+        if full.scored[0]:
+            low = float(full.low[0])
+            parts = (low, *kernels.softmin_parts(full.s, params.temperature, low))
+    else:
+        kernels.softmin_images(full.s, params.temperature, full.low, full.scored, softmin)
     cl = full
     if not at_full_resolution:
         small_labels = pool_labels(
@@ -222,7 +298,8 @@ def scan_prepared(
     cl.records["index"] += place.offset  # this thread's buffer: no copy
     sink.add_records(place.batch, cl.records)
     return ImageResult(
-        cl.class_sum[0], cl.class_count[0], cl.hist, float(softmin[0]), int(full.scored[0])
+        cl.class_sum[0], cl.class_count[0], cl.hist, float(softmin[0]), int(full.scored[0]),
+        parts,
     )
 
 

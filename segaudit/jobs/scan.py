@@ -59,7 +59,10 @@ def image_table(dataset: Dataset) -> ImageTable:
         found = dataset.files_of(index)
         files.append({"labels": found["labels"], "pred_probs": found["pred_probs"],
                       "photo": found.get("image", "")})  # fmt: skip
-    return ImageTable(list(dataset.ids), dataset.sizes, files)
+    if not dataset.has_volumes:
+        return ImageTable(list(dataset.ids), dataset.sizes, files)
+    spacings = np.array([v.spacing if v else (1.0, 1.0, 1.0) for v in dataset.volumes])
+    return ImageTable(list(dataset.ids), dataset.sizes, files, dataset.depths, spacings)
 
 
 def describe_dataset(dataset: Dataset, extent: Extent) -> dict[str, Any]:
@@ -71,6 +74,14 @@ def describe_dataset(dataset: Dataset, extent: Extent) -> dict[str, Any]:
         "layout": dataset.layout,
     }
     sizes = extent.sizes
+    if dataset.has_volumes:
+        shapes = [list(v.shape) for v in dataset.volumes if v is not None]
+        block["volumes"] = {
+            "count": len(shapes),
+            "voxels": int(sum(np.prod(shape) for shape in shapes)),
+            "shapes": [list(s) for s in sorted({tuple(shape) for shape in shapes})][:20],
+            "modality": dataset.modality,
+        }
     if extent.uniform:
         block["height"], block["width"] = (int(n) for n in sizes[0])
     else:
@@ -204,7 +215,7 @@ def scan_dataset(
     names = class_names or dataset.names()
     background = regions.background_of(dataset, names)
     with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
-        sink = RunSink(tmp, dataset.ids)
+        sink = RunSink(tmp, dataset.ids, dataset.volumes if dataset.has_volumes else None)
         result = confident_learning(
             dataset,
             params,

@@ -202,11 +202,26 @@ class PerImageArrays:
     "per-image", "images": N}}``; image i is the array ``NAME.zarr/i`` (its own size, one
     chunk, chunk file ``i/c.0.0``), compressed as :class:`ImageChunkedArray` compresses.
     Any Zarr reader opens it: ``zarr.open_group(path)["17"]``.
+
+    A volume's sheet (Z·Y, X) is chunked by slabs of slices instead (``chunk_rows``
+    rows a chunk, chunk files ``i/c.R.0``, the last padded as Zarr pads edge chunks),
+    so the pass writes each slab as it goes and never holds a volume's arrays whole.
     """
 
-    def __init__(self, path: Path, num_images: int, dtype: Any, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        num_images: int,
+        dtype: Any,
+        *,
+        create: bool = True,
+        sizes: np.ndarray | None = None,
+        chunk_rows: np.ndarray | None = None,
+    ) -> None:
         self.path = Path(path)
         self.num_images = int(num_images)
+        self.sizes = sizes
+        self.chunk_rows = chunk_rows
         self.dtype = np.dtype(dtype)
         self._stored = self.dtype.newbyteorder("<")
         self._codec = _codec_for(self.dtype)
@@ -225,11 +240,36 @@ class PerImageArrays:
             }
             (self.path / "zarr.json").write_text(json.dumps(group, indent=2))
 
-    def write_image(self, index: int, value: np.ndarray) -> None:
-        """Store image ``index`` (any 2-D size): its metadata, then its one chunk."""
+    def write_image(self, index: int, value: np.ndarray, row: int = 0) -> None:
+        """Store image ``index`` (any 2-D size): its metadata, then its one chunk; or, for
+        a volume chunked by slabs, rows ``row:row + len(value)`` (whole chunks)."""
         chunk = np.ascontiguousarray(value, dtype=self._stored)
-        folder = self._image_folder(index, chunk.shape)
-        _write_file(folder / self._key(chunk.ndim), _encode(self._codec, chunk))
+        rows = self._slab_rows(index)
+        if rows is None:
+            if row:
+                raise ValueError(f"{self.path}: image {index} is written whole")
+            folder = self._image_folder(index, chunk.shape)
+            _write_file(folder / self._key(chunk.ndim), _encode(self._codec, chunk))
+            return
+        assert self.sizes is not None
+        shape = (int(self.sizes[index][0]), int(self.sizes[index][1]))
+        if row % rows:
+            raise ValueError(f"{self.path}: row {row} of image {index} starts no chunk")
+        folder = self._image_folder(index, shape, rows) if row == 0 else self.path / str(index)
+        for start in range(0, len(chunk), rows):
+            piece = chunk[start : start + rows]
+            if len(piece) < rows:  # the edge chunk, padded with the fill value
+                padding = np.zeros((rows - len(piece), shape[1]), piece.dtype)
+                piece = np.concatenate([piece, padding])
+            key = CHUNK_KEY_SEPARATOR.join(("c", str((row + start) // rows), "0"))
+            _write_file(folder / key, _encode(self._codec, piece))
+
+    def _slab_rows(self, index: int) -> int | None:
+        """Rows of image ``index``'s chunks when it is chunked by slabs, else None."""
+        if self.chunk_rows is None or self.sizes is None:
+            return None
+        rows = int(self.chunk_rows[index])
+        return rows if rows < int(self.sizes[index][0]) else None
 
     def fresh(self) -> PerImageArrays:
         """The same array for a task in another process: every image is its own folder,
@@ -241,12 +281,14 @@ class PerImageArrays:
         folder = self._image_folder(index, shape)
         os.rename(chunk, folder / self._key(len(shape)))
 
-    def _image_folder(self, index: int, shape: tuple[int, ...]) -> Path:
-        """Image ``index``'s folder with its metadata: one array of ``shape``, one chunk."""
+    def _image_folder(self, index: int, shape: tuple[int, ...], rows: int | None = None) -> Path:
+        """Image ``index``'s folder with its metadata: one array of ``shape``, one chunk
+        (or chunks of ``rows`` rows)."""
         folder = self.path / str(index)
         folder.mkdir(exist_ok=True)
         metadata = zarr_v3_metadata(shape, self.dtype)
-        metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(shape)
+        chunk = list(shape) if rows is None else [rows, *shape[1:]]
+        metadata["chunk_grid"]["configuration"]["chunk_shape"] = chunk
         (folder / "zarr.json").write_text(json.dumps(metadata, indent=2))
         return folder
 
@@ -259,8 +301,17 @@ class PerImageArrays:
         folder = self.path / str(index)
         metadata = json.loads((folder / "zarr.json").read_text())
         shape = tuple(int(n) for n in metadata["shape"])
-        key = CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * len(shape))])
-        return _decode(codec_of(metadata), (folder / key).read_bytes(), self._stored, shape)
+        chunk = tuple(int(n) for n in metadata["chunk_grid"]["configuration"]["chunk_shape"])
+        codec = codec_of(metadata)
+        if chunk == shape:
+            key = CHUNK_KEY_SEPARATOR.join(["c", *(["0"] * len(shape))])
+            return _decode(codec, (folder / key).read_bytes(), self._stored, shape)
+        pieces = [
+            _decode(codec, (folder / CHUNK_KEY_SEPARATOR.join(("c", str(r), "0"))).read_bytes(),
+                    self._stored, chunk)
+            for r in range(-(-shape[0] // chunk[0]))
+        ]  # fmt: skip
+        return np.concatenate(pieces)[: shape[0]]
 
     def folders(self) -> list[Path]:
         """Where the chunk files are (to flush them to disk early)."""

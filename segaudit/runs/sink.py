@@ -24,7 +24,7 @@ from segaudit.engine.sinks import CL
 from segaudit.errors import RunDirectoryError
 from segaudit.runs import durability, rundir
 from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
-from segaudit.runs.masks import write_issue_mask
+from segaudit.runs.masks import write_issue_mask, write_issue_volume
 
 
 class ScratchImages:
@@ -89,9 +89,10 @@ class RunSink:
     """Per-image arrays in the run being built at ``run``; issue masks also as PNGs
     named by image id (``ids``)."""
 
-    def __init__(self, run: Path, ids: list[str]) -> None:
+    def __init__(self, run: Path, ids: list[str], volumes: list[Any] | None = None) -> None:
         self.run = run
         self.ids = ids
+        self.volumes = volumes  # each image's VolumeHeader (None for a 2-D image)
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageChunkWriter | PerImageArrays | ScratchImages] = {}
@@ -100,12 +101,23 @@ class RunSink:
         self._new_records: set[tuple[str, int]] = set()  # by this copy (see detached())
 
     def create(
-        self, name: str, sizes: np.ndarray | None, dtype: Any, scratch: bool = False
+        self,
+        name: str,
+        sizes: np.ndarray | None,
+        dtype: Any,
+        scratch: bool = False,
+        chunk_rows: np.ndarray | None = None,
     ) -> None:
         """Make room for the array ``name``; images' sizes are learnt as they are written,
-        so ``sizes`` may be None (a pass fed by a model, one batch at a time)."""
+        so ``sizes`` may be None (a pass fed by a model, one batch at a time). Volumes
+        are written by slabs of ``chunk_rows`` rows."""
         path = rundir.array_path(self.run, name)
-        if scratch:
+        if chunk_rows is not None:
+            assert sizes is not None and not scratch
+            self.arrays[name] = PerImageArrays(
+                path, len(sizes), dtype, sizes=np.asarray(sizes), chunk_rows=chunk_rows
+            )
+        elif scratch:
             self.scratch.add(name)
             self.arrays[name] = ScratchImages(self.scratch_dir / f"{name}.raw", dtype)
         elif sizes is not None and len(np.unique(np.asarray(sizes), axis=0)) > 1:
@@ -115,10 +127,19 @@ class RunSink:
         else:
             self.arrays[name] = ImageChunkWriter(path, dtype)
 
-    def write(self, name: str, index: int, value: np.ndarray) -> None:
-        self.arrays[name].write_image(index, value)
+    def write(self, name: str, index: int, value: np.ndarray, row: int = 0) -> None:
+        array = self.arrays[name]
+        if row:
+            assert isinstance(array, PerImageArrays)
+            array.write_image(index, value, row)
+        else:
+            array.write_image(index, value)
         if name == "issues":
-            write_issue_mask(self.run, self.ids[index], value)
+            volume = self.volumes[index] if self.volumes is not None else None
+            if volume is not None:
+                write_issue_volume(self.run, self.ids[index], value, volume)
+            else:
+                write_issue_mask(self.run, self.ids[index], value)
 
     def read(self, name: str, index: int) -> np.ndarray:
         return self.arrays[name].read_image(index)
@@ -166,6 +187,7 @@ class RunSink:
         an account of what it wrote for :meth:`written`. Picklable: no open files."""
         copy = object.__new__(RunSink)
         copy.run, copy.ids, copy.scratch_dir = self.run, self.ids, self.scratch_dir
+        copy.volumes = self.volumes
         copy.scratch = set(self.scratch)
         copy.arrays = {
             name: (

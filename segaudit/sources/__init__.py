@@ -75,6 +75,18 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
         )
     if spec.manifest is not None:
         return _from_manifest(spec)
+    if spec.layout == "nnunet":
+        from segaudit.sources.nnunet import open_nnunet
+
+        if spec.dataset is None:
+            raise InvalidInputError("--layout nnunet needs the DATASET folder it describes.")
+        return open_nnunet(
+            Path(spec.dataset),
+            spec.pred_probs,
+            ignore_index=spec.ignore_index,
+            skip_unmatched=spec.skip_unmatched,
+            splits=spec.splits,
+        )
     if spec.layout is not None:
         return _from_layout(spec)
     return _from_folder(spec)

@@ -10,7 +10,7 @@ have different sizes; the engine reads them one at a time.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from segaudit.errors import InputChangedError, InvalidInputError
 from segaudit.sources.files import Loaded
 from segaudit.sources.folder import describe_unmatched
 from segaudit.sources.remote import is_url
+from segaudit.sources.volumes import check_volume_axes, iter_slabs
 
 
 @dataclass
@@ -183,10 +184,17 @@ class Dataset:
         self.channels_last = bool(probs.channels_last)
         self.ignore_index = ignore_index
         self.layout = layout
+        self.modality: str | None = None  # a volume's scan: "CT", "MR", ... (nnU-Net)
         self.background = tuple(background) if background is not None else None
         self.class_names_path = class_names_path
         self.class_names = list(class_names) if class_names is not None else None
         self.sizes = np.array([labels.size(key) for key in pairing.labels], np.int64).reshape(-1, 2)
+        self.volumes = [
+            labels.volume(key) if hasattr(labels, "volume") else None for key in pairing.labels
+        ]
+        self.depths = np.array([v.shape[0] if v else 1 for v in self.volumes], np.int64)
+        if self.has_volumes:
+            self._check_volumes()
         if self.num_classes < 2:
             raise InvalidInputError(
                 f"{_where(probs)} has {self.num_classes} class(es); at least 2 are needed."
@@ -197,7 +205,35 @@ class Dataset:
                 f"but the predictions have {self.num_classes}; give one name per class."
             )
 
+    def _check_volumes(self) -> None:
+        """Volumes need per-file (K, Z, Y, X) predictions whose axes agree with each mask."""
+        if self.probs.ids is None or self.channels_last:
+            raise InvalidInputError(
+                f"{_where(self.probs)}: the masks are volumes, whose predictions are one "
+                "(K, Z, Y, X) .npy or .npz file per volume, as nnU-Net writes them."
+            )
+        for index, volume in enumerate(self.volumes):
+            key = self._keys[1][index]
+            shape = self.probs.header(key).shape
+            if volume is None:
+                if len(shape) == 4:
+                    raise InvalidInputError(
+                        f"predictions {self.probs.file_of(key)} are a volume {shape} but the "
+                        f"mask {self.labels.file_of(self._keys[0][index])} is a 2-D image."
+                    )
+                continue
+            check_volume_axes(shape, volume, self.probs.file_of(key))
+
     # -- shape of the dataset ---------------------------------------------------------
+
+    @property
+    def has_volumes(self) -> bool:
+        """Whether any image is a 3-D volume (see :mod:`segaudit.sources.volumes`)."""
+        return any(v is not None for v in self.volumes)
+
+    def volume(self, index: int) -> Any:
+        """Image ``index``'s volume header (geometry), or None for a 2-D image."""
+        return self.volumes[index]
 
     @property
     def num_images(self) -> int:
@@ -253,8 +289,21 @@ class Dataset:
             return self.probs.read(key, populate=populate)
         return self.probs.read(key)
 
+    def read_slabs(self, index: int, slices: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """A volume's (first sheet row, labels (s·Y, X), predictions (K, s·Y, X)), ``slices``
+        slices at a time, in order: the volume is never read whole."""
+        volume = self.volumes[index]
+        assert volume is not None
+        probs = self.probs.read_volume(self._keys[1][index])
+        check_volume_axes(probs.array.shape, volume, self.probs.file_of(self._keys[1][index]))
+        for start, labels, slab in iter_slabs(volume, probs, slices):
+            depth, height, width = labels.shape
+            sheet = self.labels.mapped(labels.reshape(depth * height, width), volume.path)
+            yield start * height, sheet, slab.reshape(len(slab), depth * height, width)
+
     def read_photo(self, index: int) -> np.ndarray | None:
-        """Image ``index``'s photo (H, W, 3) uint8, or None when it has none."""
+        """Image ``index``'s photo (H, W, 3) uint8 (a volume's scan: (Z, Y, X) float32), or
+        None when it has none."""
         if self._keys[2] is None or self._keys[2][index] is None:
             return None
         assert self.photos is not None

@@ -23,9 +23,9 @@ import numpy as np
 from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError, reason
 from segaudit.sources.remote import is_url, open_url_file
 
-MASK_SUFFIXES = (".png", ".tif", ".tiff")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz")  # NIfTI: 3-D volumes
 PROBS_SUFFIXES = (".npy", ".npz")
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".nii", ".nii.gz")
 NPZ_KEYS = ("probabilities", "softmax")  # nnU-Net v2, then v1
 PROBS_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -131,7 +131,7 @@ class ProbsHeader:
     dtype: np.dtype
 
 
-def _npz_member(archive: zipfile.ZipFile, path: Path) -> str:
+def npz_member(archive: zipfile.ZipFile, path: Path) -> str:
     """The member holding the probabilities: the only array, or a known nnU-Net key."""
     arrays = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
     if len(arrays) == 1:
@@ -150,7 +150,7 @@ def _npz_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     check_regular_file(path, "predictions")
     try:
         with zipfile.ZipFile(path) as archive:
-            member = _npz_member(archive, path)
+            member = npz_member(archive, path)
             with archive.open(member + ".npy") as handle:
                 version = np.lib.format.read_magic(handle)
                 if version == (1, 0):
@@ -243,7 +243,7 @@ def read_probs(path: Path) -> Loaded:
         _check_probs_dtype(path, array.dtype)
         return Loaded(array.reshape(squeeze_spatial(array.shape)))
     if _suffix(path) == ".npz":
-        array = _read_npz(path)
+        array = read_npz(path)
         _check_probs_dtype(path, array.dtype)
         return Loaded(array.reshape(squeeze_spatial(array.shape)))
     from segaudit.sources.stores import open_npy
@@ -254,12 +254,12 @@ def read_probs(path: Path) -> Loaded:
     return Loaded(array.reshape(squeeze_spatial(array.shape)), source)
 
 
-def _read_npz(path: Path) -> np.ndarray:
+def read_npz(path: Path) -> np.ndarray:
     check_regular_file(path, "predictions")
     try:
         with np.load(path, allow_pickle=False) as archive:
             with zipfile.ZipFile(path) as listing:
-                member = _npz_member(listing, path)
+                member = npz_member(listing, path)
             return np.ascontiguousarray(archive[member])
     except InvalidInputError:
         raise

@@ -26,7 +26,7 @@ import numpy as np
 
 from segaudit.errors import InputChangedError, InputNotFoundError, InvalidInputError, reason
 from segaudit.safetext import printable
-from segaudit.sources import files
+from segaudit.sources import files, volumes
 from segaudit.sources.ids import check_id, check_unique, id_from_path
 from segaudit.sources.labelmap import LabelMap, identity_needed
 from segaudit.sources.remote import is_url, urls_fingerprint
@@ -43,10 +43,10 @@ def find_files(spec: Path, suffixes: Sequence[str], what: str, strip: str = "") 
         if not spec.is_dir():
             raise InputNotFoundError(f"{what} folder {spec} does not exist; check the path.")
         base, paths = spec, _walk(spec)
-    found = [p for p in paths if p.suffix.lower() in suffixes]
+    found = [p for p in paths if p.name.lower().endswith(tuple(suffixes))]
     if not found:
         raise InputNotFoundError(
-            f"{what} {spec} holds no {' or '.join(suffixes)} files; check the path."
+            f"{what} {spec} holds no {', '.join(suffixes)} files; check the path."
         )
     ids = [id_from_path(PurePosixPath(p.relative_to(base).as_posix()), strip) for p in found]
     for image_id in ids:
@@ -182,7 +182,11 @@ class FolderFiles:
 
 
 class FolderMasks(FolderFiles):
-    """Label masks, one file per image, mapped to class ids by an optional label map."""
+    """Label masks, one file per image, mapped to class ids by an optional label map.
+
+    A NIfTI mask (``.nii``, ``.nii.gz``) is a volume (:mod:`segaudit.sources.volumes`):
+    its size is its sheet's, (Z·Y, X), and its labels are read a slab at a time.
+    """
 
     def __init__(
         self,
@@ -194,37 +198,70 @@ class FolderMasks(FolderFiles):
         super().__init__(paths, "labels", origin)
         self.label_map = label_map
         self.void_value = void_value
-        self.headers = {image_id: files.mask_header(path) for image_id, path in self.paths.items()}
+        self.headers = {image_id: _mask_header(path) for image_id, path in self.paths.items()}
         if label_map is None:
             for image_id, header in self.headers.items():
-                identity_needed(header.is_colour, self.paths[image_id])
+                if isinstance(header, files.MaskHeader):
+                    identity_needed(header.is_colour, self.paths[image_id])
 
     def size(self, image_id: str) -> tuple[int, int]:
         header = self.headers[image_id]
+        if isinstance(header, volumes.VolumeHeader):
+            depth, height, width = header.shape
+            return depth * height, width
         return header.height, header.width
+
+    def volume(self, image_id: str) -> volumes.VolumeHeader | None:
+        """The NIfTI header of a volume's mask; None for a 2-D image."""
+        header = self.headers[image_id]
+        return header if isinstance(header, volumes.VolumeHeader) else None
 
     def read(self, image_id: str) -> files.Loaded:
         path = self.paths[image_id]
+        volume = self.volume(image_id)
+        if volume is not None:
+            raw = volumes.integer_labels(volumes.read_volume(volume), path)
+            return files.Loaded(self.mapped(raw.reshape(self.size(image_id)), path))
         raw = files.read_mask(path)
         header = self.headers[image_id]
         if raw.shape[:2] != (header.height, header.width):
             raise InputChangedError(f"mask {path} changed while segaudit was reading it.")
-        if self.label_map is not None:
-            assert self.void_value is not None
-            raw = self.label_map.apply(raw, self.void_value, path)
-        return files.Loaded(raw)
+        return files.Loaded(self.mapped(raw, path))
+
+    def mapped(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw mask values as class ids (through the label map, if any)."""
+        if self.label_map is None:
+            return raw
+        assert self.void_value is not None
+        return self.label_map.apply(raw, self.void_value, path)
 
     @property
     def dtype(self) -> np.dtype:
         """The integer type of the labels :meth:`read` returns."""
         if self.label_map is not None:
             return np.dtype(np.int64)
-        modes = {header.mode for header in self.headers.values()}
+        found = [
+            volumes.label_dtype(h) for h in self.headers.values()
+            if isinstance(h, volumes.VolumeHeader)
+        ]  # fmt: skip
+        modes = {h.mode for h in self.headers.values() if isinstance(h, files.MaskHeader)}
         if "I" in modes:
-            return np.dtype(np.int32)
-        if modes & {"I;16", "I;16L", "I;16B"}:
-            return np.dtype(np.uint16)
-        return np.dtype(np.uint8)
+            found.append(np.dtype(np.int32))
+        elif modes & {"I;16", "I;16L", "I;16B"}:
+            found.append(np.dtype(np.uint16))
+        elif modes:
+            found.append(np.dtype(np.uint8))
+        return np.result_type(*found)
+
+
+def _mask_header(path: Path) -> files.MaskHeader | volumes.VolumeHeader:
+    if volumes.is_volume_file(path):
+        if is_url(path):
+            raise InvalidInputError(
+                f"mask {path}: NIfTI volumes are read from local files; copy them down first."
+            )
+        return volumes.nifti_header(path)
+    return files.mask_header(path)
 
 
 class FolderProbs(FolderFiles):
@@ -239,43 +276,63 @@ class FolderProbs(FolderFiles):
         self.num_classes, self.dtype = self._classes(header, self.paths[first_id]), header.dtype
 
     def _classes(self, header: files.ProbsHeader, path: Path) -> int:
+        if len(header.shape) == 4 and not self.channels_last:
+            return header.shape[0]  # a volume's (K, Z, Y, X)
         if len(header.shape) != 3:
             hint = "(H, W, K) with --channels-last" if self.channels_last else "(K, H, W)"
             raise InvalidInputError(
                 f"predictions {path} have shape {header.shape}; one image's predictions "
-                f"must be {hint}."
+                f"must be {hint}, or (K, Z, Y, X) for a volume."
             )
         return header.shape[2] if self.channels_last else header.shape[0]
+
+    def header(self, image_id: str) -> files.ProbsHeader:
+        """Shape and dtype of one image's predictions, from the file's header."""
+        return files.probs_header(self.paths[image_id])
 
     def read(self, image_id: str) -> files.Loaded:
         path = self.paths[image_id]
         loaded = files.read_probs(path)
-        array = loaded.array
-        if array.ndim != 3 or self._classes(files.ProbsHeader(array.shape, array.dtype), path) != (
+        self._check(path, loaded.array.shape, loaded.array.dtype, loaded.release)
+        return loaded
+
+    def read_volume(self, image_id: str) -> volumes.ProbsVolume:
+        """A volume's predictions (K, Z, Y, X), to be read by slabs."""
+        path = self.paths[image_id]
+        found = volumes.ProbsVolume.open(path)
+        self._check(path, found.array.shape, found.array.dtype, found.close)
+        return found
+
+    def _check(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, release: Any) -> None:
+        """Every image has the first one's classes and dtype."""
+        if len(shape) not in (3, 4) or self._classes(files.ProbsHeader(shape, dtype), path) != (
             self.num_classes
         ):
-            loaded.release()
+            release()
             raise InvalidInputError(
-                f"predictions {path} have shape {array.shape}, but the dataset's first "
+                f"predictions {path} have shape {shape}, but the dataset's first "
                 f"prediction has {self.num_classes} classes; every image needs the same classes."
             )
-        if array.dtype != self.dtype:
-            loaded.release()
+        if dtype != self.dtype:
+            release()
             raise InvalidInputError(
-                f"predictions {path} hold {array.dtype} values but the dataset's first "
+                f"predictions {path} hold {dtype} values but the dataset's first "
                 f"prediction holds {self.dtype}; save every prediction in one dtype."
             )
-        return loaded
 
 
 class FolderPhotos(FolderFiles):
-    """Photos (JPEG, PNG), one per image, for the pictures."""
+    """Photos (JPEG, PNG), one per image, for the pictures; a volume's scan (NIfTI) as
+    its (Z, Y, X) values, windowed when drawn."""
 
     def __init__(self, paths: Mapping[str, Path], origin: str) -> None:
         super().__init__(paths, "images", origin)
 
     def read(self, image_id: str) -> files.Loaded:
-        return files.Loaded(files.read_photo(self.paths[image_id]))
+        path = self.paths[image_id]
+        if volumes.is_volume_file(path):
+            return files.Loaded(volumes.read_scan(volumes.nifti_header(path, "image")))
+        return files.Loaded(files.read_photo(path))
 
 
 def describe_unmatched(missing: Sequence[str], what: str, other: str) -> str:
