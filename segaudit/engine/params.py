@@ -228,13 +228,13 @@ def check_extent(
     if len(empty):
         name = where(int(empty[0])) if where is not None else f"image {int(empty[0])}"
         raise InvalidInputError(f"{name} is empty (size {tuple(sizes[empty[0]])}); remove it.")
+    if depths is not None and (np.asarray(depths) > 1).any():
+        _check_volume_params(params)
     undivided = np.flatnonzero((sizes % params.downsample).any(axis=1))
     if len(undivided):
         index = int(undivided[0])
         name = where(index) if where is not None else f"image {index}"
         check_divisible(int(sizes[index, 0]), int(sizes[index, 1]), params.downsample, name)
-    if depths is not None and (np.asarray(depths) > 1).any():
-        _check_volume_params(params)
     return Extent(int(num_classes), dtype, sizes, depths)
 
 

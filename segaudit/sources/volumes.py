@@ -168,16 +168,17 @@ class SlabReader:
         self._handle.close()
 
 
-def integer_labels(slab: np.ndarray, path: Path) -> np.ndarray:
-    """A slab of labels as integers: float-stored masks must hold whole numbers."""
+def integer_labels(slab: np.ndarray, path: Path, first_slice: int = 0) -> np.ndarray:
+    """A slab of labels (slices from ``first_slice``) as integers: float-stored masks must
+    hold whole numbers."""
     if slab.dtype.kind in "iu":
         return slab
     whole = np.isfinite(slab) & (slab == np.round(slab))
     if not whole.all():
         z, y, x = (int(n) for n in np.argwhere(~whole)[0])
         raise InvalidInputError(
-            f"mask {path} holds the non-integer value {slab[z, y, x]!r} (at x={x}, y={y} of "
-            "a slab); label volumes hold integer class ids."
+            f"mask {path} holds the non-integer value {float(slab[z, y, x])!r} at voxel "
+            f"(x, y, z) = ({x}, {y}, {first_slice + z}); label volumes hold integer class ids."
         )
     return slab.astype(np.int32)
 
@@ -295,7 +296,7 @@ def iter_slabs(
         depth = mask.shape[0]
         for start in range(0, depth, slices):
             stop = min(depth, start + slices)
-            labels = integer_labels(reader.read(start, stop), mask.path)
+            labels = integer_labels(reader.read(start, stop), mask.path, start)
             yield start, labels, probs.slab(start, stop)
     finally:
         reader.close()

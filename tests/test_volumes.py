@@ -1,0 +1,304 @@
+"""3-D volumes: NIfTI masks with nnU-Net probabilities, scanned a slab at a time.
+
+Every scan here is checked against cleanlab itself: Confident Learning does not care how
+many spatial axes a pixel has, so a dataset of volumes must flag exactly what cleanlab's
+``find_label_issues`` flags on all voxels laid end to end as one image, and each
+volume's softmin must equal cleanlab's for that volume. Slabs are made small so every
+volume is read in several (with a short last one), and the run's per-slab chunks are
+read back by Zarr itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segaudit.cli import app
+from segaudit.engine import params as engine_params
+from segaudit.sources import volumes
+
+nib = pytest.importorskip("nibabel")
+cleanlab_filter = pytest.importorskip("cleanlab.segmentation.filter")
+cleanlab_rank = pytest.importorskip("cleanlab.segmentation.rank")
+
+runner = CliRunner()
+SHAPES = ((7, 10, 12), (5, 8, 9), (9, 6, 11))  # (Z, Y, X): three shapes, odd sizes
+AFFINE = np.array(
+    [[0.0, -0.7, 0.1, 12.0], [0.8, 0.0, 0.0, -30.5], [0.0, 0.05, 2.5, 7.25], [0, 0, 0, 1]]
+)  # rotated, anisotropic, shifted: not the identity
+
+
+def build_nnunet(
+    root: Path, *, classes: int = 4, dtype: str = "float32", ignore: bool = False, seed: int = 0
+) -> dict[str, object]:
+    """An nnU-Net raw dataset (dataset.json, labelsTr, imagesTr) and its predictions
+    (CASE.npz, key ``probabilities``, (K, z, y, x)); returns the voxels end to end."""
+    rng = np.random.default_rng(seed)
+    labels_dir, images_dir, preds = root / "labelsTr", root / "imagesTr", root / "preds"
+    for folder in (labels_dir, images_dir, preds):
+        folder.mkdir(parents=True)
+    names = {"background": 0, **{f"organ{k}": k for k in range(1, classes)}}
+    if ignore:
+        names["ignore"] = classes
+    info = {"channel_names": {"0": "CT"}, "labels": names, "numTraining": len(SHAPES),
+            "file_ending": ".nii.gz"}  # fmt: skip
+    (root / "dataset.json").write_text(json.dumps(info))
+    flat_labels, flat_probs = [], []
+    for case, shape in enumerate(SHAPES):
+        truth = rng.integers(0, classes, shape)
+        given = truth.copy()
+        flip = rng.random(shape) < 0.08
+        given[flip] = (given[flip] + 1) % classes
+        if ignore:
+            given[rng.random(shape) < 0.1] = classes
+        logits = rng.normal(0, 1, (classes, *shape)) + 2.5 * np.moveaxis(np.eye(classes)[truth], -1, 0)
+        probs = np.exp(logits)
+        probs /= probs.sum(0, keepdims=True)
+        probs = probs.astype(dtype)
+        name = f"case_{case:03d}"
+        nib.save(nib.Nifti1Image(given.astype(np.uint8).T, AFFINE), labels_dir / f"{name}.nii.gz")
+        scan = (truth * 40 - 100).astype(np.int16)
+        nib.save(nib.Nifti1Image(scan.T, AFFINE), images_dir / f"{name}_0000.nii.gz")
+        np.savez_compressed(preds / f"{name}.npz", probabilities=probs)
+        flat_labels.append(given.reshape(-1))
+        flat_probs.append(probs.reshape(classes, -1))
+    return {
+        "labels": np.concatenate(flat_labels),
+        "probs": np.concatenate(flat_probs, axis=1),
+        "ignore": classes if ignore else None,
+    }
+
+
+@pytest.fixture
+def small_slabs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slabs of two or three slices, so every volume is read in several."""
+    monkeypatch.setattr(engine_params, "SLAB_BYTES", 2 * 10 * 12 * 4 * 4)
+
+
+def scan(root: Path, run: Path, *extra: str) -> object:
+    return runner.invoke(
+        app, ["scan", str(root), "--layout", "nnunet", "--pred-probs", str(root / "preds"),
+              "-o", str(run), *extra],
+    )  # fmt: skip
+
+
+def issue_voxels(run: Path) -> np.ndarray:
+    """The run's issue volumes, (z, y, x) order, laid end to end."""
+    parts = []
+    for case in range(len(SHAPES)):
+        image = nib.load(run / "issues" / f"case_{case:03d}.nii.gz")
+        parts.append(np.asarray(image.dataobj).T.reshape(-1))
+    return np.concatenate(parts).astype(bool)
+
+
+def cleanlab_mask(built: dict[str, object]) -> np.ndarray:
+    labels, probs = built["labels"], built["probs"]
+    assert isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)
+    kwargs = {} if built["ignore"] is None else {"batch_size": 10**7}
+    if built["ignore"] is not None:  # cleanlab has no ignore value: score only the rest
+        keep = labels != built["ignore"]
+        mask = np.zeros(labels.shape, bool)
+        mask[keep] = cleanlab_filter.find_label_issues(
+            labels[keep][None, None], probs[:, keep][None, :, None], n_jobs=1, verbose=False,
+            **kwargs,
+        )[0, 0]  # fmt: skip
+        return mask
+    return cleanlab_filter.find_label_issues(
+        labels[None, None], probs[None, :, None], n_jobs=1, verbose=False
+    )[0, 0]
+
+
+def cleanlab_softmin(built: dict[str, object]) -> list[float]:
+    labels, probs = built["labels"], built["probs"]
+    assert isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)
+    scores, start = [], 0
+    for shape in SHAPES:
+        stop = start + int(np.prod(shape))
+        lab, pro = labels[start:stop], probs[:, start:stop]
+        if built["ignore"] is not None:
+            keep = lab != built["ignore"]
+            lab, pro = lab[keep], pro[:, keep]
+        found, _ = cleanlab_rank.get_label_quality_scores(
+            lab[None, None], pro[None, :, None], verbose=False
+        )
+        scores.append(float(found[0]))
+        start = stop
+    return scores
+
+
+@pytest.mark.parametrize(
+    ("dtype", "ignore"), [("float32", False), ("float32", True), ("float16", False)]
+)
+def test_volumes_scan_exactly_as_cleanlab_on_all_voxels(
+    tmp_path: Path, small_slabs: None, dtype: str, ignore: bool
+) -> None:
+    built = build_nnunet(tmp_path / "ds", dtype=dtype, ignore=ignore)
+    result = scan(tmp_path / "ds", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(issue_voxels(tmp_path / "run"), cleanlab_mask(built))
+    with open(tmp_path / "run" / "image_scores.csv", newline="") as handle:
+        ours = {row["id"]: float(row["softmin_score"]) for row in csv.DictReader(handle)}
+    for case, expected in enumerate(cleanlab_softmin(built)):
+        assert ours[f"case_{case:03d}"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_slab_size_never_changes_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build_nnunet(tmp_path / "ds", seed=3)
+    assert scan(tmp_path / "ds", tmp_path / "whole").exit_code == 0
+    monkeypatch.setattr(engine_params, "SLAB_BYTES", 1)  # one slice a slab
+    assert scan(tmp_path / "ds", tmp_path / "sliced").exit_code == 0
+    assert np.array_equal(issue_voxels(tmp_path / "whole"), issue_voxels(tmp_path / "sliced"))
+    assert (tmp_path / "whole" / "regions.csv").read_text() == (
+        tmp_path / "sliced" / "regions.csv"
+    ).read_text()
+    tables = []
+    for run in ("whole", "sliced"):  # the softmin's sums are added in another order
+        with open(tmp_path / run / "image_scores.csv", newline="") as handle:
+            tables.append(list(csv.DictReader(handle)))
+    for whole, sliced in zip(*tables, strict=True):
+        assert float(whole.pop("softmin_score")) == pytest.approx(
+            float(sliced.pop("softmin_score")), rel=1e-14
+        )
+        assert whole == sliced
+
+
+def test_issue_volumes_keep_the_labels_geometry(tmp_path: Path, small_slabs: None) -> None:
+    build_nnunet(tmp_path / "ds")
+    assert scan(tmp_path / "ds", tmp_path / "run").exit_code == 0
+    for case in range(len(SHAPES)):
+        name = f"case_{case:03d}"
+        labels = nib.load(tmp_path / "ds" / "labelsTr" / f"{name}.nii.gz")
+        issues = nib.load(tmp_path / "run" / "issues" / f"{name}.nii.gz")
+        assert np.allclose(issues.affine, AFFINE) and np.allclose(issues.affine, labels.affine)
+        assert issues.shape == labels.shape
+        assert issues.header.get_zooms() == labels.header.get_zooms()
+        data = np.asarray(issues.dataobj)
+        assert data.dtype == np.uint8 and set(np.unique(data)) <= {0, 1}
+
+
+def test_run_arrays_are_volume_sheets_zarr_reads(tmp_path: Path, small_slabs: None) -> None:
+    import zarr
+
+    build_nnunet(tmp_path / "ds")
+    assert scan(tmp_path / "ds", tmp_path / "run").exit_code == 0
+    group = zarr.open_group(tmp_path / "run" / "labels.zarr", mode="r")
+    with open(tmp_path / "run" / "images.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for case, shape in enumerate(SHAPES):
+        sheet = group[str(case)][...]
+        mask = np.asarray(nib.load(tmp_path / "ds" / "labelsTr" / f"case_{case:03d}.nii.gz")
+                          .dataobj).T  # fmt: skip
+        assert sheet.shape == (shape[0] * shape[1], shape[2])
+        assert group[str(case)].chunks[0] < sheet.shape[0]  # written slab by slab
+        assert np.array_equal(sheet.reshape(shape), mask)
+        row = rows[case]
+        assert (int(row["depth"]), int(row["height"]), int(row["width"])) == shape
+        assert float(row["spacing_z"]) == pytest.approx(2.5, rel=1e-3)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["dataset"]["volumes"]["count"] == 3
+    assert summary["dataset"]["volumes"]["modality"] == "CT"
+
+
+def test_compressed_predictions_larger_than_memory_go_through_a_temp_file(
+    tmp_path: Path, small_slabs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = build_nnunet(tmp_path / "ds")
+    monkeypatch.setattr(volumes, "NPZ_IN_MEMORY", 0)
+    assert scan(tmp_path / "ds", tmp_path / "run").exit_code == 0
+    assert np.array_equal(issue_voxels(tmp_path / "run"), cleanlab_mask(built))
+
+
+def test_slab_reader_reads_the_voxels_in_nibabels_order_transposed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 300, (6, 5, 4)).astype(">i2")  # big-endian on disk too
+    for suffix in (".nii", ".nii.gz"):
+        path = tmp_path / f"v{suffix}"
+        nib.save(nib.Nifti1Image(volume.T, AFFINE), path)
+        header = volumes.nifti_header(path)
+        assert header.shape == (6, 5, 4)
+        assert header.spacing == pytest.approx((2.5, 0.7, 0.8), rel=1e-2)
+        reader = volumes.SlabReader(header)
+        got = np.concatenate([reader.read(0, 4), reader.read(4, 6)])
+        reader.close()
+        assert np.array_equal(got, volume)
+
+
+# --- bad input: one sentence, exit 2, nothing written ------------------------------------
+
+
+def refused(tmp_path: Path, *phrases: str, extra: tuple[str, ...] = ()) -> None:
+    result = scan(tmp_path / "ds", tmp_path / "run", *extra)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.startswith("error:") and message.count("\n") <= 2, message
+    for phrase in phrases:
+        assert phrase in " ".join(message.split()), message
+    assert not (tmp_path / "run").exists()
+    assert not any(p.name.startswith(".run") for p in tmp_path.iterdir())
+
+
+def test_probabilities_in_nibabels_axis_order_are_refused_with_the_transpose(
+    tmp_path: Path,
+) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "preds" / "case_001.npz"
+    probs = np.load(path)["probabilities"]
+    np.savez_compressed(path, probabilities=probs.transpose(0, 3, 2, 1))
+    before = path.read_bytes()
+    refused(tmp_path, "nibabel's (x, y, z) order", "probs.transpose(0, 3, 2, 1)")
+    assert path.read_bytes() == before
+
+
+def test_probabilities_of_another_shape_are_refused(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "preds" / "case_000.npz"
+    probs = np.load(path)["probabilities"]
+    np.savez_compressed(path, probabilities=probs[:, :-1])
+    refused(tmp_path, "case_000.npz have shape (4, 6, 10, 12)", "(K, 7, 10, 12)")
+
+
+def test_a_non_integer_mask_is_refused(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_002.nii.gz"
+    values = np.asarray(nib.load(path).dataobj).astype(np.float32)
+    values[3, 2, 1] = 1.5
+    nib.save(nib.Nifti1Image(values, AFFINE), path)
+    refused(tmp_path, "case_002.nii.gz holds the non-integer value 1.5")
+
+
+@pytest.mark.parametrize(
+    ("labels", "phrase"),
+    [
+        (None, 'has no "labels" mapping'),
+        ({"background": 0, "liver": 2}, "must be 0..K-1 without gaps"),
+        ({"background": 0, "liver": [1, 2]}, "region-based labels"),
+        ({"background": 0, "a": 1, "b": 2}, "names 3 classes but the predictions have 4"),
+    ],
+)
+def test_a_dataset_json_without_usable_labels_is_refused(
+    tmp_path: Path, labels: object, phrase: str
+) -> None:
+    build_nnunet(tmp_path / "ds")
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    if labels is None:
+        del info["labels"]
+    else:
+        info["labels"] = labels
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(info))
+    refused(tmp_path, phrase)
+
+
+def test_a_missing_dataset_json_is_refused(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    (tmp_path / "ds" / "dataset.json").unlink()
+    refused(tmp_path, "is not an nnU-Net raw dataset: dataset.json not found")
+
+
+def test_downsampling_volumes_is_refused(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    refused(tmp_path, "--downsample works on 2-D images", extra=("--downsample", "2"))
