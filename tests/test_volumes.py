@@ -302,3 +302,19 @@ def test_a_missing_dataset_json_is_refused(tmp_path: Path) -> None:
 def test_downsampling_volumes_is_refused(tmp_path: Path) -> None:
     build_nnunet(tmp_path / "ds")
     refused(tmp_path, "--downsample works on 2-D images", extra=("--downsample", "2"))
+
+
+def test_score_reads_volumes_by_slabs_and_matches_cleanlab(
+    tmp_path: Path, small_slabs: None
+) -> None:
+    built = build_nnunet(tmp_path / "ds", ignore=True, seed=5)
+    result = runner.invoke(
+        app, ["score", str(tmp_path / "ds"), "--layout", "nnunet", "--pred-probs",
+              str(tmp_path / "ds" / "preds"), "-o", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "run" / "image_scores.csv", newline="") as handle:
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    expected = cleanlab_softmin(built)
+    for case, score in enumerate(expected):
+        assert float(rows[f"case_{case:03d}"]["score"]) == pytest.approx(score, rel=1e-12)

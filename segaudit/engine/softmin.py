@@ -26,7 +26,7 @@ from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.pixels import WORKSPACE, describe_problems, sum_tolerance
 from segaudit.engine.prepare import prepare_probs
 from segaudit.engine.sinks import Sink
-from segaudit.engine.stream import ImageSource, extent_of, plan_batches
+from segaudit.engine.stream import ImageSource, combine_softmin, extent_of, plan_batches
 from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
 from segaudit.sources.dataset import Where
@@ -80,7 +80,9 @@ def softmin_pass(
     extent = extent_of(dataset, params)
     result = Softmin(extent, np.empty(extent.num_images), np.empty(extent.num_images, np.int64))
     if pixel_sink is not None:
-        pixel_sink.create("pixel_scores", extent.sizes, extent.score_dtype)
+        rows = extent.chunk_rows()
+        by_slab = {} if rows is None else {"chunk_rows": rows}
+        pixel_sink.create("pixel_scores", extent.sizes, extent.score_dtype, **by_slab)
     batches = plan_batches(
         extent, execution.workers, execution.batch_size, execution.memory_budget
     )
@@ -112,6 +114,11 @@ class SoftminTask(SinkTask):
         lo, hi = bounds
         scores, scored = np.empty(hi - lo), np.empty(hi - lo, np.int64)
         for row, index in enumerate(range(lo, hi)):
+            if self.extent.depth(index) > 1:
+                scores[row], scored[row] = score_volume(
+                    index, self.dataset, self.params, self.extent, self.sink
+                )
+                continue
             rows, scores[row], scored[row] = score_image(index, self.dataset, self.params,
                                                          self.extent)  # fmt: skip
             if self.sink is not None:
@@ -154,6 +161,29 @@ def score_image(
     finally:
         labels_loaded.release()
         probs_loaded.release()
+
+
+def score_volume(
+    index: int, dataset: Any, params: Params, extent: Extent, sink: Sink | None
+) -> tuple[float, int]:
+    """Softmin score and scored voxels of one volume, read a slab at a time; its voxel
+    scores go to ``sink`` slab by slab."""
+    where = dataset.where(index)
+    parts, total = [], 0
+    for row, labels, raw in dataset.read_slabs(index, extent.slab_slices(index)):
+        probs = raw
+        if params.normalize:
+            probs = prepare_probs(raw, labels.shape, normalize=True, where=where.probs_image)
+        check_first_row(probs, labels, False, extent, where, not params.unnormalized)
+        scores, _, scored = _gather(probs, labels, False, params, extent, where)
+        if scored:
+            low = float(np.nanmin(scores))
+            parts.append((low, *kernels.softmin_parts(scores, params.temperature, low)))
+        total += scored
+        if sink is not None:
+            by_row = {"row": row} if row else {}
+            sink.write("pixel_scores", index, scores.reshape(labels.shape), **by_row)
+    return combine_softmin(parts, params.temperature), total
 
 
 def _gather(

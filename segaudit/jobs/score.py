@@ -387,7 +387,7 @@ class _Work:
             progress=self.progress,
         )
         if sink is not None:
-            sink.array.finish()
+            sink.finish()
         return ImageScores(
             found.extent,
             list(self.dataset.ids),
@@ -437,13 +437,31 @@ class _PixelScoresSink:
         self.run = run
         self.array: Any = None
 
-    def create(self, name: str, sizes: np.ndarray, dtype: Any, scratch: bool = False) -> None:
-        from segaudit.runs.chunkstore import ImageChunkWriter
+    def create(
+        self,
+        name: str,
+        sizes: np.ndarray,
+        dtype: Any,
+        scratch: bool = False,
+        chunk_rows: np.ndarray | None = None,
+    ) -> None:
+        from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
 
-        self.array = ImageChunkWriter(rundir.array_path(self.run, name), dtype)
+        path = rundir.array_path(self.run, name)
+        if chunk_rows is not None:  # volumes, written a slab at a time
+            self.array = PerImageArrays(path, len(sizes), dtype, sizes=sizes, chunk_rows=chunk_rows)
+        else:
+            self.array = ImageChunkWriter(path, dtype)
 
-    def write(self, name: str, index: int, value: np.ndarray) -> None:
-        self.array.write_image(index, value)
+    def write(self, name: str, index: int, value: np.ndarray, row: int = 0) -> None:
+        if row:
+            self.array.write_image(index, value, row)
+        else:
+            self.array.write_image(index, value)
+
+    def finish(self) -> None:
+        if hasattr(self.array, "finish"):
+            self.array.finish()
 
     def detached(self) -> _PixelScoresSink:
         """A copy for a task in another process (see :meth:`RunSink.detached`)."""
@@ -452,7 +470,8 @@ class _PixelScoresSink:
         return copy
 
     def written(self) -> dict[int, tuple[int, ...]]:
-        return dict(self.array.shapes)
+        return dict(getattr(self.array, "shapes", {}))
 
     def adopt(self, written: dict[int, tuple[int, ...]]) -> None:
-        self.array.shapes.update(written)
+        if hasattr(self.array, "shapes"):
+            self.array.shapes.update(written)
