@@ -16,7 +16,7 @@ import pytest
 from scipy import ndimage
 
 from segaudit.engine.regions import EDGE_REACH, REGION_COLUMNS, IssuePixels, image_regions
-from segaudit.engine.volume_regions import VOLUME_REGION_COLUMNS, volume_regions
+from segaudit.engine.volume_regions import VOLUME_REGION_COLUMNS, cube_dilation, volume_regions
 
 SPACING = (2.5, 0.8, 0.75)
 
@@ -137,6 +137,22 @@ def test_random_volumes_equal_the_scipy_reference(shape, seed):
     assert_matches_reference(issues, given, predicted, seed=seed)
 
 
+@pytest.mark.parametrize(
+    "shape", [(10, 14, 16), (1, 20, 24), (12, 1, 15), (10, 14, 1), (1, 1, 30), (30, 1, 1)]
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_thick_regions_equal_the_scipy_reference(shape, seed):
+    """Predictions that are the given blocks shifted: solid chunks of one pair, thick
+    enough to have interior voxels, in volumes thin along any axis."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 3, tuple(n // 5 + 1 for n in shape))
+    given = np.kron(coarse, np.ones((5, 5, 5), int))[tuple(slice(0, n) for n in shape)]
+    predicted = np.roll(given, int(rng.integers(3, 5)), axis=int(np.argmax(shape)))
+    given, predicted = given.astype(np.uint8), predicted.astype(np.uint8)
+    got = assert_matches_reference(given != predicted, given, predicted, seed=seed)
+    assert got.columns["thickness"].max() >= 2
+
+
 @pytest.mark.parametrize("ignore", [None, 3, 255, 300])
 def test_edge_fraction_follows_the_ignore_rule_of_images(ignore):
     """Ignored voxels are no class: no edge between them and a class. An ignore value
@@ -151,6 +167,14 @@ def test_edge_fraction_follows_the_ignore_rule_of_images(ignore):
     want, _ = reference_regions(issues, given, predicted, pixels, 1, reference_ignore)
     np.testing.assert_allclose(got.columns["edge_fraction"], want["edge_fraction"], atol=1e-12)
     assert 0 < got.columns["edge_fraction"].mean() < 1
+
+
+@pytest.mark.parametrize("shape", [(9, 10, 11), (1, 7, 8), (3, 1, 2), (1, 1, 1), (2, 6, 1)])
+@pytest.mark.parametrize("reach", [0, 1, 2, 3])
+def test_cube_dilation_is_scipys_maximum_filter(shape, reach):
+    mask = np.random.default_rng(reach).random(shape) < 0.05
+    want = ndimage.maximum_filter(mask, size=2 * reach + 1, mode="constant", cval=False)
+    np.testing.assert_array_equal(cube_dilation(mask, reach), want)
 
 
 @pytest.mark.parametrize("min_pixels", [1, 3, 10, 40])

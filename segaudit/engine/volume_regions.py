@@ -27,15 +27,17 @@ its volume in mm³ (voxels × sz × sy × sx). The two shape features extend to 
   voxels are no class): the 2-D rule of ``_regions.c``'s ``near_edge`` with the pairs
   along z added.
 
-Work and memory scale with the issue voxels and the boxes around them: the neighbour
-links come from one int32 position lookup over the flat span of the issue voxels (the
-volume at most), the depths from scipy's chessboard distance transform over the box of
-the regions' interior voxels, the edge test from one labelled-edge map over the box of
-the kept voxels; no float copy of the volume is made.
+Work and memory scale with the issue voxels and the boxes around them, never a copy of
+the volume: the issue voxels are grouped into runs along x (:class:`Runs`), touching
+runs are found by binary search in the rows around each, and scipy's components of the
+runs give the regions. The depths come from scipy's chessboard distance transform over
+the box of the regions' interior voxels, the edge test from one labelled-edge map over
+the box of the kept voxels.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,12 +74,9 @@ _INT_COLUMNS = (
     "given_class", "predicted_class", "pixels", "x0", "y0", "z0", "x1", "y1", "z1", "thickness",
 )  # fmt: skip
 
-FORWARD = tuple(
-    [(0, 0, 1), (0, 1, -1), (0, 1, 0), (0, 1, 1)]
-    + [(1, dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-)
-"""The 13 neighbour offsets (dz, dy, dx) after a voxel in raster order; the other 13 of
-its 26 neighbours are their opposites."""
+NEXT_ROWS = ((0, 1), (1, -1), (1, 0), (1, 1))
+"""The rows (dz, dy) after a row of the volume whose voxels can touch it; the rows before
+it are their opposites."""
 
 
 def volume_regions(
@@ -101,20 +100,18 @@ def volume_regions(
     index = np.asarray(pixels.index).astype(np.int64, copy=False)
     if index.size == 0:
         return ImageRegions(_columns({}, 0), region_map)
-    if index.size >= 2**31 // len(FORWARD):
-        raise ValueError(f"{index.size:,} issue voxels in one volume: more than regions index")
     num_codes = int(max(pixels.given.max(), pixels.predicted.max())) + 1
     pair = pixels.given.astype(np.int64) * num_codes
     pair += pixels.predicted
     coords = _coords(shape, index)
-    found = voxel_links(shape, index, pair, coords)
-    indptr, targets = _graph(found)
-    region = _numbered_regions(indptr, targets, index.size, min_pixels)
+    runs = Runs.of(shape, index, pair, coords[2])
+    touching = runs.touching()
+    region = _numbered_regions(runs, touching, min_pixels)[runs.of_voxel]
     kept = region > 0
     if not kept.any():
         return ImageRegions(_columns({}, 0), region_map)
-    depth = _depths(shape, coords, found, targets, kept)
-    del found, targets, indptr
+    depth = _depths(shape, coords, runs, touching, kept)
+    del runs, touching
     index, number = index[kept], region[kept] - 1
     z, y, x = (c[kept] for c in coords)
     count = int(number.max()) + 1
@@ -149,38 +146,65 @@ def volume_regions(
     return ImageRegions(_columns(columns, count), region_map)
 
 
-def voxel_links(
-    shape: tuple[int, int, int],
-    index: np.ndarray,
-    pair: np.ndarray,
-    coords: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """(13, n) int32: for each issue voxel (``index``: ascending flat indices) and each
-    offset of :data:`FORWARD`, the position in ``index`` of its neighbour there when that
-    is an issue voxel of the same ``pair`` code, else -1."""
-    depth, height, width = shape
-    z, y, x = coords if coords is not None else _coords(shape, index)
-    low = int(index[0])
-    span = int(index[-1]) - low + 1
-    position = np.full(span, -1, np.int32)  # the flat span of the issue voxels, not more
-    position[index - low] = np.arange(index.size, dtype=np.int32)
-    found = np.full((len(FORWARD), index.size), -1, np.int32)
-    inside_x = {-1: x >= 1, 0: None, 1: x < width - 1}
-    inside_y = {-1: y >= 1, 0: None, 1: y < height - 1}
-    below = z < depth - 1
-    for row, (dz, dy, dx) in enumerate(FORWARD):
-        masks = [m for m in (inside_x[dx], inside_y[dy], below if dz else None) if m is not None]
-        valid = np.logical_and.reduce(masks) if masks else np.ones(index.size, bool)
-        step = (dz * height + dy) * width + dx
-        target = index - low + step
-        valid &= target < span  # beyond the last issue voxel: none there
-        np.clip(target, 0, span - 1, out=target)
-        hit = position[target]
-        hit[~valid] = -1
-        linked = hit >= 0
-        linked[linked] = pair[hit[linked]] == pair[linked]
-        found[row, linked] = hit[linked]
-    return found
+@dataclass
+class Runs:
+    """The issue voxels as runs: maximal stretches of consecutive voxels of one pair code
+    along a row (fixed z and y) of the volume. Runs come in raster order of their first
+    voxel, and a run's voxels are consecutive in the issue voxels."""
+
+    shape: tuple[int, int, int]
+    first: np.ndarray
+    """Position of each run's first voxel in the issue voxels; its last is the next run's
+    first, less one."""
+    row: np.ndarray
+    """z * Y + y of each run."""
+    x0: np.ndarray
+    x1: np.ndarray
+    pair: np.ndarray
+    of_voxel: np.ndarray
+    """Each issue voxel's run."""
+
+    @classmethod
+    def of(
+        cls, shape: tuple[int, int, int], index: np.ndarray, pair: np.ndarray, x: np.ndarray
+    ) -> Runs:
+        starts = np.ones(index.size, bool)
+        np.not_equal(index[1:], index[:-1] + 1, out=starts[1:])
+        starts[1:] |= pair[1:] != pair[:-1]
+        starts[1:] |= x[1:] == 0
+        first = np.flatnonzero(starts)
+        last = np.append(first[1:], index.size) - 1
+        return cls(
+            shape, first, index[first] // shape[2], x[first], x[last], pair[first],
+            np.cumsum(starts) - 1,
+        )  # fmt: skip
+
+    @property
+    def count(self) -> int:
+        return int(self.first.size)
+
+    def touching(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b): every run ``a`` and run ``b`` of the same pair in one of the
+        :data:`NEXT_ROWS` after ``a``'s row that touch it (26-connectivity: their x
+        extents overlap once ``a``'s is widened by one voxel each way)."""
+        depth, height, width = self.shape
+        stride = width + 2  # keys of the rows never reach each other, widened by one
+        start_key = self.row * stride + self.x0
+        end_key = self.row * stride + self.x1  # ascending too: a row's runs are disjoint
+        z, y = np.divmod(self.row, height)
+        found_a, found_b = [], []
+        for dz, dy in NEXT_ROWS:
+            valid = (z + dz < depth) & (y + dy >= 0) & (y + dy < height)
+            target = (self.row + dz * height + dy) * stride
+            low = np.searchsorted(end_key, target + self.x0 - 1, "left")
+            high = np.searchsorted(start_key, target + self.x1 + 1, "right")
+            count = np.where(valid, np.maximum(high - low, 0), 0)
+            a = np.repeat(np.arange(self.count), count)
+            b = low[a] + np.arange(a.size) - np.repeat(np.cumsum(count) - count, count)
+            same = self.pair[a] == self.pair[b]
+            found_a.append(a[same])
+            found_b.append(b[same])
+        return np.concatenate(found_a), np.concatenate(found_b)
 
 
 def near_labelled_edge(
@@ -194,8 +218,6 @@ def near_labelled_edge(
     (chessboard) of either voxel of a 6-adjacent pair of different labelled (not
     ``ignore``) classes of ``labels`` (Z, Y, X). One edge map over the box of the voxels
     widened by ``reach`` + 1, dilated by the (2 ``reach`` + 1)³ cube."""
-    from scipy import ndimage
-
     volume = np.asarray(labels).reshape(shape)
     z, y, x = coords
     if z.size == 0:
@@ -220,8 +242,25 @@ def near_labelled_edge(
             differ &= valid[behind]
         edge[ahead] |= differ
         edge[behind] |= differ
-    near = ndimage.maximum_filter(edge, size=2 * reach + 1, mode="constant", cval=False)
+    near = cube_dilation(edge, reach)
     return near[z - box[0][0], y - box[1][0], x - box[2][0]]
+
+
+def cube_dilation(mask: np.ndarray, reach: int) -> np.ndarray:
+    """Whether each voxel lies within ``reach`` voxels (chessboard) of a set voxel of
+    ``mask``, inside the array: the (2 ``reach`` + 1)³ cube as three passes of shifted ORs
+    (scipy's ``maximum_filter`` with ``size=2 * reach + 1``, several times faster on
+    booleans)."""
+    out = mask.copy()
+    for axis in range(mask.ndim):
+        before = out.copy()
+        for shift in range(1, min(reach, mask.shape[axis] - 1) + 1):
+            ahead = [slice(None)] * mask.ndim
+            behind = [slice(None)] * mask.ndim
+            ahead[axis], behind[axis] = slice(shift, None), slice(None, -shift)
+            out[tuple(ahead)] |= before[tuple(behind)]
+            out[tuple(behind)] |= before[tuple(ahead)]
+    return out
 
 
 def _labelled(labels: np.ndarray, ignore: int | None) -> np.ndarray | None:
@@ -244,28 +283,23 @@ def _coords(
     return z, y, x
 
 
-def _graph(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The forward links as CSR arrays (indptr, targets), int32, row i listing voxel i's."""
-    links = found.T  # (n, 13): row-major order groups the targets by voxel
-    linked = links >= 0
-    indptr = np.zeros(found.shape[1] + 1, np.int32)
-    np.cumsum(linked.sum(axis=1), out=indptr[1:])
-    return indptr, links[linked]
-
-
 def _numbered_regions(
-    indptr: np.ndarray, targets: np.ndarray, count: int, min_pixels: int
+    runs: Runs, touching: tuple[np.ndarray, np.ndarray], min_pixels: int
 ) -> np.ndarray:
-    """Each issue voxel's region number: the connected components of the links, of at
-    least ``min_pixels`` voxels, numbered from 1 by their first voxel; 0 when dropped."""
+    """Each run's region number: the connected components of the touching runs, of at
+    least ``min_pixels`` voxels, numbered from 1 by their first voxel (that of their first
+    run: runs come in raster order); 0 when dropped."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
-    graph = csr_matrix((np.ones(targets.size), targets, indptr), shape=(count, count))
+    count = runs.count
+    a, b = touching
+    graph = csr_matrix((np.ones(a.size), (a, b)), shape=(count, count))
     _, component = connected_components(graph, directed=False)
-    sizes = np.bincount(component)
+    lengths = np.diff(np.append(runs.first, runs.of_voxel.size))
+    sizes = np.bincount(component, weights=lengths).astype(np.int64)
     first = np.full(sizes.size, count, np.int64)
-    np.minimum.at(first, component, np.arange(count))  # voxels ascend: the first in raster
+    np.minimum.at(first, component, np.arange(count))
     kept = np.flatnonzero(sizes >= min_pixels)
     number = np.zeros(sizes.size, np.int64)
     number[kept[np.argsort(first[kept])]] = np.arange(1, kept.size + 1)
@@ -275,23 +309,44 @@ def _numbered_regions(
 def _depths(
     shape: tuple[int, int, int],
     coords: tuple[np.ndarray, np.ndarray, np.ndarray],
-    found: np.ndarray,
-    targets: np.ndarray,
+    runs: Runs,
+    touching: tuple[np.ndarray, np.ndarray],
     kept: np.ndarray,
 ) -> np.ndarray:
     """Each kept voxel's chessboard distance from outside its region (beyond the edge
-    along the axes the volume extends counting as outside): 1 where it lacks one of its
-    possible neighbours in its region, else 1 + the distance transform of the interior
-    voxels (those with all of them). The nearest voxel outside the interior is on the
-    voxel's own region's rim (chessboard distances are path lengths), so one transform
-    over the interior voxels of every kept region gives each its own depths."""
+    along the axes the volume extends counting as outside): 1 where one of its possible
+    26 neighbours is not of its region, else 1 + the distance transform of these interior
+    voxels. The nearest voxel outside the interior is on the voxel's own region's rim
+    (chessboard distances are path lengths), so one transform over the interior voxels of
+    every kept region gives each its own depths.
+
+    A voxel is interior when its own run holds its x neighbours and, in each of the rows
+    around its own, a run of its pair holds the voxels at x - 1, x and x + 1: touching
+    runs (one per row around at most, runs of a row and pair being apart) cover it from
+    each side, counted over the issue voxels' positions with one running sum."""
     from scipy import ndimage
 
     extends = [length > 1 for length in shape]
-    possible = 3 ** sum(extends) - 1
-    degree = (found >= 0).sum(axis=0) + np.bincount(targets, minlength=found.shape[1])
-    depth = np.ones(found.shape[1], np.int64)
-    interior = np.flatnonzero((degree == possible) & kept)
+    rows_around = 3 ** (int(extends[0]) + int(extends[1])) - 1
+    reach = int(extends[2])  # x neighbours to hold: none in a volume one voxel wide
+    a, b = touching
+    x, run = coords[2], runs.of_voxel
+    n = run.size
+    begins, ends = [], []
+    for this, other in ((a, b), (b, a)):  # a run covered by a touching run, each way
+        low = np.maximum(runs.x0[this], runs.x0[other] + reach)
+        high = np.minimum(runs.x1[this], runs.x1[other] - reach)
+        some = low <= high
+        this, low, high = this[some], low[some], high[some]
+        begins.append(runs.first[this] + low - runs.x0[this])
+        ends.append(runs.first[this] + high - runs.x0[this] + 1)
+    cover = np.cumsum(
+        np.bincount(np.concatenate(begins), minlength=n + 1)
+        - np.bincount(np.concatenate(ends), minlength=n + 1)
+    )[:n]
+    own = (x - runs.x0[run] >= reach) & (runs.x1[run] - x >= reach)
+    depth = np.ones(n, np.int64)
+    interior = np.flatnonzero(own & (cover == rows_around) & kept)
     if interior.size:
         inner = [c[interior] for c in coords]
         lows = [int(c.min()) - int(e) for c, e in zip(inner, extends, strict=True)]
