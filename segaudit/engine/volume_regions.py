@@ -4,13 +4,13 @@ lifts the issue pixels of an image.
 A volume of shape (Z, Y, X) (z slowest, axial slices ``volume[z]``) has flat voxel
 indices ``q = (z * Y + y) * X + x``: the same as those of its (Z * Y, X) sheet. Its issue
 voxels of one (given class, predicted class) pair that touch (26-connectivity: the
-3 × 3 × 3 cube around a voxel) form a region: the connected components
-(:func:`scipy.sparse.csgraph.connected_components`) of the graph whose nodes are the
-issue voxels and whose edges join 26-neighbours of one pair. Regions are numbered from 1
-in the raster order of their first voxel (z, then y, then x); regions smaller than
-``min_pixels`` voxels are dropped from the list and the map. On one slice (Z = 1),
-26-connectivity is the 8-connectivity of images, and every column but the z ones and
-the volume is what :func:`segaudit.engine.regions.image_regions` gives for that slice.
+3 × 3 × 3 cube around a voxel) form a region: the connected components of the graph
+whose nodes are the issue voxels and whose edges join 26-neighbours of one pair.
+Regions are numbered from 1 in the raster order of their first voxel (z, then y, then
+x); regions smaller than ``min_pixels`` voxels are dropped from the list and the map.
+On one slice (Z = 1), 26-connectivity is the 8-connectivity of images, and every column
+but the z ones and the volume is what :func:`segaudit.engine.regions.image_regions`
+gives for that slice.
 
 Each region gets the columns of an image region (:data:`VOLUME_REGION_COLUMNS`), with
 its voxel count under ``pixels``, its inclusive box and centroid in all three axes, and
@@ -27,12 +27,14 @@ its volume in mm³ (voxels × sz × sy × sx). The two shape features extend to 
   voxels are no class): the 2-D rule of ``_regions.c``'s ``near_edge`` with the pairs
   along z added.
 
-Work and memory scale with the issue voxels and the boxes around them, never a copy of
-the volume: the issue voxels are grouped into runs along x (:class:`Runs`), touching
-runs are found by binary search in the rows around each, and scipy's components of the
-runs give the regions. The depths come from scipy's chessboard distance transform over
-the box of the regions' interior voxels, the edge test from one labelled-edge map over
-the box of the kept voxels.
+The components are found over runs rather than voxels: the issue voxels are grouped
+into runs of one pair along x (:class:`Runs`), the runs touching each run are found by
+binary search in the four rows after it, and scipy's components of the runs give the
+regions (a solid region of a million voxels is ten thousand runs). Work and memory
+scale with the issue voxels and the boxes around them: besides per-voxel arrays, the
+edge test holds boolean maps over the box of the kept voxels (widened by
+``EDGE_REACH`` + 1), the depths one over the box of the interior voxels with scipy's
+int32 distances over it; the labels are never copied into another type.
 """
 
 from __future__ import annotations
