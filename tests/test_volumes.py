@@ -318,3 +318,39 @@ def test_score_reads_volumes_by_slabs_and_matches_cleanlab(
     expected = cleanlab_softmin(built)
     for case, score in enumerate(expected):
         assert float(rows[f"case_{case:03d}"]["score"]) == pytest.approx(score, rel=1e-12)
+
+
+def test_regions_of_volumes_are_26_connected_in_3d(tmp_path: Path, small_slabs: None) -> None:
+    import zarr
+    from scipy import ndimage
+
+    build_nnunet(tmp_path / "ds", seed=7)
+    assert scan(tmp_path / "ds", tmp_path / "run", "--min-region-pixels", "2").exit_code == 0
+    with open(tmp_path / "run" / "regions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and "z0" in rows[0] and "volume_mm3" in rows[0]
+    given = zarr.open_group(tmp_path / "run" / "labels.zarr", mode="r")
+    predicted = zarr.open_group(tmp_path / "run" / "pred_labels.zarr", mode="r")
+    maps = zarr.open_group(tmp_path / "run" / "regions.zarr", mode="r")
+    first = nib.load(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz")
+    voxel = float(np.prod(first.header.get_zooms()))  # the header's spacing, as viewers show
+    for case, shape in enumerate(SHAPES):
+        issues = np.asarray(
+            nib.load(tmp_path / "run" / "issues" / f"case_{case:03d}.nii.gz").dataobj
+        ).T.astype(bool)
+        pairs = given[str(case)][...].reshape(shape) * 100 + predicted[str(case)][...].reshape(shape)
+        expected = 0
+        for pair in np.unique(pairs[issues]):
+            found, count = ndimage.label(issues & (pairs == pair), np.ones((3, 3, 3)))
+            expected += int((np.bincount(found.ravel())[1:] >= 2).sum())
+        mine = [row for row in rows if row["id"] == f"case_{case:03d}"]
+        assert len(mine) == expected
+        region_map = maps[str(case)][...].reshape(shape)
+        for row in mine:
+            voxels = region_map == int(row["region"])
+            z, y, x = np.nonzero(voxels)
+            assert voxels.sum() == int(row["pixels"])
+            assert (z.min(), z.max(), y.min(), x.max()) == (
+                int(row["z0"]), int(row["z1"]), int(row["y0"]), int(row["x1"])
+            )
+            assert float(row["volume_mm3"]) == pytest.approx(int(row["pixels"]) * voxel, rel=1e-5)

@@ -72,9 +72,19 @@ def confident_learning(
     stats = stream(dataset, params, sink, execution, progress=progress, on_batch=on_batch)
     sink.pass_written()
     read = round(time.perf_counter() - clock, 3)
-    result = flag_issues(stats, params, sink, execution, progress, min_region_pixels)
+    result = flag_issues(
+        stats, params, sink, execution, progress, min_region_pixels, volume_geometry(dataset)
+    )
     result.stages = {"read_pred_probs": read, **result.stages}
     return result
+
+
+def volume_geometry(dataset: Any) -> tuple[Any, ...] | None:
+    """Each image's (shape (Z, Y, X), spacing in mm) when it is a volume, else None; None
+    for a dataset without volumes. Regions of volumes are found in 3-D."""
+    if not getattr(dataset, "has_volumes", False):
+        return None
+    return tuple((v.shape, v.spacing) if v is not None else None for v in dataset.volumes)
 
 
 def flag_issues(
@@ -84,6 +94,7 @@ def flag_issues(
     execution: Execution | None = None,
     progress: Progress | None = None,
     min_region_pixels: int | None = None,
+    volumes: tuple[Any, ...] | None = None,
 ) -> CLResult:
     """Steps 2–5 over what a streaming pass kept (``stats`` and the ``sink``): thresholds,
     the issue count m, the exact cut at the m lowest scores, and each image's issues;
@@ -113,7 +124,7 @@ def flag_issues(
     if min_region_pixels is not None:
         map_dtype = region_map_dtype(extent.sizes, min_region_pixels)
         sink.create("regions", extent.sizes, map_dtype)
-        finder = RegionFinder(params.ignore_index, min_region_pixels, map_dtype)
+        finder = RegionFinder(params.ignore_index, min_region_pixels, map_dtype, volumes)
     progress.start("flagging issues", extent.num_images)
     counts = write_issues(stats, cut, sink, params.ignore_index, progress, executor, finder)
     progress.finish()

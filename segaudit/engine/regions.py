@@ -184,11 +184,16 @@ class RegionFinder:
     ignore: int | None
     min_pixels: int
     map_dtype: Any = np.uint32
+    volumes: tuple[Any, ...] | None = None  # per image: (shape (Z, Y, X), spacing) or None
 
     def __call__(
         self, sink: Any, index: int, mask: np.ndarray, pixels: IssuePixels
     ) -> dict[str, np.ndarray]:
-        """Image ``index``'s regions as columns (its map written to ``sink``)."""
+        """Image ``index``'s regions as columns (its map written to ``sink``); a volume's
+        in 3-D (:func:`segaudit.engine.volume_regions.volume_regions`)."""
+        volume = self.volumes[index] if self.volumes is not None else None
+        if volume is not None:
+            return self._volume(sink, index, mask, pixels, *volume)
         if pixels.index.size == 0:
             sink.write("regions", index, np.zeros(mask.shape, self.map_dtype))
             return image_regions(mask.shape, pixels, mask).columns
@@ -198,4 +203,23 @@ class RegionFinder:
             map_dtype=self.map_dtype,
         )  # fmt: skip
         sink.write("regions", index, found.region_map)
+        return found.columns
+
+    def _volume(
+        self,
+        sink: Any,
+        index: int,
+        mask: np.ndarray,
+        pixels: IssuePixels,
+        shape: tuple[int, int, int],
+        spacing: tuple[float, float, float],
+    ) -> dict[str, np.ndarray]:
+        from segaudit.engine.volume_regions import volume_regions
+
+        labels = np.asarray(sink.read("labels", index)) if pixels.index.size else mask
+        found = volume_regions(
+            shape, pixels, labels, spacing=spacing, ignore=self.ignore,
+            min_pixels=self.min_pixels, map_dtype=self.map_dtype,
+        )  # fmt: skip
+        sink.write("regions", index, found.region_map.reshape(mask.shape))
         return found.columns

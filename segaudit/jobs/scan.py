@@ -52,6 +52,12 @@ def params_for(dataset: Dataset, params: Params) -> Params:
     return params
 
 
+def volumes_of(dataset: Any) -> list[Any] | None:
+    """Each image's volume header when the dataset has volumes (None: only 2-D images,
+    or a pass fed by a model)."""
+    return dataset.volumes if getattr(dataset, "has_volumes", False) else None
+
+
 def image_table(dataset: Dataset) -> ImageTable:
     """The run's ``images.csv``: ids, sizes and the files each image came from."""
     files = []
@@ -59,7 +65,7 @@ def image_table(dataset: Dataset) -> ImageTable:
         found = dataset.files_of(index)
         files.append({"labels": found["labels"], "pred_probs": found["pred_probs"],
                       "photo": found.get("image", "")})  # fmt: skip
-    if not dataset.has_volumes:
+    if volumes_of(dataset) is None:
         return ImageTable(list(dataset.ids), dataset.sizes, files)
     spacings = np.array([v.spacing if v else (1.0, 1.0, 1.0) for v in dataset.volumes])
     return ImageTable(list(dataset.ids), dataset.sizes, files, dataset.depths, spacings)
@@ -74,7 +80,7 @@ def describe_dataset(dataset: Dataset, extent: Extent) -> dict[str, Any]:
         "layout": dataset.layout,
     }
     sizes = extent.sizes
-    if dataset.has_volumes:
+    if volumes_of(dataset) is not None:
         shapes = [list(v.shape) for v in dataset.volumes if v is not None]
         block["volumes"] = {
             "count": len(shapes),
@@ -215,7 +221,7 @@ def scan_dataset(
     names = class_names or dataset.names()
     background = regions.background_of(dataset, names)
     with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
-        sink = RunSink(tmp, dataset.ids, dataset.volumes if dataset.has_volumes else None)
+        sink = RunSink(tmp, dataset.ids, volumes_of(dataset))
         result = confident_learning(
             dataset,
             params,

@@ -8,6 +8,11 @@ raster order of their first pixel; ``rank`` 1 is the lowest score, ties by image
 region), then the features the score came from: ``edge_fraction, thickness,
 pair_share``. Each region's pixels are ``RUN/regions.zarr`` (image i's region
 numbers, 0 elsewhere).
+
+A run of volumes has regions in 3-D (26-connected voxels,
+:mod:`segaudit.engine.volume_regions`) and four more columns: ``volume_mm3`` after
+``pixels`` (voxels times the voxel's volume from the header's spacing), ``z0`` and
+``z1`` in the bounding box (``x0, y0, z0, x1, y1, z1``) and ``centroid_z``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from segaudit.engine.region_scores import (
     score_formula,
 )
 from segaudit.engine.regions import REGION_COLUMNS
+from segaudit.engine.volume_regions import VOLUME_REGION_COLUMNS
 from segaudit.errors import RunDirectoryError
 from segaudit.safetext import csv_cell, from_csv_cell
 
@@ -38,10 +44,18 @@ CSV_COLUMNS = (
     "mean_predicted_probability", "score", "kind", "rank", "edge_fraction", "thickness",
     "pair_share",
 )  # fmt: skip
+VOLUME_CSV_COLUMNS = (
+    "image", "id", "region", "given_class", "predicted_class", "given_name", "predicted_name",
+    "pixels", "volume_mm3", "x0", "y0", "z0", "x1", "y1", "z1", "centroid_x", "centroid_y",
+    "centroid_z", "mean_self_confidence", "mean_predicted_probability", "score", "kind", "rank",
+    "edge_fraction", "thickness", "pair_share",
+)  # fmt: skip
 INTEGER_COLUMNS = (
     "image", "region", "given_class", "predicted_class", "pixels", "x0", "y0", "x1", "y1",
-    "rank", "thickness",
+    "rank", "thickness", "z0", "z1",
 )  # fmt: skip
+TEXT_COLUMNS = ("id", "given_name", "predicted_name", "kind")
+_VOLUME_ONLY = {"volume_mm3": np.nan, "z0": 0, "z1": 0, "centroid_z": 0.0}  # for 2-D images
 
 
 @dataclass
@@ -63,11 +77,16 @@ class RegionTable:
 def build_region_table(
     per_image: dict[int, dict[str, np.ndarray]], num_images: int, background: Sequence[int]
 ) -> RegionTable:
-    """The run's region table from each image's regions (:func:`image_regions` columns)."""
+    """The run's region table from each image's regions (:func:`image_regions` columns,
+    or a volume's :data:`VOLUME_REGION_COLUMNS`)."""
     images = sorted(per_image)
+    names = REGION_COLUMNS
+    if any("z0" in per_image[i] for i in images):
+        names = VOLUME_REGION_COLUMNS
+        per_image = {i: _with_volume_columns(per_image[i]) for i in images}
     columns = {
         name: np.concatenate([per_image[i][name] for i in images]) if images else np.zeros(0)
-        for name in REGION_COLUMNS
+        for name in names
     }
     columns["image"] = np.concatenate(
         [np.full(len(per_image[i]["region"]), i, np.int64) for i in images]
@@ -81,6 +100,15 @@ def build_region_table(
     scores = region_scores(columns, shares)
     order = np.lexsort((columns["region"], columns["image"], scores))
     return RegionTable(columns, kinds, shares, scores, order)
+
+
+def _with_volume_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A 2-D image's regions in a run of volumes: one slice, z = 0, no volume."""
+    count = len(columns["region"])
+    missing = {
+        name: np.full(count, fill) for name, fill in _VOLUME_ONLY.items() if name not in columns
+    }
+    return {**columns, **missing}
 
 
 def image_region_scores(table: RegionTable, num_images: int) -> np.ndarray:
@@ -107,7 +135,10 @@ def write_regions_table(
 ) -> None:
     """``regions.csv``, worst first (names and ids are CSV-injection safe)."""
     order = table.order
-    cells = {name: _cells(table.columns[name][order]) for name in REGION_COLUMNS}
+    volumes = "z0" in table.columns
+    header = VOLUME_CSV_COLUMNS if volumes else CSV_COLUMNS
+    numeric = VOLUME_REGION_COLUMNS if volumes else REGION_COLUMNS
+    cells = {name: _cells(table.columns[name][order]) for name in numeric}
     images = table.columns["image"][order].astype(np.int64).tolist()
     safe_ids = [csv_cell(i) for i in ids]
     safe_names = [csv_cell(n) for n in names]
@@ -123,8 +154,8 @@ def write_regions_table(
     })  # fmt: skip
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(zip(*(cells[name] for name in CSV_COLUMNS), strict=True))
+        writer.writerow(header)
+        writer.writerows(zip(*(cells[name] for name in header), strict=True))
 
 
 def _cells(values: np.ndarray) -> list[Any]:
@@ -153,8 +184,8 @@ def read_regions_table(run: Path) -> list[dict[str, Any]]:
     for row in rows:
         for name in ("id", "given_name", "predicted_name"):
             row[name] = from_csv_cell(row[name])
-        for name in CSV_COLUMNS:
-            if name in ("id", "given_name", "predicted_name", "kind") or name not in row:
+        for name in VOLUME_CSV_COLUMNS:
+            if name in TEXT_COLUMNS or name not in row:
                 continue
             row[name] = int(row[name]) if name in INTEGER_COLUMNS else float(row[name])
     return rows
