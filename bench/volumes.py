@@ -28,7 +28,6 @@ import argparse
 import json
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,20 +100,22 @@ def dataset(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     DATA.mkdir(parents=True, exist_ok=True)
     cmd = [*SEGAUDIT, *synth[:1], str(tmp), *synth[1:], "--quiet"]
     print(f"data  generating {path.relative_to(ROOT)}: {shlex.join(cmd)}", flush=True)
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"segaudit synth --volumes failed:\n{done.stderr[-4000:]}")
+    done = run_timed(cmd, timeout=24 * 3600)
+    if not done["ok"]:
+        raise SystemExit(f"segaudit synth --volumes failed:\n{done['stderr'][-4000:]}")
+    seconds = done["wall_s"]
     tmp.rename(path)
     files = [f for f in sorted(path.rglob("*")) if f.is_file()]
     stamp = {
         "synth": synth,
         "generate_seconds": round(seconds, 2),
+        "generate_peak_rss_mib": round(done.get("max_rss_kib", 0) / 1024),
         "sizes": {f.relative_to(path).as_posix(): f.stat().st_size for f in files},
     }
     stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
-    print(f"      generated in {seconds:.1f} s", flush=True)
+    print(
+        f"      generated in {seconds:.1f} s, peak RSS {done.get('max_rss_kib', 0) / 1024:.0f} MiB"
+    )
     return path, {**stamp, "reused": False}
 
 
@@ -195,7 +196,8 @@ def render(report: dict[str, Any]) -> str:
         f"- load average at start / end: {report['loadavg_start']} / {report['loadavg_end']}",
         f"- data: {report['shape']}, float16 predictions: {data['npz_gb']:.2f} GB of .npz on "
         f"disk, {data['memory_gb']:.2f} GB as float16 arrays; "
-        + ("reused" if data["reused"] else f"generated in {data['generate_seconds']:.1f} s"),
+        + f"generated in {data['generate_seconds']:.1f} s, peak RSS "
+        f"{data['generate_peak_rss_mib']} MiB" + (" (reused)" if data["reused"] else ""),
         f"- rounds: {report['repeat']} (every row once per round, round-robin; best wall kept)",
         "",
         "| what | wall s | work s | CPU % | peak RSS MiB | peak anon MiB | notes |",
@@ -276,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_gb": args.volumes * args.classes * z * y * x * 2 / 1e9,
             "reused": stamp["reused"],
             "generate_seconds": stamp.get("generate_seconds"),
+            "generate_peak_rss_mib": stamp.get("generate_peak_rss_mib"),
         },
         "rows": [{k: v for k, v in row.items() if k != "reads"} for row in table],
         "total_seconds": time.perf_counter() - t0,
