@@ -26,7 +26,12 @@ def synth(
         ),
     ],
     classes: Annotated[
-        int, typer.Option("--classes", help="Number of classes K (2 to 65535).", show_default=False)
+        int,
+        typer.Option(
+            "--classes",
+            help="Number of classes K (2 to 65535; 2 to 255 with --volumes).",
+            show_default=False,
+        ),
     ],
     seed: Annotated[
         int,
@@ -92,7 +97,8 @@ def synth(
         typer.Option(
             "--class-names",
             help="Comma-separated class names, one per class "
-            "(default: street-scene names, then class_19, class_20, ...).",
+            "(default: street-scene names, then class_19, class_20, ...; with --volumes: "
+            "background, then organ names).",
             show_default=False,
         ),
     ] = None,
@@ -102,7 +108,7 @@ def synth(
             "--volumes",
             help="Write 3-D volumes in nnU-Net's raw layout instead: dataset.json, "
             "imagesTr/, labelsTr/ (NIfTI), predictions/ (.npz), truth/, errors.json "
-            "(needs nibabel: pip install 'segaudit[medical]').",
+            "(needs nibabel, segaudit's medical extra).",
         ),
     ] = False,
     shape: Annotated[
