@@ -13,13 +13,17 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from segaudit.errors import InvalidInputError
+from segaudit.synth.writers import NpyWriter
 
 SPACING_XYZ = (0.8, 0.8, 2.5)  # voxel size in mm along x, y, z
 ORIGIN_XYZ = (-204.3, -187.6, -312.5)  # world position (mm) of voxel (0, 0, 0)
@@ -66,9 +70,51 @@ def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
         packed.write(image.to_bytes())
 
 
+class ProbabilityWriter:
+    """Writes one case's (K, Z, Y, X) probabilities slab by slab, then packs them as
+    nnU-Net does (``.npz``, key ``probabilities``) with a fixed member time.
+
+    Slabs go to an uncompressed ``.npy`` beside the archive (each class's slices lie
+    together there), which is then deflated into the archive in order and removed: the
+    whole array never sits in memory.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        self.tmp = path.with_name(path.name + ".tmp")
+        k, depth, h, w = self.shape
+        self.writer = NpyWriter(self.tmp, (k, depth, h * w), self.dtype)
+
+    def put(self, z0: int, slab: np.ndarray) -> None:
+        """Slices z0: of every class: ``slab`` is (K, slices, Y, X)."""
+        k, depth, h, w = slab.shape
+        self.writer.put_all(slab.reshape(k, depth, h * w), z0)
+
+    def close(self) -> None:
+        """Pack the slabs into the ``.npz`` and remove the scratch file."""
+        self.writer.close()
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        with open(self.tmp, "rb") as source, _member(self.path) as file:
+            np.lib.format.write_array_header_1_0(file, header)
+            source.seek(self.writer.offset)
+            shutil.copyfileobj(source, file, 16 * 2**20)
+        self.tmp.unlink()
+
+
 def write_probabilities(path: Path, probabilities: np.ndarray) -> None:
     """Save (K, Z, Y, X) probabilities as nnU-Net does (``.npz``, key ``probabilities``),
     with a fixed member time."""
+    with _member(path) as file:
+        np.lib.format.write_array(file, probabilities, allow_pickle=False)
+
+
+@contextmanager
+def _member(path: Path) -> Iterator[IO[bytes]]:
+    """The ``probabilities.npy`` member of a new ``.npz`` at ``path``, open for writing."""
     member = zipfile.ZipInfo("probabilities.npy", date_time=_ZIP_TIME)
     member.compress_type = zipfile.ZIP_DEFLATED
     member.external_attr = 0o644 << 16
@@ -76,7 +122,7 @@ def write_probabilities(path: Path, probabilities: np.ndarray) -> None:
     level_name = "compress_level" if hasattr(member, "compress_level") else "_compresslevel"
     setattr(member, level_name, _LEVEL)
     with zipfile.ZipFile(path, "w") as archive, archive.open(member, "w", force_zip64=True) as file:
-        np.lib.format.write_array(file, probabilities, allow_pickle=False)
+        yield file
 
 
 def dataset_json(names: tuple[str, ...], cases: int, ignore: bool, name: str) -> dict[str, Any]:

@@ -32,12 +32,12 @@ from segaudit.synth.image import ThreadBuffers, map_in_order
 from segaudit.synth.output import cleanup, prepare_out
 from segaudit.synth.volume_errors import EventTally, PlannedError, apply_errors, plan_errors
 from segaudit.synth.volume_files import (
+    ProbabilityWriter,
     dataset_json,
     nibabel,
     volume_affine,
     write_json,
     write_nifti,
-    write_probabilities,
 )
 from segaudit.synth.volume_model import Photographer, VolumeModel
 from segaudit.synth.volume_options import Shape3, VolumeOptions, check_volume_options
@@ -185,7 +185,10 @@ class VolumeWriter:
         void = _void_slices(rng(seed, VOLUME_VOID, i), depth, options.void_fraction)
         labels, truth = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         image = np.empty(shape, np.int16)
-        probs = np.empty((k, *shape), np.dtype(options.dtype))
+        case = self.case_id(i)
+        probs = ProbabilityWriter(
+            self.out / "predictions" / f"{case}.npz", (k, *shape), np.dtype(options.dtype)
+        )
         tally = EventTally(len(plans))
         step = slab_slices(k, shape)
         scratch = buffers.get(k * step * h * w)
@@ -199,12 +202,11 @@ class VolumeWriter:
             tally.add(error_map, z0)
             labels[z0:z1], truth[z0:z1] = noisy, true
             slab = scratch[: k * (z1 - z0) * h * w].reshape(k, z1 - z0, h, w)
-            probs[:, z0:z1] = model.probs(z0, z1, slab)
-        case = self.case_id(i)
+            probs.put(z0, model.probs(z0, z1, slab))
+        probs.close()
         write_nifti(self.out / "imagesTr" / f"{case}_0000.nii.gz", image, self.affine)
         write_nifti(self.out / "labelsTr" / f"{case}.nii.gz", labels, self.affine)
         write_nifti(self.out / "truth" / f"{case}.nii.gz", truth, self.affine)
-        write_probabilities(self.out / "predictions" / f"{case}.npz", probs)
         return tally.events(plans, list(options.class_names), case), int(tally.voxels[1:].sum())
 
 
