@@ -213,7 +213,12 @@ def render(report: dict[str, Any]) -> str:
         helper = best.get("helper") or {}
         note = ""
         if "issue_voxels" in helper:
-            note = f"{helper['issue_voxels']:,} issue voxels"
+            note = (
+                f"decode {fmt(helper.get('decode_s'))} s + call {fmt(helper.get('call_s'))} s; "
+                f"{helper['issue_voxels']:,} issue voxels"
+            )
+        elif "gb_per_s" in helper:
+            note = f"{fmt(helper['gb_per_s'])} GB/s of float16 probabilities"
         elif best.get("totals"):
             note = json.dumps(best["totals"])[:120]
         lines.append(
