@@ -112,6 +112,8 @@ def test_nifti_round_trip_is_the_transpose_with_a_tilted_affine(tmp_path):
     assert np.any(image.affine[:3, 3] != 0)
     np.testing.assert_allclose(image.header.get_zooms(), SPACING_XYZ, rtol=1e-6)
     assert image.header.get_xyzt_units()[0] == "mm"
+    assert image.header["qform_code"] == image.header["sform_code"] == 1
+    np.testing.assert_allclose(image.get_qform(), image.get_sform(), atol=1e-5)
 
 
 def test_files_share_the_geometry_and_probabilities_match_the_axes(dataset, report):

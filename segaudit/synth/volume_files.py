@@ -59,6 +59,8 @@ def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
     """Save a (Z, Y, X) array as ``path`` (.nii.gz): the NIfTI array is ``volume.T``."""
     nib = nibabel()
     image = nib.Nifti1Image(volume.T, affine)
+    image.set_qform(affine, code=1)  # both forms, so readers that prefer either agree
+    image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     image.header.set_data_dtype(volume.dtype)
     with (
