@@ -3,6 +3,7 @@
     python bench/cleanlab_scan.py filter DATASET OUT_PREFIX
     python bench/cleanlab_scan.py score  DATASET OUT_PREFIX
     python bench/cleanlab_scan.py flat   FOLDER_DATASET OUT_PREFIX
+    python bench/cleanlab_scan.py volumes NNUNET_DATASET OUT_PREFIX
 
 ``filter`` and ``score`` read a stacked dataset: labels and pred_probs are opened with
 ``np.load(..., mmap_mode="r")``, as a user would. ``filter`` runs
@@ -21,6 +22,15 @@ decoded into memory, in sorted id order, and all pixels are laid end to end as o
 1) does not depend on image boundaries, so the result is the per-image result laid end
 to end. Saves the flat (P,) mask to OUT_PREFIX-flat-mask.npy and the ids and sizes, in
 that order, to OUT_PREFIX-flat-ids.json. Its "seconds" (the work) = decoding + the call.
+
+``volumes`` is what a cleanlab user must do with 3-D volumes in nnU-Net's layout
+(``labelsTr/CASE.nii.gz`` and ``predictions/CASE.npz`` with ``probabilities`` (K, Z, Y, X)):
+cleanlab's segmentation functions take 2-D images, so every volume is read (nibabel,
+transposed to (Z, Y, X) as nnU-Net reads it) and cut into its slices, in sorted case
+order: labels (sum Z, Y, X) and pred_probs (sum Z, K, Y, X) float32, all in memory, for
+``find_label_issues(..., n_jobs=1, verbose=False)``. Every volume needs the same
+in-plane size. Saves the (sum Z, Y, X) mask to OUT_PREFIX-volumes-mask.npy and the cases
+and depths to OUT_PREFIX-volumes-cases.json. "seconds" = decoding + the call.
 """
 
 from __future__ import annotations
@@ -92,10 +102,73 @@ def flat(dataset: Path, prefix: str) -> None:
     )
 
 
+def decode_volumes(dataset: Path) -> tuple[np.ndarray, np.ndarray, list[list]]:
+    """Every volume of an nnU-Net dataset cut into slices, in sorted case order: labels
+    (sum Z, Y, X) and pred_probs (sum Z, K, Y, X) float32; and [case, Z] of each volume."""
+    import nibabel
+
+    paths = sorted((dataset / "labelsTr").glob("*.nii.gz"))
+    if not paths:
+        raise SystemExit(f"no volumes in {dataset / 'labelsTr'}")
+    masks = [np.asarray(nibabel.load(p).dataobj).T for p in paths]  # (Z, Y, X)
+    if len({m.shape[1:] for m in masks}) != 1:
+        raise SystemExit("cleanlab needs slices of one size: the volumes differ in-plane")
+    names = [p.name.removesuffix(".nii.gz") for p in paths]
+    cases = [[name, int(m.shape[0])] for name, m in zip(names, masks, strict=True)]
+    labels = np.concatenate(masks)
+    del masks
+    pred_probs = None
+    start = 0
+    for case, depth in cases:
+        with np.load(dataset / "predictions" / f"{case}.npz") as archive:
+            probs = archive["probabilities"]  # (K, Z, Y, X)
+        if pred_probs is None:
+            pred_probs = np.empty((len(labels), probs.shape[0], *labels.shape[1:]), np.float32)
+        pred_probs[start : start + depth] = probs.transpose(1, 0, 2, 3)
+        start += depth
+    assert pred_probs is not None
+    return labels, pred_probs, cases
+
+
+def volumes(dataset: Path, prefix: str) -> None:
+    t0 = time.perf_counter()
+    import cleanlab
+    from cleanlab.segmentation.filter import find_label_issues
+
+    t1 = time.perf_counter()
+    labels, pred_probs, cases = decode_volumes(dataset)
+    t2 = time.perf_counter()
+    mask = find_label_issues(labels, pred_probs, n_jobs=1, verbose=False)
+    t3 = time.perf_counter()
+    np.save(f"{prefix}-volumes-mask.npy", np.asarray(mask, dtype=bool))
+    Path(f"{prefix}-volumes-cases.json").write_text(json.dumps(cases) + "\n")
+    t4 = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "seconds": t3 - t1,
+                "decode_s": t2 - t1,
+                "call_s": t3 - t2,
+                "import_s": t1 - t0,
+                "save_s": t4 - t3,
+                "volumes": len(cases),
+                "slices": int(labels.shape[0]),
+                "voxels": int(labels.size),
+                "pred_probs_bytes": int(pred_probs.nbytes),
+                "cleanlab_version": cleanlab.__version__,
+                "issue_voxels": int(np.count_nonzero(mask)),
+            }
+        )
+    )
+
+
 def main() -> None:
     mode, dataset, prefix = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     if mode == "flat":
         flat(dataset, prefix)
+        return
+    if mode == "volumes":
+        volumes(dataset, prefix)
         return
     t0 = time.perf_counter()
     import cleanlab
@@ -120,7 +193,7 @@ def main() -> None:
         np.save(f"{prefix}-image.npy", np.asarray(image_scores, dtype=np.float64))
         np.save(f"{prefix}-pixel.npy", np.asarray(pixel_scores))
     else:
-        raise SystemExit(f"unknown mode {mode!r}: use filter, score or flat")
+        raise SystemExit(f"unknown mode {mode!r}: use filter, score, flat or volumes")
     t4 = time.perf_counter()
     print(
         json.dumps(

@@ -12,6 +12,7 @@ from segaudit.cli._common import console, make_progress, user_errors
 
 @user_errors
 def synth(
+    ctx: typer.Context,
     out: Annotated[
         Path,
         typer.Argument(
@@ -19,10 +20,18 @@ def synth(
         ),
     ],
     images: Annotated[
-        int, typer.Option("--images", help="Number of images N.", show_default=False)
+        int,
+        typer.Option(
+            "--images", help="Number of images N (volumes with --volumes).", show_default=False
+        ),
     ],
     classes: Annotated[
-        int, typer.Option("--classes", help="Number of classes K (2 to 65535).", show_default=False)
+        int,
+        typer.Option(
+            "--classes",
+            help="Number of classes K (2 to 65535; 2 to 255 with --volumes).",
+            show_default=False,
+        ),
     ],
     seed: Annotated[
         int,
@@ -88,7 +97,36 @@ def synth(
         typer.Option(
             "--class-names",
             help="Comma-separated class names, one per class "
-            "(default: street-scene names, then class_19, class_20, ...).",
+            "(default: street-scene names, then class_19, class_20, ...; with --volumes: "
+            "background, then organ names).",
+            show_default=False,
+        ),
+    ] = None,
+    volumes: Annotated[
+        bool,
+        typer.Option(
+            "--volumes",
+            help="Write 3-D volumes in nnU-Net's raw layout instead: dataset.json, "
+            "imagesTr/, labelsTr/ (NIfTI), predictions/ (.npz), truth/, errors.json "
+            "(needs nibabel, segaudit's medical extra).",
+        ),
+    ] = False,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shape",
+            metavar="ZxYxX",
+            help="Volume shape(s) for --volumes, dealt out to the volumes by the seed "
+            "(repeat it or comma-separate; default 32x64x64).",
+            show_default=False,
+        ),
+    ] = None,
+    void_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--void-fraction",
+            help="With --volumes: share of each volume's slices labelled ignore "
+            "(nnU-Net's ignore label, K; default 0).",
             show_default=False,
         ),
     ] = None,
@@ -117,10 +155,23 @@ def synth(
 
         segaudit synth data/folder --images 8 --sizes 96x128,80x112 --classes 8 --seed 0 \\
             --layout folder
+
+        segaudit synth data/ct --volumes --images 20 --shape 128x256x256 --classes 8 \\
+            --seed 0 --dtype float16
     """
-    from segaudit.synth import generate
+    from segaudit.synth.options import SynthOptionError
 
     names = None if class_names is None else class_names.split(",")
+    if volumes:
+        _check_volume_flags(ctx)
+        _synth_volumes(out, images, classes, seed, shape, dtype, corrupt_fraction,
+                       void_fraction, names, force, quiet)  # fmt: skip
+        return
+    for flag, given in (("--shape", shape), ("--void-fraction", void_fraction)):
+        if given is not None:
+            raise SynthOptionError(f"{flag} applies to --volumes; give image sizes with --sizes.")
+    from segaudit.synth import generate
+
     report = generate(
         out,
         images=images,
@@ -140,6 +191,68 @@ def synth(
     )
     if not quiet:
         console.print(_summary(report, out), highlight=False, markup=False)
+
+
+_NOT_FOR_VOLUMES = {
+    "height": "--height",
+    "width": "--width",
+    "sizes": "--sizes",
+    "fmt": "--format",
+    "layout": "--layout",
+    "difficulty": "--difficulty",
+}
+
+
+def _check_volume_flags(ctx: typer.Context) -> None:
+    """--volumes has its own layout and shapes: the 2-D options are refused, not ignored."""
+    from segaudit.synth.options import SynthOptionError
+
+    for name, flag in _NOT_FOR_VOLUMES.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":  # given on the command line
+            raise SynthOptionError(
+                f"{flag} does not apply to --volumes, which writes nnU-Net's layout; "
+                "give volume shapes with --shape."
+            )
+
+
+def _synth_volumes(
+    out: Path,
+    images: int,
+    classes: int,
+    seed: int,
+    shape: list[str] | None,
+    dtype: str,
+    corrupt_fraction: float,
+    void_fraction: float | None,
+    names: list[str] | None,
+    force: bool,
+    quiet: bool,
+) -> None:
+    from segaudit.synth.volumes import generate_volumes
+
+    report = generate_volumes(
+        out,
+        volumes=images,
+        classes=classes,
+        seed=seed,
+        shapes=shape,
+        dtype=dtype,
+        corrupt_fraction=corrupt_fraction,
+        void_fraction=0.0 if void_fraction is None else void_fraction,
+        class_names=names,
+        force=force,
+        progress=make_progress(quiet),
+    )
+    if not quiet:
+        parameters = report["parameters"]
+        shown = " or ".join("×".join(str(n) for n in s) for s in parameters["shapes"])
+        console.print(
+            f"Wrote {parameters['volumes']} volumes ({shown}, {parameters['classes']} classes, "
+            f"{len(report['corrupted_cases'])} with annotation errors) to {out}.",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _summary(report: dict[str, Any], out: Path) -> str:

@@ -19,6 +19,12 @@ Modules, in the order data flows: :mod:`~segaudit.synth.options` (checks),
 :mod:`~segaudit.synth.stacked` and :mod:`~segaudit.synth.folder` (the layouts, through
 :mod:`~segaudit.synth.writers`), :mod:`~segaudit.synth.output` (the folder, ``synth.json``)
 and :mod:`~segaudit.synth.dataset` (:func:`generate`).
+
+:func:`generate_volumes` (:mod:`~segaudit.synth.volumes`) writes 3-D volumes in nnU-Net's
+raw layout instead, through :mod:`~segaudit.synth.volume_options`,
+:mod:`~segaudit.synth.volume_scene`, :mod:`~segaudit.synth.volume_errors`,
+:mod:`~segaudit.synth.volume_model` and :mod:`~segaudit.synth.volume_files` (NIfTI files
+need the optional nibabel).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from segaudit.synth.options import (
     parse_sizes,
 )
 from segaudit.synth.output import ARRAY_NAMES
+from segaudit.synth.volume_errors import VOLUME_ERROR_KINDS
+from segaudit.synth.volumes import generate_volumes
 
 __all__ = [
     "ARRAY_NAMES",
@@ -45,6 +53,8 @@ __all__ = [
     "LAYOUTS",
     "OutputNotEmptyError",
     "SynthOptionError",
+    "VOLUME_ERROR_KINDS",
     "generate",
+    "generate_volumes",
     "parse_sizes",
 ]

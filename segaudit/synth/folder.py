@@ -46,11 +46,12 @@ def id_digits(count: int) -> int:
 
 
 def assign_sizes(seed: int, count: int, sizes: tuple[Size, ...]) -> np.ndarray:
-    """(count, 2) height and width of each image: ``sizes`` dealt out in turn (so each
-    is used about equally often), in an order shuffled by the seed."""
-    choices = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    """(count, 2) height and width of each image (or (count, 3) for volume shapes):
+    ``sizes`` dealt out in turn (so each is used about equally often), in an order
+    shuffled by the seed."""
+    choices = np.asarray(sizes, dtype=np.int64).reshape(len(sizes), -1)
     if len(choices) == 1:
-        return np.broadcast_to(choices, (count, 2))
+        return np.broadcast_to(choices, (count, choices.shape[1]))
     order = np.resize(np.arange(len(choices)), count)
     rng(seed, SIZES).shuffle(order)
     return choices[order]

@@ -25,6 +25,10 @@ FOLDER_ENTRIES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted
 # it always had, so datasets made before the maps existed read the same.
 UNRECORDED_FILES = ("errors",)
 _SHARED_FILES = ("classes.txt", "synth.json", "synth.json.tmp")
+VOLUME_ENTRIES = (  # segaudit synth --volumes: nnU-Net's raw layout
+    "dataset.json", "dataset.json.tmp", "imagesTr", "labelsTr", "predictions", "truth",
+    "errors.json", "errors.json.tmp",
+)
 
 
 def label_dtype(classes: int) -> type[np.unsignedinteger]:
@@ -35,7 +39,7 @@ def label_dtype(classes: int) -> type[np.unsignedinteger]:
 def output_names() -> list[str]:
     """Every name a dataset of any layout puts in its folder."""
     stacked = [f"{name}.{fmt}" for fmt in FORMATS for name in ARRAY_NAMES]
-    return [*stacked, *FOLDER_ENTRIES, *_SHARED_FILES]
+    return [*stacked, *FOLDER_ENTRIES, *_SHARED_FILES, *VOLUME_ENTRIES]
 
 
 def prepare_out(out: Path, force: bool, needed_bytes: int) -> list[Path]:

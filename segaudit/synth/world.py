@@ -9,6 +9,8 @@ import numpy as np
 # Random-stream tags: every (seed, tag, image) triple gets an independent generator.
 # New tags go at the end, so existing streams (and the files made from them) never change.
 WORLD, CHOICE, SCENE, ERRORS, MODEL, PHOTO, SIZES = range(7)
+# Volumes (segaudit.synth.volumes): one stream each for the scene, errors, model, image, void.
+VOLUME_SCENE, VOLUME_ERRORS, VOLUME_MODEL, VOLUME_PHOTO, VOLUME_VOID = range(7, 12)
 
 # Name-based hints that make default street scenes look right; other names get defaults.
 _STUFF_NAMES = ("building", "vegetation", "wall", "fence", "terrain")
