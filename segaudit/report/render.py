@@ -362,6 +362,7 @@ def render_run(
     boxes its image's ``regions`` worst issue regions (from ``regions.csv``, if any).
     """
     from segaudit.report.region_pictures import run_regions
+    from segaudit.report.volume_views import LAYOUT_NOTE, VolumeViews, has_volumes
 
     if top is not None and top < 1:
         raise InvalidInputError(f"top must be at least 1; got {top}.")
@@ -381,12 +382,17 @@ def render_run(
             before_publish = functools.partial(check_same_run, run, "render")
         sources, tally = _render_sources(run, classes, exclude, images, progress)
         sources.regions = run_regions(run, regions, classes, exclude)
+        region_rows = _region_rows(run, classes, exclude)
         pages = _pages(run, tally, top)
         note = filter_note(run.class_names, classes, exclude)
         affected = np.count_nonzero(tally.per_image)
         notes = [f"run: {printable(run.path)}"]
         notes += [f"{tally.total:,} issue pixels in {affected} images"]
         notes += [f"filters: {printable(note)}"] if note else []
+        if has_volumes(run):  # each volume drawn as its worst slices and views
+            views = VolumeViews(run, sources, region_rows)
+            sources, region_rows = views.sources_view(), views.page_regions(region_rows)
+            notes.append(LAYOUT_NOTE)
         return write_pages(
             target,
             sources,
@@ -399,7 +405,7 @@ def render_run(
             progress=progress,
             before_publish=before_publish,
             png_pages=png_pages,
-            region_rows=_region_rows(run, classes, exclude),
+            region_rows=region_rows,
             fingerprint=run_fingerprint(run),
         )
 

@@ -75,8 +75,8 @@ def volume_layout(
     chosen = worst_slices(issues, slices)
     if point is None:
         ys, xs = np.nonzero(issues[chosen[0]])
-        middle = (float(np.median(ys)), float(np.median(xs))) if ys.size else (height / 2, width / 2)
-        point = (chosen[0], *middle)
+        middle = (np.median(ys), np.median(xs)) if ys.size else (height / 2, width / 2)
+        point = (chosen[0], float(middle[0]), float(middle[1]))
     z, y, x = (min(max(0, int(round(p))), n - 1) for p, n in zip(point, issues.shape, strict=True))
     tiles, left = [], gap
     axial = view_size((height, width), "axial", spacing)
@@ -168,7 +168,7 @@ class VolumeViews:
         scan = read_scan(nifti_header(Path(path), "image"))
         if scan.shape != layout.shape:
             return None
-        return compose(grey_to_rgb(window_photo(scan, self.modality)), layout, "photo", 0)
+        return grey_to_rgb(compose(window_photo(scan, self.modality), layout, "photo", 0))
 
     def sources_view(self) -> Sources:
         """The :class:`Sources` pages are drawn from, volumes as their pictures."""
