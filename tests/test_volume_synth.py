@@ -24,7 +24,7 @@ nib = pytest.importorskip("nibabel")
 runner = CliRunner()
 SHAPES = "12x24x28,10x20x24"  # every axis different: a transposed array cannot pass
 SMALL = ["--volumes", "--images", "4", "--classes", "5", "--seed", "3"]
-FOLDERS = ("imagesTr", "labelsTr", "predictions", "truth")
+FOLDERS = ("imagesTr", "labelsTr", "predictions", "true_labels")
 
 
 def synth(*args: object):
@@ -66,14 +66,15 @@ def cases(dataset: Path) -> list[str]:
 
 def test_writes_nnunet_raw_layout(dataset, report):
     assert sorted(p.name for p in dataset.iterdir()) == sorted(
-        [*FOLDERS, "dataset.json", "errors.json"]
+        [*FOLDERS, "dataset.json", "errors.json", "is_corrupted.csv"]
     )
     names = ["case_000", "case_001", "case_002", "case_003"]
     assert cases(dataset) == names
     assert sorted(p.name for p in (dataset / "imagesTr").iterdir()) == [
         f"{n}_0000.nii.gz" for n in names
     ]
-    assert sorted(p.name for p in (dataset / "truth").iterdir()) == [f"{n}.nii.gz" for n in names]
+    truth = sorted(p.name for p in (dataset / "true_labels").iterdir())
+    assert truth == [f"{n}.nii.gz" for n in names]
     assert sorted(p.name for p in (dataset / "predictions").iterdir()) == [
         f"{n}.npz" for n in names
     ]
@@ -84,7 +85,7 @@ def test_writes_nnunet_raw_layout(dataset, report):
         label = nib.load(dataset / "labelsTr" / f"{case}.nii.gz")
         assert label.shape == shape[::-1]  # NIfTI arrays are (x, y, z)
         assert label.get_data_dtype() == np.uint8
-        assert nifti(dataset / "truth" / f"{case}.nii.gz").dtype == np.uint8
+        assert nifti(dataset / "true_labels" / f"{case}.nii.gz").dtype == np.uint8
         image = nifti(dataset / "imagesTr" / f"{case}_0000.nii.gz")
         assert image.shape == shape and image.dtype == np.int16
         probs = probabilities(dataset / "predictions" / f"{case}.npz")
@@ -120,11 +121,11 @@ def test_files_share_the_geometry_and_probabilities_match_the_axes(dataset, repo
     for case in cases(dataset):
         for path in (
             f"labelsTr/{case}.nii.gz",
-            f"truth/{case}.nii.gz",
+            f"true_labels/{case}.nii.gz",
             f"imagesTr/{case}_0000.nii.gz",
         ):
             np.testing.assert_allclose(nib.load(dataset / path).affine, report["affine"], atol=1e-5)
-        truth = nifti(dataset / "truth" / f"{case}.nii.gz")
+        truth = nifti(dataset / "true_labels" / f"{case}.nii.gz")
         probs = probabilities(dataset / "predictions" / f"{case}.npz")
         assert (probs.argmax(axis=0) == truth).mean() > 0.9  # same (z, y, x) axes
 
@@ -138,7 +139,7 @@ def test_probabilities_are_distributions(dataset):
 
 def test_ct_image_is_hounsfield_like(dataset):
     image = nifti(dataset / "imagesTr" / "case_000_0000.nii.gz")
-    truth = nifti(dataset / "truth" / "case_000.nii.gz")
+    truth = nifti(dataset / "true_labels" / "case_000.nii.gz")
     assert image.min() < -900  # air around the body
     assert image.max() > 400  # bone
     organs = [np.median(image[truth == k]) for k in range(1, 5) if (truth == k).any()]
@@ -150,7 +151,7 @@ def test_injected_errors_are_where_the_labels_differ(dataset, report):
     total = 0
     for case in cases(dataset):
         labels = nifti(dataset / "labelsTr" / f"{case}.nii.gz")
-        truth = nifti(dataset / "truth" / f"{case}.nii.gz")
+        truth = nifti(dataset / "true_labels" / f"{case}.nii.gz")
         events = [e for e in report["errors"] if e["case"] == case]
         differs = labels != truth
         assert differs.any() == (case in report["corrupted_cases"])
@@ -171,7 +172,7 @@ def test_each_kind_of_error_does_what_it_says(tmp_path):
     assert {e["kind"] for e in report["errors"]} == set(VOLUME_ERROR_KINDS)
     for event in report["errors"]:
         labels = nifti(out / "labelsTr" / f"{event['case']}.nii.gz")
-        truth = nifti(out / "truth" / f"{event['case']}.nii.gz")
+        truth = nifti(out / "true_labels" / f"{event['case']}.nii.gz")
         organ = truth == event["label"]
         if event["kind"] == "slices_missing":
             z0, z1 = event["slices"]
@@ -209,7 +210,7 @@ def test_void_slices_carry_the_ignore_label(tmp_path):
     assert labels_json["ignore"] == 4 == max(labels_json.values())
     for case in ("case_000", "case_001"):
         labels = nifti(out / "labelsTr" / f"{case}.nii.gz")
-        truth = nifti(out / "truth" / f"{case}.nii.gz")
+        truth = nifti(out / "true_labels" / f"{case}.nii.gz")
         void = (labels == 4).all(axis=(1, 2))
         assert void.sum() == 5  # round(0.25 * 20) whole slices
         assert not (labels[~void] == 4).any()
@@ -225,7 +226,7 @@ def test_slabs_do_not_change_the_data(tmp_path, monkeypatch):
     assert slab_slices(4, (9, 16, 20)) == 2
     generate_volumes(tmp_path / "b", volumes=2, classes=4, seed=2, shapes="9x16x20")
     for case in ("case_000", "case_001"):
-        for folder in ("labelsTr", "truth"):
+        for folder in ("labelsTr", "true_labels"):
             path = f"{folder}/{case}.nii.gz"
             np.testing.assert_array_equal(
                 nifti(tmp_path / "a" / path), nifti(tmp_path / "b" / path)
@@ -304,5 +305,5 @@ def test_non_empty_output_is_refused_unless_forced(tmp_path):
     assert result.exit_code == 2 and "is not empty" in result.stderr
     assert synth(out, *SMALL, "--shape", "6x8x8", "--force", "-q").exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*FOLDERS, "dataset.json", "errors.json", "notes.txt"]
+        [*FOLDERS, "dataset.json", "errors.json", "is_corrupted.csv", "notes.txt"]
     )

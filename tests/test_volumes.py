@@ -56,7 +56,8 @@ def build_nnunet(
         given[flip] = (given[flip] + 1) % classes
         if ignore:
             given[rng.random(shape) < 0.1] = classes
-        logits = rng.normal(0, 1, (classes, *shape)) + 2.5 * np.moveaxis(np.eye(classes)[truth], -1, 0)
+        onehot = np.moveaxis(np.eye(classes)[truth], -1, 0)
+        logits = rng.normal(0, 1, (classes, *shape)) + 2.5 * onehot
         probs = np.exp(logits)
         probs /= probs.sum(0, keepdims=True)
         probs = probs.astype(dtype)
@@ -338,7 +339,8 @@ def test_regions_of_volumes_are_26_connected_in_3d(tmp_path: Path, small_slabs: 
         issues = np.asarray(
             nib.load(tmp_path / "run" / "issues" / f"case_{case:03d}.nii.gz").dataobj
         ).T.astype(bool)
-        pairs = given[str(case)][...].reshape(shape) * 100 + predicted[str(case)][...].reshape(shape)
+        pairs = given[str(case)][...].reshape(shape) * 100
+        pairs = pairs + predicted[str(case)][...].reshape(shape)
         expected = 0
         for pair in np.unique(pairs[issues]):
             found, count = ndimage.label(issues & (pairs == pair), np.ones((3, 3, 3)))

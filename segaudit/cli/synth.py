@@ -107,8 +107,8 @@ def synth(
         typer.Option(
             "--volumes",
             help="Write 3-D volumes in nnU-Net's raw layout instead: dataset.json, "
-            "imagesTr/, labelsTr/ (NIfTI), predictions/ (.npz), truth/, errors.json "
-            "(needs nibabel, segaudit's medical extra).",
+            "imagesTr/, labelsTr/ (NIfTI), predictions/ (.npz), true_labels/, is_corrupted.csv, "
+            "errors.json (needs nibabel, segaudit's medical extra).",
         ),
     ] = False,
     shape: Annotated[

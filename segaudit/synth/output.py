@@ -26,8 +26,8 @@ FOLDER_ENTRIES = ("labels", "pred_probs", "images", "true_labels", "is_corrupted
 UNRECORDED_FILES = ("errors",)
 _SHARED_FILES = ("classes.txt", "synth.json", "synth.json.tmp")
 VOLUME_ENTRIES = (  # segaudit synth --volumes: nnU-Net's raw layout
-    "dataset.json", "dataset.json.tmp", "imagesTr", "labelsTr", "predictions", "truth",
-    "errors.json", "errors.json.tmp",
+    "dataset.json", "dataset.json.tmp", "imagesTr", "labelsTr", "predictions", "true_labels",
+    "is_corrupted.csv", "errors.json", "errors.json.tmp",
 )
 
 

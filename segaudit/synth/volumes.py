@@ -6,7 +6,8 @@
     OUT/imagesTr/CASE_0000.nii.gz    int16 CT-like image (Hounsfield units)
     OUT/labelsTr/CASE.nii.gz         uint8 given labels, with the injected errors
     OUT/predictions/CASE.npz         key "probabilities": (K, Z, Y, X) of the chosen dtype
-    OUT/truth/CASE.nii.gz            uint8 true labels
+    OUT/true_labels/CASE.nii.gz      uint8 true labels, and OUT/is_corrupted.csv (id,
+                                     is_corrupted): what `segaudit eval --truth` reads
     OUT/errors.json                  the options, the affine and every injected error (last)
 
 Arrays are indexed (z, y, x); the NIfTI files hold their transpose (x, y, z) with a
@@ -53,7 +54,7 @@ from segaudit.synth.world import (
 )
 
 SLAB_BYTES = 32 * 2**20  # float32 probabilities computed per step
-VOLUME_FOLDERS = ("imagesTr", "labelsTr", "predictions", "truth")
+VOLUME_FOLDERS = ("imagesTr", "labelsTr", "predictions", "true_labels")
 
 
 def generate_volumes(
@@ -145,8 +146,14 @@ class VolumeWriter:
         name = f"segaudit synth volumes, seed {options.seed}"
         data = dataset_json(options.class_names, options.volumes, ignore, name)
         write_json(self.out / "dataset.json", data)
+        self._write_flags()
         write_json(self.out / "errors.json", report)
         return report
+
+    def _write_flags(self) -> None:
+        """``is_corrupted.csv``: which cases have injected errors, by id."""
+        rows = [f"{self.case_id(i)},{int(flag)}\n" for i, flag in enumerate(self.corrupted)]
+        (self.out / "is_corrupted.csv").write_text("id,is_corrupted\n" + "".join(rows))
 
     def _new_report(self) -> dict[str, Any]:
         options = self.options
@@ -206,7 +213,7 @@ class VolumeWriter:
         probs.close()
         write_nifti(self.out / "imagesTr" / f"{case}_0000.nii.gz", image, self.affine)
         write_nifti(self.out / "labelsTr" / f"{case}.nii.gz", labels, self.affine)
-        write_nifti(self.out / "truth" / f"{case}.nii.gz", truth, self.affine)
+        write_nifti(self.out / "true_labels" / f"{case}.nii.gz", truth, self.affine)
         return tally.events(plans, list(options.class_names), case), int(tally.voxels[1:].sum())
 
 
