@@ -356,3 +356,73 @@ def test_regions_of_volumes_are_26_connected_in_3d(tmp_path: Path, small_slabs: 
                 int(row["z0"]), int(row["z1"]), int(row["y0"]), int(row["x1"])
             )
             assert float(row["volume_mm3"]) == pytest.approx(int(row["pixels"]) * voxel, rel=1e-5)
+
+
+# --- pictures and evaluation ----------------------------------------------------------------
+
+
+@pytest.fixture
+def synth_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A small synthetic nnU-Net dataset (CT scans, injected errors) and its scan."""
+    data, run = tmp_path / "vs", tmp_path / "vs-run"
+    made = runner.invoke(
+        app, ["synth", str(data), "--volumes", "--images", "3", "--classes", "5", "--seed", "2",
+              "--shape", "16x40x48", "--corrupt-fraction", "0.7"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(
+        app, ["scan", str(data), "--layout", "nnunet", "--pred-probs", str(data / "predictions"),
+              "-o", str(run), "--min-region-pixels", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return data, run
+
+
+def test_render_draws_each_volume_as_its_worst_slices_and_views(
+    synth_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from segaudit.report.panels import Sources
+    from segaudit.report.render import RunArray
+    from segaudit.report.volume_pictures import resize_view, worst_slices
+    from segaudit.report.volume_views import VolumeViews
+    from segaudit.runs.run import open_run
+
+    _, run_path = synth_run
+    result = runner.invoke(app, ["render", str(run_path), "--pages", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    pages = sorted((tmp_path / "out").glob("rank*.png"))
+    assert pages and (tmp_path / "out" / "index.html").is_file()
+    picture = np.asarray(Image.open(pages[0]).convert("RGB"))
+    assert ((picture == (255, 0, 0)).all(axis=2)).any()  # issue voxels in pure red
+
+    run = open_run(run_path)
+    sources = Sources(RunArray(run, "issues"), RunArray(run, "labels"),
+                      RunArray(run, "pred_labels"), None, run.num_classes)  # fmt: skip
+    views = VolumeViews(run, sources, None)
+    for index in range(run.num_images):
+        shape = run.images.volume_shape(index)
+        issues = run.read("issues", index).reshape(shape)
+        layout = views.layout(index)
+        shown = views.sources_view().issues[index]
+        assert shown.shape == layout.size
+        first = layout.tiles[0]
+        assert (first.view, first.at) == ("axial", worst_slices(issues, 4)[0])
+        tile = shown[first.top : first.top + first.height, first.left : first.left + first.width]
+        expected = resize_view(issues[first.at], (first.height, first.width), "mask")
+        assert np.array_equal(tile, expected)
+        coronal = next(t for t in layout.tiles if t.view == "coronal")
+        assert coronal.height > shape[0]  # slices 2.5 mm thick, pixels 0.8 mm: stretched
+        labels = views.sources_view().labels[index]
+        gap = labels[first.top, first.left + first.width]  # between two views: no class
+        assert gap >= run.num_classes
+
+
+def test_eval_measures_volumes_against_their_true_labels(synth_run: tuple[Path, Path]) -> None:
+    data, run_path = synth_run
+    result = runner.invoke(app, ["eval", str(run_path), "--truth", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output[result.output.index("{") :])
+    assert found["pixel"]["flagged"] > 0
+    assert 0 < found["pixel"]["precision"] <= 1 and 0 < found["pixel"]["recall"] <= 1
