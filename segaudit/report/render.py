@@ -384,10 +384,10 @@ def render_run(
         pages = _pages(run, tally, top)
         note = filter_note(run.class_names, classes, exclude)
         affected = np.count_nonzero(tally.per_image)
-        notes = [f"run: {printable(run.path)}"]
+        notes = [f"run: {printable(run.location)}"]
         notes += [f"{tally.total:,} issue pixels in {affected} images"]
         notes += [f"filters: {printable(note)}"] if note else []
-        return write_pages(
+        result = write_pages(
             target,
             sources,
             pages,
@@ -402,6 +402,9 @@ def render_run(
             region_rows=_region_rows(run, classes, exclude),
             fingerprint=run_fingerprint(run),
         )
+        if _inside(target, run.path):
+            run.publish(["render"], "render")  # a run on an object store: uploaded there
+        return result
 
 
 def run_fingerprint(run: Any) -> str:
@@ -507,6 +510,7 @@ def write_run_swaps(
         with atomic_outputs(csv_path, png_path) as (csv_tmp, png_tmp):
             write_swap_rows(csv_tmp, rows)
             _save_png(heatmap, png_tmp)
+        run.publish(["swaps.csv", "swaps.png"], "swaps")  # a run on an object store
     return SwapsResult(tally, rows, note, csv_path, png_path)
 
 

@@ -1,0 +1,195 @@
+"""Reading runs on an object store: `swaps`, `render`, `eval` and `export` of an
+``s3://`` run (a real S3 API server, moto's) give what they give for the same run on
+disk, and a run prefix that is not a complete run is refused in one sentence."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers import one_line_error
+from typer.testing import CliRunner
+
+from segaudit.cli import app
+from segaudit.runs.remote_read import READ_PREFIX
+
+runner = CliRunner()
+BUCKET = "segaudit-runs-test"
+NAME = "nightly"  # the run's name on disk and on S3: exports name it
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(autouse=True)
+def s3_client_env(s3_env, monkeypatch):
+    """This process reaches the S3 server through the standard variables only."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="module")
+def s3(s3_env):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    fs.mkdir(BUCKET)
+    return fs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, s3, s3_env) -> tuple[Path, str, Path]:
+    """One dataset scanned into a local folder and into an S3 prefix of the same name:
+    (local run, run URL, dataset)."""
+    os.environ.update(s3_env)
+    base = tmp_path_factory.mktemp("remote-runs")
+    data = base / "data"
+    result = invoke("synth", data, "--images", 8, "--height", 40, "--width", 48,
+                    "--classes", 4, "--seed", 5)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    local, url = base / "disk" / NAME, f"s3://{BUCKET}/runs/{NAME}"
+    for out in (local, url):
+        result = invoke("scan", data, "-o", out, "-q")
+        assert result.exit_code == 0, result.output
+    return local, url, data
+
+
+def objects(fs, prefix: str) -> dict[str, int]:
+    fs.invalidate_cache()
+    found = fs.find(prefix, detail=True)
+    return {name[len(prefix) + 1 :]: int(info["size"]) for name, info in found.items()}
+
+
+def copy_run(fs, url: str, name: str) -> str:
+    """A copy of the run at ``url`` under another prefix; its URL."""
+    source = url.removeprefix("s3://")
+    target = f"{BUCKET}/broken/{name}"
+    names = list(objects(fs, source))
+    fs.copy([f"{source}/{n}" for n in names], [f"{target}/{n}" for n in names])
+    return f"s3://{target}"
+
+
+def test_swaps_of_an_s3_run_equal_those_of_the_run_on_disk(runs, s3):
+    local, url, _ = runs
+    on_disk = invoke("swaps", local, "--json", "--class", "1")
+    remote = invoke("swaps", url, "--json", "--class", "1")
+    assert remote.exit_code == 0, remote.output
+    assert json.loads(remote.stdout) == json.loads(on_disk.stdout)
+    for name in ("swaps.csv", "swaps.png"):  # published into the run
+        assert s3.cat_file(f"{url}/{name}") == (local / name).read_bytes(), name
+    said = invoke("swaps", url, "--top", 2)
+    assert f"wrote {url}/swaps.csv and {url}/swaps.png" in " ".join(said.stdout.split())
+    assert invoke("eval", url, "--truth", runs[2], "--json").exit_code == 0  # still complete
+
+
+def test_render_of_an_s3_run_is_published_into_it_as_the_page_on_disk(runs, s3, tmp_path):
+    local, url, _ = runs
+    assert invoke("render", local, "--top", 3, "--pages", "-q").exit_code == 0
+    result = invoke("render", url, "--top", 3, "--pages")
+    assert result.exit_code == 0, result.output
+    assert f"open {url}/render/index.html" in " ".join(result.stdout.split())
+    assert f"run: {url}".encode() in s3.cat_file(f"{url}/render/data.js")
+    page = local / "render"
+    files = sorted(str(p.relative_to(page)) for p in page.rglob("*") if p.is_file())
+    assert sorted(objects(s3, f"{url.removeprefix('s3://')}/render")) == files
+    for name in files:  # the page names its run: as given
+        held = s3.cat_file(f"{url}/render/{name}")
+        assert held == (page / name).read_bytes().replace(str(local).encode(), url.encode()), name
+    elsewhere = tmp_path / "review"
+    assert invoke("render", url, "--top", 3, "-o", elsewhere, "-q").exit_code == 0
+    assert (elsewhere / "index.html").read_bytes() == s3.cat_file(f"{url}/render/index.html")
+    again = invoke("render", url, "--top", 1, "-q")  # replaces the published page
+    assert again.exit_code == 0, again.output
+    assert len(objects(s3, f"{url.removeprefix('s3://')}/render")) < len(files)
+    assert [p for p in s3.ls(f"{BUCKET}/runs") if p.rsplit("/", 1)[-1].startswith(".")] == []
+
+
+def test_eval_and_export_of_an_s3_run_equal_those_of_the_run_on_disk(runs, tmp_path):
+    local, url, data = runs
+    on_disk = json.loads(invoke("eval", local, "--truth", data, "--json").stdout)
+    remote = json.loads(invoke("eval", url, "--truth", data, "--json").stdout)
+    assert remote.pop("run") == url and on_disk.pop("run") == str(local)
+    assert remote == on_disk
+    for fmt, suffix in (("coco", "json"), ("csv", "csv")):
+        wrote = [tmp_path / f"{where}.{suffix}" for where in ("disk", "s3")]
+        for run, out in zip((local, url), wrote, strict=True):
+            result = invoke("export", run, "--format", fmt, "-o", out, "--top", 5)
+            assert result.exit_code == 0, result.output
+        assert wrote[1].read_bytes() == wrote[0].read_bytes(), fmt
+
+
+def test_a_command_fetches_only_what_it_reads_and_removes_its_copy(runs):
+    from segaudit.report.render import write_run_swaps
+    from segaudit.runs.run import open_run
+
+    run = open_run(runs[1])
+    copy = run.path.parent
+    assert copy.name.startswith(f"{READ_PREFIX}{os.getpid()}-")
+    assert sorted(p.name for p in run.path.iterdir() if p.is_dir()) == []
+    write_run_swaps(run)
+    fetched = sorted(p.name for p in run.path.iterdir() if p.is_dir())
+    assert fetched == ["issues.zarr", "labels.zarr", "pred_labels.zarr"]
+    del run
+    gc.collect()
+    assert not copy.exists()
+
+
+def test_the_copy_a_killed_reader_left_is_removed_by_the_next_read(runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"{READ_PREFIX}{gone.pid}-abc123"
+    (stale / NAME).mkdir(parents=True)
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    assert invoke("swaps", runs[1], "-q").exit_code == 0
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+
+
+def _refusals(url: str, data: Path, tmp_path: Path) -> list[list[object]]:
+    return [
+        ["swaps", url],
+        ["render", url],
+        ["render", url, "-o", tmp_path / "page"],
+        ["eval", url, "--truth", data],
+        ["export", url, "-o", tmp_path / "issues.json"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("summary", "is not a complete segaudit run (no summary.json)"),
+        ("missing", "does not match its manifest (issues.zarr/c.3.0.0 missing)"),
+        ("truncated", "does not match its manifest (labels.zarr/c.0.0.0 has 7 bytes, not"),
+    ],
+)
+def test_an_incomplete_s3_run_is_refused_and_nothing_is_written(
+    damage, says, runs, s3, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    url = copy_run(s3, runs[1], damage)
+    prefix = url.removeprefix("s3://")
+    if damage == "summary":
+        s3.rm_file(f"{prefix}/summary.json")
+    elif damage == "missing":
+        s3.rm_file(f"{prefix}/issues.zarr/c.3.0.0")
+    else:
+        s3.pipe_file(f"{prefix}/labels.zarr/c.0.0.0", b"partial")
+    before = objects(s3, prefix)
+    out = tmp_path / "out"
+    out.mkdir()
+    for args in _refusals(url, runs[2], out):
+        said = one_line_error(invoke(*args))
+        assert says in said and url in said, (args, said)
+        assert objects(s3, prefix) == before, args
+        assert list(out.iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == [], args
