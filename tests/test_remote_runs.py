@@ -193,3 +193,18 @@ def test_an_incomplete_s3_run_is_refused_and_nothing_is_written(
         assert says in said and url in said, (args, said)
         assert objects(s3, prefix) == before, args
         assert list(out.iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == [], args
+
+
+def test_a_run_at_a_file_url_is_published_read_and_written_into(runs, tmp_path):
+    """Any fsspec URL: file:// publishes, reads and takes swaps and pages as s3:// does."""
+    local, _, data = runs
+    folder = tmp_path / "store" / NAME
+    url = f"file://{folder}"
+    assert invoke("scan", data, "-o", url, "-q").exit_code == 0
+    assert invoke("swaps", url, "-q").exit_code == 0
+    assert invoke("swaps", local, "-q").exit_code == 0
+    for name in ("swaps.csv", "swaps.png"):
+        assert (folder / name).read_bytes() == (local / name).read_bytes(), name
+    assert invoke("render", url, "--top", 2, "-q").exit_code == 0
+    assert (folder / "render" / "index.html").is_file()
+    assert sorted(p.name for p in folder.parent.iterdir()) == [NAME]  # no hidden prefix left

@@ -50,6 +50,8 @@ def run_filesystem(url: str) -> tuple[Any, str]:
         fs, path = filesystem(url)
     except SegauditError as error:
         raise RunDirectoryError(str(error)) from None
+    if getattr(fs, "auto_mkdir", True) is False:  # file://: objects create their folders
+        fs = type(fs)(auto_mkdir=True)
     return fs, path.rstrip("/")
 
 
