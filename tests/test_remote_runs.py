@@ -125,6 +125,24 @@ def test_eval_and_export_of_an_s3_run_equal_those_of_the_run_on_disk(runs, tmp_p
         assert wrote[1].read_bytes() == wrote[0].read_bytes(), fmt
 
 
+def test_an_export_to_a_url_is_uploaded_and_replaces_only_an_export(runs, s3, tmp_path):
+    local, url, _ = runs
+    target = f"s3://{BUCKET}/exports/issues.json"
+    for run in (url, local):  # the second replaces the first: an earlier export
+        result = invoke("export", run, "-o", target, "--top", 4)
+        assert result.exit_code == 0, result.output
+        assert f"to {target}" in result.stdout
+    assert invoke("export", local, "-o", tmp_path / "x.json", "--top", 4).exit_code == 0
+    assert s3.cat_file(target) == (tmp_path / "x.json").read_bytes()
+    s3.pipe_file(f"{BUCKET}/exports/notes.json", b'{"mine": 1}')
+    refused = one_line_error(invoke("export", url, "-o", f"s3://{BUCKET}/exports/notes.json"))
+    assert f"s3://{BUCKET}/exports/notes.json exists and is not a segaudit export" in refused
+    assert s3.cat_file(f"{BUCKET}/exports/notes.json") == b'{"mine": 1}'
+    forced = invoke("export", url, "-o", f"s3://{BUCKET}/exports/notes.json", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(s3.cat_file(f"{BUCKET}/exports/notes.json"))["annotations"]
+
+
 def test_a_command_fetches_only_what_it_reads_and_removes_its_copy(runs):
     from segaudit.report.render import write_run_swaps
     from segaudit.runs.run import open_run

@@ -228,7 +228,10 @@ class Kind(str, Enum):
 @user_errors
 def export(
     run: RunArgument,
-    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (e.g. issues.json).")],
+    out: Annotated[
+        str,
+        typer.Option("--out", "-o", help="File or URL to write (e.g. issues.json, s3://b/x.json)."),
+    ],
     fmt: Annotated[
         ExportFormat,
         typer.Option(
