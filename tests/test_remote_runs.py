@@ -17,6 +17,8 @@ from helpers import one_line_error
 from typer.testing import CliRunner
 
 from segaudit.cli import app
+from segaudit.report.decisions import run_fingerprint
+from segaudit.report.regions import read_regions_table
 from segaudit.runs.remote_read import READ_PREFIX
 
 runner = CliRunner()
@@ -117,6 +119,16 @@ def test_eval_and_export_of_an_s3_run_equal_those_of_the_run_on_disk(runs, tmp_p
     remote = json.loads(invoke("eval", url, "--truth", data, "--json").stdout)
     assert remote.pop("run") == url and on_disk.pop("run") == str(local)
     assert remote == on_disk
+    decisions = tmp_path / "decisions.csv"  # the review page's export, for either run
+    decisions.write_text(
+        "id,region,decision,run\n"
+        f"{read_regions_table(local)[0]['id']},,real_error,{run_fingerprint(local)}\n"
+    )
+    reviewed = [json.loads(invoke("eval", run, "--decisions", decisions, "--json").stdout)
+                for run in (local, url)]  # fmt: skip
+    assert reviewed[1]["decisions"].pop("run") == url
+    assert reviewed[0]["decisions"].pop("run") == str(local)
+    assert reviewed[1] == reviewed[0] and reviewed[0]["decisions"]["reviewed"] == 1
     for fmt, suffix in (("coco", "json"), ("csv", "csv")):
         wrote = [tmp_path / f"{where}.{suffix}" for where in ("disk", "s3")]
         for run, out in zip((local, url), wrote, strict=True):

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ class RunObjects:
     manifest: dict[str, int]
     local: Path
     _fetched: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def holds(self, entry: str) -> bool:
         """Whether the run holds the top-level file or folder ``entry``."""
@@ -75,16 +77,20 @@ class RunObjects:
 
     def fetch(self, entry: str) -> Path:
         """The local path of ``entry``, every object of it fetched and checked."""
-        wanted = [n for n in self.manifest if _entry(n) == entry and n not in self._fetched]
-        if wanted:
-            self._get(wanted)
+        with self._lock:  # readers on several threads fetch an entry once
+            wanted = [n for n in self.manifest if _entry(n) == entry and n not in self._fetched]
+            if wanted:
+                self._get(wanted)
         return self.local / entry
 
     def fetch_files(self) -> None:
         """The run's top-level files (its tables and marker)."""
-        self._get([name for name in self.manifest if "/" not in name])
+        with self._lock:
+            self._get([name for name in self.manifest if "/" not in name])
 
     def _get(self, names: list[str]) -> None:
+        if not names:
+            return
         targets = [self.local / name for name in names]
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
