@@ -155,6 +155,26 @@ def test_an_export_to_a_url_is_uploaded_and_replaces_only_an_export(runs, s3, tm
     assert json.loads(s3.cat_file(f"{BUCKET}/exports/notes.json"))["annotations"]
 
 
+def test_score_into_an_s3_run_keeps_its_scan_as_in_a_folder(runs, s3, tmp_path):
+    _, _, data = runs
+    local, url = tmp_path / NAME, f"s3://{BUCKET}/scored/{NAME}"
+    for out in (local, url):
+        assert invoke("scan", data, "-o", out, "-q").exit_code == 0
+        result = invoke("score", data, "-o", out, "--method", "num_pixel_issues", "--json")
+        assert result.exit_code == 0, result.output
+        assert invoke("swaps", out, "-q").exit_code == 0  # the scan's arrays are still there
+    summary = json.loads(s3.cat_file(f"{url}/summary.json"))
+    assert summary["scores"]["scan"] == "kept" and summary["command"] == "score"
+    for name in ("image_scores.csv", "swaps.csv", "issues.zarr/c.0.0.0", "regions.csv"):
+        assert s3.cat_file(f"{url}/{name}") == (local / name).read_bytes(), name
+    s3.rm_file(f"{BUCKET}/scored/{NAME}/issues.zarr/c.1.0.0")  # a damaged scan
+    before = objects(s3, f"{BUCKET}/scored/{NAME}")
+    said = one_line_error(invoke("score", data, "-o", url, "-q"))
+    assert f"{url} does not match its manifest (issues.zarr/c.1.0.0 missing)" in said
+    assert objects(s3, f"{BUCKET}/scored/{NAME}") == before
+    assert invoke("score", data, "-o", url, "-q", "--replace").exit_code == 0
+
+
 def test_a_command_fetches_only_what_it_reads_and_removes_its_copy(runs):
     from segaudit.report.render import write_run_swaps
     from segaudit.runs.run import open_run

@@ -172,16 +172,18 @@ def remove_leftovers(fs: Any, parent: str, name: str) -> None:
             fs.rm(entry, recursive=True)
 
 
-def published_command(url: str) -> str | None:
-    """The command (scan, score) whose complete run is at ``url``; None when there is none."""
+def holds_scan(url: str) -> bool:
+    """Whether ``url`` holds a run with a scan's issue masks (a scan, or a score that
+    kept one), by its ``summary.json``; False when there is none."""
     fs, root = run_filesystem(url)
     try:
         summary = json.loads(fs.cat_file(f"{root}/{SUMMARY}"))
     except FileNotFoundError:
-        return None
+        return False
     except Exception as error:  # each backend has its own errors; bad JSON
         raise RunDirectoryError(f"{url}/{SUMMARY} is unreadable ({reason(error)}).") from None
-    return summary.get("command") if isinstance(summary, dict) else None
+    objects = (summary.get(MANIFEST) or {}).get("objects") if isinstance(summary, dict) else None
+    return any(name.startswith("issues.zarr/") for name in objects or {})
 
 
 def check_manifest(url: str) -> dict[str, Any]:

@@ -83,10 +83,10 @@ class RunObjects:
                 self._get(wanted)
         return self.local / entry
 
-    def fetch_files(self) -> None:
-        """The run's top-level files (its tables and marker)."""
+    def fetch_files(self, everything: bool = False) -> None:
+        """The run's top-level files (its tables and marker), or ``everything``."""
         with self._lock:
-            self._get([name for name in self.manifest if "/" not in name])
+            self._get([n for n in self.manifest if everything or "/" not in n])
 
     def _get(self, names: list[str]) -> None:
         if not names:
@@ -176,6 +176,23 @@ def current_summary(url: str) -> dict[str, Any] | None:
         return check_manifest(url)
     except RunDirectoryError:
         return None
+
+
+def download_run(url: str, local: Path, *, discard_damaged: bool = False) -> None:
+    """Every object of the complete run at ``url`` into the new folder ``local``, checked
+    against its manifest, ``summary.json`` last (``score -o URL`` keeping a scan there).
+    A run that cannot be read whole is refused, or with ``discard_damaged`` left out."""
+    try:
+        summary = check_manifest(url)
+        fs, root = run_filesystem(url)
+        local.mkdir(parents=True)
+        RunObjects(url, fs, root, dict(summary[MANIFEST]["objects"]), local).fetch_files(True)
+    except RunDirectoryError:
+        shutil.rmtree(local, ignore_errors=True)
+        if not discard_damaged:
+            raise
+        return
+    (local / SUMMARY).write_text(json.dumps(summary, indent=2))
 
 
 def open_remote_run(url: str) -> Run:
