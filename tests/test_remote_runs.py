@@ -175,6 +175,32 @@ def test_score_into_an_s3_run_keeps_its_scan_as_in_a_folder(runs, s3, tmp_path):
     assert invoke("score", data, "-o", url, "-q", "--replace").exit_code == 0
 
 
+def test_photos_kept_in_an_s3_run_are_fetched_for_its_pages(runs, s3, tmp_path):
+    """A run a Scanner fed with photos keeps them (photos/ID.png): its page at a URL
+    draws them as the page on disk does."""
+    import numpy as np
+
+    import segaudit
+    from segaudit.runs.objectstore import publish
+
+    rng = np.random.default_rng(3)
+    local, url = tmp_path / NAME, f"s3://{BUCKET}/fed/{NAME}"
+    with segaudit.Scanner(local, num_classes=3) as scan:
+        for _ in range(4):
+            labels = rng.integers(0, 3, (24, 32), dtype=np.uint8)
+            probs = rng.dirichlet(np.ones(3), (24, 32)).transpose(2, 0, 1).astype(np.float32)
+            photo = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            scan.add(labels, probs, images=photo)
+    publish(local, url)
+    assert "photos/0.png" in objects(s3, url.removeprefix("s3://"))
+    for run in (local, url):
+        assert invoke("render", run, "--pages", "-q").exit_code == 0
+    page = local / "render"
+    for path in sorted(p for p in page.rglob("*") if p.is_file()):
+        held = s3.cat_file(f"{url}/render/{path.relative_to(page)}")
+        assert held == path.read_bytes().replace(str(local).encode(), url.encode()), path
+
+
 def test_a_command_fetches_only_what_it_reads_and_removes_its_copy(runs):
     from segaudit.report.render import write_run_swaps
     from segaudit.runs.run import open_run
