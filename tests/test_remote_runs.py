@@ -106,6 +106,8 @@ def test_render_of_an_s3_run_is_published_into_it_as_the_page_on_disk(runs, s3, 
         assert held == (page / name).read_bytes().replace(str(local).encode(), url.encode()), name
     elsewhere = tmp_path / "review"
     assert invoke("render", url, "--top", 3, "-o", elsewhere, "-q").exit_code == 0
+    refused = one_line_error(invoke("render", url, "-o", f"s3://{BUCKET}/pages"))
+    assert "--out takes a local folder" in refused and not Path("s3:").exists()
     assert (elsewhere / "index.html").read_bytes() == s3.cat_file(f"{url}/render/index.html")
     again = invoke("render", url, "--top", 1, "-q")  # replaces the published page
     assert again.exit_code == 0, again.output

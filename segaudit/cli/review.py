@@ -142,7 +142,7 @@ def render(
         typer.Option(help="Photos (N,H,W,3) uint8 .npy or Zarr; default: the scanned dataset's."),
     ] = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--out", "-o", help="Output folder (local); default RUN/render."),
     ] = None,
     max_width: Annotated[
@@ -186,8 +186,14 @@ def render(
     """
     from segaudit.report.render import render_run
     from segaudit.safetext import markup
+    from segaudit.sources.remote import is_url
 
     _check_top(top)
+    if is_url(out):
+        raise fail(
+            f"--out takes a local folder, not {out}; to publish a page to an object store, "
+            "render the run at its URL (the page goes to RUN/render/)."
+        )
     opened, classes, excluded = _open(run, class_, exclude)
     result = render_run(
         opened,
@@ -195,7 +201,7 @@ def render(
         classes=classes,
         exclude=excluded,
         images=images,
-        out=out,
+        out=None if out is None else Path(out),
         max_width=max_width,
         zoom=zoom,
         regions=regions,

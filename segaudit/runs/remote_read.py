@@ -131,9 +131,11 @@ class RunObjects:
             _replace_entries(self.fs, self.root, hidden, entries, files)
             self.fs.rm(hidden, recursive=True)
         except Exception as error:  # each backend has its own errors
+            elsewhere = " (or pass --out DIR)" if command == "render" else ""
             raise OutputWriteError(
-                f"publishing {', '.join(entries)} to {self.url} failed ({reason(error)}); "
-                f"run `segaudit {command}` again."
+                f"writing {', '.join(entries)} into {self.url} failed ({reason(error)}); "
+                f"`segaudit {command}` writes into the run: check that the credentials may "
+                f"write there{elsewhere} and run it again."
             ) from None
 
 
