@@ -203,6 +203,21 @@ def test_photos_kept_in_an_s3_run_are_fetched_for_its_pages(runs, s3, tmp_path):
         assert held == path.read_bytes().replace(str(local).encode(), url.encode()), path
 
 
+def test_swaps_of_a_run_replaced_while_read_write_nothing(runs, s3):
+    from segaudit.errors import RunDirectoryError
+    from segaudit.report.render import write_run_swaps
+    from segaudit.runs.run import open_run
+
+    _, _, data = runs
+    url = f"s3://{BUCKET}/replaced/{NAME}"
+    assert invoke("scan", data, "-o", url, "-q").exit_code == 0
+    run = open_run(url)
+    assert invoke("scan", data, "-o", url, "-q", "--ignore-index", 3).exit_code == 0
+    with pytest.raises(RunDirectoryError, match="was replaced by another segaudit process"):
+        write_run_swaps(run)
+    assert not s3.exists(f"{url}/swaps.csv") and not s3.exists(f"{url}/swaps.png")
+
+
 def test_a_command_fetches_only_what_it_reads_and_removes_its_copy(runs):
     from segaudit.report.render import write_run_swaps
     from segaudit.runs.run import open_run
