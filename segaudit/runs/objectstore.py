@@ -16,7 +16,8 @@ A prefix is a complete run exactly when it holds ``summary.json``. A crash in st
 leaves the hidden prefix (the previous run is intact); in steps 2-3 it leaves RUN
 without ``summary.json``, which readers refuse. The next run into RUN deletes hidden
 prefixes of RUN's name and replaces RUN. One writer per RUN at a time: object stores
-have no locks.
+have no locks. Readers check a run against its manifest (:func:`check_manifest`) and read
+it through a local copy (:mod:`segaudit.runs.remote_read`).
 """
 
 from __future__ import annotations
