@@ -301,3 +301,32 @@ def test_a_run_at_a_file_url_is_published_read_and_written_into(runs, tmp_path):
     assert invoke("render", url, "--top", 2, "-q").exit_code == 0
     assert (folder / "render" / "index.html").is_file()
     assert sorted(p.name for p in folder.parent.iterdir()) == [NAME]  # no hidden prefix left
+
+
+@pytest.mark.parametrize("command", ["swaps", "render", "eval", "export", "score"])
+def test_a_complete_s3_run_without_credentials_is_one_sentence(command, runs, s3, monkeypatch):
+    """No credentials anywhere: reading the complete run is refused in one sentence that
+    says so (not that the run is missing), exit 2, nothing written."""
+    import s3fs
+
+    local, url, data = runs
+    out = local.parent / f"no-credentials-{command}"
+    out.mkdir()
+    before = objects(s3, url.removeprefix("s3://"))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(out / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(out / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    args = {
+        "eval": ["eval", url, "--truth", data],
+        "export": ["export", url, "-o", out / "issues.json"],
+        "score": ["score", data, "-o", url],
+    }.get(command, [command, url])
+    result = runner.invoke(app, [str(a) for a in args])
+    s3fs.S3FileSystem.clear_instance_cache()
+    said = one_line_error(result)
+    assert "cannot be" in said and "credentials" in said and "not a complete" not in said
+    assert list(out.iterdir()) == []
+    assert objects(s3, url.removeprefix("s3://")) == before

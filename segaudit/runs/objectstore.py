@@ -181,8 +181,12 @@ def holds_scan(url: str) -> bool:
         summary = json.loads(fs.cat_file(f"{root}/{SUMMARY}"))
     except FileNotFoundError:
         return False
-    except Exception as error:  # each backend has its own errors; bad JSON
+    except ValueError as error:
         raise RunDirectoryError(f"{url}/{SUMMARY} is unreadable ({reason(error)}).") from None
+    except Exception as error:  # each backend has its own errors (credentials, network)
+        raise RunDirectoryError(
+            f"{url} cannot be read ({reason(error)}); check the URL and the credentials."
+        ) from None
     objects = (summary.get(MANIFEST) or {}).get("objects") if isinstance(summary, dict) else None
     return any(name.startswith("issues.zarr/") for name in objects or {})
 
