@@ -14,7 +14,7 @@ from segaudit.cli._common import console, fail, make_progress, user_errors
 RunArgument = Annotated[
     str,
     typer.Argument(
-        help="A complete run directory written by `segaudit scan`.",
+        help="A complete run written by `segaudit scan`: a folder, or a URL (s3://...).",
         metavar="RUN",
         show_default=False,
     ),
@@ -95,7 +95,7 @@ def swaps(
     """Which classes annotators swap: (given, predicted) pairs over the issue pixels.
 
     Writes RUN/swaps.csv (every pair, most pixels first, with its regions from
-    regions.csv) and RUN/swaps.png (a heat map).
+    regions.csv) and RUN/swaps.png (a heat map); into a run on an object store too.
 
     Examples:
 
@@ -119,7 +119,8 @@ def swaps(
         title += f" ({result.note})" if result.note else ""
         console.print(_swap_table(rows[:top], markup(title)))
         shown = f"top {top} of {len(rows)}" if len(rows) > top else f"all {len(rows)}"
-        wrote = f"{shown} pairs shown; wrote {result.csv} and {result.png}"
+        csv_file, png_file = opened.where("swaps.csv"), opened.where("swaps.png")
+        wrote = f"{shown} pairs shown; wrote {csv_file} and {png_file}"
         console.print(markup(wrote), highlight=False)
 
 
@@ -141,7 +142,8 @@ def render(
         typer.Option(help="Photos (N,H,W,3) uint8 .npy or Zarr; default: the scanned dataset's."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder; default RUN/render.")
+        str | None,
+        typer.Option("--out", "-o", help="Output folder (local); default RUN/render."),
     ] = None,
     max_width: Annotated[
         int | None,
@@ -171,6 +173,9 @@ def render(
     error), n (false alarm), u (unsure); decisions kept in the browser and exported as
     decisions.csv for `segaudit eval --decisions` and `segaudit scan --reviewed`.
 
+    For a run on an object store, the page is built locally and published to
+    RUN/render/ (index.html last); --out DIR writes it to a local folder instead.
+
     Examples:
 
         segaudit render runs/sample
@@ -181,8 +186,14 @@ def render(
     """
     from segaudit.report.render import render_run
     from segaudit.safetext import markup
+    from segaudit.sources.remote import is_url
 
     _check_top(top)
+    if is_url(out):
+        raise fail(
+            f"--out takes a local folder, not {out}; to publish a page to an object store, "
+            "render the run at its URL (the page goes to RUN/render/)."
+        )
     opened, classes, excluded = _open(run, class_, exclude)
     result = render_run(
         opened,
@@ -190,7 +201,7 @@ def render(
         classes=classes,
         exclude=excluded,
         images=images,
-        out=out,
+        out=None if out is None else Path(out),
         max_width=max_width,
         zoom=zoom,
         regions=regions,
@@ -201,8 +212,11 @@ def render(
         if not result.images:
             console.print("No image has issue pixels after the filters.", highlight=False)
         extra = f" and {len(result.pages)} PNG pages" if result.pages else ""
-        wrote = f"wrote the review page of {len(result.images)} images{extra} to {result.out}"
-        console.print(markup(f"{wrote}; open {result.index}"), highlight=False)
+        where, index = result.out, result.index
+        if out is None and opened.objects is not None:  # published into the run
+            where, index = opened.where("render"), opened.where("render/index.html")
+        wrote = f"wrote the review page of {len(result.images)} images{extra} to {where}"
+        console.print(markup(f"{wrote}; open {index}"), highlight=False)
 
 
 class ExportFormat(str, Enum):
@@ -220,7 +234,10 @@ class Kind(str, Enum):
 @user_errors
 def export(
     run: RunArgument,
-    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (e.g. issues.json).")],
+    out: Annotated[
+        str,
+        typer.Option("--out", "-o", help="File or URL to write (e.g. issues.json, s3://b/x.json)."),
+    ],
     fmt: Annotated[
         ExportFormat,
         typer.Option(

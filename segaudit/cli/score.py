@@ -124,7 +124,8 @@ def score(
     RUN/pixel_scores.zarr, and RUN/summary.json (last). softmin reads pred_probs once,
     without Confident Learning. num_pixel_issues runs a scan into RUN, or reuses the
     scan RUN already holds for the same inputs and parameters; a scan RUN holds is kept
-    when it matches and never discarded without --replace.
+    when it matches and never discarded without --replace (a scan at a URL RUN is
+    downloaded, checked against its manifest, to be kept).
 
     Examples:
 

@@ -305,23 +305,27 @@ def score(
     ``eval`` work on it). A scan in ``out`` is kept whenever it matches; one of other
     inputs or parameters raises :class:`ScanMismatchError` unless ``replace``.
     ``pixel_scores`` always ends with ``pixel_scores.zarr`` in the run: a kept scan's
-    own (the same values), else computed.
+    own (the same values), else computed. A scan at an ``out`` URL is downloaded to be
+    kept the same way (the new run holds its arrays); ``replace`` discards one that does
+    not match its manifest.
     """
     check_method(method)
     params = params or Params()
     check_temperature(params.temperature)
     if is_url(out):  # published with summary.json last (segaudit.runs.objectstore)
-        from segaudit.runs.objectstore import published_command, remote_run
+        from segaudit.runs.objectstore import holds_scan, remote_run
+        from segaudit.runs.remote_read import download_run
 
-        if not replace and published_command(str(out)) == "scan":
-            raise ScanMismatchError(
-                f"{out} holds a scan; scoring into a URL does not reuse it and would discard "
-                "it. Choose another -o, or pass --replace to discard it."
-            )
+        scanned = holds_scan(str(out))
         with remote_run(str(out)) as staged:
-            return score(spec, staged, params, method=method, execution=execution,
-                         pixel_scores=pixel_scores, replace=replace, class_names=class_names,
-                         progress=progress)  # fmt: skip
+            if scanned:  # checked against its manifest; kept below when it matches
+                download_run(str(out), staged, discard_damaged=replace)
+            try:
+                return score(spec, staged, params, method=method, execution=execution,
+                             pixel_scores=pixel_scores, replace=replace,
+                             class_names=class_names, progress=progress)  # fmt: skip
+            except ScanMismatchError as error:  # named by its URL, not the staging folder
+                raise ScanMismatchError(str(error).replace(str(staged), str(out))) from None
     started = time.perf_counter()
     dataset = open_dataset(spec)
     params = params_for(dataset, params)

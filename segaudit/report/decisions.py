@@ -283,7 +283,7 @@ def evaluate_decisions(run: Any, decisions: list[Decision], path: Any) -> dict[s
         if not (run.path / REGIONS_TABLE).is_file():
             raise InvalidInputError(
                 f"decisions file {printable(path)} holds region decisions but "
-                f"{printable(run.path)} has no {REGIONS_TABLE}; pass the run they came from."
+                f"{printable(run.location)} has no {REGIONS_TABLE}; pass the run they came from."
             )
         region_score = {(r["id"], r["region"]): r["score"] for r in read_regions_table(run.path)}
     levels: dict[str, list[tuple[float | None, str]]] = {"image": [], "region": []}
@@ -299,12 +299,12 @@ def evaluate_decisions(run: Any, decisions: list[Decision], path: Any) -> dict[s
             where = "" if decision.region is None else f" region {decision.region}"
             raise InvalidInputError(
                 f"decisions file {printable(path)} names image {printable(decision.id)!r}"
-                f"{where}, which {printable(run.path)} does not flag; pass the run it was "
+                f"{where}, which {printable(run.location)} does not flag; pass the run it was "
                 "exported from."
             )
         levels["image" if decision.region is None else "region"].append((score, decision.decision))
     return {
-        "run": str(run.path),
+        "run": run.location,
         "decisions": str(path),
         "reviewed": len(decisions),
         "image_score_column": column,

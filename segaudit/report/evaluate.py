@@ -214,7 +214,7 @@ def _provenance_notes(run: Run, truth: Path) -> list[str]:
             shared = [key for key in current if key in stored]  # older runs record fewer
             if not shared or any(stored[key] != current[key] for key in shared):
                 return [
-                    f"{run.path} was computed from {stored.get('path', 'other labels')}, "
+                    f"{run.location} was computed from {stored.get('path', 'other labels')}, "
                     f"not {candidate} as it is now; the metrics assume both hold the same "
                     "images."
                 ]
@@ -242,7 +242,7 @@ def evaluate_run(
     truth_of = Truth(folder, list(opened.images.ids))
     corrupted = truth_of.corrupted()
     metrics: dict[str, Any] = {
-        "run": str(opened.path),
+        "run": opened.location,
         "truth": str(folder),
         "image": column_metrics(chosen, columns[chosen], corrupted),
         "image_by_column": {c: column_metrics(c, v, corrupted) for c, v in columns.items()},

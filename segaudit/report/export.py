@@ -16,7 +16,8 @@ class names and rank), as CVAT's COCO import reads them.
 
 Both keep regions.csv's order (worst first) after the filters (``--kind``,
 ``--class``, then ``--top``). An existing file at the output path is replaced only
-when it is an earlier export (or with ``force``).
+when it is an earlier export (or with ``force``). An output URL (``s3://bucket/x.json``)
+is written locally, then uploaded as one object.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +35,12 @@ import numpy as np
 
 from segaudit import __version__
 from segaudit.engine.region_scores import KINDS
-from segaudit.errors import InvalidInputError
+from segaudit.errors import InvalidInputError, OutputWriteError, SegauditError, reason
 from segaudit.report.regions import CSV_COLUMNS, REGIONS_TABLE, read_regions_table
 from segaudit.report.swaps import atomic_output
 from segaudit.runs.run import Run
 from segaudit.safetext import csv_cell, printable
+from segaudit.sources.remote import is_url
 
 FORMATS = ("coco", "csv")
 FILE_COLUMNS = ("labels_file", "photo_file")
@@ -76,11 +79,15 @@ class RegionFilter:
 
 
 def export_regions(
-    run: Run, out: Path, fmt: str, chosen: RegionFilter, *, force: bool = False
+    run: Run, out: str | os.PathLike[str], fmt: str, chosen: RegionFilter, *, force: bool = False
 ) -> dict[str, int]:
-    """Write the run's chosen regions to ``out`` as ``fmt``; return the counts written."""
+    """Write the run's chosen regions to ``out`` (a file or a URL) as ``fmt``; return the
+    counts written."""
     if fmt not in FORMATS:
         raise InvalidInputError(f"unknown format {printable(fmt)!r}; use coco or csv.")
+    if is_url(out):
+        return _export_to_url(run, str(out), fmt, chosen, force)
+    out = Path(out)
     check_target(out, fmt, force)
     if fmt == "coco":
         coco_mask()  # a missing extra is said before anything is read or written
@@ -92,6 +99,35 @@ def export_regions(
         else:
             write_regions_csv(tmp, run, rows)
     return {"regions": len(rows), "images": len({row["image"] for row in rows})}
+
+
+def _export_to_url(
+    run: Run, url: str, fmt: str, chosen: RegionFilter, force: bool
+) -> dict[str, int]:
+    """The export written locally, then uploaded to ``url`` as one object (replacing an
+    object there only when it is an earlier export, or with ``force``)."""
+    from segaudit.sources.remote import filesystem
+
+    try:
+        fs, path = filesystem(url)
+    except SegauditError as error:
+        raise InvalidInputError(str(error)) from None
+    with tempfile.TemporaryDirectory(prefix="segaudit-export-") as folder:
+        local = Path(folder) / (path.rstrip("/").rsplit("/", 1)[-1] or "export")
+        try:
+            if fs.isdir(path):
+                raise InvalidInputError(f"{url} is a folder; give -o a file name.")
+            if not force and fs.exists(path):  # to tell an earlier export from another file
+                fs.get_file(path, str(local))
+            counts = export_regions(run, local, fmt, chosen, force=force)
+            fs.put_file(str(local), path)
+        except SegauditError as error:
+            raise type(error)(str(error).replace(str(local), url)) from None
+        except Exception as error:  # each backend has its own errors
+            raise OutputWriteError(
+                f"writing {url} failed ({reason(error)}); check the URL and the credentials."
+            ) from None
+    return counts
 
 
 def check_target(out: Path, fmt: str, force: bool) -> None:

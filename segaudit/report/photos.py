@@ -116,6 +116,8 @@ def run_photos(run: Any, images: str | os.PathLike[str] | None) -> Any:
         return None
     recorded = [table.photo(i) for i in range(table.num_images)]
     if record.get("format") == "run":  # kept in the run itself (a Scanner's photos)
+        for entry in sorted({Path(p).parts[0] for p in recorded if p}):
+            run.local(entry)  # fetched first from a run on an object store
         return FilePhotos([run.path / p if p else None for p in recorded], table.sizes)
     if record.get("format") != "files":
         photos = open_images(path, (table.num_images, *_one_size(run, path)))

@@ -386,14 +386,14 @@ def render_run(
         pages = _pages(run, tally, top)
         note = filter_note(run.class_names, classes, exclude)
         affected = np.count_nonzero(tally.per_image)
-        notes = [f"run: {printable(run.path)}"]
+        notes = [f"run: {printable(run.location)}"]
         notes += [f"{tally.total:,} issue pixels in {affected} images"]
         notes += [f"filters: {printable(note)}"] if note else []
         if has_volumes(run):  # each volume drawn as its worst slices and views
             views = VolumeViews(run, sources, region_rows)
             sources, region_rows = views.sources_view(), views.page_regions(region_rows)
             notes.append(LAYOUT_NOTE)
-        return write_pages(
+        result = write_pages(
             target,
             sources,
             pages,
@@ -408,6 +408,9 @@ def render_run(
             region_rows=region_rows,
             fingerprint=run_fingerprint(run),
         )
+        if _inside(target, run.path):
+            run.publish(["render"], "render")  # a run on an object store: uploaded there
+        return result
 
 
 def run_fingerprint(run: Any) -> str:
@@ -513,6 +516,7 @@ def write_run_swaps(
         with atomic_outputs(csv_path, png_path) as (csv_tmp, png_tmp):
             write_swap_rows(csv_tmp, rows)
             _save_png(heatmap, png_tmp)
+        run.publish(["swaps.csv", "swaps.png"], "swaps")  # a run on an object store
     return SwapsResult(tally, rows, note, csv_path, png_path)
 
 

@@ -415,16 +415,10 @@ def writing_into_run(run: Any, command: str, *, elsewhere: str = "") -> Iterator
 
 
 def check_same_run(run: Any, command: str) -> None:
-    """Refuse when the run at ``run.path`` is no longer the one ``run`` was opened as."""
-    from segaudit.runs.run import open_run
-
-    try:
-        now = open_run(run.path).summary
-    except RunDirectoryError:
-        now = None
-    if now != run.summary:
+    """Refuse when the run's location no longer holds the run ``run`` was opened as."""
+    if run.current_summary() != run.summary:
         raise RunDirectoryError(
-            f"{printable(run.path)} was replaced by another segaudit process while "
+            f"{printable(run.location)} was replaced by another segaudit process while "
             f"`segaudit {command}` read it; nothing was written, run it again."
         )
 

@@ -16,7 +16,8 @@ A prefix is a complete run exactly when it holds ``summary.json``. A crash in st
 leaves the hidden prefix (the previous run is intact); in steps 2-3 it leaves RUN
 without ``summary.json``, which readers refuse. The next run into RUN deletes hidden
 prefixes of RUN's name and replaces RUN. One writer per RUN at a time: object stores
-have no locks.
+have no locks. Readers check a run against its manifest (:func:`check_manifest`) and read
+it through a local copy (:mod:`segaudit.runs.remote_read`).
 """
 
 from __future__ import annotations
@@ -38,19 +39,24 @@ from segaudit.runs.rundir import MARKER, RUN_ENTRIES, TEMP_PREFIX, pid_alive
 
 MANIFEST = "manifest"
 _TOP = {entry.name for entry in RUN_ENTRIES}
+# What commands reading a run write beside its objects (swaps.csv, render/): not in
+# the manifest, which lists what the run was published with.
+_LATER = {entry.name for entry in RUN_ENTRIES if entry.written_by in ("swaps", "render")}
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
+def run_filesystem(url: str) -> tuple[Any, str]:
     from segaudit.sources.remote import filesystem
 
     try:
         fs, path = filesystem(url)
     except SegauditError as error:
         raise RunDirectoryError(str(error)) from None
+    if getattr(fs, "auto_mkdir", True) is False:  # file://: objects create their folders
+        fs = type(fs)(auto_mkdir=True)
     return fs, path.rstrip("/")
 
 
-def _listing(fs: Any, root: str) -> dict[str, int]:
+def listing(fs: Any, root: str) -> dict[str, int]:
     """Objects under ``root``: relative name -> size."""
     fs.invalidate_cache()
     found = fs.find(root, detail=True) if fs.exists(root) else {}
@@ -60,7 +66,7 @@ def _listing(fs: Any, root: str) -> dict[str, int]:
 def check_remote_output(url: str) -> None:
     """Refuse a RUN prefix holding objects that are not a segaudit run's, and an
     unreachable store or bucket, before anything is computed or written."""
-    fs, root = _filesystem(url)
+    fs, root = run_filesystem(url)
     bucket = root.split("/", 1)[0]
     if "/" not in root:
         raise RunDirectoryError(
@@ -75,7 +81,7 @@ def check_remote_output(url: str) -> None:
                 raise RunDirectoryError(
                     f"{url}: the bucket {bucket} does not exist; create it or choose another -o."
                 ) from None
-        held = _listing(fs, root)
+        held = listing(fs, root)
     except SegauditError:
         raise
     except Exception as error:  # each backend has its own errors
@@ -92,17 +98,17 @@ def check_remote_output(url: str) -> None:
 
 
 STAGING_PREFIX = "segaudit-staging-"
-_STAGING = re.compile(rf"{re.escape(STAGING_PREFIX)}(\d+)-[A-Za-z0-9_]+")
 
 
-def clean_stale_staging(folder: Path) -> list[Path]:
+def clean_stale_staging(folder: Path, prefix: str = STAGING_PREFIX) -> list[Path]:
     """Remove the staging folders in ``folder`` (the system's temporary directory) that
-    clients killed while building a run for a URL left behind: those named with the
-    process id of a process that is gone. Others, and anything else, are left alone.
-    Returns what was removed."""
+    clients killed while building a run for a URL left behind (or, with another
+    ``prefix``, while reading one): those named with the process id of a process that
+    is gone. Others, and anything else, are left alone. Returns what was removed."""
+    named = re.compile(rf"{re.escape(prefix)}(\d+)-[A-Za-z0-9_]+")
     removed = []
-    for entry in folder.glob(f"{STAGING_PREFIX}*"):
-        match = _STAGING.fullmatch(entry.name)
+    for entry in folder.glob(f"{prefix}*"):
+        match = named.fullmatch(entry.name)
         if match is None or entry.is_symlink() or not entry.is_dir():
             continue
         if not pid_alive(int(match[1])):
@@ -128,20 +134,20 @@ def remote_run(url: str) -> Iterator[Path]:
 def publish(local: Path, url: str) -> dict[str, int]:
     """Publish the complete local run ``local`` at ``url`` (see the module doc); return
     the manifest (relative name -> size)."""
-    fs, root = _filesystem(url)
+    fs, root = run_filesystem(url)
     parent, _, name = root.rpartition("/")
     summary = json.loads((local / SUMMARY).read_text())
     files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUMMARY)
     manifest = {str(p.relative_to(local)): p.stat().st_size for p in files}
     hidden = f"{parent}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
     try:
-        _remove_leftovers(fs, parent, name)
+        remove_leftovers(fs, parent, name)
         names = list(manifest)  # batched calls: async backends send them concurrently
         fs.put([str(local / n) for n in names], [f"{hidden}/{n}" for n in names])
         if fs.exists(f"{root}/{SUMMARY}"):
             fs.rm_file(f"{root}/{SUMMARY}")  # the previous run stops being complete
         fs.copy([f"{hidden}/{n}" for n in names], [f"{root}/{n}" for n in names])
-        stale = [f"{root}/{n}" for n in _listing(fs, root) if n not in manifest]
+        stale = [f"{root}/{n}" for n in listing(fs, root) if n not in manifest]
         if stale:
             fs.rm(stale)
         summary[MANIFEST] = {"objects": manifest, "bytes": sum(manifest.values())}
@@ -155,7 +161,7 @@ def publish(local: Path, url: str) -> dict[str, int]:
     return manifest
 
 
-def _remove_leftovers(fs: Any, parent: str, name: str) -> None:
+def remove_leftovers(fs: Any, parent: str, name: str) -> None:
     """Hidden prefixes a crashed publication of RUN ``name`` left beside it."""
     prefix = f"{TEMP_PREFIX}{name}-"
     try:
@@ -167,25 +173,32 @@ def _remove_leftovers(fs: Any, parent: str, name: str) -> None:
             fs.rm(entry, recursive=True)
 
 
-def published_command(url: str) -> str | None:
-    """The command (scan, score) whose complete run is at ``url``; None when there is none."""
-    fs, root = _filesystem(url)
+def holds_scan(url: str) -> bool:
+    """Whether ``url`` holds a run with a scan's issue masks (a scan, or a score that
+    kept one), by its ``summary.json``; False when there is none."""
+    fs, root = run_filesystem(url)
     try:
         summary = json.loads(fs.cat_file(f"{root}/{SUMMARY}"))
     except FileNotFoundError:
-        return None
-    except Exception as error:  # each backend has its own errors; bad JSON
+        return False
+    except ValueError as error:
         raise RunDirectoryError(f"{url}/{SUMMARY} is unreadable ({reason(error)}).") from None
-    return summary.get("command") if isinstance(summary, dict) else None
+    except Exception as error:  # each backend has its own errors (credentials, network)
+        raise RunDirectoryError(
+            f"{url} cannot be read ({reason(error)}); check the URL and the credentials."
+        ) from None
+    objects = (summary.get(MANIFEST) or {}).get("objects") if isinstance(summary, dict) else None
+    return any(name.startswith("issues.zarr/") for name in objects or {})
 
 
 def check_manifest(url: str) -> dict[str, Any]:
     """A published run's summary, when its objects match its manifest; else one sentence
-    (no ``summary.json``: not a complete run)."""
-    fs, root = _filesystem(url)
+    (no ``summary.json``: not a complete run). What commands reading the run wrote beside
+    it (``swaps.csv``, ``render/``) is not in the manifest, and not checked."""
+    fs, root = run_filesystem(url)
     try:
         summary = json.loads(fs.cat_file(f"{root}/{SUMMARY}"))
-        held = _listing(fs, root)
+        held = listing(fs, root)
     except FileNotFoundError:
         raise RunDirectoryError(
             f"{url} is not a complete segaudit run (no {SUMMARY}); a run into it failed or "
@@ -197,7 +210,29 @@ def check_manifest(url: str) -> dict[str, Any]:
         ) from None
     held.pop(SUMMARY, None)
     wanted = summary.get(MANIFEST, {}).get("objects", {})
+    held = {n: size for n, size in held.items() if n in wanted or n.split("/")[0] not in _LATER}
     if held != wanted:
-        differ = sorted(set(held.items()) ^ set(wanted.items()))[:3]
-        raise RunDirectoryError(f"{url} does not match its manifest ({differ}); rerun the scan.")
+        raise RunDirectoryError(
+            f"{url} does not match its manifest ({_difference(held, wanted)}); it is "
+            f"incomplete or was changed since it was published: rerun the {_command(summary)}."
+        )
     return summary
+
+
+def _difference(held: dict[str, int], wanted: dict[str, int]) -> str:
+    """The first way the objects ``held`` differ from those ``wanted``, in words."""
+    missing = sorted(set(wanted) - set(held))
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"{missing[0]}{more} missing"
+    resized = sorted(n for n in wanted if held[n] != wanted[n])
+    if resized:
+        name = resized[0]
+        return f"{name} has {held[name]} bytes, not {wanted[name]}"
+    extra = sorted(set(held) - set(wanted))
+    return f"{extra[0]} is not one of its objects"
+
+
+def _command(summary: Any) -> str:
+    command = summary.get("command") if isinstance(summary, dict) else None
+    return command if command in ("scan", "score") else "scan"

@@ -3,7 +3,8 @@
 Every later command (``score`` reusing a scan, ``swaps``, ``render``, ``eval``) reads a
 run through :class:`Run`, image by image, whatever the images' sizes: ``run.read(name,
 i)`` is image i of the array ``name`` (``labels``, ``pred_labels``, ``pixel_scores``,
-``issues``) at its own size.
+``issues``) at its own size. A run on an object store (``s3://bucket/runs/nightly``) is
+read through a local copy filled as it is read (:mod:`segaudit.runs.remote_read`).
 """
 
 from __future__ import annotations
@@ -24,17 +25,24 @@ from segaudit.sources.remote import is_url
 SUMMARY = "summary.json"
 
 
+def array_entry(name: str) -> str:
+    """The name of the run's folder holding the per-pixel array ``name``."""
+    return f"{name}.zarr"
+
+
 def array_path(run: Path, name: str) -> Path:
     """Where the run keeps the per-pixel array ``name``."""
-    return run / f"{name}.zarr"
+    return run / array_entry(name)
 
 
 @dataclass
 class Run:
-    """A complete run directory, opened read-only."""
+    """A complete run directory, opened read-only; for a run on an object store,
+    ``path`` is its local copy and ``objects`` fetches into it what is read."""
 
     path: Path
     summary: dict[str, Any]
+    objects: Any = field(default=None, repr=False)
     _arrays: dict[str, ImageArray] = field(default_factory=dict, repr=False)
     _images: ImageTable | None = field(default=None, repr=False)
 
@@ -49,9 +57,42 @@ class Run:
     def num_images(self) -> int:
         return self.images.num_images
 
+    @property
+    def location(self) -> str:
+        """Where the run is, as it was named: its folder or its URL."""
+        return self.objects.url if self.objects is not None else str(self.path)
+
+    def where(self, entry: str) -> str:
+        """Where the run's top-level ``entry`` is, for messages."""
+        return f"{self.objects.url.rstrip('/')}/{entry}" if self.objects else str(self.path / entry)
+
+    def local(self, entry: str) -> Path:
+        """The local path of the run's top-level file or folder ``entry`` (fetched
+        first for a run on an object store)."""
+        return self.objects.fetch(entry) if self.objects is not None else self.path / entry
+
     def has(self, name: str) -> bool:
         """Whether the run holds the per-pixel array ``name``."""
+        if self.objects is not None:
+            return bool(self.objects.holds(array_entry(name)))
         return array_path(self.path, name).is_dir()
+
+    def publish(self, entries: list[str], command: str) -> None:
+        """Upload what ``command`` wrote into the run's local copy (``swaps.csv``,
+        ``render``) to its object store; nothing to do for a run directory."""
+        if self.objects is not None:
+            self.objects.publish(entries, self.summary, command)
+
+    def current_summary(self) -> dict[str, Any] | None:
+        """The summary the run's location holds now; None when it holds no complete run."""
+        if self.objects is not None:
+            from segaudit.runs.remote_read import current_summary
+
+            return current_summary(self.objects.url)
+        try:
+            return open_run(self.path).summary
+        except RunDirectoryError:
+            return None
 
     def read(self, name: str, index: int) -> np.ndarray:
         """Image ``index`` of the per-pixel array ``name``, at the image's own size."""
@@ -60,22 +101,24 @@ class Run:
             return array.read_image(index)
         except (OSError, ValueError) as error:
             raise RunDirectoryError(
-                f"{array_path(self.path, name)} is damaged at image {index} ({error}); "
-                f"rerun `segaudit scan` into {self.path}."
+                f"{self.where(array_entry(name))} is damaged at image {index} ({error}); "
+                f"rerun `segaudit scan` into {self.location}."
             ) from None
 
     def _array(self, name: str) -> ImageArray:
         if name not in self._arrays:
-            path = array_path(self.path, name)
+            shown = self.where(array_entry(name))
+            path = self.local(array_entry(name))
             if not path.exists():
                 raise RunDirectoryError(
-                    f"{path} is missing from the run; rerun `segaudit scan` into {self.path}."
+                    f"{shown} is missing from the run; rerun `segaudit scan` into {self.location}."
                 )
             try:
                 self._arrays[name] = open_image_array(path)
             except (OSError, ValueError, KeyError) as error:
                 raise RunDirectoryError(
-                    f"{path} is not readable ({error}); rerun `segaudit scan` into {self.path}."
+                    f"{shown} is not readable ({error}); "
+                    f"rerun `segaudit scan` into {self.location}."
                 ) from None
         return self._arrays[name]
 
@@ -94,14 +137,10 @@ class Run:
 
 def open_run(path: str | os.PathLike[str]) -> Run:
     """Open a complete run, or say plainly why ``path`` is not one."""
-    if is_url(path):
-        from segaudit.runs.objectstore import check_manifest
+    if is_url(path):  # checked against its manifest, then read through a local copy
+        from segaudit.runs.remote_read import open_remote_run
 
-        check_manifest(str(path))  # a prefix without summary.json is refused here
-        raise RunDirectoryError(
-            f"{path} is a complete run on an object store, but the commands that read runs "
-            f"read local folders; copy it down first (e.g. aws s3 sync {path} DIR)."
-        )
+        return open_remote_run(str(path))
     run = Path(path)
     if not run.is_dir():
         raise RunDirectoryError(
