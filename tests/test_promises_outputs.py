@@ -31,7 +31,8 @@ import segaudit.jobs.scan
 import segaudit.report.render
 from segaudit.cli import app
 from segaudit.errors import RunDirectoryError
-from segaudit.report.render import display_issues, read_image_scores, render_run
+from segaudit.report.array_pages import display_issues
+from segaudit.report.render import read_image_scores, render_run
 from segaudit.report.swaps import common_label_issues, filter_by_class, tally_issues
 from segaudit.runs import rundir
 from segaudit.runs.run import open_run

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from segaudit.cli import app
 from segaudit.errors import RunDirectoryError
+from segaudit.report.array_pages import display_issues
 from segaudit.report.colors import IGNORE_GREY, ISSUE_RED, NEUTRAL_WHITE, distinct_colors
 from segaudit.report.heatmap import heatmap_classes, render_legend, swap_heatmap
 from segaudit.report.panels import OVERLAY_ALPHA, PHOTO_SATURATION, pooled_mask
-from segaudit.report.render import display_issues, page_filename, render_run
+from segaudit.report.render import page_filename, render_run
 from segaudit.runs.run import open_run
 
 IGNORE = 255
