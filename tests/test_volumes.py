@@ -426,3 +426,13 @@ def test_eval_measures_volumes_against_their_true_labels(synth_run: tuple[Path, 
     found = json.loads(result.output[result.output.index("{") :])
     assert found["pixel"]["flagged"] > 0
     assert 0 < found["pixel"]["precision"] <= 1 and 0 < found["pixel"]["recall"] <= 1
+
+
+def test_a_label_dataset_json_does_not_name_is_refused_at_its_voxel(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_001.nii.gz"
+    values = np.asarray(nib.load(path).dataobj).copy()  # (x, y, z)
+    values[:] = np.minimum(values, 3)
+    values[6, 4, 3] = 9
+    nib.save(nib.Nifti1Image(values, AFFINE), path)
+    refused(tmp_path, "case_001.nii.gz has label 9 outside 0..3 at voxel (x, y, z) = (6, 4, 3)")

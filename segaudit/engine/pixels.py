@@ -153,11 +153,15 @@ def describe_problems(
     *,
     sum_problem: str = "has probabilities that do not sum to 1",
     logits_fix: str = LOGITS_FIX,
+    slice_height: int = 0,
+    first_row: int = 0,
 ) -> str | None:
     """One sentence for the first kind of malformed value the kernel found, or None.
 
     ``problems`` is a kernel's (count, first flat pixel index) per kind over one image
-    of rows ``width`` wide; ``labels`` holds that image's labels, to quote a value.
+    of rows ``width`` wide; ``labels`` holds that image's labels, to quote a value. A
+    slab of a volume (rows from ``first_row`` of its sheet, slices ``slice_height``
+    rows high) names the voxel by (x, y, z), as NIfTI viewers do.
     """
     order = [
         (
@@ -175,9 +179,13 @@ def describe_problems(
         if count:
             row, col = divmod(first, width)
             value = labels.reshape(-1)[first]
-            more = f" (and {count - 1} more pixels)" if count > 1 else ""
             problem = problem.format(value=value, kmax=num_classes - 1)
             name = where.labels if side == "labels" else where.probs
             place = where.labels_place if side == "labels" else where.probs_place
+            if slice_height:
+                z, y = divmod(first_row + row, slice_height)
+                more = f" (and {count - 1} more in this slab)" if count > 1 else ""
+                return f"{name} {problem} at voxel (x, y, z) = ({col}, {y}, {z}){more}; {fix}"
+            more = f" (and {count - 1} more pixels)" if count > 1 else ""
             return f"{name} {problem} at {place}pixel ({row}, {col}){more}; {fix}"
     return None

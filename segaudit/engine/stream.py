@@ -190,6 +190,7 @@ def process_volume(
     scanned as rows of the volume's sheet, and the slabs' sums are combined."""
     where = dataset.where(index)
     width = int(extent.sizes[index][1])
+    slice_height = int(extent.sizes[index][0]) // extent.depth(index)
     total: ImageResult | None = None
     parts = []
     for row, labels, raw in dataset.read_slabs(index, extent.slab_slices(index)):
@@ -205,7 +206,7 @@ def process_volume(
         slab_place = Place(place.batch, place.offset + row * width, place.full_offset)
         slab = scan_prepared(
             index, labels, probs, params, extent.num_classes, sink, labels_dtype, where,
-            slab_place, row=row, slab=True,
+            slab_place, row=row, slab=slice_height,
         )  # fmt: skip
         parts.append(slab.softmin_parts)
         if total is None:
@@ -247,11 +248,12 @@ def scan_prepared(
     where: Where,
     place: Place,
     row: int = 0,
-    slab: bool = False,
+    slab: int = 0,
 ) -> ImageResult:
     """The kernel over one image's prepared (K, H, W) probabilities and (H, W) labels;
-    per-pixel arrays and records to ``sink``, the image's sums returned. A ``slab`` of a
-    volume is rows ``row:`` of its sheet, and returns its softmin's parts instead."""
+    per-pixel arrays and records to ``sink``, the image's sums returned. A slab of a
+    volume (``slab``: its slices' height) is rows ``row:`` of its sheet, and returns its
+    softmin's parts instead."""
     at_full_resolution = params.downsample == 1
     full = pixel_pass(
         probs[None],
@@ -261,7 +263,10 @@ def scan_prepared(
         summarize=True,
         rows_sum_to_one=params.rows_sum_to_one,
     )
-    message = describe_problems(full.problems, where, labels, labels.shape[1], num_classes)
+    message = describe_problems(
+        full.problems, where, labels, labels.shape[1], num_classes, slice_height=slab,
+        first_row=row,
+    )  # fmt: skip
     if message is not None:
         raise InvalidInputError(message)
     if not at_full_resolution:  # the full-resolution records, for the issues' regions
