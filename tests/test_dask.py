@@ -47,6 +47,16 @@ def folder(workdir) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def volumes(workdir) -> Path:
+    pytest.importorskip("nibabel")
+    out = workdir / "volumes"
+    result = invoke("synth", out, "--volumes", "--shape", "12x24x32,10x20x24", "--images", 4,
+                    "--classes", 4, "--seed", 6)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def run_files(run: Path) -> dict[str, bytes]:
     """Every file of a run but summary.json (which holds timings), by relative name."""
     return {
@@ -85,10 +95,13 @@ def run_both_ways(command: str, dataset: Path, options: tuple, scheduler: str, t
         ("stacked", ("--downsample", "2", "--label-pooling", "mean")),
         ("folder", ()),
         ("folder", ("--downsample", "2")),
+        ("volumes", ("--layout", "nnunet", "--pred-probs", "PREDICTIONS")),
     ],
 )
 def test_scan_on_a_cluster_equals_the_local_scan(data, options, request, scheduler, tmp_path):
-    dask = run_both_ways("scan", request.getfixturevalue(data), options, scheduler, tmp_path)
+    dataset = request.getfixturevalue(data)
+    options = tuple(dataset / "predictions" if o == "PREDICTIONS" else o for o in options)
+    dask = run_both_ways("scan", dataset, options, scheduler, tmp_path)
     assert (dask / "issues.zarr" / "zarr.json").exists()
     assert not (dask / "_scratch").exists()
 
