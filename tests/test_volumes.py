@@ -436,3 +436,14 @@ def test_a_label_dataset_json_does_not_name_is_refused_at_its_voxel(tmp_path: Pa
     values[6, 4, 3] = 9
     nib.save(nib.Nifti1Image(values, AFFINE), path)
     refused(tmp_path, "case_001.nii.gz has label 9 outside 0..3 at voxel (x, y, z) = (6, 4, 3)")
+
+
+def test_npy_predictions_of_volumes_are_mapped_and_sliced(
+    tmp_path: Path, small_slabs: None
+) -> None:
+    built = build_nnunet(tmp_path / "ds", seed=11)
+    for path in sorted((tmp_path / "ds" / "preds").glob("*.npz")):
+        np.save(path.with_suffix(".npy"), np.load(path)["probabilities"])
+        path.unlink()
+    assert scan(tmp_path / "ds", tmp_path / "run").exit_code == 0
+    assert np.array_equal(issue_voxels(tmp_path / "run"), cleanlab_mask(built))
