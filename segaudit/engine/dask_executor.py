@@ -106,26 +106,55 @@ def check_address(address: str) -> None:
         )
 
 
+# What a task imports: a forked worker inherits them instead of importing them again.
+TASK_MODULES = (
+    "segaudit.engine.stream", "segaudit.engine.cut", "segaudit.engine.softmin",
+    "segaudit.engine.regions", "segaudit.engine.volume_regions", "segaudit.runs.sink",
+    "segaudit.sources", "numcodecs", "scipy.sparse.csgraph",
+)  # fmt: skip
+
+
+def local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` single-threaded processes. Where the platform can
+    fork (Linux), the workers are forked from this process after it has imported what
+    the tasks run: they start in a tenth of a second instead of each starting an
+    interpreter and importing Dask, numpy and segaudit (about a second on two cores).
+    Nothing else runs in this process while it forks, so no lock is inherited held."""
+    import importlib
+    import multiprocessing
+    import sys
+
+    import dask
+    from distributed import LocalCluster
+
+    method = dask.config.get("distributed.worker.multiprocessing-method")
+    if sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods():
+        for name in TASK_MODULES:
+            importlib.import_module(name)
+        method = "fork"
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: clusters on one machine never clash
+        )
+
+
 @contextmanager
 def dask_executor(address: str) -> Iterator[DaskExecutor]:
     """A :class:`DaskExecutor` on the scheduler at ``address``, or on a LocalCluster of N
     single-threaded worker processes for ``local:N``; closed on the way out."""
     check_address(address)
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise SchedulerError(
             "--scheduler needs Dask's distributed scheduler; install it with "
             "pip install 'segaudit[dask]'."
         ) from None
     if address.startswith(LOCAL_PREFIX):
-        cluster = LocalCluster(
-            n_workers=int(address[len(LOCAL_PREFIX) :]),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # any free port: clusters on one machine never clash
-        )
-        with cluster, Client(cluster) as client:
+        with local_cluster(int(address[len(LOCAL_PREFIX) :])) as cluster, Client(cluster) as client:
             yield DaskExecutor(client)
         return
     try:  # waits up to Dask's distributed.comm.timeouts.connect (30 s by default)
