@@ -424,6 +424,8 @@ def test_eval_measures_volumes_against_their_true_labels(synth_run: tuple[Path, 
     result = runner.invoke(app, ["eval", str(run_path), "--truth", str(data), "--json"])
     assert result.exit_code == 0, result.output
     found = json.loads(result.output[result.output.index("{") :])
+    assert any("is a volume dataset" in note for note in found["notes"])
+    assert found["region"] is None  # regions are matched to 2-D error maps only
     assert found["pixel"]["flagged"] > 0
     assert 0 < found["pixel"]["precision"] <= 1 and 0 < found["pixel"]["recall"] <= 1
 

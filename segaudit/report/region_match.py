@@ -289,6 +289,12 @@ def region_level(
     if not path.is_file():
         return None
     if not truth.has_error_maps():
+        if (truth.folder / "errors.json").is_file():  # segaudit synth --volumes
+            notes.append(
+                f"{truth.folder} is a volume dataset, which lists its errors in errors.json "
+                "but has no error maps, so region-level metrics are left out."
+            )
+            return None
         notes.append(
             f"{truth.folder} has no error maps (errors.npy, errors.zarr or errors/), so "
             "region-level metrics are left out; regenerate it with `segaudit synth` to get them."
