@@ -430,3 +430,44 @@ def test_an_unreadable_map_file_is_reported_every_time_it_is_shown(
     for _ in range(other):  # back: the failure is said again, not waited on forever
         page.page.keyboard.press("k")
     page.page.wait_for_function(failed)
+
+
+def test_a_volume_page_shows_each_volume_as_its_views_with_regions_boxed(
+    context, tmp_path: Path
+) -> None:
+    pytest.importorskip("nibabel")
+    from segaudit.report.panels import Sources
+    from segaudit.report.render import RunArray
+    from segaudit.report.volume_views import VolumeViews
+    from segaudit.runs.run import open_run
+
+    data, run = tmp_path / "ct", tmp_path / "run"
+    made = invoke("synth", data, "--volumes", "--images", 2, "--classes", 4, "--seed", 3,
+                  "--shape", "16x48x56", "--corrupt-fraction", 1)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    scanned = invoke("scan", data, "--layout", "nnunet", "--pred-probs", data / "predictions",
+                     "-o", run, "--quiet")  # fmt: skip
+    assert scanned.exit_code == 0, scanned.output
+    assert invoke("render", run, "--quiet").exit_code == 0
+    page = Page(context, run / "render" / "index.html")
+    regions = read_regions_table(run)
+    page.page.keyboard.press("j")
+    page.wait_detail(region_key(regions[0]))
+    assert page.broken_images() == []
+    opened = open_run(run)
+    sources = Sources(RunArray(opened, "issues"), RunArray(opened, "labels"),
+                      RunArray(opened, "pred_labels"), None, opened.num_classes)  # fmt: skip
+    views = VolumeViews(opened, sources, regions)
+    image = regions[0]["image"]
+    shown = views.sources_view().labels[image]
+    assert page.page.eval_on_selector("#photo", "i => i.naturalWidth") == shown.shape[1]
+    box = views.page_regions([regions[0]])[0]
+    stage = page.page.locator("#stage").bounding_box()
+    scale = stage["width"] / shown.shape[1]
+    x, y = box["x0"], box["y0"]
+    page.page.mouse.move(stage["x"] + (x + 0.5) * scale, stage["y"] + (y + 0.5) * scale)
+    names = json.loads((data / "dataset.json").read_text())["labels"]
+    name_of = {value: name for name, value in names.items()}
+    hover = page.page.text_content("#hover")
+    assert hover.startswith(f"x {x}, y {y} · given: {name_of[int(shown[y, x])]}")
+    assert page.problems == []
