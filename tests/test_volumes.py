@@ -449,3 +449,27 @@ def test_npy_predictions_of_volumes_are_mapped_and_sliced(
         path.unlink()
     assert scan(tmp_path / "ds", tmp_path / "run").exit_code == 0
     assert np.array_equal(issue_voxels(tmp_path / "run"), cleanlab_mask(built))
+
+
+def test_single_slice_niftis_with_squeezed_predictions_scan_as_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    (tmp_path / "ds" / "labels").mkdir(parents=True)
+    (tmp_path / "ds" / "pred_probs").mkdir()
+    labels, probs = [], []
+    for case in range(2):
+        given = rng.integers(0, 3, (1, 20, 30)).astype(np.uint8)
+        found = rng.random((3, 20, 30)).astype(np.float32)  # (K, Y, X): the slice axis dropped
+        found /= found.sum(0, keepdims=True)
+        nib.save(nib.Nifti1Image(given.T, AFFINE), tmp_path / "ds" / "labels" / f"c{case}.nii.gz")
+        np.save(tmp_path / "ds" / "pred_probs" / f"c{case}.npy", found)
+        labels.append(given.reshape(-1))
+        probs.append(found.reshape(3, -1))
+    result = runner.invoke(app, ["scan", str(tmp_path / "ds"), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    mask = cleanlab_filter.find_label_issues(
+        np.concatenate(labels)[None, None], np.concatenate(probs, 1)[None, :, None],
+        n_jobs=1, verbose=False,
+    )[0, 0]  # fmt: skip
+    ours = [np.asarray(nib.load(tmp_path / "run" / "issues" / f"c{c}.nii.gz").dataobj).T
+            for c in range(2)]  # fmt: skip
+    assert np.array_equal(np.concatenate([o.reshape(-1) for o in ours]).astype(bool), mask)

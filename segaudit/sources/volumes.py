@@ -214,8 +214,8 @@ def check_volume_axes(probs_shape: tuple[int, ...], mask: VolumeHeader, probs_pa
     """A mask and its probabilities must agree on (Z, Y, X); one sentence when they do not,
     with the transpose when the probabilities are in nibabel's axis order."""
     spatial = tuple(probs_shape[1:])
-    if spatial == mask.shape:
-        return
+    if spatial == mask.shape or (mask.shape[0] == 1 and spatial == mask.shape[1:]):
+        return  # a single slice's predictions may be saved (K, Y, X), as nnU-Net 2-D does
     z, y, x = mask.shape
     if len(probs_shape) == 4 and spatial == (x, y, z):
         raise InvalidInputError(
