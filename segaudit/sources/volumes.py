@@ -246,6 +246,11 @@ class ProbsVolume:
         loaded = files.read_probs(path)
         return cls(path, loaded.array, loaded.source)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the predictions are held whole (a small ``.npz``), not mapped."""
+        return self._source is None and not isinstance(self.array, np.memmap)
+
     def slab(self, start: int, stop: int) -> np.ndarray:
         """Slices ``start:stop`` of every class as a contiguous (K, s, Y, X) array."""
         part = np.ascontiguousarray(self.array[:, start:stop])
@@ -290,10 +295,13 @@ def _spilled(archive: zipfile.ZipFile, member: str) -> np.ndarray:
 def iter_slabs(
     mask: VolumeHeader, probs: ProbsVolume, slices: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first slice, labels (s, Y, X), probabilities (K, s, Y, X)) for consecutive slabs."""
+    """(first slice, labels (s, Y, X), probabilities (K, s, Y, X)) for consecutive slabs;
+    predictions already held whole in memory are one slab (slicing them would copy)."""
     reader = SlabReader(mask)
     try:
         depth = mask.shape[0]
+        if probs.in_memory:
+            slices = depth
         for start in range(0, depth, slices):
             stop = min(depth, start + slices)
             labels = integer_labels(reader.read(start, stop), mask.path, start)
