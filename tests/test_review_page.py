@@ -468,6 +468,21 @@ def test_a_volume_page_shows_each_volume_as_its_views_with_regions_boxed(
     page.page.mouse.move(stage["x"] + (x + 0.5) * scale, stage["y"] + (y + 0.5) * scale)
     names = json.loads((data / "dataset.json").read_text())["labels"]
     name_of = {value: name for name, value in names.items()}
+    layout = views.layout(image)
+    tile = next(t for t in layout.tiles
+                if t.left <= x < t.left + t.width and t.top <= y < t.top + t.height)  # fmt: skip
+    depth, height, width = layout.shape
+    rows, cols = {"axial": (height, width), "coronal": (depth, width),
+                  "sagittal": (depth, height)}[tile.view]  # fmt: skip
+    row = int((y - tile.top + 0.5) * rows / tile.height)
+    col = int((x - tile.left + 0.5) * cols / tile.width)
+    voxel = {"axial": (col, row, tile.at), "coronal": (col, tile.at, row),
+             "sagittal": (tile.at, col, row)}[tile.view]  # fmt: skip
+    labels = opened.read("labels", image).reshape(layout.shape)
+    assert labels[voxel[2], voxel[1], voxel[0]] == shown[y, x]  # the picture shows that voxel
     hover = page.page.text_content("#hover")
-    assert hover.startswith(f"x {x}, y {y} · given: {name_of[int(shown[y, x])]}")
+    assert hover.startswith(
+        f"{tile.view} · voxel x {voxel[0]}, y {voxel[1]}, z {voxel[2]} · "
+        f"given: {name_of[int(shown[y, x])]}"
+    )
     assert page.problems == []

@@ -161,6 +161,8 @@ def write_image_assets(
     size = map_size(*mask.shape, max_width)
     shown = pooled_mask(mask, size)
     maps: dict[str, Any] = {"w": size[1], "h": size[0], "issues": png_data_url(issue_image(shown))}
+    if sources.extras is not None:
+        maps.update(sources.extras(image) or {})
     base = None
     for name, labels, ignore in (
         ("given", given, sources.ignore_index),

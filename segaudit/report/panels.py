@@ -56,6 +56,8 @@ class Sources:
     exclude: Sequence[int] = ()
     regions: Any | None = None
     """The regions to box on each page (:class:`region_pictures.PageRegions`), if any."""
+    extras: Any | None = None
+    """``extras(image)``: more for the review page to know of an image (a volume's views)."""
 
 
 # --- pixels -------------------------------------------------------------------------------

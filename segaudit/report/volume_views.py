@@ -183,7 +183,18 @@ class VolumeViews:
             base.ignore_index,
             base.classes,
             base.exclude,
+            extras=self.page_extras,
         )
+
+    def page_extras(self, index: int) -> dict[str, Any] | None:
+        """What the review page needs to name the voxel under the cursor: the volume's
+        shape (Z, Y, X) and its views ([view, at, top, left, height, width], in picture
+        pixels). None for a 2-D image."""
+        layout = self.layout(index)
+        if layout is None:
+            return None
+        tiles = [[t.view, t.at, t.top, t.left, t.height, t.width] for t in layout.tiles]
+        return {"volume": {"shape": list(layout.shape), "tiles": tiles}}
 
     def page_regions(self, rows: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         """Region rows with their boxes in their volume's picture."""

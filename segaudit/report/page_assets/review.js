@@ -456,7 +456,24 @@
     var fx = Math.floor((x + 0.5) * img.width / view.map.w), fy = Math.floor((y + 0.5) * img.height / view.map.h);
     var given = classAt(view.layers.given, x, y, "ignored");
     var predicted = classAt(view.layers.predicted, x, y, "");
-    $("hover").textContent = "x " + fx + ", y " + fy + " \u00b7 given: " + given + " \u00b7 predicted: " + predicted;
+    var place = view.map.volume ? voxelAt(view.map.volume, fx, fy) : "x " + fx + ", y " + fy;
+    $("hover").textContent = place + " \u00b7 given: " + given + " \u00b7 predicted: " + predicted;
+  }
+
+  // A volume's picture is views of it side by side: name the voxel under (fx, fy), as
+  // NIfTI viewers number them, by the nearest-voxel rule the views were drawn with.
+  function voxelAt(volume, fx, fy) {
+    var z = volume.shape[0], y = volume.shape[1], x = volume.shape[2];
+    var axes = { axial: [y, x], coronal: [z, x], sagittal: [z, y] };
+    for (var i = 0; i < volume.tiles.length; i++) {
+      var t = volume.tiles[i], top = t[2], left = t[3], h = t[4], w = t[5];
+      if (fx < left || fy < top || fx >= left + w || fy >= top + h) continue;
+      var size = axes[t[0]];
+      var row = Math.floor((fy - top + 0.5) * size[0] / h), col = Math.floor((fx - left + 0.5) * size[1] / w);
+      var voxel = t[0] === "axial" ? [col, row, t[1]] : t[0] === "coronal" ? [col, t[1], row] : [t[1], col, row];
+      return t[0] + " \u00b7 voxel x " + voxel[0] + ", y " + voxel[1] + ", z " + voxel[2];
+    }
+    return "between views";
   }
 
   function wireViewer() {
