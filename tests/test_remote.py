@@ -395,3 +395,83 @@ def test_a_run_url_without_credentials_is_one_sentence(command, local, monkeypat
     said = one_line_error(result)
     assert "cannot be" in said and "credentials" in said and "does not exist" not in said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_task_on_a_worker_uploads_its_files_and_the_client_fetches_what_it_reads(
+    bucket, s3fs_client, tmp_path
+):
+    """A run for a URL, built by workers that share no disk with the client: a shipped
+    task's sink writes into a folder of its worker's own, uploads it to the run's hidden
+    prefix when the task ends, and the client reads those files from there."""
+    from segaudit.runs.parts import PART_PREFIX, RemoteParts
+    from segaudit.runs.sink import RunSink
+
+    prefix = f"{BUCKET}/parts/.segaudit-tmp-run-0001"
+    client_run = tmp_path / "client" / "run"
+    client_run.mkdir(parents=True)
+    sink = RunSink(client_run, ["a", "b", "c"], parts=RemoteParts(f"s3://{prefix}"))
+    sizes = np.array([[4, 6], [5, 3], [4, 6]])
+    sink.create("labels", sizes, np.uint8)
+    sink.create("issues", sizes, bool)
+    worker = sink.detached().detached()  # shipped by the client, detached on the worker
+    assert worker.run.name.startswith(PART_PREFIX) and client_run not in worker.run.parents
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 4, tuple(size)).astype(np.uint8) for size in sizes]
+    for index, image in enumerate(images):
+        worker.write("labels", index, image)
+        worker.write("issues", index, image == 3)
+    records = {"index": np.arange(5, dtype=np.int64), "s": np.linspace(0, 1, 5)}
+    worker.add_records(0, records)
+    written = worker.written()
+    assert not worker.run.exists()  # uploaded, then removed from the worker's disk
+    held = listing(s3fs_client, prefix)
+    assert {"issues/a.png", "issues/b.png", "labels.zarr/1/zarr.json"} <= set(held)
+    assert any(name.startswith("_scratch/records-") for name in held)
+    on_client = {str(p.relative_to(client_run)) for p in client_run.rglob("*") if p.is_file()}
+    assert on_client == {"labels.zarr/zarr.json", "issues.zarr/zarr.json"}  # its metadata only
+    sink.adopt(written)
+    for index, image in enumerate(images):
+        assert np.array_equal(sink.read("labels", index), image)
+    got = sink.records(0, ("index", "s"))
+    assert np.array_equal(got["index"], records["index"]) and np.allclose(got["s"], records["s"])
+    sink.discard_scratch()
+    assert not any(name.startswith("_scratch/") for name in listing(s3fs_client, prefix))
+
+
+def test_a_worker_killed_while_building_a_run_for_s3_still_gives_the_local_run(
+    local, bucket, s3fs_client, scheduler, kill_marker, tmp_path
+):
+    url = f"s3://{BUCKET}/runs/killed"
+    on_disk = tmp_path / "disk"
+    assert invoke("scan", local, "-o", on_disk, "--batch-size", 2, "-q").exit_code == 0
+    kill_marker.write_text("")
+    result = invoke("scan", local, "-o", url, "--batch-size", 2, "-q", "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    assert not kill_marker.exists()  # a task removed it, then killed its worker process
+    prefix = url.removeprefix("s3://")
+    for path in on_disk.rglob("*"):
+        if path.is_file() and path.name != "summary.json":
+            relative = str(path.relative_to(on_disk))
+            assert s3fs_client.cat_file(f"{prefix}/{relative}") == path.read_bytes(), relative
+    assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []
+
+
+@pytest.mark.parametrize(
+    "options", [("--pixel-scores",), ("--method", "num_pixel_issues")], ids=["softmin", "cl"]
+)
+def test_a_score_published_to_s3_from_a_cluster_equals_the_local_score(
+    options, local, bucket, s3fs_client, scheduler, tmp_path
+):
+    url = f"s3://{BUCKET}/runs/score-{options[-1].strip('-')}"
+    on_disk = tmp_path / "disk"
+    common = ("--batch-size", 3, "-q", *options)
+    assert invoke("score", local, "-o", on_disk, *common).exit_code == 0
+    result = invoke("score", local, "-o", url, *common, "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    prefix = url.removeprefix("s3://")
+    held = set(listing(s3fs_client, prefix)) - {"summary.json"}
+    expected = {str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()}
+    assert held == expected - {"summary.json"}
+    for name in held:
+        assert s3fs_client.cat_file(f"{prefix}/{name}") == (on_disk / name).read_bytes(), name
+    assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []

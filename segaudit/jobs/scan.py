@@ -211,8 +211,11 @@ def scan_dataset(
     progress: Progress | None = None,
     regions: RegionOptions | None = None,
     reviewed: Reviewed | None = None,
+    parts: Any = None,
 ) -> dict[str, Any]:
-    """Scan an opened dataset into the run directory ``out``; return its summary."""
+    """Scan an opened dataset into the run directory ``out``; return its summary. With
+    ``parts`` (:class:`segaudit.runs.parts.RemoteParts`), Dask workers upload what they
+    write to the run being built for a URL, not to ``out``."""
     started = time.perf_counter()
     params = params_for(dataset, params or Params())
     execution = execution or Execution()
@@ -221,7 +224,7 @@ def scan_dataset(
     names = class_names or dataset.names()
     background = regions.background_of(dataset, names)
     with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
-        sink = RunSink(tmp, dataset.ids, volumes_of(dataset))
+        sink = RunSink(tmp, dataset.ids, volumes_of(dataset), parts=parts)
         result = confident_learning(
             dataset,
             params,
@@ -264,9 +267,12 @@ def scan(
     if is_url(out):
         from segaudit.runs.objectstore import remote_run
 
-        with remote_run(str(out)) as staged:
-            return scan(spec, staged, params, execution=execution, class_names=class_names,
-                        progress=progress, regions=regions)  # fmt: skip
+        with remote_run(str(out)) as staging:  # Dask workers upload their files themselves
+            return scan_dataset(
+                open_dataset(spec), staging.local, params, execution=execution,
+                class_names=class_names, progress=progress, regions=regions, reviewed=reviewed,
+                parts=staging.parts if on_dask(execution) else None,
+            )  # fmt: skip
     return scan_dataset(
         open_dataset(spec),
         out,
@@ -277,6 +283,11 @@ def scan(
         regions=regions,
         reviewed=reviewed,
     )
+
+
+def on_dask(execution: Execution | None) -> bool:
+    """Whether the batches run on a Dask cluster (whose workers may share no disk)."""
+    return execution is not None and getattr(execution.executor, "name", "") == "dask"
 
 
 def gate_results(

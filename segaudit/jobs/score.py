@@ -36,11 +36,20 @@ from segaudit.engine.learning import confident_learning
 from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.softmin import check_temperature, softmin_pass
 from segaudit.errors import InvalidInputError, RunDirectoryError
-from segaudit.jobs.scan import build_summary, describe_dataset, image_table, params_for
+from segaudit.jobs.scan import (
+    build_summary,
+    describe_dataset,
+    image_table,
+    on_dask,
+    params_for,
+    volumes_of,
+)
 from segaudit.progress import NullProgress, Progress
 from segaudit.report.tables import rank_images, score_rows, write_score_table
 from segaudit.runs import rundir
+from segaudit.runs.chunkstore import rebased
 from segaudit.runs.images import IMAGES_TABLE, write_images_table
+from segaudit.runs.parts import PART_PREFIX, RemoteParts
 from segaudit.runs.run import Run, is_complete_run, open_run
 from segaudit.runs.sink import RunSink
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
@@ -296,6 +305,7 @@ def score(
     replace: bool = False,
     class_names: list[str] | None = None,
     progress: Progress | None = None,
+    parts: RemoteParts | None = None,
 ) -> tuple[dict[str, Any], ImageScores]:
     """Score a dataset's images into the run directory ``out``; return its summary and scores.
 
@@ -307,7 +317,8 @@ def score(
     ``pixel_scores`` always ends with ``pixel_scores.zarr`` in the run: a kept scan's
     own (the same values), else computed. A scan at an ``out`` URL is downloaded to be
     kept the same way (the new run holds its arrays); ``replace`` discards one that does
-    not match its manifest.
+    not match its manifest. (``parts``: set for such a URL when Dask workers write the
+    run, :mod:`segaudit.runs.parts`.)
     """
     check_method(method)
     params = params or Params()
@@ -317,19 +328,21 @@ def score(
         from segaudit.runs.remote_read import download_run
 
         scanned = holds_scan(str(out))
-        with remote_run(str(out)) as staged:
+        with remote_run(str(out)) as staging:
+            staged = staging.local
             if scanned:  # checked against its manifest; kept below when it matches
                 download_run(str(out), staged, discard_damaged=replace)
             try:
                 return score(spec, staged, params, method=method, execution=execution,
                              pixel_scores=pixel_scores, replace=replace,
-                             class_names=class_names, progress=progress)  # fmt: skip
+                             class_names=class_names, progress=progress,
+                             parts=staging.parts if on_dask(execution) else None)  # fmt: skip
             except ScanMismatchError as error:  # named by its URL, not the staging folder
                 raise ScanMismatchError(str(error).replace(str(staged), str(out))) from None
     started = time.perf_counter()
     dataset = open_dataset(spec)
     params = params_for(dataset, params)
-    work = _Work(dataset, params, execution or Execution(), progress or NullProgress())
+    work = _Work(dataset, params, execution or Execution(), progress or NullProgress(), parts)
     names = class_names or dataset.names()
     described = dataset.inputs()
     with rundir.building_run(out, inputs=dataset.input_paths()) as tmp:
@@ -379,10 +392,11 @@ class _Work:
     params: Params
     execution: Execution
     progress: Progress
+    parts: RemoteParts | None = None  # a run for a URL, built on a Dask cluster
 
     def softmin(self, pixels_into: Path | None) -> ImageScores:
         """Softmin scores, writing ``pixel_scores.zarr`` into ``pixels_into`` when given."""
-        sink = _PixelScoresSink(pixels_into) if pixels_into is not None else None
+        sink = _PixelScoresSink(pixels_into, self.parts) if pixels_into is not None else None
         found = softmin_pass(
             self.dataset,
             self.params,
@@ -410,12 +424,14 @@ class _Work:
         self, tmp: Path, pixel_scores: bool, names: list[str]
     ) -> tuple[ImageScores, dict[str, Any]]:
         """Confident Learning into the run (a full scan's arrays); scores and scan summary."""
-        sink = RunSink(tmp, list(self.dataset.ids))
+        sink = RunSink(tmp, list(self.dataset.ids), volumes_of(self.dataset), parts=self.parts)
         cl = confident_learning(self.dataset, self.params, sink, self.execution, self.progress)
         sink.finish()
         sink.discard_scratch()
         if not pixel_scores:
             shutil.rmtree(rundir.array_path(tmp, "pixel_scores"), ignore_errors=True)
+            if self.parts is not None:
+                self.parts.remove("pixel_scores.zarr")
         result = self._issue_scores(cl.issues_per_image, cl.stats.scored.copy())
         summary = build_summary(cl, self.dataset, self.params, names, {}, self.execution)
         return result, summary
@@ -435,10 +451,13 @@ class _Work:
 
 
 class _PixelScoresSink:
-    """Just the ``pixel_scores`` array of a run, for softmin's pixel scores."""
+    """Just the ``pixel_scores`` array of a run, for softmin's pixel scores; with ``parts``
+    (a run for a URL on a Dask cluster), each task's chunks are uploaded by its worker."""
 
-    def __init__(self, run: Path) -> None:
+    def __init__(self, run: Path, parts: RemoteParts | None = None) -> None:
         self.run = run
+        self.parts = parts
+        self.shipped = False
         self.array: Any = None
 
     def create(
@@ -469,11 +488,16 @@ class _PixelScoresSink:
 
     def detached(self) -> _PixelScoresSink:
         """A copy for a task in another process (see :meth:`RunSink.detached`)."""
-        copy = _PixelScoresSink(self.run)
-        copy.array = self.array.fresh()
+        copy = _PixelScoresSink(self.run, self.parts)
+        copy.array, copy.shipped = self.array.fresh(), True
+        if self.parts is not None and self.shipped:  # on a worker: a folder of its own
+            copy.run = self.parts.new_folder()
+            copy.array = rebased(self.array, self.run, copy.run)
         return copy
 
     def written(self) -> dict[int, tuple[int, ...]]:
+        if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
+            self.parts.upload(self.run)
         return dict(getattr(self.array, "shapes", {}))
 
     def adopt(self, written: dict[int, tuple[int, ...]]) -> None:

@@ -102,7 +102,7 @@ class ImageChunkedArray:
     def num_images(self) -> int:
         return self.shape[0]
 
-    def _chunk_path(self, image: int) -> Path:
+    def chunk_path(self, image: int) -> Path:
         key = CHUNK_KEY_SEPARATOR.join(["c", str(image), *(["0"] * (len(self.shape) - 1))])
         return self.path / key
 
@@ -112,13 +112,13 @@ class ImageChunkedArray:
             (stop - start, *self.shape[1:])
         )
         for offset, image in enumerate(range(start, stop)):
-            _write_file(self._chunk_path(image), _encode(self._codec, value[offset]))
+            _write_file(self.chunk_path(image), _encode(self._codec, value[offset]))
 
     def __getitem__(self, key: slice) -> np.ndarray:
         start, stop = self._bounds(key)
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
         for offset, image in enumerate(range(start, stop)):
-            path = self._chunk_path(image)
+            path = self.chunk_path(image)
             if not path.exists():
                 out[offset] = self.fill_value
                 continue
@@ -136,7 +136,7 @@ class ImageChunkedArray:
 
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` as written; a missing chunk is an error, never a fill value."""
-        data = self._chunk_path(index).read_bytes()
+        data = self.chunk_path(index).read_bytes()
         return _decode(self._codec, data, self._stored, self.shape[1:])
 
     def folders(self) -> list[Path]:
@@ -351,7 +351,7 @@ class ImageChunkWriter:
         copy.finished, copy.per_image = self.finished, self.per_image
         return copy
 
-    def _chunk_path(self, index: int) -> Path:
+    def chunk_path(self, index: int) -> Path:
         if self.per_image:
             return self.path / str(index) / CHUNK_KEY_SEPARATOR.join(("c", "0", "0"))
         return self.path / CHUNK_KEY_SEPARATOR.join(("c", str(index), "0", "0"))
@@ -359,11 +359,11 @@ class ImageChunkWriter:
     def write_image(self, index: int, value: np.ndarray) -> None:
         """Store image ``index`` (any 2-D size); threads may write different images."""
         chunk = np.ascontiguousarray(value, dtype=self._stored)
-        _write_file(self._chunk_path(index), _encode(self._codec, chunk))
+        _write_file(self.chunk_path(index), _encode(self._codec, chunk))
         self.shapes[index] = chunk.shape
 
     def read_image(self, index: int) -> np.ndarray:
-        data = self._chunk_path(index).read_bytes()
+        data = self.chunk_path(index).read_bytes()
         shape = self.shapes.get(index) or self.known[index]
         return _decode(self._codec, data, self._stored, shape)
 
@@ -387,8 +387,23 @@ class ImageChunkWriter:
             return
         group = PerImageArrays(self.path, count, self.dtype)
         for index in range(count):
-            group.adopt_chunk(index, self._chunk_path(index), self.shapes[index])
+            group.adopt_chunk(index, self.chunk_path(index), self.shapes[index])
         self.per_image = True
+
+
+def rebased(array: Any, old: Path, new: Path) -> Any:
+    """The same array written under the folder ``new`` instead of ``old`` (same names):
+    what a task on a worker writes before uploading it (:mod:`segaudit.runs.parts`)."""
+    path = new / array.path.relative_to(old)
+    if isinstance(array, PerImageArrays):
+        path.mkdir(parents=True, exist_ok=True)
+        return PerImageArrays(
+            path, array.num_images, array.dtype, create=False, sizes=array.sizes,
+            chunk_rows=array.chunk_rows,
+        )  # fmt: skip
+    moved = ImageChunkWriter(path, array.dtype)
+    moved.known, moved.finished, moved.per_image = array.known, array.finished, array.per_image
+    return moved
 
 
 def open_image_array(path: Path) -> ImageArray:

@@ -22,6 +22,7 @@ it through a local copy (:mod:`segaudit.runs.remote_read`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,10 +31,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segaudit.errors import OutputWriteError, RunDirectoryError, SegauditError, reason
+from segaudit.runs.parts import RemoteParts
 from segaudit.runs.run import SUMMARY
 from segaudit.runs.rundir import MARKER, RUN_ENTRIES, TEMP_PREFIX, pid_alive
 
@@ -117,36 +120,66 @@ def clean_stale_staging(folder: Path, prefix: str = STAGING_PREFIX) -> list[Path
     return removed
 
 
+@dataclass
+class Staging:
+    """Where a run for a URL is built: ``local``, this process's folder, and ``parts``,
+    the hidden prefix beside RUN that Dask workers upload their files to
+    (:mod:`segaudit.runs.parts`)."""
+
+    local: Path
+    parts: RemoteParts
+
+
 @contextmanager
-def remote_run(url: str) -> Iterator[Path]:
-    """A local path to build the run for ``url`` in; published there (:func:`publish`)
-    when the block succeeds, never when it fails. The staging folder is named with this
-    process's id, so the next run removes it if this process is killed."""
+def remote_run(url: str) -> Iterator[Staging]:
+    """Where to build the run for ``url``; published there (:func:`publish`) when the
+    block succeeds, never when it fails (its hidden prefix is then removed). The local
+    staging folder is named with this process's id, so the next run removes it if this
+    process is killed; hidden prefixes a killed run left are removed by the next run."""
     check_remote_output(url)
     clean_stale_staging(Path(tempfile.gettempdir()))
+    fs, root = run_filesystem(url)
+    parent, _, name = root.rpartition("/")
+    try:
+        remove_leftovers(fs, parent, name)
+    except Exception as error:  # each backend has its own errors
+        raise OutputWriteError(f"cleaning up beside {url} failed ({reason(error)}).") from None
+    base = url.rstrip("/").rpartition("/")[0]
+    parts = RemoteParts(f"{base}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
     prefix = f"{STAGING_PREFIX}{os.getpid()}-"
     with tempfile.TemporaryDirectory(prefix=prefix) as staging:
-        local = Path(staging) / "run"
-        yield local
-        publish(local, url)
+        done = False
+        try:
+            yield Staging(Path(staging) / "run", parts)
+            publish(Path(staging) / "run", url, parts)
+            done = True
+        finally:
+            if not done:
+                with contextlib.suppress(Exception):
+                    parts.remove("")
 
 
-def publish(local: Path, url: str) -> dict[str, int]:
-    """Publish the complete local run ``local`` at ``url`` (see the module doc); return
-    the manifest (relative name -> size)."""
+def publish(local: Path, url: str, parts: RemoteParts | None = None) -> dict[str, int]:
+    """Publish the complete local run ``local`` at ``url`` (see the module doc), with the
+    files Dask workers already uploaded to ``parts``; return the manifest (relative name
+    -> size)."""
     fs, root = run_filesystem(url)
     parent, _, name = root.rpartition("/")
     summary = json.loads((local / SUMMARY).read_text())
     files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUMMARY)
-    manifest = {str(p.relative_to(local)): p.stat().st_size for p in files}
-    hidden = f"{parent}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    try:
+    if parts is None:
+        parts = RemoteParts(f"{url.rstrip('/').rpartition('/')[0]}/{TEMP_PREFIX}{name}-"
+                            f"{uuid.uuid4().hex[:8]}")  # fmt: skip
         remove_leftovers(fs, parent, name)
-        names = list(manifest)  # batched calls: async backends send them concurrently
-        fs.put([str(local / n) for n in names], [f"{hidden}/{n}" for n in names])
+    hidden = parts.filesystem()[1]
+    try:
+        names = [str(p.relative_to(local)) for p in files]  # batched: sent concurrently
+        if names:
+            fs.put([str(local / n) for n in names], [f"{hidden}/{n}" for n in names])
+        manifest = dict(sorted(listing(fs, hidden).items()))
         if fs.exists(f"{root}/{SUMMARY}"):
             fs.rm_file(f"{root}/{SUMMARY}")  # the previous run stops being complete
-        fs.copy([f"{hidden}/{n}" for n in names], [f"{root}/{n}" for n in names])
+        fs.copy([f"{hidden}/{n}" for n in manifest], [f"{root}/{n}" for n in manifest])
         stale = [f"{root}/{n}" for n in listing(fs, root) if n not in manifest]
         if stale:
             fs.rm(stale)

@@ -23,8 +23,9 @@ from segaudit.engine.pixels import Records
 from segaudit.engine.sinks import CL
 from segaudit.errors import RunDirectoryError
 from segaudit.runs import durability, rundir
-from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
+from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays, rebased
 from segaudit.runs.masks import write_issue_mask, write_issue_volume
+from segaudit.runs.parts import PART_PREFIX, RemoteParts
 
 
 class ScratchImages:
@@ -89,10 +90,18 @@ class RunSink:
     """Per-image arrays in the run being built at ``run``; issue masks also as PNGs
     named by image id (``ids``)."""
 
-    def __init__(self, run: Path, ids: list[str], volumes: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        run: Path,
+        ids: list[str],
+        volumes: list[Any] | None = None,
+        parts: RemoteParts | None = None,
+    ) -> None:
         self.run = run
         self.ids = ids
         self.volumes = volumes  # each image's VolumeHeader (None for a 2-D image)
+        self.parts = parts  # the run is for a URL: workers upload their files there
+        self.shipped = False  # a copy made to be sent to a worker (see detached())
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageChunkWriter | PerImageArrays | ScratchImages] = {}
@@ -142,7 +151,19 @@ class RunSink:
                 write_issue_mask(self.run, self.ids[index], value)
 
     def read(self, name: str, index: int) -> np.ndarray:
+        if self.parts is not None:
+            self._fetch_image(name, index)
         return self.arrays[name].read_image(index)
+
+    def _fetch_image(self, name: str, index: int) -> None:
+        """Fetch image ``index`` of ``name`` from the run being built, if another process
+        wrote it (:mod:`segaudit.runs.parts`)."""
+        assert self.parts is not None
+        array = self.arrays[name]
+        if isinstance(array, ImageChunkWriter) and not array.per_image:
+            self.parts.fetch(self.run, str(array.chunk_path(index).relative_to(self.run)))
+        elif isinstance(array, PerImageArrays | ImageChunkWriter):
+            self.parts.fetch(self.run, str((array.path / str(index)).relative_to(self.run)))
 
     def _record_path(self, start: int, resolution: str) -> Path:
         return self.scratch_dir / f"records-{resolution}-{start:012d}.bin"
@@ -166,6 +187,9 @@ class RunSink:
 
     def records(self, start: int, fields: tuple[str, ...], resolution: str = CL) -> Records:
         segments = self._records[(resolution, start)]
+        if self.parts is not None:
+            path = self._record_path(start, resolution)
+            self.parts.fetch(self.run, str(path.relative_to(self.run)))
         out: dict[str, list[np.ndarray]] = {name: [] for name in fields}
         with open(self._record_path(start, resolution), "rb") as handle:
             for where in segments:
@@ -199,7 +223,17 @@ class RunSink:
         }
         copy._records = dict(self._records)  # to read the records of earlier passes
         copy._new_records = set()
+        copy.parts, copy.shipped = self.parts, True
+        if self.parts is not None and self.shipped:  # on a worker: a folder of its own
+            copy._rebase(self.parts.new_folder())
         return copy
+
+    def _rebase(self, root: Path) -> None:
+        """Write under ``root`` instead (the same names), to be uploaded by :meth:`written`."""
+        old, self.run = self.run, root
+        self.scratch_dir = root / "_scratch"
+        self.scratch_dir.mkdir()
+        self.arrays = {name: rebased(array, old, root) for name, array in self.arrays.items()}
 
     def _shared_path(self, name: str) -> Path:
         if name in self.scratch:
@@ -207,7 +241,10 @@ class RunSink:
         return rundir.array_path(self.run, name)
 
     def written(self) -> dict[str, Any]:
-        """What this copy wrote: each array's image sizes, and where records lie."""
+        """What this copy wrote: each array's image sizes, and where records lie (on a
+        worker building a run for a URL, its files are uploaded there first)."""
+        if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
+            self.parts.upload(self.run)
         shapes = {
             name: dict(array.shapes)
             for name, array in self.arrays.items()
@@ -220,7 +257,7 @@ class RunSink:
         """Take in what a detached copy wrote, as if written here (a task run twice after
         a worker loss wrote the same files again: the later account replaces the first)."""
         for resolution, start in written["records"]:
-            if not self._record_path(start, resolution).exists():
+            if self.parts is None and not self._record_path(start, resolution).exists():
                 raise RunDirectoryError(
                     f"the Dask workers wrote the run's files where this machine cannot see "
                     f"them ({self._record_path(start, resolution).name} is missing); with a "
@@ -258,5 +295,7 @@ class RunSink:
         for array in self.arrays.values():
             if isinstance(array, ScratchImages):
                 array.close()
+        if self.parts is not None:
+            self.parts.remove(self.scratch_dir.name)
         self.arrays = {k: v for k, v in self.arrays.items() if k not in self.scratch}
         shutil.rmtree(self.scratch_dir, ignore_errors=True)

@@ -1,0 +1,109 @@
+"""A run for an object store, built by Dask workers that share no disk with the client.
+
+When a scan on a Dask cluster writes its run to a URL, each task writes its files (its
+images' chunks, issue masks, regions and mispredicted-pixel records) into a folder of
+its own on its worker, then uploads them to the hidden prefix the run is being built
+under (:func:`segaudit.runs.objectstore.remote_run`) and removes the folder: the
+workers write straight to the run store, and the client never needs their disks. A
+file a task or the client reads that another task wrote (records for the cut, labels
+for the regions) is fetched from that prefix on first use. The client uploads only the
+files it wrote itself (tables, metadata, ``summary.json`` last) when it publishes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segaudit.errors import OutputWriteError, reason
+
+PART_PREFIX = "segaudit-part-"
+
+
+@dataclass
+class RemoteParts:
+    """The hidden prefix (a URL) a run is being built under, for every process writing it."""
+
+    url: str
+    _fs: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "_fs": None}  # filesystems reconnect in each process
+
+    def filesystem(self) -> tuple[Any, str]:
+        from segaudit.runs.objectstore import run_filesystem
+
+        if self._fs is None:
+            self._fs = run_filesystem(self.url)
+        return self._fs
+
+    @staticmethod
+    def new_folder() -> Path:
+        """A folder of this process's own to write a task's files into, named with its
+        process id: folders that workers killed mid-task left are removed here, as
+        their process is gone."""
+        from segaudit.runs.objectstore import clean_stale_staging
+
+        clean_stale_staging(Path(tempfile.gettempdir()), PART_PREFIX)
+        return Path(tempfile.mkdtemp(prefix=f"{PART_PREFIX}{os.getpid()}-"))
+
+    def upload(self, folder: Path) -> list[str]:
+        """Upload every file under ``folder`` to the same names under the prefix, then
+        remove ``folder``; returns the names."""
+        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        fs, root = self.filesystem()
+        try:
+            if names:
+                fs.put([str(folder / n) for n in names], [f"{root}/{n}" for n in names])
+        except Exception as error:  # each backend has its own errors
+            raise OutputWriteError(
+                f"uploading a task's files to {self.url} failed ({reason(error)}); nothing "
+                "was published."
+            ) from None
+        shutil.rmtree(folder, ignore_errors=True)
+        return names
+
+    def fetch(self, folder: Path, name: str) -> None:
+        """Make ``folder/name`` (a file, or a folder of files) a copy of the prefix's, when
+        this process does not hold it yet."""
+        target = folder / name
+        if target.exists():
+            return
+        fs, root = self.filesystem()
+        remote = f"{root}/{name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if fs.isdir(remote):
+                found = fs.find(remote)
+                locals_ = [str(folder / p[len(root) + 1 :]) for p in found]
+                for path in locals_:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                fs.get(found, locals_)
+            else:
+                fs.get_file(remote, str(target))
+        except FileNotFoundError:
+            return  # never written: the reader says what is missing
+        except Exception as error:
+            raise OutputWriteError(
+                f"reading {name} of the run being built at {self.url} failed "
+                f"({reason(error)})."
+            ) from None
+
+    def remove(self, name: str) -> None:
+        """Remove ``name`` (a folder of files; "" for all) from the prefix."""
+        fs, root = self.filesystem()
+        try:
+            fs.rm(f"{root}/{name}" if name else root, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def listing(self) -> dict[str, int]:
+        """Every object under the prefix: relative name -> size."""
+        from segaudit.runs.objectstore import listing
+
+        fs, root = self.filesystem()
+        return listing(fs, root)
