@@ -473,3 +473,26 @@ def test_single_slice_niftis_with_squeezed_predictions_scan_as_images(tmp_path: 
     ours = [np.asarray(nib.load(tmp_path / "run" / "issues" / f"c{c}.nii.gz").dataobj).T
             for c in range(2)]  # fmt: skip
     assert np.array_equal(np.concatenate([o.reshape(-1) for o in ours]).astype(bool), mask)
+
+
+def test_export_of_volume_regions_is_csv_with_their_columns_and_coco_is_refused(
+    synth_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, run = synth_run
+    out = tmp_path / "regions.csv"
+    result = runner.invoke(app, ["export", str(run), "--format", "csv", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        exported = list(csv.DictReader(handle))
+    with open(run / "regions.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert exported and len(exported) == len(table)
+    for got, row in zip(exported, table, strict=True):
+        assert {k: got[k] for k in row} == row  # every column under its own name
+    again = runner.invoke(app, ["export", str(run), "--format", "csv", "-o", str(out)])
+    assert again.exit_code == 0, again.output  # an earlier export is recognised and replaced
+    coco = tmp_path / "regions.json"
+    refused = runner.invoke(app, ["export", str(run), "--format", "coco", "-o", str(coco)])
+    assert refused.exit_code == 2
+    assert "COCO annotations are 2-D" in " ".join(refused.output.split())
+    assert not coco.exists()

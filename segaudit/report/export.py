@@ -36,7 +36,12 @@ import numpy as np
 from segaudit import __version__
 from segaudit.engine.region_scores import KINDS
 from segaudit.errors import InvalidInputError, OutputWriteError, SegauditError, reason
-from segaudit.report.regions import CSV_COLUMNS, REGIONS_TABLE, read_regions_table
+from segaudit.report.regions import (
+    CSV_COLUMNS,
+    REGIONS_TABLE,
+    VOLUME_CSV_COLUMNS,
+    read_regions_table,
+)
 from segaudit.report.swaps import atomic_output
 from segaudit.runs.run import Run
 from segaudit.safetext import csv_cell, printable
@@ -91,6 +96,7 @@ def export_regions(
     check_target(out, fmt, force)
     if fmt == "coco":
         coco_mask()  # a missing extra is said before anything is read or written
+        refuse_volumes(run)
     rows = chosen.apply(read_regions_table(run.path))
     with atomic_output(out) as tmp:
         if fmt == "coco":
@@ -99,6 +105,16 @@ def export_regions(
         else:
             write_regions_csv(tmp, run, rows)
     return {"regions": len(rows), "images": len({row["image"] for row in rows})}
+
+
+def refuse_volumes(run: Run) -> None:
+    """COCO annotations are 2-D: a run of volumes exports its regions as CSV."""
+    depths = run.images.depths
+    if depths is not None and (depths > 1).any():
+        raise InvalidInputError(
+            f"{printable(run.location)} holds volumes, and COCO annotations are 2-D; export "
+            "its regions with --format csv (the issues themselves are issues/ID.nii.gz)."
+        )
 
 
 def _export_to_url(
@@ -151,7 +167,9 @@ def _is_earlier_export(path: Path, fmt: str) -> bool:
     try:
         with open(path, encoding="utf-8") as handle:
             if fmt == "csv":
-                return next(csv.reader(handle), None) == [*CSV_COLUMNS, *FILE_COLUMNS]
+                found = next(csv.reader(handle), None)
+                known = (CSV_COLUMNS, VOLUME_CSV_COLUMNS)
+                return found in ([*columns, *FILE_COLUMNS] for columns in known)
             info = json.load(handle).get("info") or {}
             return info.get("contributor") == MARKER
     except (OSError, ValueError, AttributeError):
@@ -255,11 +273,12 @@ def write_regions_csv(path: Path, run: Run, rows: Sequence[dict[str, Any]]) -> N
     """regions.csv's lines for ``rows``, as written there, and each region's image files
     (CSV-injection safe)."""
     with open(run.path / REGIONS_TABLE, newline="", encoding="utf-8") as handle:
-        lines = list(csv.reader(handle))[1:]  # worst first: line r - 1 holds rank r
+        lines = list(csv.reader(handle))
+    header, lines = lines[0], lines[1:]  # worst first: line r - 1 holds rank r
     table = run.images
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow([*CSV_COLUMNS, *FILE_COLUMNS])
+        writer.writerow([*header, *FILE_COLUMNS])  # a run of volumes has its own columns
         for row in rows:
             files = table.files[row["image"]] if table.files else {}
             writer.writerow([*lines[row["rank"] - 1], csv_cell(files.get("labels", "")),
