@@ -309,9 +309,11 @@ def test_score_reads_volumes_by_slabs_and_matches_cleanlab(
     tmp_path: Path, small_slabs: None
 ) -> None:
     built = build_nnunet(tmp_path / "ds", ignore=True, seed=5)
+    import zarr
+
     result = runner.invoke(
         app, ["score", str(tmp_path / "ds"), "--layout", "nnunet", "--pred-probs",
-              str(tmp_path / "ds" / "preds"), "-o", str(tmp_path / "run")],
+              str(tmp_path / "ds" / "preds"), "-o", str(tmp_path / "run"), "--pixel-scores"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     with open(tmp_path / "run" / "image_scores.csv", newline="") as handle:
@@ -319,6 +321,19 @@ def test_score_reads_volumes_by_slabs_and_matches_cleanlab(
     expected = cleanlab_softmin(built)
     for case, score in enumerate(expected):
         assert float(rows[f"case_{case:03d}"]["score"]) == pytest.approx(score, rel=1e-12)
+    scores = zarr.open_group(tmp_path / "run" / "pixel_scores.zarr", mode="r")
+    labels, probs = built["labels"], built["probs"]
+    assert isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)
+    start = 0
+    for case, shape in enumerate(SHAPES):  # p[given label] per voxel, NaN where ignored
+        stop = start + int(np.prod(shape))
+        given = labels[start:stop]
+        own = np.full(given.shape, np.nan)
+        kept = given != built["ignore"]
+        own[kept] = probs[given[kept], np.arange(start, stop)[kept]]
+        assert scores[str(case)].chunks[0] < shape[0] * shape[1]  # written slab by slab
+        assert np.array_equal(scores[str(case)][...].ravel(), own, equal_nan=True)
+        start = stop
 
 
 def test_regions_of_volumes_are_26_connected_in_3d(tmp_path: Path, small_slabs: None) -> None:
