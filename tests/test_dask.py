@@ -183,3 +183,15 @@ def test_a_malformed_scheduler_address_is_refused(address, stacked, tmp_path):
     result = invoke("scan", stacked, "-o", tmp_path / "run", "--scheduler", address)
     assert f"--scheduler {address}" in one_line_error(result)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("count", "workers"), [(0, 2), (1, 2), (7, 2), (20, 2), (100, 3), (5, 8)])
+def test_batches_go_to_the_cluster_in_runs_of_consecutive_ones(count, workers):
+    from segaudit.engine.dask_executor import TASKS_PER_WORKER, consecutive_groups
+
+    items = list(range(count))
+    groups = consecutive_groups(items, workers)
+    assert [item for group in groups for item in group] == items  # all, in order
+    assert all(groups)
+    assert len(groups) >= min(count, workers * TASKS_PER_WORKER)
+    assert max(map(len, groups), default=0) <= max(1, count // (workers * TASKS_PER_WORKER))

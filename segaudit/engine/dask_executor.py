@@ -1,11 +1,12 @@
 """The Dask executor: the same per-batch tasks on a ``dask.distributed`` cluster.
 
-Dask does placement, retries and worker loss; segaudit only submits one task per batch
-and folds the results in batch order, as on local threads, so a run on a cluster is
+Dask does placement, retries and worker loss; segaudit submits one task per run of
+consecutive batches (a few runs a worker: each task costs a scheduler round trip) and
+folds the results in batch order, as on local threads, so a run on a cluster is
 byte-identical to a local one. The task itself (dataset, parameters, a detached sink)
 goes to the cluster once, as a task of its own that Dask can recompute if the worker
-holding it dies; each batch task reads its images, writes its per-pixel arrays straight
-to the run store and returns only small reductions plus where it wrote.
+holding it dies; each task reads its images, writes its per-pixel arrays straight to
+the run store and returns only small reductions plus where it wrote.
 
 Imported only when ``--scheduler`` is given: Dask costs a second of start-up.
 """
@@ -39,28 +40,43 @@ class DaskExecutor:
         detach = getattr(task, "detached", None)
         remote = detach() if detach is not None else task
         shared = self.client.submit(_same, remote, pure=False)
-        futures = self.client.map(_run, [shared] * len(items), list(items), pure=False)
+        groups = consecutive_groups(list(items), self.workers)
+        futures = self.client.map(_run, [shared] * len(groups), groups, pure=False)
         try:
             for future in futures:
-                result, written = future.result()
+                results, written = future.result()
                 if detach is not None:
                     task.adopt(written)  # type: ignore[attr-defined]
-                yield result
+                yield from results
         finally:
             self.client.cancel([*futures, shared])
+
+
+TASKS_PER_WORKER = 4
+"""Dask tasks per worker and step, at least: consecutive items are grouped into a task up
+to that many (each task costs the scheduler a round trip; a few per worker still balance
+the load)."""
+
+
+def consecutive_groups(items: list[T], workers: int) -> list[list[T]]:
+    """``items`` in order, cut into runs of consecutive ones, at least
+    ``TASKS_PER_WORKER`` runs a worker when there are enough items."""
+    size = max(1, len(items) // (max(1, workers) * TASKS_PER_WORKER))
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _same(task: Any) -> Any:
     return task
 
 
-def _run(task: Any, item: Any) -> tuple[Any, Any]:
-    """One task on a worker, over a fresh detached sink: its result and what it wrote."""
+def _run(task: Any, items: list[Any]) -> tuple[list[Any], Any]:
+    """One group of items on a worker, in order, over a fresh detached sink: their
+    results and what they wrote."""
     detach = getattr(task, "detached", None)
     here = detach() if detach is not None else task
-    result = here(item)
+    results = [here(item) for item in items]
     _test_hook_kill_worker()
-    return result, (here.written() if detach is not None else None)
+    return results, (here.written() if detach is not None else None)
 
 
 def _test_hook_kill_worker() -> None:
