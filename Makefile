@@ -6,6 +6,8 @@ RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 DEMO_RUN ?= demo-run
 DEMO_FOLDER_RUN ?= demo-run-folder
+DEMO_VOLUMES ?= demo-volumes
+DEMO_VOLUME_RUN ?= demo-run-volumes
 
 .PHONY: demo test lint bench clean
 
@@ -14,7 +16,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(RUNTIME): pyproject.toml setup.py segaudit/engine/_kernels.c segaudit/engine/_regions.c | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[medical]'
 	touch $@
 
 $(DEV): pyproject.toml setup.py segaudit/engine/_kernels.c segaudit/engine/_regions.c | $(PY)
@@ -28,6 +30,11 @@ demo: $(RUNTIME)
 	$(VENV)/bin/segaudit eval $(DEMO_RUN) --truth sample_data
 	$(VENV)/bin/segaudit scan sample_data/folder -o $(DEMO_FOLDER_RUN)
 	$(VENV)/bin/segaudit eval $(DEMO_FOLDER_RUN) --truth sample_data/folder
+	$(VENV)/bin/segaudit synth $(DEMO_VOLUMES) --volumes --images 3 --classes 5 \
+		--shape 24x64x64,20x56x64 --seed 0 --force --quiet
+	$(VENV)/bin/segaudit scan $(DEMO_VOLUMES) --layout nnunet \
+		--pred-probs $(DEMO_VOLUMES)/predictions -o $(DEMO_VOLUME_RUN)
+	$(VENV)/bin/segaudit render $(DEMO_VOLUME_RUN)
 
 test: $(DEV)
 	$(PY) -m pytest -q
@@ -39,4 +46,4 @@ bench: $(DEV)
 	$(PY) bench/run.py --repeat 3
 
 clean:
-	rm -rf $(DEMO_RUN) $(DEMO_FOLDER_RUN) .pytest_cache
+	rm -rf $(DEMO_RUN) $(DEMO_FOLDER_RUN) $(DEMO_VOLUMES) $(DEMO_VOLUME_RUN) .pytest_cache
