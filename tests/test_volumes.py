@@ -511,3 +511,23 @@ def test_export_of_volume_regions_is_csv_with_their_columns_and_coco_is_refused(
     assert refused.exit_code == 2
     assert "COCO annotations are 2-D" in " ".join(refused.output.split())
     assert not coco.exists()
+
+
+def test_score_names_the_voxel_of_a_label_outside_the_classes(
+    tmp_path: Path, small_slabs: None
+) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    values = np.asarray(nib.load(path).dataobj).copy()  # (x, y, z)
+    values[:] = np.minimum(values, 3)
+    values[5, 7, 4] = 9  # slice 4: in the second or third slab
+    nib.save(nib.Nifti1Image(values, AFFINE), path)
+    result = runner.invoke(
+        app, ["score", str(tmp_path / "ds"), "--layout", "nnunet", "--pred-probs",
+              str(tmp_path / "ds" / "preds"), "-o", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "case_000.nii.gz has label 9 outside 0..3 at voxel (x, y, z) = (5, 7, 4)" in " ".join(
+        result.output.split()
+    )
+    assert not (tmp_path / "run").exists()

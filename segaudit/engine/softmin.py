@@ -175,7 +175,8 @@ def score_volume(
         if params.normalize:
             probs = prepare_probs(raw, labels.shape, normalize=True, where=where.probs_image)
         check_first_row(probs, labels, False, extent, where, not params.unnormalized)
-        scores, _, scored = _gather(probs, labels, False, params, extent, where)
+        slab = (int(extent.sizes[index][0]) // extent.depth(index), row)
+        scores, _, scored = _gather(probs, labels, False, params, extent, where, slab)
         if scored:
             low = float(np.nanmin(scores))
             parts.append((low, *kernels.softmin_parts(scores, params.temperature, low)))
@@ -193,8 +194,10 @@ def _gather(
     params: Params,
     extent: Extent,
     where: Where,
+    slab: tuple[int, int] = (0, 0),
 ) -> tuple[np.ndarray, float, int]:
-    """The score kernel over one image: p[given label] per pixel, then the softmin."""
+    """The score kernel over one image: p[given label] per pixel, then the softmin. A
+    slab of a volume (``slab``: its slices' height, its first row) names voxels."""
     k, p = extent.num_classes, labels.size
     rows = WORKSPACE.get("score-s", (1, p), extent.score_dtype)
     strides = (1, k) if channels_last else (p, 1)
@@ -224,6 +227,8 @@ def _gather(
         k,
         sum_problem="has probabilities above 1",
         logits_fix=LOGITS_FIX,
+        slice_height=slab[0],
+        first_row=slab[1],
     )
     if message is not None:
         raise InvalidInputError(message)
