@@ -485,4 +485,6 @@ def test_a_volume_page_shows_each_volume_as_its_views_with_regions_boxed(
         f"{tile.view} · voxel x {voxel[0]}, y {voxel[1]}, z {voxel[2]} · "
         f"given: {name_of[int(shown[y, x])]}"
     )
+    shape = opened.images.volume_shape(image)
+    assert f"volume {shape[0]}×{shape[1]}×{shape[2]} (z×y×x)" in page.page.text_content("#d-info")
     assert page.problems == []

@@ -297,6 +297,19 @@
 
   var view = { layers: { given: null, predicted: null }, map: null, item: null, scale: 1, x: 0, y: 0, preset: "photo" };
 
+  // The detail's line of facts; a volume's size (z \u00d7 y \u00d7 x voxels) once its maps say it.
+  function detailInfo(it, img, m) {
+    var size = m && m.volume ? "volume " + m.volume.shape.join("\u00d7") + " (z\u00d7y\u00d7x)"
+      : img.width + "\u00d7" + img.height;
+    var info = ["image " + img.image, size];
+    if (it.score !== null) info.push("score " + it.score.toFixed(4));
+    info.push(it.size.toLocaleString("en-US") + (it.type === "region" ? " px" : " issue px"));
+    if (pairText(it)) info.push("given " + className(it.given) + ", predicted " + className(it.predicted));
+    if (it.kind) info.push(it.kind);
+    if (it.type === "image" && img.regions) info.push(img.regions + " regions");
+    return info.join(" \u00b7 ");
+  }
+
   function showDetail(it) {
     view.item = it;
     $("hover").textContent = "";  // what was under the cursor, or a failure, was the last item's
@@ -305,13 +318,7 @@
     if (!it) return;
     var img = byImage.get(it.image);
     $("d-title").textContent = it.type === "region" ? img.id + " \u2014 region " + it.region : String(img.id);
-    var info = ["image " + img.image, img.width + "\u00d7" + img.height];
-    if (it.score !== null) info.push("score " + it.score.toFixed(4));
-    info.push(it.size.toLocaleString("en-US") + (it.type === "region" ? " px" : " issue px"));
-    if (pairText(it)) info.push("given " + className(it.given) + ", predicted " + className(it.predicted));
-    if (it.kind) info.push(it.kind);
-    if (it.type === "image" && img.regions) info.push(img.regions + " regions");
-    $("d-info").textContent = info.join(" \u00b7 ");
+    $("d-info").textContent = detailInfo(it, img, null);
     var d = decisions[it.key];
     $("note").value = d ? d.note || "" : "";
     showDecision(it);
@@ -324,6 +331,7 @@
     loadMaps(it.image).then(function (m) {
       if (view.item !== it) return;
       view.map = m;
+      if (m.volume) $("d-info").textContent = detailInfo(it, img, m);
       ["given", "predicted", "issues"].forEach(function (name) {
         var c = $("c-" + name);
         c.width = m.w; c.height = m.h;
