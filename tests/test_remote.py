@@ -20,6 +20,7 @@ from helpers import one_line_error
 from typer.testing import CliRunner
 
 from segaudit.cli import app
+from segaudit.errors import RunDirectoryError
 from segaudit.runs.objectstore import STAGING_PREFIX
 from segaudit.sources.remote import open_npy_url
 
@@ -436,6 +437,23 @@ def test_a_task_on_a_worker_uploads_its_files_and_the_client_fetches_what_it_rea
     assert np.array_equal(got["index"], records["index"]) and np.allclose(got["s"], records["s"])
     sink.discard_scratch()
     assert not any(name.startswith("_scratch/") for name in listing(s3fs_client, prefix))
+    # A later task reading another's files fetches them, and uploads only its own.
+    again = sink.detached().detached()
+    assert np.array_equal(again.read("labels", 1), images[1])
+    folder = again.run
+    assert (folder / "labels.zarr" / "1" / "zarr.json").is_file()
+    again.write("issues", 1, images[1] == 2)
+    uploaded = again.parts.upload(folder, again.fetched)
+    assert uploaded == ["issues.zarr/1/c.0.0", "issues.zarr/1/zarr.json", "issues/b.png"]
+    assert not folder.exists()
+    # A task that fails leaves no folder behind on its worker.
+    failed = sink.detached().detached()
+    failed.write("labels", 0, images[0])
+    failed.release()
+    assert not failed.run.exists()
+    # A file no task uploaded is one sentence, not a traceback.
+    with pytest.raises(RunDirectoryError, match="is missing"):
+        sink.parts.fetch(tmp_path / "elsewhere", "labels.zarr/9")
 
 
 def test_a_worker_killed_while_building_a_run_for_s3_still_gives_the_local_run(
@@ -475,3 +493,21 @@ def test_a_score_published_to_s3_from_a_cluster_equals_the_local_score(
     for name in held:
         assert s3fs_client.cat_file(f"{prefix}/{name}") == (on_disk / name).read_bytes(), name
     assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []
+
+
+def test_pixel_scores_of_images_of_two_sizes_published_from_a_cluster_equal_the_local_ones(
+    local_folder, folder_bucket, s3fs_client, scheduler, tmp_path
+):
+    url = f"s3://{BUCKET}/runs/score-folder"
+    on_disk = tmp_path / "disk"
+    common = ("--batch-size", 2, "-q", "--pixel-scores")
+    assert invoke("score", local_folder, "-o", on_disk, *common).exit_code == 0
+    result = invoke("score", local_folder, "-o", url, *common, "--scheduler", scheduler)
+    assert result.exit_code == 0, result.output
+    prefix = url.removeprefix("s3://")
+    held = set(listing(s3fs_client, prefix)) - {"summary.json"}
+    expected = {str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()}
+    assert held == expected - {"summary.json"}
+    for name in held:
+        if name not in ("image_scores.csv", "images.csv"):  # these name the input files
+            assert s3fs_client.cat_file(f"{prefix}/{name}") == (on_disk / name).read_bytes(), name

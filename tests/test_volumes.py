@@ -531,3 +531,17 @@ def test_score_names_the_voxel_of_a_label_outside_the_classes(
         result.output.split()
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_predictions_held_in_memory_are_still_sliced_when_a_volume_is_many_slabs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zarr
+
+    built = build_nnunet(tmp_path / "ds", seed=13)
+    monkeypatch.setattr(engine_params, "SLAB_BYTES", 1)  # one slice a slab: 5 to 9 a volume
+    assert scan(tmp_path / "ds", tmp_path / "run").exit_code == 0
+    assert np.array_equal(issue_voxels(tmp_path / "run"), cleanlab_mask(built))
+    group = zarr.open_group(tmp_path / "run" / "labels.zarr", mode="r")
+    for case, shape in enumerate(SHAPES):
+        assert group[str(case)].chunks[0] == shape[1]  # one slice a chunk

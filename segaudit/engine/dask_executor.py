@@ -74,9 +74,14 @@ def _run(task: Any, items: list[Any]) -> tuple[list[Any], Any]:
     results and what they wrote."""
     detach = getattr(task, "detached", None)
     here = detach() if detach is not None else task
-    results = [here(item) for item in items]
-    _test_hook_kill_worker()
-    return results, (here.written() if detach is not None else None)
+    try:
+        results = [here(item) for item in items]
+        _test_hook_kill_worker()
+        return results, (here.written() if detach is not None else None)
+    finally:
+        release = getattr(here, "release", None)
+        if release is not None:
+            release()
 
 
 def _test_hook_kill_worker() -> None:
@@ -135,7 +140,11 @@ def local_cluster(workers: int) -> Any:
     fork (Linux), the workers are forked from this process after it has imported what
     the tasks run: they start in a tenth of a second instead of each starting an
     interpreter and importing Dask, numpy and segaudit (about a second on two cores).
-    Nothing else runs in this process while it forks, so no lock is inherited held."""
+    Dask's ``fork`` start method is made for this: the cluster is made before segaudit
+    starts any thread of its own, so the only other threads are Dask's (its event loop).
+    The method holds for the cluster's creation only: a worker lost later is restarted
+    the default way (spawn). A start method set in Dask's configuration other than the
+    default is kept."""
     import importlib
     import multiprocessing
     import sys
@@ -144,7 +153,11 @@ def local_cluster(workers: int) -> Any:
     from distributed import LocalCluster
 
     method = dask.config.get("distributed.worker.multiprocessing-method")
-    if sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods():
+    if (
+        method == "spawn"  # Dask's default: nobody chose another
+        and sys.platform == "linux"
+        and "fork" in multiprocessing.get_all_start_methods()
+    ):
         for name in TASK_MODULES:
             importlib.import_module(name)
         method = "fork"

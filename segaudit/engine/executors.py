@@ -95,3 +95,9 @@ class SinkTask:
     def adopt(self, written: Any) -> None:
         if self.sink is not None:
             self.sink.adopt(written)
+
+    def release(self) -> None:
+        """Let go of what a detached copy holds in its process (a worker's own folder)."""
+        release = getattr(self.sink, "release", None)
+        if release is not None:
+            release()

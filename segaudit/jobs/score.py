@@ -471,7 +471,8 @@ class _PixelScoresSink:
         from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays
 
         path = rundir.array_path(self.run, name)
-        if chunk_rows is not None:  # volumes, written a slab at a time
+        differ = len(np.unique(np.asarray(sizes).reshape(-1, 2), axis=0)) > 1
+        if chunk_rows is not None or differ:  # each image its own folder, written by its task
             self.array = PerImageArrays(path, len(sizes), dtype, sizes=sizes, chunk_rows=chunk_rows)
         else:
             self.array = ImageChunkWriter(path, dtype)
@@ -499,6 +500,11 @@ class _PixelScoresSink:
         if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
             self.parts.upload(self.run)
         return dict(getattr(self.array, "shapes", {}))
+
+    def release(self) -> None:
+        """Remove a worker's folder of this task's files (after an upload, or a failure)."""
+        if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
+            shutil.rmtree(self.run, ignore_errors=True)
 
     def adopt(self, written: dict[int, tuple[int, ...]]) -> None:
         if hasattr(self.array, "shapes"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segaudit.errors import OutputWriteError, reason
+from segaudit.errors import OutputWriteError, RunDirectoryError, reason
 
 PART_PREFIX = "segaudit-part-"
 
@@ -51,10 +51,13 @@ class RemoteParts:
         clean_stale_staging(Path(tempfile.gettempdir()), PART_PREFIX)
         return Path(tempfile.mkdtemp(prefix=f"{PART_PREFIX}{os.getpid()}-"))
 
-    def upload(self, folder: Path) -> list[str]:
-        """Upload every file under ``folder`` to the same names under the prefix, then
-        remove ``folder``; returns the names."""
-        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    def upload(self, folder: Path, fetched: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Upload every file under ``folder`` but those ``fetched`` from the prefix to the
+        same names under the prefix, then remove ``folder``; returns the names."""
+        names = sorted(
+            name for p in folder.rglob("*")
+            if p.is_file() and (name := str(p.relative_to(folder))) not in fetched
+        )  # fmt: skip
         fs, root = self.filesystem()
         try:
             if names:
@@ -64,34 +67,39 @@ class RemoteParts:
                 f"uploading a task's files to {self.url} failed ({reason(error)}); nothing "
                 "was published."
             ) from None
-        shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return names
 
-    def fetch(self, folder: Path, name: str) -> None:
+    def fetch(self, folder: Path, name: str) -> list[str]:
         """Make ``folder/name`` (a file, or a folder of files) a copy of the prefix's, when
-        this process does not hold it yet."""
+        this process does not hold it yet; returns the names of the files fetched."""
         target = folder / name
         if target.exists():
-            return
+            return []
         fs, root = self.filesystem()
         remote = f"{root}/{name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if fs.isdir(remote):
-                found = fs.find(remote)
-                locals_ = [str(folder / p[len(root) + 1 :]) for p in found]
-                for path in locals_:
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                fs.get(found, locals_)
-            else:
-                fs.get_file(remote, str(target))
+            fs.invalidate_cache(remote)  # another task may have uploaded it since
+            found = fs.find(remote)  # the file itself, or every file under the folder
+            if not found:
+                raise FileNotFoundError(remote)
+            names = [p[len(root) + 1 :] for p in found]
+            for fetched in names:
+                (folder / fetched).parent.mkdir(parents=True, exist_ok=True)
+            fs.get(found, [str(folder / n) for n in names])
         except FileNotFoundError:
-            return  # never written: the reader says what is missing
+            raise RunDirectoryError(
+                f"{name} of the run being built at {self.url} is missing (a task's upload was "
+                "lost); nothing was published: rerun."
+            ) from None
         except Exception as error:
             raise OutputWriteError(
                 f"reading {name} of the run being built at {self.url} failed "
                 f"({reason(error)})."
             ) from None
+        return names
 
     def remove(self, name: str) -> None:
         """Remove ``name`` (a folder of files; "" for all) from the prefix."""

@@ -102,6 +102,7 @@ class RunSink:
         self.volumes = volumes  # each image's VolumeHeader (None for a 2-D image)
         self.parts = parts  # the run is for a URL: workers upload their files there
         self.shipped = False  # a copy made to be sent to a worker (see detached())
+        self.fetched: set[str] = set()  # files fetched from the parts (not uploaded again)
         self.scratch_dir = run / "_scratch"
         self.scratch_dir.mkdir()
         self.arrays: dict[str, ImageChunkWriter | PerImageArrays | ScratchImages] = {}
@@ -161,9 +162,13 @@ class RunSink:
         assert self.parts is not None
         array = self.arrays[name]
         if isinstance(array, ImageChunkWriter) and not array.per_image:
-            self.parts.fetch(self.run, str(array.chunk_path(index).relative_to(self.run)))
+            self._fetch(array.chunk_path(index))
         elif isinstance(array, PerImageArrays | ImageChunkWriter):
-            self.parts.fetch(self.run, str((array.path / str(index)).relative_to(self.run)))
+            self._fetch(array.path / str(index))
+
+    def _fetch(self, path: Path) -> None:
+        assert self.parts is not None
+        self.fetched.update(self.parts.fetch(self.run, str(path.relative_to(self.run))))
 
     def _record_path(self, start: int, resolution: str) -> Path:
         return self.scratch_dir / f"records-{resolution}-{start:012d}.bin"
@@ -188,8 +193,7 @@ class RunSink:
     def records(self, start: int, fields: tuple[str, ...], resolution: str = CL) -> Records:
         segments = self._records[(resolution, start)]
         if self.parts is not None:
-            path = self._record_path(start, resolution)
-            self.parts.fetch(self.run, str(path.relative_to(self.run)))
+            self._fetch(self._record_path(start, resolution))
         out: dict[str, list[np.ndarray]] = {name: [] for name in fields}
         with open(self._record_path(start, resolution), "rb") as handle:
             for where in segments:
@@ -223,10 +227,19 @@ class RunSink:
         }
         copy._records = dict(self._records)  # to read the records of earlier passes
         copy._new_records = set()
-        copy.parts, copy.shipped = self.parts, True
+        copy.parts, copy.shipped, copy.fetched = self.parts, True, set()
         if self.parts is not None and self.shipped:  # on a worker: a folder of its own
             copy._rebase(self.parts.new_folder())
         return copy
+
+    def _on_worker(self) -> bool:
+        """Whether this copy writes into a worker's folder of its own (see parts.py)."""
+        return bool(self.parts and self.shipped and self.run.name.startswith(PART_PREFIX))
+
+    def release(self) -> None:
+        """Remove a worker's folder of this task's files (after an upload, or a failure)."""
+        if self._on_worker():
+            shutil.rmtree(self.run, ignore_errors=True)
 
     def _rebase(self, root: Path) -> None:
         """Write under ``root`` instead (the same names), to be uploaded by :meth:`written`."""
@@ -243,8 +256,9 @@ class RunSink:
     def written(self) -> dict[str, Any]:
         """What this copy wrote: each array's image sizes, and where records lie (on a
         worker building a run for a URL, its files are uploaded there first)."""
-        if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
-            self.parts.upload(self.run)
+        if self._on_worker():
+            assert self.parts is not None
+            self.parts.upload(self.run, self.fetched)
         shapes = {
             name: dict(array.shapes)
             for name, array in self.arrays.items()

@@ -65,7 +65,7 @@ def id_from_path(relative: PurePosixPath, suffix: str = "") -> str:
 def _extensions(name: str) -> list[str]:
     """``x.nii.gz`` has the extension ``.nii.gz``; anything else its last suffix."""
     suffixes = PurePosixPath(name).suffixes
-    if len(suffixes) >= 2 and suffixes[-1] == ".gz":
+    if len(suffixes) >= 2 and suffixes[-1].lower() == ".gz":
         return ["".join(suffixes[-2:])]
     return suffixes[-1:]
 

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from segaudit.errors import InvalidInputError, UnreadableStoreError, reason
+from segaudit.errors import InvalidInputError, OutputWriteError, UnreadableStoreError, reason
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 NPZ_IN_MEMORY = 512 << 20  # bytes: larger .npz predictions are decompressed to a temp file
+WHOLE_SLABS = 4  # predictions held in memory are scanned whole up to this many slabs
 
 
 def nibabel() -> Any:
@@ -273,7 +274,7 @@ def _npz_volume(path: Path) -> np.ndarray:
             if archive.getinfo(member).file_size <= NPZ_IN_MEMORY:
                 return files.read_npz(path)
             return _spilled(archive, member)
-    except (InvalidInputError, UnreadableStoreError, MemoryError):
+    except (InvalidInputError, UnreadableStoreError, OutputWriteError, MemoryError):
         raise
     except Exception as error:  # corrupt archives, truncation
         raise UnreadableStoreError(
@@ -284,10 +285,18 @@ def _npz_volume(path: Path) -> np.ndarray:
 
 def _spilled(archive: zipfile.ZipFile, member: str) -> np.ndarray:
     """Decompress one member to an unlinked temporary file and map it (read-only)."""
+    folder = tempfile.gettempdir()
     with tempfile.NamedTemporaryFile(prefix="segaudit-npz-", suffix=".npy") as spill:
         with archive.open(member) as source:
-            shutil.copyfileobj(source, spill, 16 << 20)
-        spill.flush()
+            try:
+                shutil.copyfileobj(source, spill, 16 << 20)
+                spill.flush()
+            except OSError as error:  # a full disk, mostly
+                raise OutputWriteError(
+                    f"decompressing {archive.filename} into {folder} failed ({reason(error)}); "
+                    "free space there, or point TMPDIR at a folder with room for one "
+                    "volume's predictions."
+                ) from None
         array = np.load(spill.name, mmap_mode="r", allow_pickle=False)
     return array  # the mapping keeps the unlinked file's pages alive
 
@@ -296,11 +305,12 @@ def iter_slabs(
     mask: VolumeHeader, probs: ProbsVolume, slices: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first slice, labels (s, Y, X), probabilities (K, s, Y, X)) for consecutive slabs;
-    predictions already held whole in memory are one slab (slicing them would copy)."""
+    predictions already held whole in memory are one slab when that is at most
+    ``WHOLE_SLABS`` slabs (slicing them would copy; a slab's work buffers grow with it)."""
     reader = SlabReader(mask)
     try:
         depth = mask.shape[0]
-        if probs.in_memory:
+        if probs.in_memory and depth <= WHOLE_SLABS * slices:
             slices = depth
         for start in range(0, depth, slices):
             stop = min(depth, start + slices)
