@@ -11,6 +11,7 @@ built from one stays inside the run.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 
 ISSUES_FOLDER = "issues"
 ISSUE_VALUE = 255
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def issue_mask_path(run: Path, image_id: str) -> Path:
@@ -27,17 +29,35 @@ def issue_mask_path(run: Path, image_id: str) -> Path:
 
 
 def write_issue_mask(run: Path, image_id: str, mask: np.ndarray) -> None:
-    """Write one image's issue mask.
-
-    Masks are long runs of zeros: zlib's run-length strategy encodes them in about 60%
-    of the default's time, into files a third the size.
-    """
-    from PIL import Image
-
+    """Write one image's issue mask (:func:`gray_png`)."""
     path = issue_mask_path(run, image_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.multiply(np.asarray(mask, bool), ISSUE_VALUE, dtype=np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    path.write_bytes(gray_png(np.asarray(mask, bool)))
+
+
+def gray_png(mask: np.ndarray) -> bytes:
+    """A boolean (H, W) mask as an 8-bit grayscale PNG, 0 or 255, written directly.
+
+    Masks are long runs of zeros: every row is left unfiltered (filter byte 0) and the
+    rows deflated at level 1 with zlib's run-length strategy, which is what a mask
+    needs; Pillow's encoder, trying its filters row by row, took three times as long.
+    """
+    height, width = mask.shape
+    rows = np.zeros((height, width + 1), np.uint8)  # each row: its filter byte, its pixels
+    np.multiply(mask, ISSUE_VALUE, out=rows[:, 1:], dtype=np.uint8, casting="unsafe")
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"".join((
+        PNG_SIGNATURE,
+        _png_chunk(b"IHDR", header),
+        _png_chunk(b"IDAT", deflate.compress(rows.data) + deflate.flush()),
+        _png_chunk(b"IEND", b""),
+    ))  # fmt: skip
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, and the CRC of type and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def issue_volume_path(run: Path, image_id: str) -> Path:
