@@ -11,6 +11,7 @@ ordinary Zarr v3 array (the tests check that, and that the metadata equals Zarr'
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -195,6 +196,15 @@ def _write_file(path: Path, data: Any) -> None:
 GROUP_LAYOUT = "per-image"
 
 
+@functools.lru_cache(maxsize=64)
+def _image_metadata_text(shape: tuple[int, ...], chunk: tuple[int, ...], dtype: np.dtype) -> str:
+    """One image's ``zarr.json`` text. Datasets hold few distinct sizes, and ``json.dumps``
+    with an indent runs in Python holding the GIL: made once per size, not per image."""
+    metadata = zarr_v3_metadata(shape, dtype)
+    metadata["chunk_grid"]["configuration"]["chunk_shape"] = list(chunk)
+    return json.dumps(metadata, indent=2)
+
+
 class PerImageArrays:
     """Images of different sizes: a Zarr v3 group holding one 2-D array per image.
 
@@ -286,10 +296,8 @@ class PerImageArrays:
         (or chunks of ``rows`` rows)."""
         folder = self.path / str(index)
         folder.mkdir(exist_ok=True)
-        metadata = zarr_v3_metadata(shape, self.dtype)
-        chunk = list(shape) if rows is None else [rows, *shape[1:]]
-        metadata["chunk_grid"]["configuration"]["chunk_shape"] = chunk
-        (folder / "zarr.json").write_text(json.dumps(metadata, indent=2))
+        chunk = tuple(shape) if rows is None else (rows, *shape[1:])
+        (folder / "zarr.json").write_text(_image_metadata_text(tuple(shape), chunk, self.dtype))
         return folder
 
     @staticmethod
