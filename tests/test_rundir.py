@@ -227,11 +227,46 @@ def test_replacing_a_run_never_follows_its_symlinks(tmp_path, swap):
     precious.mkdir()
     (precious / "keep.txt").write_text("keep")
     run = complete_run(tmp_path / "run", "old")
-    (run / "render").mkdir()
-    (run / "render" / "link").symlink_to(precious)
+    (run / "_scratch").mkdir()  # a folder whose contents are not checked
+    (run / "_scratch" / "link").symlink_to(precious)
     with rundir.building_run(run) as tmp:
         fill(tmp, "new")
     assert marker(run) == "new" and (precious / "keep.txt").read_text() == "keep"
+
+
+FOREIGN_INSIDE = ["render/notes.txt", "issues/val/notes.txt", "labels.zarr/0/notes",
+                  "photos/a.jpg", "render/link"]  # fmt: skip
+
+
+@pytest.mark.parametrize("inside", FOREIGN_INSIDE)
+def test_a_file_no_run_writes_inside_a_runs_folder_stops_the_replacement(tmp_path, inside):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    run = complete_run(tmp_path / "run", "old")
+    target = run / inside
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.name == "link":
+        target.symlink_to(precious)
+    else:
+        target.write_text("the user's")
+    with pytest.raises(RunDirectoryError, match=f"holds {inside}, which no run writes"):
+        with rundir.building_run(run) as tmp:
+            fill(tmp, "new")
+    assert marker(run) == "old" and os.path.lexists(target) and precious.is_dir()
+
+
+def test_what_runs_write_inside_their_folders_is_theirs(tmp_path):
+    run = complete_run(tmp_path / "run", "old")
+    for inside in ["render/.segaudit-render", "render/index.html", "render/p00017.jpg",
+                   "render/rank001_image00003_val_x.png", "issues/val/city/x.png",
+                   "issues/case_1.nii.gz", "labels.zarr/zarr.json", "labels.zarr/c.3.0.0",
+                   "pixel_scores.zarr/12/zarr.json", "pixel_scores.zarr/12/c.0.0",
+                   "photos/a/b.png"]:  # fmt: skip
+        (run / inside).parent.mkdir(parents=True, exist_ok=True)
+        (run / inside).write_text("")
+    with rundir.building_run(run) as tmp:
+        fill(tmp, "new")
+    assert marker(run) == "new"
 
 
 def test_inputs_inside_the_run_or_a_run_inside_an_input_are_refused(tmp_path):

@@ -39,8 +39,8 @@ from segaudit.report.panels import Sources, image_arrays, label_pixels, nearest,
 
 ASSETS = ("review.js", "review.css")
 """Files copied from ``segaudit/report/page_assets/`` next to ``index.html``."""
-ASSET_NAMES = r"index\.html|review\.js|review\.css|data\.js|[ptm]\d{5,}\.(?:jpg|js)"
-"""Every name the page puts in its folder (a regular expression)."""
+# Every name the page puts in its folder is in segaudit.runs.rundir.RENDER_FILES: a run
+# may be replaced only when its render folder holds nothing else.
 MAP_SIDE = 1024
 """Longest side of an image's maps and photo on the page, unless ``max_width`` says less."""
 THUMB_WIDTH = 112

@@ -32,7 +32,7 @@ from segaudit.errors import (
 from segaudit.progress import NullProgress, Progress
 from segaudit.report.colors import distinct_colors
 from segaudit.report.heatmap import _save_png, heatmap_pixels, legend_pixels
-from segaudit.report.page import ASSET_NAMES, PageImage, write_review_page
+from segaudit.report.page import PageImage, write_review_page
 from segaudit.report.panels import Sources, build_panels, compose, image_arrays
 from segaudit.report.photos import run_photos
 from segaudit.report.swaps import (
@@ -46,15 +46,13 @@ from segaudit.report.swaps import (
     writing_into_run,
 )
 from segaudit.runs.durability import replace_by_renames
-from segaudit.runs.rundir import pid_alive
+from segaudit.runs.rundir import RENDER_FILES, RENDER_MARKER, pid_alive
 from segaudit.safetext import from_csv_cell, printable
 
-MARKER = ".segaudit-render"
+MARKER = RENDER_MARKER
 DEFAULT_REGIONS = 5
 """Issue regions boxed on each page of a run with ``regions.csv``."""
-RENDER_ENTRY = re.compile(
-    rf"{re.escape(MARKER)}|{ASSET_NAMES}|legend\.png|rank\d+_image\d+(_[A-Za-z0-9_-]+)?\.png"
-)
+RENDER_ENTRY = RENDER_FILES
 """Every name :func:`write_pages` writes into its folder; nothing else may be replaced."""
 
 
@@ -100,7 +98,6 @@ class RenderResult:
         return [self.out / page.filename for page in self.pages]
 
 
-
 def worst_images(per_image: np.ndarray, top: int) -> np.ndarray:
     """Indices of the ``top`` images with the most issue pixels (ties by index), none empty."""
     order = np.lexsort((np.arange(len(per_image)), -per_image))
@@ -117,7 +114,6 @@ def page_filename(rank: int, image: int, image_id: str, top: int, num_images: in
     name = f"rank{rank:0{max(3, len(str(top)))}d}_image{image:0{max(5, len(str(num_images - 1)))}d}"
     suffix = safe_name(image_id) if image_id != str(image) else ""
     return f"{name}_{suffix}.png" if suffix else f"{name}.png"
-
 
 
 # --- the output directory ------------------------------------------------------------------
@@ -260,9 +256,7 @@ def write_pages(
         if legend:
             pixels, _ = legend_pixels(colors, names, ignore_index=sources.ignore_index)
             _save_png(pixels, stage / "legend.png")
-        shown = [
-            PageImage(p.image, p.image_id, p.issue_pixels, p.pixels, p.score) for p in pages
-        ]
+        shown = [PageImage(p.image, p.image_id, p.issue_pixels, p.pixels, p.score) for p in pages]
         write_review_page(
             stage, sources, shown, names, colors=colors, title=title, notes=notes,
             region_rows=region_rows, fingerprint=fingerprint, max_width=max_width,

@@ -64,11 +64,25 @@ COMMANDS = ("scan", "score")  # the commands that write whole runs (summary.json
 
 @dataclass(frozen=True)
 class RunEntry:
-    """Something a run may hold at its top level, and which command writes it."""
+    """Something a run may hold at its top level, which command writes it, and (a folder)
+    the paths of the files it may hold, relative to it (``None``: anything)."""
 
     name: str
     is_dir: bool
     written_by: str
+    holds: re.Pattern[str] | None = None
+
+
+RENDER_MARKER = ".segaudit-render"
+# Every file `segaudit render` writes into its folder (flat): the review page's assets,
+# images, thumbnails and maps, the legend, the pages of `--pages`, and its marker.
+RENDER_FILES = re.compile(
+    rf"{re.escape(RENDER_MARKER)}|index\.html|review\.js|review\.css|data\.js"
+    r"|[ptm]\d{5,}\.(?:jpg|js)|legend\.png|rank\d+_image\d+(_[A-Za-z0-9_-]+)?\.png"
+)
+_ISSUE_FILES = re.compile(r"(?:[^/]+/)*[^/]+\.(?:png|nii\.gz)", re.DOTALL)  # by image id
+_PHOTO_FILES = re.compile(r"(?:[^/]+/)*[^/]+\.png", re.DOTALL)
+_ARRAY_FILES = re.compile(r"(?:\d+/)?(?:zarr\.json|c(?:\.\d+)+)")  # stacked or per image
 
 
 # Everything a run may hold at its top level. A folder holding anything else is not a
@@ -79,13 +93,13 @@ RUN_ENTRIES: tuple[RunEntry, ...] = (
     RunEntry("image_scores.csv", False, "scan, score"),
     RunEntry("images.csv", False, "scan, score"),
     RunEntry("regions.csv", False, "scan"),
-    RunEntry("issues", True, "scan (issue masks as PNG, one per image)"),
-    RunEntry("photos", True, "a Scanner given photos (for the pictures)"),
-    *(RunEntry(f"{name}.zarr", True, "scan, score") for name in ARRAY_NAMES),
+    RunEntry("issues", True, "scan (issue masks, one per image)", _ISSUE_FILES),
+    RunEntry("photos", True, "a Scanner given photos (for the pictures)", _PHOTO_FILES),
+    *(RunEntry(f"{name}.zarr", True, "scan, score", _ARRAY_FILES) for name in ARRAY_NAMES),
     RunEntry("_scratch", True, "scan (scratch, removed before the run is published)"),
     RunEntry("swaps.csv", False, "swaps"),
     RunEntry("swaps.png", False, "swaps"),
-    RunEntry("render", True, "render"),
+    RunEntry("render", True, "render", RENDER_FILES),
 )
 # Runs whose latest build in this process was published (absolute paths): what a
 # signal after the swap leaves.
@@ -111,26 +125,48 @@ _ENTRY_TEMPORARY = re.compile(
     + "|".join(re.escape(entry.name) for entry in RUN_ENTRIES)
     + r")\.(?:segaudit-(?:tmp|old)-)?[0-9a-f]{8,32}(?:\.tmp\.[A-Za-z0-9]+)?$"
 )
-_KINDS = {entry.name: entry.is_dir for entry in RUN_ENTRIES}
+_ENTRIES = {entry.name: entry for entry in RUN_ENTRIES}
 
 
 def foreign_entries(path: Path) -> list[str]:
-    """Names at the top level of the folder ``path`` that no run writes, sorted.
+    """Paths in the folder ``path`` that no run writes, sorted: names at its top level,
+    and files inside its folders (``render/notes.txt``) that the folder's entry does not
+    hold.
 
     An entry of the right name but the wrong kind (a folder called ``summary.json``, a
-    symbolic link called ``render``) is foreign too: a run never writes one.
+    symbolic link called ``render``, or one inside a folder) is foreign too: a run never
+    writes one.
     """
     foreign = []
     with os.scandir(path) as entries:
         for entry in entries:
             if _ENTRY_TEMPORARY.match(entry.name):
                 continue
-            is_dir = _KINDS.get(entry.name)
-            if is_dir is None or entry.is_symlink():
+            known = _ENTRIES.get(entry.name)
+            if known is None or entry.is_symlink():
                 foreign.append(entry.name)
-            elif entry.is_dir(follow_symlinks=False) != is_dir:
+            elif entry.is_dir(follow_symlinks=False) != known.is_dir:
                 foreign.append(entry.name)
+            elif known.is_dir and known.holds is not None:
+                foreign += _foreign_inside(Path(entry.path), entry.name, known.holds)
     return sorted(foreign)
+
+
+def _foreign_inside(folder: Path, name: str, holds: re.Pattern[str]) -> list[str]:
+    """Files (and links) under ``folder`` whose path relative to it ``holds`` does not
+    match, as ``NAME/RELATIVE``; folders are walked, never followed through links."""
+    foreign = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root).relative_to(folder)
+        for sub in list(dirs):
+            if os.path.islink(os.path.join(root, sub)):
+                foreign.append(f"{name}/{(base / sub).as_posix()}")
+                dirs.remove(sub)
+        for file in files:
+            relative = (base / file).as_posix()
+            if os.path.islink(os.path.join(root, file)) or not holds.fullmatch(relative):
+                foreign.append(f"{name}/{relative}")
+    return foreign
 
 
 def proves_run(path: Path) -> bool:
