@@ -28,6 +28,7 @@ from segaudit.sources.folder import (
     FolderPhotos,
     FolderProbs,
     find_files,
+    listed_folder,
     read_manifest,
 )
 from segaudit.sources.labelmap import LabelMap, read_label_map
@@ -175,6 +176,7 @@ def _from_layout(spec: DatasetSpec) -> Dataset:
     void = spec.ignore_index if spec.ignore_index is not None else default_void(probs.num_classes)
     origin = f"{os.path.abspath(spec.dataset)} ({layout.name} layout)"
     labels = FolderMasks({e.image_id: e.mask for e in entries}, origin, label_map, void)
+    _listed(labels, spec.dataset)
     with_photos = {e.image_id: e.photo for e in entries if e.photo is not None}
     photos = FolderPhotos(with_photos, origin) if with_photos else None
     return Dataset(
@@ -211,7 +213,7 @@ def _layout_probs(spec: DatasetSpec, layout: KnownLayout, chosen: set[str]) -> F
             f"pred_probs {spec.pred_probs} holds no predictions for the split(s) "
             f"{', '.join(sorted(chosen))}; predictions are PRED_DIR/SPLIT/.../NAME.npy."
         )
-    return FolderProbs(kept, str(spec.pred_probs), spec.channels_last)
+    return _listed(FolderProbs(kept, str(spec.pred_probs), spec.channels_last), spec.pred_probs)
 
 
 def _check_dataset_folder(folder: Path | str) -> None:
@@ -309,6 +311,14 @@ def _locate_in_url(folder: str, name: str, required: bool) -> tuple[str, Any] | 
     return None
 
 
+def _listed(source: Any, folder: Any) -> Any:
+    """``source``, knowing the local folder it was found by listing (see
+    :meth:`Dataset.input_paths`)."""
+    if not is_url(folder):
+        source.listed = listed_folder(Path(folder))
+    return source
+
+
 def _found(target: str, suffixes: tuple[str, ...], what: str) -> tuple[dict[str, Any], str]:
     """One per-file input's files by id, and where they are (for messages)."""
     if is_url(target):
@@ -333,7 +343,8 @@ def _open_probs(where: tuple[str, Any] | None, spec: DatasetSpec) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedProbs(open_store(target, "pred_probs"), spec.channels_last)
-    return FolderProbs(*_found(target, PROBS_SUFFIXES, "pred_probs"), spec.channels_last)
+    probs = FolderProbs(*_found(target, PROBS_SUFFIXES, "pred_probs"), spec.channels_last)
+    return _listed(probs, target)
 
 
 def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void: Any) -> Any:
@@ -347,7 +358,7 @@ def _open_labels(where: tuple[str, Any] | None, label_map: LabelMap | None, void
                 "--label-map applies to mask files; stacked labels already hold class ids."
             )
         return StackedLabels(open_store(target, "labels"))
-    return FolderMasks(*_found(target, MASK_SUFFIXES, "labels"), label_map, void)
+    return _listed(FolderMasks(*_found(target, MASK_SUFFIXES, "labels"), label_map, void), target)
 
 
 def _open_photos(where: tuple[str, Any]) -> Any:
@@ -356,7 +367,7 @@ def _open_photos(where: tuple[str, Any]) -> Any:
     kind, target = where
     if kind == "stacked":
         return StackedPhotos(open_store(target, "images"))
-    return FolderPhotos(*_found(target, PHOTO_SUFFIXES, "images"))
+    return _listed(FolderPhotos(*_found(target, PHOTO_SUFFIXES, "images")), target)
 
 
 def _class_names_path(folder: Path | str | None, spec: DatasetSpec) -> Path | str | None:

@@ -343,9 +343,13 @@ class Dataset:
         return described
 
     def input_paths(self) -> list[Path]:
-        """Every file or folder this dataset reads (a run may not be written over them)."""
+        """Every file or folder this dataset reads, and every folder it lists for files (a
+        run may not be written over them, nor inside a listed folder, where its files would
+        join the input's)."""
         paths: list[Path] = []
         for source in self._sources():
+            if getattr(source, "listed", None) is not None:
+                paths.append(source.listed)
             if source.ids is None:
                 if not is_url(source.path):  # a URL cannot overlap a local run
                     paths.append(Path(source.path))

@@ -55,6 +55,14 @@ def find_files(spec: Path, suffixes: Sequence[str], what: str, strip: str = "") 
     return dict(sorted(zip(ids, found, strict=True)))
 
 
+def listed_folder(spec: Path) -> Path:
+    """The folder :func:`find_files` lists for ``spec`` (a glob's folder before its first
+    wildcard), made absolute: a run written inside it would join the input's files."""
+    text = str(spec)
+    folder = _glob_base(text) if any(char in _WILDCARDS for char in text) else spec
+    return Path(os.path.abspath(folder))
+
+
 def _walk(folder: Path) -> list[Path]:
     """Every file under ``folder``, hidden files and folders skipped, sorted.
 
@@ -76,15 +84,18 @@ def _walk(folder: Path) -> list[Path]:
 
 def _glob(pattern: str) -> tuple[Path, list[Path]]:
     """The folder before the first wildcard, and the files the pattern matches."""
-    parts = PurePosixPath(pattern).parts
+    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    return _glob_base(pattern), [p for p in matches if p.is_file()]
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder of a glob pattern before its first wildcard."""
     fixed = []
-    for part in parts:
+    for part in PurePosixPath(pattern).parts:
         if any(char in _WILDCARDS for char in part):
             break
         fixed.append(part)
-    base = Path(*fixed) if fixed else Path(".")
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-    return base, [p for p in matches if p.is_file()]
+    return Path(*fixed) if fixed else Path(".")
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
@@ -142,6 +153,8 @@ def files_fingerprint(paths: Sequence[Path]) -> dict[str, Any]:
 
 class FolderFiles:
     """One per-file input: a file per image, by id."""
+
+    listed: Path | None = None  # the local folder its files were found by listing, if any
 
     def __init__(self, paths: Mapping[str, Path], what: str, origin: str) -> None:
         self.paths = {
