@@ -88,6 +88,12 @@ def prepare_probs(
     view of the memory map). Sizes that differ from the mask's are refused naming the
     file and the option that fixes them.
     """
+    if raw.ndim != 3:
+        layout = "(H, W, K)" if channels_last else "(K, H, W)"
+        raise InvalidInputError(
+            f"{where} has shape {tuple(int(n) for n in raw.shape)}, but its mask is a 2-D "
+            f"image: one image's predictions are {layout}."
+        )
     probs = raw.transpose(2, 0, 1) if channels_last else raw
     height, width = size
     if probs.shape[1:] != (height, width):
@@ -101,6 +107,8 @@ def prepare_probs(
 
 def _fit_size(probs: np.ndarray, height: int, width: int, resize: str | None, where: str) -> Any:
     h, w = probs.shape[1:]
+    if h == 0 or w == 0:
+        raise InvalidInputError(f"{where} is empty ({h}×{w}); its mask is {height}×{width}.")
     smaller = h <= height and w <= width
     if resize is not None and smaller:
         return resize_bilinear(probs, height, width)

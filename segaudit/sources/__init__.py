@@ -74,6 +74,7 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
             f"{spec.dataset}: --layout and --manifest read local folders; give the stores' "
             "URLs with --labels and --pred-probs instead."
         )
+    _refuse_unread_options(spec)
     if spec.manifest is not None:
         return _from_manifest(spec)
     if spec.layout == "nnunet":
@@ -91,6 +92,29 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
     if spec.layout is not None:
         return _from_layout(spec)
     return _from_folder(spec)
+
+
+def _refuse_unread_options(spec: DatasetSpec) -> None:
+    """Options asked for are honoured or refused, never dropped: a manifest names every
+    file itself; a layout finds masks and photos in its own folders; nnU-Net's
+    ``dataset.json`` also names the classes and their values."""
+    if spec.manifest is not None:
+        way = "--manifest"
+        unread = {"--labels": spec.labels, "--pred-probs": spec.pred_probs, "--images": spec.images}
+    elif spec.layout is not None:
+        way = f"--layout {spec.layout}"
+        unread = {"--labels": spec.labels, "--images": spec.images}
+        if spec.layout == "nnunet":
+            unread |= {"--class-names": spec.class_names, "--label-map": spec.label_map,
+                       "--channels-last": spec.channels_last}  # fmt: skip
+    else:
+        return
+    given = [option for option, value in unread.items() if value]
+    if given:
+        raise InvalidInputError(
+            f"{way} finds what it reads itself, so {', '.join(given)} would not be read; "
+            f"leave {'it' if len(given) == 1 else 'them'} out."
+        )
 
 
 def default_void(num_classes: int) -> int:
@@ -255,9 +279,7 @@ def _locate(
         return "stacked", path
     if folder is None:
         if required:
-            raise InputNotFoundError(
-                f"give a DATASET folder or --{name.replace('_', '-')} PATH."
-            )
+            raise InputNotFoundError(f"give a DATASET folder or --{name.replace('_', '-')} PATH.")
         return None
     if is_url(folder):
         return _locate_in_url(str(folder), name, required)

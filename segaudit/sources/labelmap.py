@@ -27,6 +27,7 @@ import numpy as np
 
 from segaudit.errors import InputNotFoundError, InvalidInputError, UnreadableStoreError
 from segaudit.safetext import printable
+from segaudit.sources.files import check_regular_file
 
 VOID = None  # a map's value for void pixels
 _UNLISTED = -1  # lookup-table entry of a value the map does not list
@@ -119,8 +120,11 @@ class LabelMap:
 
 def read_label_map(path: Path, class_names: Sequence[str] | None) -> LabelMap:
     """Parse a label-map file (see the module's docstring)."""
+    if not path.exists():
+        raise InputNotFoundError(f"label map {path} does not exist; check --label-map.")
+    check_regular_file(path, "label map")  # a pipe would block forever
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows write a BOM
     except FileNotFoundError:
         raise InputNotFoundError(f"label map {path} does not exist; check --label-map.") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -151,12 +155,17 @@ def read_label_map(path: Path, class_names: Sequence[str] | None) -> LabelMap:
         table[value] = target
     if len(kinds) > 1:
         raise InvalidInputError(
-            f"label map {path} mixes integer values and colours; one map is for one kind "
-            "of mask."
+            f"label map {path} mixes integer values and colours; one map is for one kind of mask."
         )
-    if not table and default == "error":
-        raise InvalidInputError(f"label map {path} maps nothing; write 'VALUE, CLASS' lines.")
+    if not table:
+        only = "" if default == "error" else ", only '*'"
+        raise InvalidInputError(
+            f"label map {path} lists no mask value{only}; write 'VALUE, CLASS' lines."
+        )
     return LabelMap(table, colour=kinds == {True}, default=default, origin=f"label map {path}")
+
+
+_LARGEST = 2**63 - 1  # values and class ids are held as int64
 
 
 def _parse_value(text: str, where: str) -> tuple[int, bool]:
@@ -174,11 +183,12 @@ def _parse_value(text: str, where: str) -> tuple[int, bool]:
         value = int(text)
     except ValueError:
         raise InvalidInputError(
-            f"{where}: {printable(text)!r} is not a mask value (an integer, #rrggbb or "
-            "'R G B')."
+            f"{where}: {printable(text)!r} is not a mask value (an integer, #rrggbb or 'R G B')."
         ) from None
     if value < 0:
         raise InvalidInputError(f"{where}: mask values are not negative, got {value}.")
+    if value > _LARGEST:
+        raise InvalidInputError(f"{where}: {text} is larger than any mask value.")
     return value, False
 
 
@@ -186,7 +196,9 @@ def _parse_class(text: str, class_names: Sequence[str] | None, where: str) -> in
     """A class id, a class name, or void."""
     if text.lower() in ("void", "ignore"):
         return VOID
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not '²', which str.isdigit also takes
+        if int(text) > _LARGEST:
+            raise InvalidInputError(f"{where}: {text} is larger than any class id.")
         return int(text)
     if class_names is not None and text in class_names:
         return list(class_names).index(text)
