@@ -11,7 +11,10 @@ read back by Zarr itself.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +275,66 @@ def test_a_non_integer_mask_is_refused(tmp_path: Path) -> None:
     refused(tmp_path, "case_002.nii.gz holds the non-integer value 1.5")
 
 
+def _edit_gzip(path: Path, edit) -> None:
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    edit(raw)
+    path.write_bytes(gzip.compress(bytes(raw), mtime=0))
+
+
+@pytest.mark.parametrize(("slope", "inter"), [(2.0, 0.0), (1.0, 1.0)])
+def test_a_mask_whose_header_scales_its_values_is_refused(
+    tmp_path: Path, slope: float, inter: float
+) -> None:
+    """nibabel moves scl_slope/scl_inter off the header as it loads: read where it puts them."""
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_001.nii.gz"
+    _edit_gzip(path, lambda raw: struct.pack_into("<ff", raw, 112, slope, inter))
+    assert np.asarray(nib.load(path).dataobj).max() > 3  # what nnU-Net would read
+    refused(tmp_path, "case_001.nii.gz scales its values", f"scl_slope {slope}")
+
+
+def test_a_scan_scaled_by_its_header_is_read_in_its_units(tmp_path: Path) -> None:
+    stored = np.arange(2 * 3 * 4, dtype=np.int16).reshape(4, 3, 2) + 1000
+    image = nib.Nifti1Image(stored, AFFINE)
+    image.header.set_slope_inter(1.0, -1024.0)
+    nib.save(image, tmp_path / "ct.nii.gz")
+    header = volumes.nifti_header(tmp_path / "ct.nii.gz", "image")
+    hounsfield = nib.load(tmp_path / "ct.nii.gz").get_fdata()
+    assert np.array_equal(volumes.read_scan(header), hounsfield.T.astype(np.float32))
+
+
+def test_a_mask_corrupt_deep_in_its_deflate_stream_is_refused(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    noise = np.random.default_rng(3).integers(0, 4, (64, 64, 40)).astype(np.uint8)
+    nib.save(nib.Nifti1Image(noise, AFFINE), path)
+    probs = np.full((4, 40, 64, 64), 0.25, np.float32)
+    np.savez_compressed(tmp_path / "ds" / "preds" / "case_000.npz", probabilities=probs)
+    data = bytearray(path.read_bytes())
+    for at in range(len(data) // 2, len(data) - 16):  # a flip that breaks the stream itself
+        data[at] ^= 0xFF
+        try:
+            gzip.decompress(bytes(data))
+        except zlib.error:
+            break
+        except (OSError, EOFError):
+            pass
+        data[at] ^= 0xFF
+    else:
+        pytest.fail("no byte flip broke the deflate stream")
+    path.write_bytes(bytes(data))
+    refused(tmp_path, "case_000.nii.gz is corrupt")
+
+
+def test_a_float_mask_holding_a_value_beyond_any_class_id_is_refused(tmp_path: Path) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_002.nii.gz"
+    values = np.asarray(nib.load(path).dataobj).astype(np.float32)
+    values[3, 2, 1] = 1e10
+    nib.save(nib.Nifti1Image(values, AFFINE), path)
+    refused(tmp_path, "case_002.nii.gz holds the value 10000000000.0", "(x, y, z) = (3, 2, 1)")
+
+
 @pytest.mark.parametrize(
     ("labels", "phrase"),
     [
@@ -368,7 +431,10 @@ def test_regions_of_volumes_are_26_connected_in_3d(tmp_path: Path, small_slabs: 
             z, y, x = np.nonzero(voxels)
             assert voxels.sum() == int(row["pixels"])
             assert (z.min(), z.max(), y.min(), x.max()) == (
-                int(row["z0"]), int(row["z1"]), int(row["y0"]), int(row["x1"])
+                int(row["z0"]),
+                int(row["z1"]),
+                int(row["y0"]),
+                int(row["x1"]),
             )
             assert float(row["volume_mm3"]) == pytest.approx(int(row["pixels"]) * voxel, rel=1e-5)
 

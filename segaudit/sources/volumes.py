@@ -27,6 +27,7 @@ import gzip
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,8 @@ def nifti_header(path: Path, what: str = "mask") -> VolumeHeader:
         raw_shape = tuple(int(n) for n in header.get_data_shape())
         dtype = np.dtype(header.get_data_dtype())
         offset = int(image.dataobj.offset)
-        slope, inter = header.get_slope_inter()
+        # nibabel moves the header's scl_slope/scl_inter onto the data proxy as it loads
+        slope, inter = getattr(image.dataobj, "slope", None), getattr(image.dataobj, "inter", None)
         zooms = tuple(float(z) for z in header.get_zooms()[:3])
         affine = np.asarray(image.affine, np.float64)
     except InvalidInputError:
@@ -156,7 +158,7 @@ class SlabReader:
                 if not got:
                     raise self._truncated()
                 done += got
-        except (OSError, EOFError, zipfile.BadZipFile) as error:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             if isinstance(error, UnreadableStoreError):
                 raise
             raise UnreadableStoreError(
@@ -174,12 +176,15 @@ def integer_labels(slab: np.ndarray, path: Path, first_slice: int = 0) -> np.nda
     hold whole numbers."""
     if slab.dtype.kind in "iu":
         return slab
-    whole = np.isfinite(slab) & (slab == np.round(slab))
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(slab) & (slab == np.round(slab)) & (np.abs(slab) < 2**31)
     if not whole.all():
         z, y, x = (int(n) for n in np.argwhere(~whole)[0])
+        value = float(slab[z, y, x])
+        kind = "value" if np.isfinite(value) and value == np.round(value) else "non-integer value"
         raise InvalidInputError(
-            f"mask {path} holds the non-integer value {float(slab[z, y, x])!r} at voxel "
-            f"(x, y, z) = ({x}, {y}, {first_slice + z}); label volumes hold integer class ids."
+            f"mask {path} holds the {kind} {value!r} at voxel (x, y, z) = "
+            f"({x}, {y}, {first_slice + z}); label volumes hold integer class ids."
         )
     return slab.astype(np.int32)
 
