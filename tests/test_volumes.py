@@ -500,6 +500,38 @@ def test_render_draws_each_volume_as_its_worst_slices_and_views(
         assert gap >= run.num_classes
 
 
+def test_a_one_slice_volume_renders_its_scan_through_the_ct_window(tmp_path: Path) -> None:
+    """A one-slice case is scanned as a 2-D image; its photo is still its NIfTI scan."""
+    from PIL import Image
+
+    data = tmp_path / "ds"
+    synth = ["synth", str(data), "--volumes", "--images", "3", "--classes", "4",
+             "--shape", "1x24x24,5x24x24", "--seed", "0", "--quiet"]  # fmt: skip
+    made = runner.invoke(app, synth)
+    assert made.exit_code == 0, made.output
+    run = tmp_path / "run"
+    scan_args = ["scan", str(data), "--layout", "nnunet", "--pred-probs",
+                 str(data / "predictions"), "-o", str(run), "--quiet"]  # fmt: skip
+    scanned = runner.invoke(app, scan_args)
+    assert scanned.exit_code == 0, scanned.output
+    for extra in ([], ["--pages", "-o", str(tmp_path / "pages")]):
+        result = runner.invoke(app, ["render", str(run), "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+    case = next((tmp_path / "pages").glob("rank*_case_000.png"))
+    assert case.is_file()
+    from segaudit.report.photos import FilePhotos
+    from segaudit.report.volume_pictures import CT_LEVEL, CT_WIDTH
+
+    scan_path = data / "imagesTr" / "case_000_0000.nii.gz"
+    photo = FilePhotos([scan_path], np.array([[24, 24]]), "CT")[0]
+    hounsfield = nib.load(scan_path).get_fdata()[:, :, 0].T
+    low = CT_LEVEL - CT_WIDTH / 2
+    expected = np.clip((hounsfield - low) / CT_WIDTH * 255, 0, 255)
+    assert photo.shape == (24, 24, 3) and (photo[..., 0] == photo[..., 1]).all()
+    assert np.abs(photo[..., 0].astype(float) - expected).max() <= 1.0
+    assert np.asarray(Image.open(case)).size
+
+
 def test_eval_measures_volumes_against_their_true_labels(synth_run: tuple[Path, Path]) -> None:
     data, run_path = synth_run
     result = runner.invoke(app, ["eval", str(run_path), "--truth", str(data), "--json"])

@@ -32,21 +32,24 @@ class PhotoReader:
 
 
 class FilePhotos:
-    """One photo file per image (None where an image has none), indexed by image."""
+    """One photo file per image (None where an image has none), indexed by image. A
+    single-slice NIfTI scan (the photo of a one-slice volume, which the pass reads as a
+    2-D image) is shown through the window of its ``modality``, as volumes are."""
 
-    def __init__(self, paths: list[Path | None], sizes: np.ndarray) -> None:
-        self.paths, self.sizes = paths, sizes
+    def __init__(self, paths: list[Path | None], sizes: np.ndarray, modality: str = "") -> None:
+        self.paths, self.sizes, self.modality = paths, sizes, modality
 
     def has(self, index: int) -> bool:
         return self.paths[index] is not None
 
     def __getitem__(self, index: int) -> np.ndarray | None:
         from segaudit.sources.files import read_photo
+        from segaudit.sources.volumes import is_volume_file
 
         path = self.paths[index]
         if path is None:
             return None
-        photo = read_photo(path)
+        photo = self._scan(path) if is_volume_file(path) else read_photo(path)
         if photo.shape[:2] != tuple(int(n) for n in self.sizes[index]):
             raise InvalidInputError(
                 f"photo {printable(path)} is {photo.shape[0]}×{photo.shape[1]} but its mask is "
@@ -54,6 +57,18 @@ class FilePhotos:
                 "of the masks' sizes."
             )
         return photo
+
+    def _scan(self, path: Path) -> np.ndarray:
+        from segaudit.report.volume_pictures import grey_to_rgb, window_photo
+        from segaudit.sources.volumes import nifti_header, read_scan
+
+        scan = read_scan(nifti_header(path, "image"))
+        if scan.shape[0] != 1:
+            raise InvalidInputError(
+                f"photo {printable(path)} is a scan of {scan.shape[0]} slices, but its mask "
+                "has one; pass --images with the masks' own scans."
+            )
+        return grey_to_rgb(window_photo(scan, self.modality)[0])
 
 
 def open_images(path: str | os.PathLike[str], shape: tuple[int, int, int]) -> PhotoReader:
@@ -127,7 +142,8 @@ def run_photos(run: Any, images: str | os.PathLike[str] | None) -> Any:
 
     paths = [Path(p) if p else None for p in recorded]
     _refuse_changed(path, files_fingerprint([p for p in paths if p is not None]), record)
-    return FilePhotos(paths, table.sizes)
+    volumes = (run.summary.get("dataset") or {}).get("volumes") or {}
+    return FilePhotos(paths, table.sizes, str(volumes.get("modality") or ""))
 
 
 def _one_size(run: Any, path: Any) -> tuple[int, int]:
