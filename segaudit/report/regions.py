@@ -34,7 +34,7 @@ from segaudit.engine.region_scores import (
 )
 from segaudit.engine.regions import REGION_COLUMNS
 from segaudit.engine.volume_regions import VOLUME_REGION_COLUMNS
-from segaudit.errors import RunDirectoryError
+from segaudit.errors import RunDirectoryError, reason
 from segaudit.safetext import csv_cell, from_csv_cell
 
 REGIONS_TABLE = "regions.csv"
@@ -181,11 +181,21 @@ def read_regions_table(run: Path) -> list[dict[str, Any]]:
         ) from None
     except (OSError, csv.Error) as error:
         raise RunDirectoryError(f"{path} is unreadable ({error}); rerun the scan.") from None
-    for row in rows:
-        for name in ("id", "given_name", "predicted_name"):
-            row[name] = from_csv_cell(row[name])
-        for name in VOLUME_CSV_COLUMNS:
-            if name in TEXT_COLUMNS or name not in row:
-                continue
-            row[name] = int(row[name]) if name in INTEGER_COLUMNS else float(row[name])
+    for number, row in enumerate(rows, start=2):
+        try:
+            _parse_region_row(row)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise RunDirectoryError(
+                f"{path} is damaged at line {number} ({reason(error)}); rerun the scan."
+            ) from None
     return rows
+
+
+def _parse_region_row(row: dict[str, Any]) -> None:
+    """One ``regions.csv`` row's cells as their values, in place."""
+    for name in ("id", "given_name", "predicted_name"):
+        row[name] = from_csv_cell(row[name])
+    for name in VOLUME_CSV_COLUMNS:
+        if name in TEXT_COLUMNS or name not in row:
+            continue
+        row[name] = int(row[name]) if name in INTEGER_COLUMNS else float(row[name])

@@ -160,7 +160,10 @@ def _decode(codec: Any, data: bytes, stored: np.dtype, shape: tuple[int, ...]) -
     if codec is None:
         return np.frombuffer(data, stored).reshape(shape).astype(stored.newbyteorder("="))
     out = np.empty(shape, stored.newbyteorder("="))
-    codec.decode(data, out=out)
+    try:
+        codec.decode(data, out=out)
+    except RuntimeError as error:  # blosc's answer to a truncated or damaged chunk
+        raise ValueError(f"a chunk of {len(data)} bytes does not decompress: {error}") from None
     return out
 
 

@@ -117,7 +117,10 @@ def read_images_table(run: Path, summary: dict[str, Any]) -> ImageTable:
         ]
         if [int(row["image"]) for row in rows] != list(range(len(rows))):
             raise ValueError("image indices are not 0..N-1 in order")
-    except (OSError, KeyError, ValueError, csv.Error) as error:
+        expected = (summary.get("dataset") or {}).get("num_images")
+        if isinstance(expected, int) and expected != len(rows):
+            raise ValueError(f"{len(rows)} rows for the run's {expected} images")
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as error:
         raise RunDirectoryError(f"{path} is malformed ({error}); rerun the scan.") from None
     return ImageTable(ids, sizes.reshape(-1, 2), files, depths, spacings)
 

@@ -46,7 +46,7 @@ from segaudit.runs.objectstore import (
     remove_leftovers,
     run_filesystem,
 )
-from segaudit.runs.run import SUMMARY, Run
+from segaudit.runs.run import SUMMARY, Run, check_summary
 from segaudit.runs.rundir import TEMP_PREFIX
 
 READ_PREFIX = "segaudit-read-"
@@ -215,6 +215,11 @@ def open_remote_run(url: str) -> Run:
         if isinstance(error, SegauditError):
             raise
         raise RunDirectoryError(f"{url} cannot be copied to read ({reason(error)}).") from None
+    try:
+        check_summary(summary, f"{url}/{SUMMARY}")
+    except RunDirectoryError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     run = Run(local, summary, objects=objects)
     weakref.finalize(run, shutil.rmtree, folder, True)
     return run

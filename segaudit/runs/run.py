@@ -158,7 +158,27 @@ def open_run(path: str | os.PathLike[str]) -> Run:
         raise RunDirectoryError(
             f"{summary_path} is unreadable ({error}); rerun the scan."
         ) from None
+    check_summary(summary, summary_path)
     return Run(run, summary)
+
+
+def check_summary(summary: Any, where: Any) -> None:
+    """Refuse a ``summary.json`` without what every reader of a run looks up in it."""
+    dataset = summary.get("dataset") if isinstance(summary, dict) else None
+    classes = summary.get("classes") if isinstance(summary, dict) else None
+    parameters = summary.get("parameters") if isinstance(summary, dict) else None
+    usable = (
+        isinstance(dataset, dict)
+        and isinstance(dataset.get("num_classes"), int)
+        and isinstance(classes, dict)
+        and isinstance(classes.get("names"), list)
+        and isinstance(parameters, dict)
+    )
+    if not usable:
+        raise RunDirectoryError(
+            f"{where} is not a segaudit run's summary (it lacks the dataset, its classes or "
+            "the parameters); rerun the scan."
+        )
 
 
 def is_complete_run(path: Path) -> bool:
