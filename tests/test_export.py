@@ -175,3 +175,29 @@ def test_a_run_without_a_region_table_is_refused(tmp_path, runs):
     assert result.exit_code == 2
     assert "regions.csv is missing" in result.output
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("inside", ["summary.json", "regions.csv", "issues/x.json"])
+def test_an_export_into_the_run_is_refused_even_with_force(tmp_path, runs, inside):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["folder"], run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = invoke("export", run, "-o", run / inside, "--force", "--format", "csv")
+    assert result.exit_code == 2 and "is inside the run" in result.output, result.output
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_an_export_over_an_input_of_the_run_is_refused_even_with_force(tmp_path, runs):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE / "folder", data)
+    run = tmp_path / "run"
+    assert invoke("scan", data, "-o", run, "-q").exit_code == 0
+    mask = next((data / "labels").rglob("*.png"))
+    before = mask.read_bytes()
+    result = invoke("export", run, "-o", mask, "--force")
+    assert result.exit_code == 2 and "is inside the run's input labels" in result.output
+    assert mask.read_bytes() == before

@@ -93,6 +93,7 @@ def export_regions(
     if is_url(out):
         return _export_to_url(run, str(out), fmt, chosen, force)
     out = Path(out)
+    refuse_run_and_inputs(out, run)
     check_target(out, fmt, force)
     if fmt == "coco":
         coco_mask()  # a missing extra is said before anything is read or written
@@ -144,6 +145,24 @@ def _export_to_url(
                 f"writing {url} failed ({reason(error)}); check the URL and the credentials."
             ) from None
     return counts
+
+
+def refuse_run_and_inputs(out: Path, run: Run) -> None:
+    """An export is written beside the run and its inputs, never into them, ``--force`` or
+    not: it would replace a file of the run (or a user's data), or leave one no run writes."""
+    target = Path(os.path.realpath(out))
+    protected = [("the run", Path(run.path))]
+    for name, record in (run.summary.get("inputs") or {}).items():
+        path = record.get("path") if isinstance(record, dict) else None
+        if isinstance(path, str) and not is_url(path):
+            protected.append((f"the run's input {name}", Path(path.split(" (", 1)[0])))
+    for what, path in protected:
+        held = Path(os.path.realpath(path))
+        if target == held or held in target.parents:
+            raise InvalidInputError(
+                f"{printable(out)} is inside {what} ({printable(path)}); exports are written "
+                "beside runs and their inputs, never into them: choose another -o."
+            )
 
 
 def check_target(out: Path, fmt: str, force: bool) -> None:
