@@ -149,3 +149,14 @@ def test_nnunet_refuses_what_its_dataset_json_says(tmp_path, option):
     args = [tmp_path / a if a.endswith(".txt") else a for a in option]
     refused(data, data, "--layout", "nnunet", "--pred-probs", data / "predictions", *args,
             "-o", tmp_path / "run", match=f"{option[0]} would not be read")  # fmt: skip
+
+
+def test_a_file_name_that_is_not_utf8_is_refused(data, tmp_path):
+    """Its id could not be written to images.csv or the review page."""
+    for folder, suffix in (("labels", ".png"), ("pred_probs", ".npy"), ("images", ".png")):
+        where = os.fsencode(data / folder)
+        source = os.path.join(where, b"img_00000" + suffix.encode())
+        if os.path.exists(source):
+            os.rename(source, os.path.join(where, b"bad\xff" + suffix.encode()))
+    refused(data, data, "-o", tmp_path / "run", match="is not UTF-8 text")
+    assert not (tmp_path / "run").exists()

@@ -3,8 +3,9 @@
 An id is the image's path under its folder without the extension (``val/munich/x``),
 so it may hold sub-folders. Outputs are written at ``RUN/issues/ID.png``, so an id is
 checked before anything uses it: no absolute path, no ``..`` or ``.`` component, no
-empty component, no backslash, no NUL or control character. Then no id, however it
-was made (a file name, a manifest row), can make segaudit write outside RUN.
+empty component, no backslash, no NUL or control character, nothing but UTF-8. Then no
+id, however it was made (a file name, a manifest row), can make segaudit write outside
+RUN.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from segaudit.errors import InvalidInputError
 from segaudit.safetext import printable
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # how Python decodes bytes that are not UTF-8
 MAX_COMPONENT_BYTES = 200  # leaves room for a suffix under the usual 255-byte limit
 
 
@@ -26,6 +28,8 @@ def id_problem(image_id: str) -> str | None:
         return "is empty"
     if _CONTROL.search(image_id):
         return "holds a control character"
+    if _SURROGATE.search(image_id):  # a file name's bytes that are not UTF-8
+        return "is not UTF-8 text (a file name in another encoding)"
     if "\\" in image_id:
         return "holds a backslash"
     if image_id.startswith("/"):
