@@ -689,3 +689,20 @@ def test_class_list_of_the_wrong_length_is_one_sentence(tmp_path):
         "lists 2 class names but pred_probs has 4 classes",
         dataset=built.root,
     )
+
+
+def test_masks_beyond_pillows_decompression_bomb_limit_are_read(tmp_path, monkeypatch):
+    """Aerial tiles and slides pass Pillow's web limit (89 megapixels warns, 179 refuses):
+    segaudit's own images are read whatever their size, without a warning."""
+    import warnings
+
+    from PIL import Image
+
+    from segaudit.sources.files import mask_header
+
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,200 pixels: 12 times the limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        header = mask_header(tmp_path / "big.png")
+    assert (header.height, header.width) == (30, 40)

@@ -67,6 +67,10 @@ _MASK_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I", "RGB", "RGBA")
 def _open_image(path: Path | str, what: str) -> Any:
     from PIL import Image
 
+    # Pillow's guard against decompression bombs from the web warns from 89 megapixels and
+    # refuses from 179: aerial tiles and slides are that big, and a mask's size is checked
+    # against its predictions' before it is decoded. segaudit's own images lift it.
+    Image.MAX_IMAGE_PIXELS = None
     if is_url(path):
         source: Any = open_url_file(str(path), what)
     else:
