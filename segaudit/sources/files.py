@@ -113,6 +113,11 @@ def read_mask(path: Path) -> np.ndarray:
             raise UnreadableStoreError(
                 f"mask {path} is corrupt or truncated ({reason(error)}); re-export it."
             ) from None
+        if image.format == "PNG" and not is_url(path) and not _ends_with_iend(Path(path)):
+            raise UnreadableStoreError(
+                f"mask {path} does not end with PNG's IEND chunk (it was cut short, or other "
+                "data follows it); re-export it."
+            )
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint8)
     if not pixels.dtype.isnative:  # 16-bit big-endian PNG data
@@ -122,6 +127,21 @@ def read_mask(path: Path) -> np.ndarray:
             f"mask {path} holds {pixels.dtype} values; label masks hold integer class ids."
         )
     return pixels
+
+
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # a PNG's last chunk: empty, with its CRC
+
+
+def _ends_with_iend(path: Path) -> bool:
+    """Whether a PNG ends as every whole PNG does. Pillow decodes the pixels of a file cut
+    within its last few dozen bytes without a word (the stream's checksum and the end are
+    not checked), so a cut file would pass for a whole one."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size < len(_IEND):
+            return False
+        handle.seek(size - len(_IEND))
+        return handle.read() == _IEND
 
 
 # --- predictions --------------------------------------------------------------------------
