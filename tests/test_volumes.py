@@ -326,6 +326,16 @@ def test_a_mask_corrupt_deep_in_its_deflate_stream_is_refused(tmp_path: Path) ->
     refused(tmp_path, "case_000.nii.gz is corrupt")
 
 
+def test_a_mask_whose_gzip_checksum_fails_is_refused(tmp_path: Path) -> None:
+    """The voxels inflate, but not to what was written: only the stream's CRC says so."""
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_001.nii.gz"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the trailer's CRC-32
+    path.write_bytes(bytes(data))
+    refused(tmp_path, "case_001.nii.gz is corrupt (CRC check failed")
+
+
 def test_a_float_mask_holding_a_value_beyond_any_class_id_is_refused(tmp_path: Path) -> None:
     build_nnunet(tmp_path / "ds")
     path = tmp_path / "ds" / "labelsTr" / "case_002.nii.gz"

@@ -158,6 +158,8 @@ class SlabReader:
                 if not got:
                     raise self._truncated()
                 done += got
+            if stop == self.header.shape[0]:
+                self._handle.read()  # to the end: gzip checks the stream's CRC and length there
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             if isinstance(error, UnreadableStoreError):
                 raise
