@@ -330,6 +330,10 @@ def test_a_mask_whose_gzip_checksum_fails_is_refused(tmp_path: Path) -> None:
     """The voxels inflate, but not to what was written: only the stream's CRC says so."""
     build_nnunet(tmp_path / "ds")
     path = tmp_path / "ds" / "labelsTr" / "case_001.nii.gz"
+    labels = np.random.default_rng(4).integers(0, 4, (64, 64, 40)).astype(np.uint8)
+    nib.save(nib.Nifti1Image(labels, AFFINE), path)  # more than nibabel reads for a header
+    probs = np.full((4, 40, 64, 64), 0.25, np.float32)
+    np.savez_compressed(tmp_path / "ds" / "preds" / "case_001.npz", probabilities=probs)
     data = bytearray(path.read_bytes())
     data[-8] ^= 0xFF  # the trailer's CRC-32
     path.write_bytes(bytes(data))
