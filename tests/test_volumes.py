@@ -371,6 +371,23 @@ def test_a_dataset_json_without_usable_labels_is_refused(
     refused(tmp_path, phrase)
 
 
+def test_a_decathlon_or_v1_dataset_json_reads_as_v2s(tmp_path: Path) -> None:
+    """nnU-Net v1 and the Medical Segmentation Decathlon list labels value -> name."""
+    build_nnunet(tmp_path / "ds")
+    assert scan(tmp_path / "ds", tmp_path / "v2").exit_code == 0
+    path = tmp_path / "ds" / "dataset.json"
+    info = json.loads(path.read_text())
+    info["labels"] = {str(value): name for name, value in info["labels"].items()}
+    info["modality"] = info.pop("channel_names")
+    del info["file_ending"]
+    path.write_text(json.dumps(info))
+    assert scan(tmp_path / "ds", tmp_path / "v1").exit_code == 0
+    for table in ("image_scores.csv", "regions.csv"):
+        assert (tmp_path / "v1" / table).read_text() == (tmp_path / "v2" / table).read_text()
+    summary = json.loads((tmp_path / "v1" / "summary.json").read_text())
+    assert summary["classes"]["names"] == ["background", "organ1", "organ2", "organ3"]
+
+
 def test_a_missing_dataset_json_is_refused(tmp_path: Path) -> None:
     build_nnunet(tmp_path / "ds")
     (tmp_path / "ds" / "dataset.json").unlink()

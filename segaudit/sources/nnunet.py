@@ -2,7 +2,8 @@
 
 ::
 
-    DATASET/dataset.json             class names ("labels": name -> value), the ignore
+    DATASET/dataset.json             class names ("labels": name -> value; v1's and the
+                                     Medical Segmentation Decathlon's value -> name), the ignore
                                      label (the label named "ignore"), the file ending,
                                      and the scan's modality ("channel_names")
     DATASET/labelsTr/CASE.nii.gz     label volumes (ids: CASE)
@@ -52,10 +53,25 @@ def read_dataset_json(folder: Path) -> dict[str, Any]:
     return found
 
 
+def name_to_value(labels: dict[str, Any]) -> dict[str, Any]:
+    """``labels`` as v2 writes them (name -> value). nnU-Net v1 and the Medical Segmentation
+    Decathlon write value -> name (``{"0": "background", "1": "liver"}``): turned round."""
+    v1 = bool(labels) and all(
+        str(key).isascii() and str(key).isdigit() and isinstance(value, str)
+        for key, value in labels.items()
+    )
+    if not v1:
+        return labels
+    names = list(labels.values())
+    if len(set(names)) != len(names):
+        return labels  # two values named alike: not v1's layout after all
+    return {name: int(value) for value, name in labels.items()}
+
+
 def class_labels(info: dict[str, Any], path: Path) -> tuple[list[str], int | None]:
     """Class names in label order, and the ignore label's value (None without one)."""
     values: dict[str, int] = {}
-    for name, value in info["labels"].items():
+    for name, value in name_to_value(info["labels"]).items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInputError(
                 f"{path}: label {name!r} has the value {value!r}; segaudit reads labels that are "
