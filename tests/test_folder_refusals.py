@@ -160,3 +160,32 @@ def test_a_file_name_that_is_not_utf8_is_refused(data, tmp_path):
             os.rename(source, os.path.join(where, b"bad\xff" + suffix.encode()))
     refused(data, data, "-o", tmp_path / "run", match="is not UTF-8 text")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda p: p.__setitem__((0, 0, 0), -0.5), "--normalize divides scores by their sum"),
+        (lambda p: p.__setitem__((slice(None), 0, 0), 0.0), "has scores that sum to 0"),
+    ],
+)
+def test_normalize_says_what_it_cannot_do(data, tmp_path, edit, match):
+    path = data / "pred_probs" / "img_00002.npy"
+    probs = np.load(path)
+    edit(probs)
+    np.save(path, probs)
+    message = refused(data, data, "-o", tmp_path / "run", "--normalize", match=match)
+    assert "pass --normalize" not in message
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_big_endian_predictions_are_named_as_such(data, tmp_path, suffix):
+    path = data / "pred_probs" / "img_00000.npy"
+    probs = np.load(path)
+    path.unlink()
+    swapped = probs.astype(probs.dtype.newbyteorder(">"))
+    if suffix == ".npy":
+        np.save(path, swapped)
+    else:
+        np.savez(path.with_suffix(".npz"), swapped)
+    refused(data, data, "-o", tmp_path / "run", match="big-endian")

@@ -195,6 +195,16 @@ class Extent:
         return self.sizes // factor
 
 
+def dtype_text(dtype: np.dtype) -> str:
+    """A dtype as a sentence names it: ``float32``, or ``big-endian float32 (>f4)`` for
+    the same values in the other byte order (numpy prints both as ``>f4``/``float32``)."""
+    dtype = np.dtype(dtype)
+    if dtype.byteorder not in "=|" and not dtype.isnative:
+        order = "big" if dtype.byteorder == ">" else "little"
+        return f"{order}-endian {dtype.newbyteorder('=').name} ({dtype.str})"
+    return dtype.name
+
+
 def check_extent(
     num_classes: int,
     dtype: Any,
@@ -222,12 +232,14 @@ def check_extent(
         )
     if dtype not in PROBS_DTYPES:
         raise InvalidInputError(
-            f"{name} holds {dtype} values; pred_probs must be float16, float32 or float64."
+            f"{name} holds {dtype_text(dtype)} values; pred_probs must be float16, float32 or "
+            "float64, in the machine's byte order."
         )
     empty = np.flatnonzero(sizes.min(axis=1) == 0)
     if len(empty):
         name = where(int(empty[0])) if where is not None else f"image {int(empty[0])}"
-        raise InvalidInputError(f"{name} is empty (size {tuple(sizes[empty[0]])}); remove it.")
+        size = "×".join(str(int(n)) for n in sizes[empty[0]])
+        raise InvalidInputError(f"{name} is empty ({size} pixels); remove it.")
     if depths is not None and (np.asarray(depths) > 1).any():
         _check_volume_params(params)
     undivided = np.flatnonzero((sizes % params.downsample).any(axis=1))

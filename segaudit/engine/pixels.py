@@ -155,14 +155,26 @@ def describe_problems(
     logits_fix: str = LOGITS_FIX,
     slice_height: int = 0,
     first_row: int = 0,
+    normalized: bool = False,
 ) -> str | None:
     """One sentence for the first kind of malformed value the kernel found, or None.
 
     ``problems`` is a kernel's (count, first flat pixel index) per kind over one image
     of rows ``width`` wide; ``labels`` holds that image's labels, to quote a value. A
     slab of a volume (rows from ``first_row`` of its sheet, slices ``slice_height``
-    rows high) names the voxel by (x, y, z), as NIfTI viewers do.
+    rows high) names the voxel by (x, y, z), as NIfTI viewers do. ``normalized``: the
+    scores were divided by their sums (``--normalize``), which the sentence says.
     """
+    nonfinite = ("has NaN or infinite probabilities", "fix the model outputs.")
+    if normalized:
+        nonfinite = (
+            "has scores that sum to 0 or are not finite",
+            "--normalize cannot divide them by their sum; fix the model outputs.",
+        )
+        logits_fix = (
+            "--normalize divides scores by their sum and cannot make these probabilities; "
+            "if they are logits, pass --logits instead."
+        )
     order = [
         (
             kernels.BAD_LABEL,
@@ -170,7 +182,7 @@ def describe_problems(
             "has label {value} outside 0..{kmax}",
             "fix the labels or pass --ignore-index for the value that marks unlabelled pixels.",
         ),
-        (kernels.NONFINITE, "probs", "has NaN or infinite probabilities", "fix the model outputs."),
+        (kernels.NONFINITE, "probs", *nonfinite),
         (kernels.NEGATIVE, "probs", "has negative probabilities", logits_fix),
         (kernels.BAD_SUM, "probs", sum_problem, logits_fix),
     ]

@@ -265,7 +265,7 @@ def scan_prepared(
     )
     message = describe_problems(
         full.problems, where, labels, labels.shape[1], num_classes, slice_height=slab,
-        first_row=row,
+        first_row=row, normalized=params.normalize,
     )  # fmt: skip
     if message is not None:
         raise InvalidInputError(message)

@@ -233,9 +233,11 @@ def probs_header(path: Path) -> ProbsHeader:
 
 def _check_probs_dtype(path: Path, dtype: np.dtype) -> None:
     if dtype not in PROBS_DTYPES:
+        from segaudit.engine.params import dtype_text
+
         raise InvalidInputError(
-            f"predictions {path} hold {dtype} values; predictions must be float16, "
-            "float32 or float64."
+            f"predictions {path} hold {dtype_text(dtype)} values; predictions must be "
+            "float16, float32 or float64, in the machine's byte order."
         )
 
 
