@@ -189,3 +189,40 @@ def test_big_endian_predictions_are_named_as_such(data, tmp_path, suffix):
     else:
         np.savez(path.with_suffix(".npz"), swapped)
     refused(data, data, "-o", tmp_path / "run", match="big-endian")
+
+
+def test_a_manifest_row_without_its_mask_names_the_line(data, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"id,labels,pred_probs\na,,{data}/pred_probs/img_00000.npy\n")
+    refused(data, "--manifest", manifest, "-o", tmp_path / "run",
+            match="line 2 has no labels file")  # fmt: skip
+
+
+def test_an_empty_npz_is_named_empty(data, tmp_path):
+    (data / "pred_probs" / "img_00000.npy").unlink()
+    np.savez(data / "pred_probs" / "img_00000.npz")
+    refused(data, data, "-o", tmp_path / "run", match="hold no array")
+
+
+def test_a_batch_axis_of_one_is_named(data, tmp_path):
+    path = data / "pred_probs" / "img_00000.npy"
+    np.save(path, np.load(path)[None])
+    refused(data, data, "-o", tmp_path / "run", match="a leading axis of one")
+
+
+def test_one_mask_file_as_the_labels_is_refused(data, tmp_path):
+    refused(data, "--labels", data / "labels" / "img_00000.png", "--pred-probs",
+            data / "pred_probs", "-o", tmp_path / "run", match="is one image's file")  # fmt: skip
+
+
+def test_a_dataset_with_both_stacked_and_per_image_labels_asks_which(data, tmp_path):
+    np.save(data / "labels.npy", np.zeros((4, 32, 48), np.uint8))
+    refused(data, data, "-o", tmp_path / "run", match="holds both labels.npy and a labels/ folder")
+
+
+def test_an_empty_or_linked_run_path_is_refused(data, tmp_path):
+    refused(data, data, "-o", "", match="it is empty")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    refused(data, data, "-o", tmp_path / "link", match="is a symbolic link")
+    assert list((tmp_path / "elsewhere").iterdir()) == []

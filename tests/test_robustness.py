@@ -417,7 +417,7 @@ def test_a_run_that_is_a_symlink_is_refused(scene, tmp_path):
     link = tmp_path / "link"
     link.symlink_to(run)
     message = one_line_error(invoke("scan", data, "-o", link, "-q"))
-    assert "is not a directory" in message
+    assert "is a symbolic link" in message
     assert tree_digest(run) == before
 
 

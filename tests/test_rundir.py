@@ -213,7 +213,7 @@ def test_unusable_output_locations_are_one_sentence(tmp_path):
         with rundir.building_run(tmp_path / "afile" / "run"):
             pass
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(RunDirectoryError, match="is not a directory"):
+    with pytest.raises(RunDirectoryError, match="is a symbolic link"):
         with rundir.building_run(tmp_path / "link"):
             pass
     assert (tmp_path / "afile").read_text() == "x" and not (tmp_path / "elsewhere").exists()

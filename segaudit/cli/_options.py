@@ -46,6 +46,13 @@ DatasetArg = Annotated[
         show_default=False,
     ),
 ]
+def _named_run(value: str) -> str:
+    """An empty -o is no place: refused rather than read as the current folder."""
+    if not value.strip():
+        raise typer.BadParameter("give the run's folder (or URL); it is empty.")
+    return value
+
+
 OutOpt = Annotated[
     str,
     typer.Option(
@@ -54,6 +61,7 @@ OutOpt = Annotated[
         help="Run directory to write (replaced atomically), or a URL (s3://bucket/runs/x): "
         "built locally, published with summary.json last.",
         metavar="RUN",
+        callback=_named_run,
     ),
 ]
 LabelsOpt = Annotated[

@@ -209,7 +209,12 @@ def _shown(names: list[str], limit: int = 3) -> str:
 def check_output_location(run: Path) -> None:
     """Refuse to replace anything at ``run`` that is not a segaudit run or an empty folder."""
     try:
-        if run.is_symlink() or (run.exists() and not run.is_dir()):
+        if run.is_symlink():
+            raise RunDirectoryError(
+                f"{run} is a symbolic link; give -o the folder itself (a run replaces its "
+                "folder, and never follows links)."
+            )
+        if run.exists() and not run.is_dir():
             raise RunDirectoryError(f"{run} exists and is not a directory; choose another -o path.")
         if not run.is_dir() or not any(run.iterdir()):
             return

@@ -39,6 +39,10 @@ from segaudit.sources.stacked import StackedLabels, StackedPhotos, StackedProbs
 __all__ = ["LAYOUTS", "Dataset", "DatasetSpec", "open_dataset"]
 
 _WILDCARDS = set("*?[")
+# Files of one image, never a whole input: a stacked input is .npy or Zarr.
+_ONE_IMAGE_SUFFIXES = tuple(
+    s for s in (*MASK_SUFFIXES, *PHOTO_SUFFIXES) if s not in (".npy", ".npz", ".zarr")
+)
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,11 @@ def _locate(
         path = Path(text)
         if path.is_dir() and not is_zarr_path(path):
             return "files", text
+        if path.is_file() and path.name.lower().endswith(_ONE_IMAGE_SUFFIXES):
+            raise InvalidInputError(
+                f"--{name.replace('_', '-')} {text} is one image's file; give the folder of "
+                "them (or a glob such as 'masks/*.png')."
+            )
         return "stacked", path
     if folder is None:
         if required:
@@ -286,9 +295,15 @@ def _locate(
     folder = Path(folder)
     if is_zarr_path(folder) and _group_has(folder, name):
         return "stacked", folder
-    for suffix in (".npy", ".zarr"):
-        if (folder / f"{name}{suffix}").exists():
-            return "stacked", folder / f"{name}{suffix}"
+    stacked = [folder / f"{name}{suffix}" for suffix in (".npy", ".zarr")]
+    found = [path for path in stacked if path.exists()]
+    if found and (folder / name).is_dir():
+        raise InvalidInputError(
+            f"{folder} holds both {found[0].name} and a {name}/ folder; pass "
+            f"--{name.replace('_', '-')} with the one to read."
+        )
+    if found:
+        return "stacked", found[0]
     if (folder / name).is_dir():
         return "files", str(folder / name)
     if required:

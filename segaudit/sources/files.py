@@ -163,7 +163,12 @@ def npz_member(archive: zipfile.ZipFile, path: Path) -> str:
     for key in NPZ_KEYS:
         if key in arrays:
             return key
-    shown = ", ".join(sorted(arrays)[:8]) or "none"
+    if not arrays:
+        raise InvalidInputError(
+            f"predictions {path} hold no array (an empty .npz archive); save the "
+            "probabilities with numpy.savez."
+        )
+    shown = ", ".join(sorted(arrays)[:8])
     raise InvalidInputError(
         f"predictions {path} hold several arrays ({shown}) and none is named "
         f"{' or '.join(NPZ_KEYS)}; save one array per file."

@@ -121,6 +121,12 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
     base = path.parent
     for number, row in enumerate(rows, start=2):
         check_id(row["id"], f"manifest {path}, line {number}")
+        empty = [column for column in ("labels", "pred_probs") if not row.get(column)]
+        if empty:
+            raise InvalidInputError(
+                f"manifest {path}, line {number} has no {' and no '.join(empty)} file; "
+                "every row names its mask and its predictions."
+            )
         for column in ("labels", "pred_probs", "image"):
             if row.get(column):
                 row[column] = str(base / row[column])
@@ -289,6 +295,11 @@ class FolderProbs(FolderFiles):
         self.num_classes, self.dtype = self._classes(header, self.paths[first_id]), header.dtype
 
     def _classes(self, header: files.ProbsHeader, path: Path) -> int:
+        if len(header.shape) == 4 and header.shape[0] == 1:
+            raise InvalidInputError(
+                f"predictions {path} have shape {header.shape}: a leading axis of one, as a "
+                "batch of one image; save that image's array (p[0]) instead."
+            )
         if len(header.shape) == 4 and not self.channels_last:
             return header.shape[0]  # a volume's (K, Z, Y, X)
         if len(header.shape) != 3:
