@@ -662,6 +662,24 @@ def test_score_names_the_voxel_of_a_label_outside_the_classes(
     assert not (tmp_path / "run").exists()
 
 
+def test_score_names_the_voxel_of_scores_that_do_not_sum_to_one(
+    tmp_path: Path, small_slabs: None
+) -> None:
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "preds" / "case_001.npz"
+    np.savez_compressed(path, probabilities=np.load(path)["probabilities"] * 2)
+    result = runner.invoke(
+        app, ["score", str(tmp_path / "ds"), "--layout", "nnunet", "--pred-probs",
+              str(tmp_path / "ds" / "preds"), "-o", str(tmp_path / "run")],
+    )  # fmt: skip
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2, message
+    assert "case_001.npz has probabilities that do not sum to 1 at voxel (x, y, z) = (0, 0, 0)" in (
+        message
+    )
+    assert "--normalize" in message and not (tmp_path / "run").exists()
+
+
 def test_predictions_held_in_memory_are_still_sliced_when_a_volume_is_many_slabs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

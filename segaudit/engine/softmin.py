@@ -31,7 +31,10 @@ from segaudit.errors import InvalidInputError
 from segaudit.progress import NullProgress, Progress
 from segaudit.sources.dataset import Where
 
-LOGITS_FIX = "these look like logits: apply a softmax first, or use `segaudit scan --logits`."
+LOGITS_FIX = (
+    "these look like logits (apply a softmax first, or use `segaudit scan --logits`) or "
+    "unnormalised scores (pass --normalize to divide each pixel's scores by their sum)."
+)
 
 
 def check_temperature(temperature: float) -> None:
@@ -174,8 +177,8 @@ def score_volume(
         probs = raw
         if params.normalize:
             probs = prepare_probs(raw, labels.shape, normalize=True, where=where.probs_image)
-        check_first_row(probs, labels, False, extent, where, not params.unnormalized)
         slab = (int(extent.sizes[index][0]) // extent.depth(index), row)
+        check_first_row(probs, labels, False, extent, where, not params.unnormalized, slab)
         scores, _, scored = _gather(probs, labels, False, params, extent, where, slab)
         if scored:
             low = float(np.nanmin(scores))
@@ -242,9 +245,11 @@ def check_first_row(
     extent: Extent,
     where: Where,
     check_sums: bool = True,
+    slab: tuple[int, int] = (0, 0),
 ) -> None:
     """Whole-row checks (finite, non-negative, and with ``check_sums`` summing to 1) on
-    an image's first pixel row."""
+    an image's first pixel row (a volume's slab: ``slab`` is its slices' height and first
+    row, so the voxel is named)."""
     first = probs[0].T if channels_last else probs[:, 0]  # (K, W)
     first = first.astype(np.float32 if probs.dtype == np.float16 else probs.dtype)
     with np.errstate(invalid="ignore"):  # NaN and infinities are reported below, not warned
@@ -261,7 +266,8 @@ def check_first_row(
         if found.size:
             problems[kind] = (found.size, found[0])
     message = describe_problems(
-        problems, where, labels[0], labels.shape[1], extent.num_classes, logits_fix=LOGITS_FIX
-    )
+        problems, where, labels[0], labels.shape[1], extent.num_classes, logits_fix=LOGITS_FIX,
+        slice_height=slab[0], first_row=slab[1],
+    )  # fmt: skip
     if message is not None:
         raise InvalidInputError(message)
