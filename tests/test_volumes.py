@@ -574,6 +574,29 @@ def test_eval_measures_volumes_against_their_true_labels(synth_run: tuple[Path, 
     assert 0 < found["pixel"]["precision"] <= 1 and 0 < found["pixel"]["recall"] <= 1
 
 
+@pytest.mark.parametrize("change", ["depth", "value"])
+def test_eval_refuses_true_labels_that_are_not_the_runs(
+    synth_run: tuple[Path, Path], tmp_path: Path, change: str
+) -> None:
+    import shutil
+
+    data, run_path = synth_run
+    truth = tmp_path / "truth"
+    shutil.copytree(data, truth)
+    path = next((truth / "true_labels").glob("*.nii.gz"))
+    image = nib.load(path)
+    values = np.asarray(image.dataobj).copy()  # (x, y, z): 48×40×16
+    if change == "depth":
+        values = values[:, :, :12]
+        expected = "are 12×40×48 but the run's are 16×40×48"
+    else:
+        values[1, 2, 3] = 9
+        expected = "hold the value 9, outside 0..4"
+    nib.save(nib.Nifti1Image(values, image.affine, image.header), path)
+    result = runner.invoke(app, ["eval", str(run_path), "--truth", str(truth)])
+    assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+
+
 def test_a_label_dataset_json_does_not_name_is_refused_at_its_voxel(tmp_path: Path) -> None:
     build_nnunet(tmp_path / "ds")
     path = tmp_path / "ds" / "labelsTr" / "case_001.nii.gz"

@@ -161,6 +161,15 @@ def column_metrics(column: str, values: np.ndarray, corrupted: np.ndarray) -> di
     return metrics
 
 
+def _size(shape: tuple[int, ...], volume: tuple[int, int, int] | None = None) -> str:
+    """A size as the user knows it: H×W, or for a sheet of ``volume``'s slices (Z·Y, X)
+    the volume's Z×Y×X, when its rows are whole slices of that height."""
+    rows, width = (int(n) for n in shape[:2])
+    if volume is not None and rows % volume[1] == 0:
+        return f"{rows // volume[1]}×{volume[1]}×{width}"
+    return f"{rows}×{width}"
+
+
 def pixel_metrics(run: Run, truth: Truth, progress: Progress) -> dict[str, Any]:
     """Precision, recall and F1 of the run's issue masks against labels != true_labels."""
     read_truth = truth.label_reader()
@@ -172,9 +181,18 @@ def pixel_metrics(run: Run, truth: Truth, progress: Progress) -> dict[str, Any]:
         given = run.read("labels", index)
         true = read_truth(index)
         if true.shape != given.shape:
+            volume = run.images.volume_shape(index)
             raise InvalidInputError(
-                f"the true labels of image {run.images.ids[index]!r} are {true.shape} but the "
-                f"run's are {given.shape}; --truth must be the dataset the run scanned."
+                f"the true labels of image {run.images.ids[index]!r} are "
+                f"{_size(true.shape, volume)} but the run's are {_size(given.shape, volume)}; "
+                "--truth must be the dataset the run scanned."
+            )
+        outside = (true >= run.num_classes) & (true != ignore if ignore is not None else True)
+        if outside.any():
+            raise InvalidInputError(
+                f"the true labels of image {run.images.ids[index]!r} hold the value "
+                f"{int(true[outside].flat[0])}, outside 0..{run.num_classes - 1}; --truth "
+                "must be the dataset the run scanned."
             )
         flagged = run.read("issues", index).astype(bool)
         wrong = given != true
