@@ -340,6 +340,16 @@ def test_a_mask_whose_gzip_checksum_fails_is_refused(tmp_path: Path) -> None:
     refused(tmp_path, "case_001.nii.gz is corrupt (CRC check failed")
 
 
+def test_a_mask_that_is_a_pipe_is_refused_as_one(tmp_path: Path) -> None:
+    import os
+
+    build_nnunet(tmp_path / "ds")
+    path = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    path.unlink()
+    os.mkfifo(path)
+    refused(tmp_path, "case_000.nii.gz is not a regular file")
+
+
 def test_a_float_mask_holding_a_value_beyond_any_class_id_is_refused(tmp_path: Path) -> None:
     build_nnunet(tmp_path / "ds")
     path = tmp_path / "ds" / "labelsTr" / "case_002.nii.gz"

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from segaudit.errors import InvalidInputError, OutputWriteError, UnreadableStoreError, reason
+from segaudit.sources.files import check_regular_file
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 NPZ_IN_MEMORY = 512 << 20  # bytes: larger .npz predictions are decompressed to a temp file
@@ -80,6 +81,7 @@ def nifti_header(path: Path, what: str = "mask") -> VolumeHeader:
     """The geometry of a NIfTI volume; one sentence when it is not one segaudit can read
     (a mask must store its class ids unscaled; a scan's ``image`` may be scaled)."""
     nib = nibabel()
+    check_regular_file(Path(path), what)  # a pipe would block, a folder read as empty
     try:
         image = nib.load(str(path))
         header = image.header
