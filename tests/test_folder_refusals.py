@@ -226,3 +226,11 @@ def test_an_empty_or_linked_run_path_is_refused(data, tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
     refused(data, data, "-o", tmp_path / "link", match="is a symbolic link")
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_manifest_listing_an_id_twice_says_so(data, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    row = f"a,{data}/labels/img_00000.png,{data}/pred_probs/img_00000.npy\n"
+    manifest.write_text("id,labels,pred_probs\n" + row + row)
+    refused(data, "--manifest", manifest, "-o", tmp_path / "run",
+            match="lists the image id(s) a on several rows")  # fmt: skip

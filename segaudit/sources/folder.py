@@ -130,7 +130,7 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         for column in ("labels", "pred_probs", "image"):
             if row.get(column):
                 row[column] = str(base / row[column])
-    check_unique((row["id"] for row in rows), f"manifest {path}")
+    check_unique((row["id"] for row in rows), f"manifest {path}", rows=True)
     return rows
 
 

@@ -74,7 +74,7 @@ def _extensions(name: str) -> list[str]:
     return suffixes[-1:]
 
 
-def check_unique(ids: Iterable[str], where: str) -> None:
+def check_unique(ids: Iterable[str], where: str, *, rows: bool = False) -> None:
     """Two files with one id (``a.png`` and ``a.tif``) cannot both be the image ``a``."""
     seen: dict[str, int] = {}
     for image_id in ids:
@@ -83,6 +83,11 @@ def check_unique(ids: Iterable[str], where: str) -> None:
     if duplicates:
         shown = ", ".join(printable(d) for d in duplicates[:5])
         more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+        if rows:  # a manifest's own id column
+            raise InvalidInputError(
+                f"{where} lists the image id(s) {shown}{more} on several rows; give each "
+                "image one row and its own id."
+            )
         raise InvalidInputError(
             f"{where} holds several files for the image id(s) {shown}{more}; "
             "keep one file per image (ids are file paths without their extension)."
