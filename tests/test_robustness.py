@@ -485,3 +485,20 @@ def test_the_command_builds_only_the_command_it_runs():
             whole.stderr,
         ), args
         assert "Usage: " in slim.stdout + slim.stderr
+
+
+def test_out_of_memory_names_only_the_commands_own_options(scene, tmp_path, monkeypatch):
+    """render has no --memory-budget: its advice is its --zoom."""
+    data, run, _ = scene
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    import segaudit.report.render
+
+    monkeypatch.setattr(segaudit.report.render, "render_run", no_memory)
+    message = one_line_error(invoke("render", run, "-q"))
+    assert message == "error: out of memory; lower --zoom."
+    monkeypatch.setattr(segaudit.jobs.scan, "scan", no_memory)
+    message = one_line_error(invoke("scan", data, "-o", tmp_path / "other", "-q"))
+    assert "lower --memory-budget" in message and "--zoom" not in message

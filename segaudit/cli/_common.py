@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import signal
 import sys
@@ -144,11 +145,25 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt as error:
             raise interrupted(error) from None
         except MemoryError:
-            raise fail(
-                "out of memory; lower --memory-budget or --batch-size, or use fewer --workers."
-            ) from None
+            raise fail(out_of_memory(func)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# What lowers a command's memory, by the parameter of its own that does it.
+_MEMORY_ADVICE = (
+    ("memory_budget", "lower --memory-budget"),
+    ("batch_size", "lower --batch-size"),
+    ("workers", "use fewer --workers"),
+    ("zoom", "lower --zoom"),
+)
+
+
+def out_of_memory(command: Any) -> str:
+    """The sentence for a command that ran out of memory, naming only its own options."""
+    names = inspect.signature(command).parameters
+    advice = [text for name, text in _MEMORY_ADVICE if name in names]
+    return "out of memory; " + (", or ".join(advice) if advice else "free some memory") + "."
 
 
 def show_progress(quiet: bool) -> bool:
