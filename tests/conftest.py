@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,18 @@ import pytest
 
 from segaudit.runs.chunkstore import ImageChunkedArray
 from segaudit.runs.rundir import SUMMARY, array_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The signal tests interrupt this process (and the scans it starts) with SIGINT and
+    SIGHUP and expect what a terminal's user gets. A shell starts background jobs (``make
+    test &``) with SIGINT ignored, ``nohup`` ignores SIGHUP, and Python and every child
+    keep that: give the suite the usual handling whatever started it (segaudit itself
+    rightly leaves a signal ignored that its caller chose to ignore)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def write_run(

@@ -13,6 +13,7 @@ import csv
 import io as io_module
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -440,8 +441,13 @@ def test_version_help_and_completion():
     installed = Path(sys.executable).with_name("segaudit")
     if not installed.exists():
         pytest.skip("the segaudit console script is not installed beside this Python")
+    # Typer finds the shell to complete for among the command's parents: start it from
+    # bash (not exec-ed by it: ``; exit``), whatever runs the suite (a background job's
+    # parent may be no shell at all).
     script = subprocess.run(
-        [str(installed), "--show-completion", "bash"], capture_output=True, text=True
+        ["bash", "-c", f"{shlex.quote(str(installed))} --show-completion; exit"],
+        capture_output=True,
+        text=True,
     )
     assert script.returncode == 0, script.stderr
     assert "_segaudit_completion" in script.stdout and "complete " in script.stdout
