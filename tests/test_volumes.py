@@ -266,13 +266,20 @@ def test_probabilities_of_another_shape_are_refused(tmp_path: Path) -> None:
     refused(tmp_path, "case_000.npz have shape (4, 6, 10, 12)", "(K, 7, 10, 12)")
 
 
-def test_a_non_integer_mask_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [(1.5, "holds the non-integer value 1.5"), (1e10, "holds the value 10000000000.0")],
+)
+def test_a_float_mask_holding_no_class_id_is_refused(
+    tmp_path: Path, value: float, phrase: str
+) -> None:
+    """A fraction, or a whole number beyond any class id (not cast into one)."""
     build_nnunet(tmp_path / "ds")
     path = tmp_path / "ds" / "labelsTr" / "case_002.nii.gz"
     values = np.asarray(nib.load(path).dataobj).astype(np.float32)
-    values[3, 2, 1] = 1.5
+    values[3, 2, 1] = value
     nib.save(nib.Nifti1Image(values, AFFINE), path)
-    refused(tmp_path, "case_002.nii.gz holds the non-integer value 1.5")
+    refused(tmp_path, f"case_002.nii.gz {phrase}", "(x, y, z) = (3, 2, 1)")
 
 
 def _edit_gzip(path: Path, edit) -> None:
@@ -348,15 +355,6 @@ def test_a_mask_that_is_a_pipe_is_refused_as_one(tmp_path: Path) -> None:
     path.unlink()
     os.mkfifo(path)
     refused(tmp_path, "case_000.nii.gz is not a regular file")
-
-
-def test_a_float_mask_holding_a_value_beyond_any_class_id_is_refused(tmp_path: Path) -> None:
-    build_nnunet(tmp_path / "ds")
-    path = tmp_path / "ds" / "labelsTr" / "case_002.nii.gz"
-    values = np.asarray(nib.load(path).dataobj).astype(np.float32)
-    values[3, 2, 1] = 1e10
-    nib.save(nib.Nifti1Image(values, AFFINE), path)
-    refused(tmp_path, "case_002.nii.gz holds the value 10000000000.0", "(x, y, z) = (3, 2, 1)")
 
 
 @pytest.mark.parametrize(
