@@ -201,3 +201,12 @@ def test_an_export_over_an_input_of_the_run_is_refused_even_with_force(tmp_path,
     result = invoke("export", run, "-o", mask, "--force")
     assert result.exit_code == 2 and "is inside the run's input labels" in result.output
     assert mask.read_bytes() == before
+
+
+def test_an_output_ending_in_csv_is_written_as_csv_unless_told(tmp_path, runs):
+    assert invoke("export", runs["folder"], "-o", tmp_path / "r.csv", "-q").exit_code == 0
+    told = tmp_path / "told.txt"
+    assert invoke("export", runs["folder"], "-o", told, "--format", "csv", "-q").exit_code == 0
+    assert (tmp_path / "r.csv").read_text() == told.read_text()
+    done = invoke("export", runs["folder"], "-o", tmp_path / "c.csv", "--format", "coco", "-q")
+    assert done.exit_code == 0 and json.loads((tmp_path / "c.csv").read_text())["images"]

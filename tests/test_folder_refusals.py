@@ -234,3 +234,14 @@ def test_a_manifest_listing_an_id_twice_says_so(data, tmp_path):
     manifest.write_text("id,labels,pred_probs\n" + row + row)
     refused(data, "--manifest", manifest, "-o", tmp_path / "run",
             match="lists the image id(s) a on several rows")  # fmt: skip
+
+
+def test_a_manifest_naming_a_missing_photo_is_refused_by_scan(data, tmp_path):
+    """Not only later, by render: the run would record a photo that is not there."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "id,labels,pred_probs,image\n"
+        f"a,{data}/labels/img_00000.png,{data}/pred_probs/img_00000.npy,{data}/images/nope.png\n"
+    )
+    refused(data, "--manifest", manifest, "-o", tmp_path / "run",
+            match="line 2 names the photo")  # fmt: skip

@@ -239,13 +239,15 @@ def export(
         typer.Option("--out", "-o", help="File or URL to write (e.g. issues.json, s3://b/x.json)."),
     ],
     fmt: Annotated[
-        ExportFormat,
+        ExportFormat | None,
         typer.Option(
             "--format",
             help="coco: COCO instances JSON with RLE masks (CVAT, Label Studio, FiftyOne); "
-            "csv: regions.csv rows with each image's files.",
+            "csv: regions.csv rows with each image's files. Default: csv for an -o ending "
+            "in .csv, else coco.",
+            show_default=False,
         ),
-    ] = ExportFormat.coco,
+    ] = None,
     top: Annotated[
         int | None,
         typer.Option("--top", help="Only the N worst regions (after the other filters)."),
@@ -291,6 +293,8 @@ def export(
         kinds=tuple(k.value for k in kind or ()),
         classes=tuple(resolve_classes(class_ or [], opened.class_names)),
     )
+    if fmt is None:
+        fmt = ExportFormat.csv if out.lower().endswith(".csv") else ExportFormat.coco
     counts = export_regions(opened, out, fmt.value, chosen, force=force)
     if not quiet:
         wrote = f"wrote {counts['regions']:,} regions of {counts['images']:,} images to {out}"

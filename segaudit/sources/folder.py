@@ -130,6 +130,11 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         for column in ("labels", "pred_probs", "image"):
             if row.get(column):
                 row[column] = str(base / row[column])
+        if row.get("image") and not Path(row["image"]).is_file():
+            raise InputNotFoundError(
+                f"manifest {path}, line {number} names the photo {row['image']}, which is "
+                "not a file; fix the row or leave its image column empty."
+            )
     check_unique((row["id"] for row in rows), f"manifest {path}", rows=True)
     return rows
 
