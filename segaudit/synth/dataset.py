@@ -6,15 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from segaudit.errors import OutputWriteError
 from segaudit.progress import NullProgress, Progress
 from segaudit.synth.folder import FolderLayout
-from segaudit.synth.options import Size, SynthOptions, check_options
-from segaudit.synth.output import cleanup, new_report, prepare_out, write_small_files
+from segaudit.synth.options import Size, check_options
+from segaudit.synth.output import new_report, prepare_out, removed_on_failure, write_small_files
 from segaudit.synth.stacked import StackedLayout
-from segaudit.synth.world import CHOICE, World, rng
+from segaudit.synth.world import World, choose_corrupted
 
 
 def generate(
@@ -71,27 +68,12 @@ def generate(
         difficulty=difficulty,
     )
     out = Path(out)
-    is_corrupted = _choose_corrupted(options)
+    is_corrupted = choose_corrupted(options.seed, options.images, options.corrupt_fraction)
     world = World.build(options.seed, list(options.class_names), hard=options.difficulty == "hard")
     writer = (StackedLayout if options.layout == "stacked" else FolderLayout)(out, options)
     created = prepare_out(out, force, writer.needed_bytes())
     report = new_report(options, writer.files(), is_corrupted, writer.report_extras(is_corrupted))
-    try:
+    with removed_on_failure(out, created):
         writer.write(world, is_corrupted, report, progress)
         write_small_files(out, options.class_names, report)
-    except OSError as error:
-        cleanup(out, created)
-        raise OutputWriteError(f"could not write the dataset to {out}: {error}") from None
-    except BaseException:
-        cleanup(out, created)
-        raise
     return report
-
-
-def _choose_corrupted(options: SynthOptions) -> np.ndarray:
-    """(N,) bool: exactly ``round(corrupt_fraction * N)`` images, chosen by the seed."""
-    n_corrupt = round(options.corrupt_fraction * options.images)
-    chosen = rng(options.seed, CHOICE).choice(options.images, size=n_corrupt, replace=False)
-    is_corrupted = np.zeros(options.images, dtype=bool)
-    is_corrupted[chosen] = True
-    return is_corrupted

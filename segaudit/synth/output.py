@@ -7,8 +7,10 @@ a dataset with a ``synth.json`` is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,20 @@ def prepare_out(out: Path, force: bool, needed_bytes: int) -> list[Path]:
             f"{free / 1e9:.2f} GB free; use fewer or smaller images."
         )
     return created
+
+
+@contextlib.contextmanager
+def removed_on_failure(out: Path, created: list[Path]) -> Iterator[None]:
+    """Remove a half-written dataset when writing it fails; an OS error (a full disk, a
+    permission) is one sentence."""
+    try:
+        yield
+    except OSError as error:
+        cleanup(out, created)
+        raise OutputWriteError(f"could not write the dataset to {out}: {error}") from None
+    except BaseException:
+        cleanup(out, created)
+        raise
 
 
 def cleanup(out: Path, created: list[Path]) -> None:

@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 
 from segaudit import __version__
-from segaudit.errors import OutputWriteError
 from segaudit.progress import NullProgress, Progress
 from segaudit.synth.folder import assign_sizes
 from segaudit.synth.image import ThreadBuffers, map_in_order
-from segaudit.synth.output import cleanup, prepare_out
+from segaudit.synth.output import prepare_out, removed_on_failure
 from segaudit.synth.volume_errors import EventTally, PlannedError, apply_errors, plan_errors
 from segaudit.synth.volume_files import (
     ProbabilityWriter,
@@ -44,12 +43,12 @@ from segaudit.synth.volume_model import Photographer, VolumeModel
 from segaudit.synth.volume_options import Shape3, VolumeOptions, check_volume_options
 from segaudit.synth.volume_scene import make_volume_scene
 from segaudit.synth.world import (
-    CHOICE,
     VOLUME_ERRORS,
     VOLUME_MODEL,
     VOLUME_PHOTO,
     VOLUME_SCENE,
     VOLUME_VOID,
+    choose_corrupted,
     rng,
 )
 
@@ -92,14 +91,8 @@ def generate_volumes(
     out = Path(out)
     writer = VolumeWriter(out, options)
     created = prepare_out(out, force, writer.needed_bytes())
-    try:
+    with removed_on_failure(out, created):
         report = writer.write(progress)
-    except OSError as error:
-        cleanup(out, created)
-        raise OutputWriteError(f"could not write the dataset to {out}: {error}") from None
-    except BaseException:
-        cleanup(out, created)
-        raise
     return report
 
 
@@ -117,7 +110,7 @@ class VolumeWriter:
         self.shapes = assign_sizes(options.seed, options.volumes, options.shapes)
         self.digits = max(3, len(str(options.volumes - 1)))
         self.affine = volume_affine()
-        self.corrupted = _choose_corrupted(options)
+        self.corrupted = choose_corrupted(options.seed, options.volumes, options.corrupt_fraction)
 
     def case_id(self, i: int) -> str:
         return f"case_{i:0{self.digits}d}"
@@ -231,15 +224,6 @@ def apply_errors_and_void(
     if void.any():
         noisy[void], truth[void], error_map[void] = ignore, ignore, 0
     return error_map
-
-
-def _choose_corrupted(options: VolumeOptions) -> np.ndarray:
-    """(N,) bool: exactly ``round(corrupt_fraction * N)`` volumes, chosen by the seed."""
-    n_corrupt = round(options.corrupt_fraction * options.volumes)
-    chosen = rng(options.seed, CHOICE).choice(options.volumes, size=n_corrupt, replace=False)
-    corrupted = np.zeros(options.volumes, dtype=bool)
-    corrupted[chosen] = True
-    return corrupted
 
 
 def _void_slices(stream: np.random.Generator, depth: int, fraction: float) -> np.ndarray:

@@ -39,6 +39,15 @@ def rng(seed: int, tag: int, index: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, tag, index])
 
 
+def choose_corrupted(seed: int, count: int, fraction: float) -> np.ndarray:
+    """(count,) bool: exactly ``round(fraction * count)`` images (or volumes) to corrupt,
+    chosen by the seed's CHOICE stream."""
+    chosen = rng(seed, CHOICE).choice(count, size=round(fraction * count), replace=False)
+    corrupted = np.zeros(count, dtype=bool)
+    corrupted[chosen] = True
+    return corrupted
+
+
 @dataclass
 class World:
     """What every image of one dataset shares: class roles, confusions, colours."""
