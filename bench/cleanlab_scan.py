@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +72,20 @@ def decode_end_to_end(dataset: Path) -> tuple[np.ndarray, np.ndarray, list[list]
     return labels, pred_probs, sizes
 
 
-def flat(dataset: Path, prefix: str) -> None:
+def decoded_call(dataset: Path, decode: Callable, written: Callable) -> None:
+    """What a cleanlab user does with files: ``decode`` them into arrays, then
+    ``find_label_issues``; ``written(mask, labels, listing)`` saves the mask and returns
+    its counts. Prints one JSON line of the timings (import, decode, call, save)."""
     t0 = time.perf_counter()
     import cleanlab
     from cleanlab.segmentation.filter import find_label_issues
 
     t1 = time.perf_counter()
-    labels, pred_probs, sizes = decode_end_to_end(dataset)
+    labels, pred_probs, listing = decode(dataset)
     t2 = time.perf_counter()
     mask = find_label_issues(labels, pred_probs, n_jobs=1, verbose=False)
     t3 = time.perf_counter()
-    np.save(f"{prefix}-flat-mask.npy", np.asarray(mask, dtype=bool).reshape(-1))
-    Path(f"{prefix}-flat-ids.json").write_text(json.dumps(sizes) + "\n")
+    counts = written(np.asarray(mask, dtype=bool), labels, listing)
     t4 = time.perf_counter()
     print(
         json.dumps(
@@ -92,14 +95,22 @@ def flat(dataset: Path, prefix: str) -> None:
                 "call_s": t3 - t2,
                 "import_s": t1 - t0,
                 "save_s": t4 - t3,
-                "images": len(sizes),
-                "pixels": int(labels.size),
+                **counts,
                 "pred_probs_bytes": int(pred_probs.nbytes),
                 "cleanlab_version": cleanlab.__version__,
-                "issue_pixels": int(np.count_nonzero(mask)),
             }
         )
     )
+
+
+def flat(dataset: Path, prefix: str) -> None:
+    def written(mask: np.ndarray, labels: np.ndarray, sizes: list) -> dict[str, int]:
+        np.save(f"{prefix}-flat-mask.npy", mask.reshape(-1))
+        Path(f"{prefix}-flat-ids.json").write_text(json.dumps(sizes) + "\n")
+        return {"images": len(sizes), "pixels": int(labels.size),
+                "issue_pixels": int(np.count_nonzero(mask))}  # fmt: skip
+
+    decoded_call(dataset, decode_end_to_end, written)
 
 
 def decode_volumes(dataset: Path) -> tuple[np.ndarray, np.ndarray, list[list]]:
@@ -131,35 +142,13 @@ def decode_volumes(dataset: Path) -> tuple[np.ndarray, np.ndarray, list[list]]:
 
 
 def volumes(dataset: Path, prefix: str) -> None:
-    t0 = time.perf_counter()
-    import cleanlab
-    from cleanlab.segmentation.filter import find_label_issues
+    def written(mask: np.ndarray, labels: np.ndarray, cases: list) -> dict[str, int]:
+        np.save(f"{prefix}-volumes-mask.npy", mask)
+        Path(f"{prefix}-volumes-cases.json").write_text(json.dumps(cases) + "\n")
+        return {"volumes": len(cases), "slices": int(labels.shape[0]), "voxels": int(labels.size),
+                "issue_voxels": int(np.count_nonzero(mask))}  # fmt: skip
 
-    t1 = time.perf_counter()
-    labels, pred_probs, cases = decode_volumes(dataset)
-    t2 = time.perf_counter()
-    mask = find_label_issues(labels, pred_probs, n_jobs=1, verbose=False)
-    t3 = time.perf_counter()
-    np.save(f"{prefix}-volumes-mask.npy", np.asarray(mask, dtype=bool))
-    Path(f"{prefix}-volumes-cases.json").write_text(json.dumps(cases) + "\n")
-    t4 = time.perf_counter()
-    print(
-        json.dumps(
-            {
-                "seconds": t3 - t1,
-                "decode_s": t2 - t1,
-                "call_s": t3 - t2,
-                "import_s": t1 - t0,
-                "save_s": t4 - t3,
-                "volumes": len(cases),
-                "slices": int(labels.shape[0]),
-                "voxels": int(labels.size),
-                "pred_probs_bytes": int(pred_probs.nbytes),
-                "cleanlab_version": cleanlab.__version__,
-                "issue_voxels": int(np.count_nonzero(mask)),
-            }
-        )
-    )
+    decoded_call(dataset, decode_volumes, written)
 
 
 def main() -> None:
