@@ -214,6 +214,17 @@ def listing(fs, prefix: str) -> dict[str, int]:
     return {name[len(prefix) + 1 :]: int(info["size"]) for name, info in found.items()}
 
 
+def assert_published_as_on_disk(fs, url: str, on_disk: Path, differ: tuple[str, ...] = ()):
+    """The run at ``url`` holds the files of the run ``on_disk`` (summary.json apart), each
+    with the same bytes except those named in ``differ``."""
+    prefix = url.removeprefix("s3://")
+    held = set(listing(fs, prefix)) - {"summary.json"}
+    expected = {str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()}
+    assert held == expected - {"summary.json"}
+    for name in held - set(differ):
+        assert fs.cat_file(f"{prefix}/{name}") == (on_disk / name).read_bytes(), name
+
+
 def hidden_prefixes(fs, parent: str) -> list[str]:
     fs.invalidate_cache()
     return [p for p in fs.ls(parent, detail=False) if p.rsplit("/", 1)[-1].startswith(".")]
@@ -486,12 +497,7 @@ def test_a_score_published_to_s3_from_a_cluster_equals_the_local_score(
     assert invoke("score", local, "-o", on_disk, *common).exit_code == 0
     result = invoke("score", local, "-o", url, *common, "--scheduler", scheduler)
     assert result.exit_code == 0, result.output
-    prefix = url.removeprefix("s3://")
-    held = set(listing(s3fs_client, prefix)) - {"summary.json"}
-    expected = {str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()}
-    assert held == expected - {"summary.json"}
-    for name in held:
-        assert s3fs_client.cat_file(f"{prefix}/{name}") == (on_disk / name).read_bytes(), name
+    assert_published_as_on_disk(s3fs_client, url, on_disk)
     assert hidden_prefixes(s3fs_client, f"{BUCKET}/runs") == []
 
 
@@ -504,10 +510,5 @@ def test_pixel_scores_of_images_of_two_sizes_published_from_a_cluster_equal_the_
     assert invoke("score", local_folder, "-o", on_disk, *common).exit_code == 0
     result = invoke("score", local_folder, "-o", url, *common, "--scheduler", scheduler)
     assert result.exit_code == 0, result.output
-    prefix = url.removeprefix("s3://")
-    held = set(listing(s3fs_client, prefix)) - {"summary.json"}
-    expected = {str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()}
-    assert held == expected - {"summary.json"}
-    for name in held:
-        if name not in ("image_scores.csv", "images.csv"):  # these name the input files
-            assert s3fs_client.cat_file(f"{prefix}/{name}") == (on_disk / name).read_bytes(), name
+    # image_scores.csv and images.csv name the input files
+    assert_published_as_on_disk(s3fs_client, url, on_disk, ("image_scores.csv", "images.csv"))
