@@ -204,3 +204,38 @@ def test_cut_refinement_reads_records_below_every_top_probability(
     got = find_label_issues(labels, probs, downsample=downsample, label_pooling="mean")
     assert np.array_equal(got, reference(labels, probs, downsample=downsample))
     assert readers == [reader]
+
+
+@pytest.mark.parametrize("batch_size", [None, 3 * 4 * 4])  # one batch, or one image a batch
+def test_ties_below_every_top_probability_are_shared_out_from_the_records(
+    monkeypatch, batch_size
+):
+    # Three images of 16 pixels, K=3. Every pixel labelled 0 has s = 0.2, below any
+    # pixel's top probability (at least 1/3), so all of them are mispredicted (class 1 at
+    # 0.7 or 0.75) and in the records; the 8 an image whose p_1 = 0.75 reach t_1 = 0.72,
+    # so m = 24 of 42 tied pixels: the first 24 in flat order (image 0's 14 and image
+    # 1's first 10), across images and batches, found without reading a stored score.
+    from segaudit.engine.sinks import MemorySink
+
+    n, k, h, w = 3, 3, 4, 4
+    probs = np.empty((n, k, h, w), np.float32)
+    probs[:, 0], probs[:, 1], probs[:, 2] = 0.2, 0.7, 0.1
+    labels = np.zeros((n, h, w), np.int64)
+    labels[:, 3, 2:] = 1  # 2 pixels an image labelled 1, s = 0.72 (t_1 = 0.72)
+    probs[:, 1, 3, 2:], probs[:, 2, 3, 2:] = 0.72, 0.08
+    probs[:, 1, 1:3, :], probs[:, 2, 1:3, :] = 0.75, 0.05  # rows 1 and 2 reach t_1
+    naive = naive_issues(labels, probs)
+    assert naive.tie_at_cut and naive.m == 24
+    read = []
+    original = MemorySink.read
+
+    def spy(sink, name, index):
+        read.append(name)
+        return original(sink, name, index)
+
+    monkeypatch.setattr(MemorySink, "read", spy)
+    mask = find_label_issues(labels, probs, batch_size=batch_size, n_jobs=1)
+    assert np.array_equal(mask, naive.issues)
+    assert np.array_equal(mask, reference(labels, probs))
+    assert mask[0].sum() == 14 and mask[1].sum() == 10 and not mask[2].any()
+    assert "pixel_scores" not in read

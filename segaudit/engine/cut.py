@@ -250,14 +250,17 @@ def write_issues(
     progress: Any = None,
     executor: Executor | None = None,
     regions: RegionFinder | None = None,
+    below_any_max: float = 0.0,
 ) -> IssueCounts:
     """Cross-check candidates at full resolution and write each image's ``issues`` (and,
     with ``regions``, each image's regions, found where its mask is made).
 
     Issues are candidates whose prediction differs from the given label, so at full
     resolution they come straight from the mispredicted pixels' records; ties at the
-    cut are shared out first (:func:`tied_candidates`), reading the scores of only as
-    many images as it takes. With downsampling the stored scores, labels and
+    cut are shared out first (:func:`tied_candidates`: from the records when the cut's
+    score is below ``below_any_max``, a bound under every pixel's top probability, else
+    reading the scores of only as many images as it takes). With downsampling the
+    stored scores, labels and
     predictions are read back. Batches run on ``executor`` (default: one local
     thread), except when ties must be shared out while reading back; then they run here
     in image order.
@@ -268,7 +271,9 @@ def write_issues(
         np.zeros(extent.num_images, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
     )
     from_records = stats.downsample == 1
-    taken = tied_candidates(sink, stats, cut) if from_records and cut.ties is not None else {}
+    taken = {}
+    if from_records and cut.ties is not None:
+        taken = tied_candidates(sink, stats, cut, below_any_max)
     task = IssueTask(sink, extent.sizes, stats.downsample, k, cut, ignore, taken, regions)
 
     def fold(done: BatchIssues) -> int:
@@ -294,14 +299,21 @@ def write_issues(
 ImageIssues = tuple[np.ndarray, IssuePixels]
 
 
-def tied_candidates(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.ndarray]:
+def tied_candidates(
+    sink: Sink, stats: PassStats, cut: Cut, below_any_max: float = 0.0
+) -> dict[int, np.ndarray]:
     """The pixels at the cut's exact score that are candidates: the first ``cut.ties`` of
     them in flat order over the dataset, per image (flat indices within the image).
 
-    Only the stored scores of the first images are read, until the ties are shared out
-    (at full resolution, ties leave ``cut.shift`` at 0: keys are whole bit patterns).
+    At full resolution ties leave ``cut.shift`` at 0: keys are whole bit patterns. A
+    score below ``below_any_max`` (a bound under every pixel's top probability) is only
+    ever a mispredicted pixel's, so such ties are all in the records, batch by batch in
+    flat order; otherwise the stored scores of the first images are read, until the
+    ties are shared out.
     """
     assert cut.ties is not None and cut.shift == 0
+    if _key_value(cut.key, stats.extent.score_dtype) < below_any_max:
+        return _tied_in_records(sink, stats, cut)
     taken: dict[int, np.ndarray] = {}
     remaining = cut.ties
     for index in range(stats.extent.num_images):
@@ -312,6 +324,32 @@ def tied_candidates(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.ndar
         if len(at_cut):
             taken[index] = at_cut
             remaining -= len(at_cut)
+    return taken
+
+
+def _key_value(key: int, score_dtype: np.dtype) -> float:
+    """The score whose whole bit pattern is ``key``."""
+    dtype = np.dtype(score_dtype)
+    return float(np.array([key], np.uint32 if dtype.itemsize == 4 else np.uint64).view(dtype)[0])
+
+
+def _tied_in_records(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.ndarray]:
+    """:func:`tied_candidates` from the mispredicted pixels' records alone (each batch's
+    in flat order over its images end to end), when every tied pixel is among them."""
+    assert cut.ties is not None
+    taken: dict[int, np.ndarray] = {}
+    remaining = cut.ties
+    sizes = stats.extent.sizes
+    for lo, hi in stats.batches:
+        if remaining == 0:
+            break
+        records = sink.records(lo, ("index", "s"))
+        at_cut = records["index"][score_bits(records["s"]) == cut.key][:remaining]
+        remaining -= len(at_cut)
+        starts = np.concatenate([[0], np.cumsum(sizes[lo:hi, 0] * sizes[lo:hi, 1])])
+        image_of = np.searchsorted(starts, at_cut, side="right") - 1
+        for row in np.unique(image_of).tolist():
+            taken[lo + row] = at_cut[image_of == row] - starts[row]
     return taken
 
 

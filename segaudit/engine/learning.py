@@ -126,7 +126,9 @@ def flag_issues(
         sink.create("regions", extent.sizes, map_dtype)
         finder = RegionFinder(params.ignore_index, min_region_pixels, map_dtype, volumes)
     progress.start("flagging issues", extent.num_images)
-    counts = write_issues(stats, cut, sink, params.ignore_index, progress, executor, finder)
+    counts = write_issues(
+        stats, cut, sink, params.ignore_index, progress, executor, finder, below_any_max
+    )
     progress.finish()
     stages["write_issues"] = time.perf_counter() - clock
     if finder is not None:
