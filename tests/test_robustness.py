@@ -473,6 +473,28 @@ def test_the_command_keeps_the_garbage_collector_off_import_time_objects():
     assert status == "0" and int(frozen) > 10_000
 
 
+@pytest.mark.parametrize(("given", "expected"), [(None, "4"), ("30", "30")])
+def test_the_command_lets_idle_blas_threads_sleep(given, expected):
+    # OpenBLAS's threads spin for work when numpy loads; the command sets their idle
+    # timeout to its least before numpy is imported, unless the user set one.
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if given is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = given
+    code = (
+        "import os, sys\n"
+        "sys.argv = ['segaudit', '--version']\n"
+        "from segaudit.cli import main\n"
+        "assert 'numpy' not in sys.modules\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == expected
+
+
 def test_the_command_builds_only_the_command_it_runs():
     # Typer converts every registered command on each run; main() hands it a copy of
     # the app holding only the command named, which must behave exactly like the whole.

@@ -154,9 +154,16 @@ def main() -> None:
     the gate".
     """
     import gc
+    import os
     import signal
     import traceback
 
+    # OpenBLAS (numpy's and SciPy's, one thread a core each) starts its threads spinning
+    # for work when loaded: about 0.2 s of CPU a process, where segaudit's commands make
+    # no BLAS call worth a thread (synth's matrix products still get them). Idle
+    # threads sleep at once instead; set before numpy is first imported, and a user's
+    # own setting stands.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     from segaudit.cli._common import hold_signals_at_end, raise_terminated
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
