@@ -742,6 +742,16 @@ def plan_folder_rows(bench: Bench, ds: FolderDataset, cl: bool) -> None:
             work_from="stdout",
             section=f,
         )
+    if role == "big":
+        bench.plan(
+            "folder_pass_w2_big",
+            "segaudit's pass alone, 2 workers (decode + kernel, nothing kept or written)",
+            ds,
+            helper("pass_only.py", ds.path, 2),
+            warm_paths=inputs,
+            work_from="stdout",
+            section=f,
+        )
     for w in (1, 2):
         run = RUNS / f"folder-scan-{role}-w{w}"
         bench.plan(
@@ -1063,6 +1073,20 @@ def dataset_ratios(rows: dict[str, Row]) -> list[dict[str, Any]]:
         at_most=True,
     )
     speed("folder scan w=1 / decode pass", "folder_scan_w1_big", "folder_decode_big", floor, f)
+    speed(
+        "folder pass alone w=2 / decode pass",
+        "folder_pass_w2_big",
+        "folder_decode_big",
+        "what the streaming pass adds to decoding, before any output is kept or written",
+        f,
+    )
+    speed(
+        "folder scan w=2 / pass alone w=2",
+        "folder_scan_w2_big",
+        "folder_pass_w2_big",
+        "what the run's outputs add: per-pixel arrays, cut, issue masks, regions, tables",
+        f,
+    )
     speed(
         "folder scan w=2 / mmap-touch pass",
         "folder_scan_w2_big",
