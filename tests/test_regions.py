@@ -248,6 +248,21 @@ def test_regions_csv_is_worst_first_and_each_images_region_score_is_its_worst(tm
         assert score == (min(mine) if mine else 1.0)
 
 
+def test_regions_csv_written_in_blocks_is_the_same_file(tmp_path, synth_set, monkeypatch):
+    # regions.csv is made into text a block of rows at a time (memory flat in the number
+    # of regions): blocks of 3 rows must give the same bytes, ranks running on.
+    import segaudit.report.regions as region_table
+
+    whole = tmp_path / "whole"
+    assert invoke("scan", synth_set, "-o", whole, "-q").exit_code == 0
+    monkeypatch.setattr(region_table, "CSV_BLOCK_ROWS", 3)
+    blocks = tmp_path / "blocks"
+    assert invoke("scan", synth_set, "-o", blocks, "-q").exit_code == 0
+    text = (blocks / "regions.csv").read_bytes()
+    assert text == (whole / "regions.csv").read_bytes()
+    assert text.count(b"\n") > 3 * 3
+
+
 # -- kinds, on a dataset built to hold one of each ------------------------------------
 
 K = 4  # 0 road (background), 1 car, 2 person, 3 sign
