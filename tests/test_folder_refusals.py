@@ -245,3 +245,36 @@ def test_a_manifest_naming_a_missing_photo_is_refused_by_scan(data, tmp_path):
     )
     refused(data, "--manifest", manifest, "-o", tmp_path / "run",
             match="line 2 names the photo")  # fmt: skip
+
+
+def _mask_as(path: Path, kind: str) -> None:
+    """Rewrite the mask at ``path`` (same pixels) as a JPEG, a two-page TIFF or a two-frame
+    animated PNG, keeping its name."""
+    from PIL import Image
+
+    mask = Image.open(path)
+    mask.load()
+    if kind == "jpeg":
+        mask.save(path, format="JPEG", quality=100)
+    else:
+        fmt = "TIFF" if kind == "tiff" else "PNG"
+        mask.save(path, format=fmt, save_all=True, append_images=[mask.copy()])
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        ("jpeg", "holds JPEG data, whose lossy compression changes class ids"),
+        ("tiff", "holds 2 images (pages); a mask is one image"),
+        ("apng", "holds 2 images (frames); a mask is one image"),
+    ],
+)
+def test_masks_that_are_lossy_or_hold_several_images_are_refused(data, tmp_path, kind, match):
+    # Only the first page would be read, or JPEG's artefacts would read as class ids.
+    mask = sorted((data / "labels").iterdir())[1]
+    if kind == "tiff":
+        mask = mask.rename(mask.with_suffix(".tif"))
+    _mask_as(mask, kind)
+    message = refused(data, data, "-o", tmp_path / "run", match=match)
+    assert mask.name in message
+    assert not (tmp_path / "run").exists()

@@ -62,6 +62,7 @@ class MaskHeader:
 
 
 _MASK_MODES = ("1", "L", "P", "I;16", "I;16L", "I;16B", "I", "RGB", "RGBA")
+_MASK_FORMATS = ("PNG", "TIFF")  # lossless, one image a file (checked too)
 
 
 def _open_image(path: Path | str, what: str) -> Any:
@@ -87,8 +88,21 @@ def _open_image(path: Path | str, what: str) -> Any:
 def mask_header(path: Path) -> MaskHeader:
     """Size and pixel mode of a label mask, from its header only."""
     with _open_image(path, "mask") as image:
-        mode = image.mode
+        mode, kind = image.mode, image.format
         width, height = image.size
+        pages = int(getattr(image, "n_frames", 1))
+    if kind not in _MASK_FORMATS:
+        raise InvalidInputError(
+            f"mask {path} holds {kind} data, whose lossy compression changes class ids "
+            "along every edge; export the masks as PNG or TIFF."
+            if kind == "JPEG"
+            else f"mask {path} holds {kind} data; export the masks as PNG or TIFF."
+        )
+    if pages > 1:
+        raise InvalidInputError(
+            f"mask {path} holds {pages} images ({'frames' if kind == 'PNG' else 'pages'}); "
+            "a mask is one image: save each as its own mask file."
+        )
     if mode not in _MASK_MODES:
         raise InvalidInputError(
             f"mask {path} has pixel mode {mode}; label masks are 8- or 16-bit grayscale, "
