@@ -234,3 +234,28 @@ def test_ties_at_the_cut_across_images_go_to_the_lowest_flat_index(tmp_path):
     masks = run_masks(tmp_path / "run")
     got = np.concatenate([masks[i].ravel() for i in sorted(SIZES)])
     assert np.array_equal(got, naive.issues.ravel())
+
+
+def test_an_image_whose_every_pixel_is_void_is_named_in_a_warning(tmp_path):
+    # It has nothing to score: no issues, a NaN score ranked last, and the scan says so
+    # (also with --quiet) and records it in summary.json.
+    rng = np.random.default_rng(4)
+    images = {}
+    for image_id, (h, w) in sorted(SIZES.items()):
+        labels, probs = make_probs(rng, 1, K, h, w)
+        images[image_id] = (labels[0], probs[0])
+    images["b/third"][0][:] = 255
+    write_folder(tmp_path / "ds", images)
+    run = tmp_path / "run"
+    done = invoke("scan", tmp_path / "ds", "-o", run, "--ignore-index", 255, "--quiet")
+    assert done.exit_code == 0, done.output
+    assert "warning: 1 image(s) have no scored pixel" in done.stderr
+    assert "b/third" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset"]["unscored"] == {"count": 1, "examples": ["b/third"]}
+    with open(run / "image_scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[-1]["id"] == "b/third" and rows[-1]["softmin_score"] in ("", "nan", "NaN")
+    assert not run_masks(run)["b/third"].any()
+    clean = invoke("scan", tmp_path / "ds", "-o", tmp_path / "clean", "--quiet")
+    assert clean.exit_code == 2  # without --ignore-index, 255 is a label outside 0..4

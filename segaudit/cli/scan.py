@@ -192,11 +192,13 @@ def scan(
 
 
 def warn_absent_chunks(summary: dict[str, Any]) -> None:
-    """A warning on stderr for each input read with absent Zarr chunks (even with --quiet)."""
-    from segaudit.jobs.scan import absent_chunk_warnings, skipped_warning
+    """A warning on stderr (even with --quiet) for each input read with absent Zarr
+    chunks, images left out by --skip-unmatched, and images without a scored pixel."""
+    from segaudit.jobs.scan import absent_chunk_warnings, skipped_warning, unscored_warning
     from segaudit.safetext import markup
 
-    warnings = absent_chunk_warnings(summary) + [w for w in [skipped_warning(summary)] if w]
+    more = [skipped_warning(summary), unscored_warning(summary)]
+    warnings = absent_chunk_warnings(summary) + [w for w in more if w]
     for warning in warnings:
         err_console.print(f"[bold yellow]warning:[/] {markup(warning)}", highlight=False)
 

@@ -102,6 +102,15 @@ def describe_dataset(dataset: Dataset, extent: Extent) -> dict[str, Any]:
     return block
 
 
+def unscored_block(scored: np.ndarray, ids: list[str]) -> dict[str, Any] | None:
+    """The images without a scored pixel (every label void), for summary.json: their
+    count and first few ids; None when every image has one."""
+    unscored = np.flatnonzero(np.asarray(scored) == 0)
+    if not len(unscored):
+        return None
+    return {"count": int(len(unscored)), "examples": [ids[i] for i in unscored[:5].tolist()]}
+
+
 def build_summary(
     result: CLResult,
     dataset: Dataset,
@@ -115,10 +124,14 @@ def build_summary(
     total_pixels = extent.total_pixels
     scored = int(result.stats.scored.sum())
     issue_pixels = int(result.issues_per_image.sum())
+    described = describe_dataset(dataset, extent)
+    unscored = unscored_block(result.stats.scored, list(dataset.ids))
+    if unscored is not None:
+        described["unscored"] = unscored
     return {
         "segaudit_version": __version__,
         "command": "scan",
-        "dataset": describe_dataset(dataset, extent),
+        "dataset": described,
         "inputs": dataset.inputs(),
         "parameters": {
             **dataclasses.asdict(params),
@@ -343,6 +356,20 @@ def skipped_warning(summary: dict[str, Any]) -> str | None:
     return (
         f"left out {masks} mask(s) without a prediction and {preds} prediction(s) without "
         f"a mask (--skip-unmatched): {examples}."
+    )
+
+
+def unscored_warning(summary: dict[str, Any]) -> str | None:
+    """A sentence on images without a scored pixel (None when there are none)."""
+    unscored = (summary.get("dataset") or {}).get("unscored") or {}
+    count = int(unscored.get("count") or 0)
+    if not count:
+        return None
+    examples = ", ".join(str(e) for e in (unscored.get("examples") or [])[:5])
+    more = ", ..." if count > 5 else ""
+    return (
+        f"{count} image(s) have no scored pixel (every label is the ignore value): "
+        f"{examples}{more}; they have no issues, their score is NaN and they rank last."
     )
 
 

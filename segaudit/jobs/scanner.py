@@ -479,6 +479,10 @@ class _StreamedInputs:
         self.layout = None
         self.skipped: dict[str, Any] = {}
 
+    @property
+    def ids(self) -> list[str]:
+        return list(self.images.ids)
+
     def inputs(self) -> dict[str, Any]:
         block: dict[str, Any] = {
             "labels": {"path": None, "format": "streamed", "images": len(self.images.ids)},
