@@ -26,6 +26,7 @@ from segaudit.engine.pixels import sum_tolerance
 from segaudit.engine.regions import RegionFinder, region_map_dtype
 from segaudit.engine.sinks import Sink
 from segaudit.engine.stream import ImageSource, PassStats, stream
+from segaudit.libc import release_free_memory
 from segaudit.progress import NullProgress, Progress
 
 
@@ -71,6 +72,7 @@ def confident_learning(
         import_in_background("scipy.sparse.csgraph")  # 0.4 s of imports, hidden behind the pass
     stats = stream(dataset, params, sink, execution, progress=progress, on_batch=on_batch)
     sink.pass_written()
+    release_free_memory()
     read = round(time.perf_counter() - clock, 3)
     result = flag_issues(
         stats, params, sink, execution, progress, min_region_pixels, volume_geometry(dataset)

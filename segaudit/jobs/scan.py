@@ -24,6 +24,7 @@ from segaudit.engine.learning import CLResult, confident_learning
 from segaudit.engine.params import Execution, Extent, Params
 from segaudit.engine.regions import DEFAULT_MIN_PIXELS
 from segaudit.errors import InvalidInputError
+from segaudit.libc import release_free_memory
 from segaudit.progress import NullProgress, Progress
 from segaudit.report.decisions import Reviewed
 from segaudit.report.regions import (
@@ -249,6 +250,7 @@ def scan_dataset(
         )
         sink.finish()
         sink.discard_scratch()
+        release_free_memory()
         dataset.check_unchanged()
         clock = time.perf_counter()
         region_table = write_scan_tables(
