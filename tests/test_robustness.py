@@ -453,6 +453,13 @@ def test_version_help_and_completion():
     assert "_segaudit_completion" in script.stdout and "complete " in script.stdout
 
 
+def python_lines(code: str, env: dict[str, str] | None = None) -> list[str]:
+    """The lines ``python -c code`` prints, once it has exited 0."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def test_the_command_keeps_the_garbage_collector_off_import_time_objects():
     # The import-time objects live until exit, so main() freezes them (gc.freeze): the
     # collector then skips them during the run and at exit. The exit status is kept.
@@ -465,9 +472,7 @@ def test_the_command_keeps_the_garbage_collector_off_import_time_objects():
         "except SystemExit as stop:\n"
         "    print(stop.code, gc.get_freeze_count())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = python_lines(code)
     assert lines[0] == f"segaudit {__version__}"
     status, frozen = lines[1].split()
     assert status == "0" and int(frozen) > 10_000
@@ -490,9 +495,7 @@ def test_the_command_lets_idle_blas_threads_sleep(given, expected):
         "except SystemExit:\n"
         "    print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == expected
+    assert python_lines(code, env)[-1] == expected
 
 
 def test_memory_freed_by_a_stage_is_given_back_to_the_system():
@@ -513,9 +516,7 @@ def test_memory_freed_by_a_stage_is_given_back_to_the_system():
         "release_free_memory()\n"
         "print(before, anon())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    before, after = (int(n) for n in done.stdout.split())
+    before, after = (int(n) for n in python_lines(code)[-1].split())
     assert before - after > 150, (before, after)
 
 
