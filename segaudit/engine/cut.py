@@ -157,8 +157,20 @@ def find_cut(
 
 def _bin_top(prefix: int, shift: int, score_dtype: np.dtype) -> float:
     """The value just above a histogram bin: every score in the bin is below it."""
-    bits = np.array([(prefix + 1) << shift], np.uint32 if score_dtype.itemsize == 4 else np.uint64)
-    return float(bits.view(score_dtype)[0])
+    return _bits_value((prefix + 1) << shift, score_dtype)
+
+
+def _bits_value(bits: int, score_dtype: Any) -> float:
+    """The score whose whole bit pattern is ``bits``."""
+    dtype = np.dtype(score_dtype)
+    pattern = np.array([bits], np.uint32 if dtype.itemsize == 4 else np.uint64)
+    return float(pattern.view(dtype)[0])
+
+
+def _batch_starts(sizes: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Where each of images lo:hi starts among the batch's pixels laid end to end (and,
+    last, their total)."""
+    return np.concatenate([[0], np.cumsum(sizes[lo:hi, 0] * sizes[lo:hi, 1])])
 
 
 def _refine(
@@ -312,7 +324,7 @@ def tied_candidates(
     ties are shared out.
     """
     assert cut.ties is not None and cut.shift == 0
-    if _key_value(cut.key, stats.extent.score_dtype) < below_any_max:
+    if _bits_value(cut.key, stats.extent.score_dtype) < below_any_max:
         return _tied_in_records(sink, stats, cut)
     taken: dict[int, np.ndarray] = {}
     remaining = cut.ties
@@ -325,12 +337,6 @@ def tied_candidates(
             taken[index] = at_cut
             remaining -= len(at_cut)
     return taken
-
-
-def _key_value(key: int, score_dtype: np.dtype) -> float:
-    """The score whose whole bit pattern is ``key``."""
-    dtype = np.dtype(score_dtype)
-    return float(np.array([key], np.uint32 if dtype.itemsize == 4 else np.uint64).view(dtype)[0])
 
 
 def _tied_in_records(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.ndarray]:
@@ -346,7 +352,7 @@ def _tied_in_records(sink: Sink, stats: PassStats, cut: Cut) -> dict[int, np.nda
         records = sink.records(lo, ("index", "s"))
         at_cut = records["index"][score_bits(records["s"]) == cut.key][:remaining]
         remaining -= len(at_cut)
-        starts = np.concatenate([[0], np.cumsum(sizes[lo:hi, 0] * sizes[lo:hi, 1])])
+        starts = _batch_starts(sizes, lo, hi)
         image_of = np.searchsorted(starts, at_cut, side="right") - 1
         for row in np.unique(image_of).tolist():
             taken[lo + row] = at_cut[image_of == row] - starts[row]
@@ -365,8 +371,7 @@ def _issues_from_records(
     resolution: records below the cut's key, and at the key those ``taken`` (ties
     shared out in flat order; None or no entry: all of them when the cut has no ties)."""
     records = sink.records(lo, RECORD_FIELDS)
-    pixels = sizes[lo:hi, 0] * sizes[lo:hi, 1]
-    starts = np.concatenate([[0], np.cumsum(pixels)])
+    starts = _batch_starts(sizes, lo, hi)
     if cut.count == 0:
         chosen = np.zeros(len(records["s"]), bool)
     else:
@@ -428,7 +433,7 @@ def _read_back_issues(
     and how many ties at the cut they used. Each issue pixel's scores come from the
     full-resolution records (every issue pixel is a mispredicted one)."""
     scores_name = "pixel_scores" if d == 1 else "cl_scores"
-    starts = np.concatenate([[0], np.cumsum(sizes[lo:hi, 0] * sizes[lo:hi, 1])])
+    starts = _batch_starts(sizes, lo, hi)
     resolution = CL if d == 1 else FULL
     mispredicted = _split_by_image(sink.records(lo, RECORD_FIELDS, resolution), starts)
     masks, used = [], 0
