@@ -49,7 +49,7 @@ from segaudit.report.tables import rank_images, score_rows, write_score_table
 from segaudit.runs import rundir
 from segaudit.runs.chunkstore import rebased
 from segaudit.runs.images import IMAGES_TABLE, write_images_table
-from segaudit.runs.parts import PART_PREFIX, RemoteParts
+from segaudit.runs.parts import RemoteParts, on_worker
 from segaudit.runs.run import Run, is_complete_run, open_run
 from segaudit.runs.sink import RunSink
 from segaudit.sources import Dataset, DatasetSpec, open_dataset
@@ -497,13 +497,14 @@ class _PixelScoresSink:
         return copy
 
     def written(self) -> dict[int, tuple[int, ...]]:
-        if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
+        if on_worker(self.parts, self.shipped, self.run):
+            assert self.parts is not None
             self.parts.upload(self.run)
         return dict(getattr(self.array, "shapes", {}))
 
     def release(self) -> None:
         """Remove a worker's folder of this task's files (after an upload, or a failure)."""
-        if self.parts is not None and self.shipped and self.run.name.startswith(PART_PREFIX):
+        if on_worker(self.parts, self.shipped, self.run):
             shutil.rmtree(self.run, ignore_errors=True)
 
     def adopt(self, written: dict[int, tuple[int, ...]]) -> None:

@@ -144,8 +144,7 @@ def remote_run(url: str) -> Iterator[Staging]:
         remove_leftovers(fs, parent, name)
     except Exception as error:  # each backend has its own errors
         raise OutputWriteError(f"cleaning up beside {url} failed ({reason(error)}).") from None
-    base = url.rstrip("/").rpartition("/")[0]
-    parts = RemoteParts(f"{base}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    parts = hidden_parts(url, name)
     prefix = f"{STAGING_PREFIX}{os.getpid()}-"
     with tempfile.TemporaryDirectory(prefix=prefix) as staging:
         done = False
@@ -159,6 +158,13 @@ def remote_run(url: str) -> Iterator[Staging]:
                     parts.remove("")
 
 
+def hidden_parts(url: str, name: str) -> RemoteParts:
+    """A new hidden prefix beside the RUN ``url`` (``name``: its last component in its
+    store), to build the run under before it is published."""
+    base = url.rstrip("/").rpartition("/")[0]
+    return RemoteParts(f"{base}/{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+
+
 def publish(local: Path, url: str, parts: RemoteParts | None = None) -> dict[str, int]:
     """Publish the complete local run ``local`` at ``url`` (see the module doc), with the
     files Dask workers already uploaded to ``parts``; return the manifest (relative name
@@ -168,8 +174,7 @@ def publish(local: Path, url: str, parts: RemoteParts | None = None) -> dict[str
     summary = json.loads((local / SUMMARY).read_text())
     files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUMMARY)
     if parts is None:
-        parts = RemoteParts(f"{url.rstrip('/').rpartition('/')[0]}/{TEMP_PREFIX}{name}-"
-                            f"{uuid.uuid4().hex[:8]}")  # fmt: skip
+        parts = hidden_parts(url, name)
         remove_leftovers(fs, parent, name)
     hidden = parts.filesystem()[1]
     try:

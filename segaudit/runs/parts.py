@@ -24,6 +24,13 @@ from segaudit.errors import OutputWriteError, RunDirectoryError, reason
 PART_PREFIX = "segaudit-part-"
 
 
+def on_worker(parts: RemoteParts | None, shipped: bool, folder: Path) -> bool:
+    """Whether a sink's copy writes into a worker's folder of its own: the run is for a
+    URL (``parts``), the copy was sent to a worker, and ``folder`` is one made by
+    :meth:`RemoteParts.new_folder`."""
+    return parts is not None and shipped and folder.name.startswith(PART_PREFIX)
+
+
 @dataclass
 class RemoteParts:
     """The hidden prefix (a URL) a run is being built under, for every process writing it."""

@@ -25,7 +25,7 @@ from segaudit.errors import RunDirectoryError
 from segaudit.runs import durability, rundir
 from segaudit.runs.chunkstore import ImageChunkWriter, PerImageArrays, rebased
 from segaudit.runs.masks import write_issue_mask, write_issue_volume
-from segaudit.runs.parts import PART_PREFIX, RemoteParts
+from segaudit.runs.parts import RemoteParts, on_worker
 
 
 class ScratchImages:
@@ -234,7 +234,7 @@ class RunSink:
 
     def _on_worker(self) -> bool:
         """Whether this copy writes into a worker's folder of its own (see parts.py)."""
-        return bool(self.parts and self.shipped and self.run.name.startswith(PART_PREFIX))
+        return on_worker(self.parts, self.shipped, self.run)
 
     def release(self) -> None:
         """Remove a worker's folder of this task's files (after an upload, or a failure)."""
